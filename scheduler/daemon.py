@@ -1,0 +1,462 @@
+"""The scheduler daemon: parse DAGs, create runs, decide, queue; event-driven.
+
+One loop blocks on the events stream (``XREADGROUP``) until something
+happens or the earliest timer (a retry, a schedule interval) is due; then it
+schedules every touched run in one transaction and pipelines the queue
+messages. A slow repair sweep re-sends what the database says is owed, so a
+lost stream message (or all of Redis) costs latency, never work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import anyio
+import asyncpg
+import structlog
+
+from scheduler.decide import RunDecision, StateCounts, TIRow, decide
+from scheduler.expansion import RunFacts
+from scheduler.limits import Busy, Candidate, select
+from scheduler.parsing import FolderParser
+from scheduler.runs import create_due_runs, insert_task_instances, task_instance_rows, utcnow
+from scheduler.start_trigger import render, run_context, start_args
+from shared import bus
+from shared.config import Settings
+from shared.daemon import Lifecycle, sd_notify
+from shared.db import create_pool, q
+from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
+from shared.schedules import Interval
+from shared.serialization import DagSpec
+
+log = structlog.get_logger()
+PASS_GAP_PER_TI_S = 2e-6
+DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, lifecycle: Lifecycle):
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.life = lifecycle
+        self.streams = bus.Streams(settings.stream_prefix)
+        self.consumer = bus.Consumer(redis, [self.streams.events], bus.SCHEDULER_GROUP,
+                                     bus.consumer_name("scheduler"),
+                                     deadletter=self.streams.deadletter,
+                                     count=settings.batch_size, claim_idle_ms=30_000)
+        self.specs: dict[str, DagSpec] = {}
+        self.paused: set[str] = set()
+        self.next_interval: dict[str, Interval | None] = {}
+        self.timers: dict[int, datetime] = {}
+        self.pending: set[int] = set()
+        self.starved: set[int] = set()
+        self.dags_dirty = True
+        self.pools: dict[str, int] = {}
+        self.run_sizes: dict[int, int] = {}
+        self.last_pass: dict[int, float] = {}
+        self._read_scope: anyio.CancelScope | None = None
+        self.stats = {"runs_scheduled": 0, "tis_queued": 0}
+
+    # --- DAG definitions --------------------------------------------------
+    async def refresh_dags(self) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(q("active_dags"))
+            self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
+            specs, paused = {}, set()
+            for row in rows:
+                try:
+                    specs[row["dag_id"]] = DagSpec.model_validate(row["serialized"])
+                except ValueError as exc:
+                    log.error("dag_spec_invalid", dag_id=row["dag_id"], error=str(exc))
+                    continue
+                if row["is_paused"]:
+                    paused.add(row["dag_id"])
+            for dag_id, spec in specs.items():
+                if dag_id not in self.specs or self.specs[dag_id] != spec:
+                    last = await conn.fetchrow(q("last_scheduled_interval"), dag_id)
+                    self.next_interval[dag_id] = (
+                        Interval(last["data_interval_start"], last["data_interval_end"])
+                        if last else None)
+        self.specs, self.paused = specs, paused
+        self.dags_dirty = False
+
+    async def create_scheduled_runs(self, now: datetime) -> datetime | None:
+        """Create due scheduled runs; return when the next one is due."""
+        earliest: datetime | None = None
+        for dag_id, spec in self.specs.items():
+            if spec.schedule is None or dag_id in self.paused:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                created, nxt = await create_due_runs(conn, spec, now, self.next_interval.get(dag_id))
+            if created:
+                log.info("scheduled_runs_created", dag_id=dag_id, count=len(created))
+                self.pending.update(created)
+                last = await self._last_interval(dag_id)
+                self.next_interval[dag_id] = last
+            if nxt is not None and (earliest is None or nxt.end < earliest):
+                earliest = nxt.end
+        return earliest
+
+    async def _last_interval(self, dag_id: str) -> Interval | None:
+        async with self.pool.acquire() as conn:
+            last = await conn.fetchrow(q("last_scheduled_interval"), dag_id)
+        return Interval(last["data_interval_start"], last["data_interval_end"]) if last else None
+
+    # --- scheduling -------------------------------------------------------
+    async def schedule(self, run_pks: list[int]) -> None:
+        """One transaction: start runs, decide every touched run, queue, finish runs."""
+        now = utcnow()
+        to_send: list[tuple[str, RunTask]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            runs = await conn.fetch(q("lock_active_runs"), run_pks)
+            if not runs:
+                return
+            await self._start_queued_runs(conn, runs)
+            pks = [r["id"] for r in runs]
+            by_run: dict[int, list[TIRow]] = {pk: [] for pk in pks}
+            for row in await conn.fetch(q("run_tis"), pks):
+                by_run[row["run_pk"]].append(_ti_row(row))
+            counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
+            for row in await conn.fetch(q("run_state_counts"), pks):
+                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+            candidates: list[Candidate] = []
+            starts: list[tuple] = []
+            failures: list[tuple[int, str]] = []
+            ends_ids, ends_states = [], []
+            for run in runs:
+                spec = self.specs.get(run["dag_id"])
+                run_counts = counts[run["id"]]
+                if spec is None or not run_counts:
+                    continue
+                self.run_sizes[run["id"]] = sum(n for c in run_counts.values() for n in c.values())
+                decision, tis = await self._decide_expanding(conn, spec, run["id"],
+                                                             by_run[run["id"]], run_counts, now)
+                for ti_id, state in decision.end.items():
+                    ends_ids.append(ti_id)
+                    ends_states.append(state)
+                ti_by_id = {ti.id: ti for ti in tis}
+                for ti_id in decision.queue:
+                    t = spec.task(ti_by_id[ti_id].task_id)
+                    if self._start_in_triggerer(spec, run, ti_by_id[ti_id], starts, failures):
+                        continue
+                    candidates.append(Candidate(ti_id, spec.dag_id, t.task_id, t.pool, t.pool_slots,
+                                                t.priority_weight, ti_by_id[ti_id].map_index,
+                                                spec.max_active_tasks, t.max_active_tis_per_dag))
+                if decision.wake_at is not None:
+                    self.timers[run["id"]] = decision.wake_at
+                else:
+                    self.timers.pop(run["id"], None)
+                if decision.run_state is not None:
+                    self.run_sizes.pop(run["id"], None)
+                    self.last_pass.pop(run["id"], None)
+                    note = "all_tasks_deadlocked" if decision.deadlocked else None
+                    await conn.execute(q("finish_run"), run["id"], decision.run_state, note)
+                    log.info("run_finished", dag_id=run["dag_id"], run_id=run["run_id"],
+                             state=decision.run_state, note=note)
+            if ends_ids:
+                await conn.execute(q("end_tis"), ends_ids, ends_states)
+            if starts:
+                await conn.execute(q("start_in_triggerer"), *map(list, zip(*starts, strict=True)))
+                to_send.append((self.streams.triggers, TriggersPending()))
+            for ti_id, error in failures:
+                await conn.execute(q("fail_unstartable"), ti_id, error)
+                self.pending.update(r["id"] for r in runs)
+            if candidates:
+                chosen, held = await self._apply_limits(conn, candidates)
+                if held:
+                    self.starved.update(r["id"] for r in runs)
+                queued = await conn.fetch(q("queue_tis"), chosen) if chosen else []
+                to_send += [(self.streams.queue(r["queue"]), RunTask(ti_id=r["id"], try_number=r["try_number"]))
+                            for r in queued]
+        self.stats["runs_scheduled"] += len(runs)
+        self.stats["tis_queued"] += len(to_send)
+        await bus.publish(self.redis, to_send)
+
+    def _start_in_triggerer(self, spec: DagSpec, run, ti: TIRow, starts: list,
+                            failures: list) -> bool:
+        """A fresh try of a ``start_from_trigger`` instance goes straight to the triggerer."""
+        if ti.state == "scheduled":
+            return False
+        args = start_args(spec.task(ti.task_id), ti.map_index)
+        if args is None:
+            return False
+        ctx = run_context(spec.dag_id, run["run_id"], run["logical_date"], run["conf"] or {},
+                          spec.params, ti.task_id, ti.map_index)
+        try:
+            kwargs = render(args.trigger_kwargs, ctx)
+            next_kwargs = render(args.next_kwargs, ctx)
+        except Exception as exc:  # noqa: BLE001 - a user's template fails that instance only
+            failures.append((ti.id, f"cannot render trigger_kwargs of {ti.task_id!r} "
+                                    f"map_index {ti.map_index}: {type(exc).__name__}: {exc}"))
+            return True
+        starts.append((ti.id, args.classpath, json.dumps(kwargs), args.next_method,
+                       json.dumps(next_kwargs), args.timeout_s))
+        log.info("task_started_in_triggerer", dag_id=spec.dag_id, run_id=run["run_id"],
+                 task_id=ti.task_id, map_index=ti.map_index, trigger=args.classpath)
+        return True
+
+    async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,
+                                tis: list[TIRow], counts: StateCounts,
+                                now: datetime) -> tuple[RunDecision, list[TIRow]]:
+        """Decide; while placeholders expand, create their instances and decide again."""
+        facts = None
+        for _ in range(len(spec.tasks) + 1):
+            if facts is None and any(ti.map_index < 0 and ti.state is None
+                                     and spec.task(ti.task_id).mapped for ti in tis):
+                facts = await self._run_facts(conn, run_pk)
+            decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()})
+            if not decision.expand:
+                return decision, tis
+            if decision.end:
+                await conn.execute(q("end_tis"), list(decision.end), list(decision.end.values()))
+            for ti_id, length in decision.expand.items():
+                await conn.execute(q("expand_placeholder"), ti_id, length)
+                log.info("task_expanded", dag_id=spec.dag_id, ti_id=ti_id, length=length)
+            tis = [_ti_row(r) for r in await conn.fetch(q("run_tis"), [run_pk])]
+            counts = defaultdict(Counter)
+            for row in await conn.fetch(q("run_state_counts"), [run_pk]):
+                counts[row["task_id"]][row["state"]] = row["n"]
+        raise RuntimeError(f"expansion of a run of {spec.dag_id!r} did not settle")
+
+    async def _run_facts(self, conn: asyncpg.Connection, run_pk: int) -> RunFacts:
+        facts = RunFacts()
+        facts.task_map = {r["task_id"]: r["length"] for r in await conn.fetch(q("run_task_maps"), run_pk)}
+        facts.returned = {r["task_id"]: r["n"] for r in await conn.fetch(q("run_returned_counts"), run_pk)}
+        return facts
+
+    async def _start_queued_runs(self, conn: asyncpg.Connection, runs: list) -> None:
+        queued = [r for r in runs if r["state"] == "queued"]
+        if not queued:
+            return
+        counts = {r["dag_id"]: r["n"] for r in await conn.fetch(
+            q("running_runs_per_dag"), list({r["dag_id"] for r in queued}))}
+        for run in queued:
+            spec = self.specs.get(run["dag_id"])
+            if spec is None:
+                await conn.execute(q("finish_run"), run["id"], "failed", "dag_not_found")
+                continue
+            if counts.get(spec.dag_id, 0) >= spec.max_active_runs:
+                continue
+            counts[spec.dag_id] = counts.get(spec.dag_id, 0) + 1
+            await conn.execute(q("start_run"), run["id"])
+            await insert_task_instances(conn, run["id"], task_instance_rows(spec))
+            log.info("run_started", dag_id=run["dag_id"], run_id=run["run_id"])
+
+    async def _apply_limits(self, conn: asyncpg.Connection,
+                            candidates: list[Candidate]) -> tuple[list[int], bool]:
+        busy = Busy()
+        for row in await conn.fetch(q("busy_slots")):
+            busy.pool_slots[row["pool"]] += row["slots"]
+            busy.dag_tasks[row["dag_id"]] += row["n"]
+            busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
+        if any(c.pool not in self.pools for c in candidates):
+            self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
+        for c in candidates:
+            if c.pool not in self.pools:
+                log.warning("pool_not_found", dag_id=c.dag_id, task_id=c.task_id, pool=c.pool)
+        return select(candidates, busy, self.pools)
+
+    # --- the loops ---------------------------------------------------------
+    async def main_loop(self) -> None:
+        while not self.life.stopping.is_set():
+            try:
+                await self._iteration()
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("scheduler_connection_error", error=str(exc))
+                with anyio.move_on_after(1.0):
+                    await self.life.stopping.wait()
+
+    async def _iteration(self) -> None:
+        if self.dags_dirty:
+            await self.refresh_dags()
+        now = utcnow()
+        next_run_due = await self.create_scheduled_runs(now)
+        self.pending.update(pk for pk, due in self.timers.items() if due <= now)
+        await self._drain_pending()
+        wake = min([t for t in [next_run_due, *self.timers.values()] if t is not None],
+                   default=None)
+        block_s = self.settings.repair_interval_s
+        if wake is not None:
+            block_s = min(block_s, max(0.001, (wake - utcnow()).total_seconds()))
+        entries = await self._read(int(block_s * 1000))
+        finished_something = False
+        for _, entry in entries:
+            match entry.message:
+                case RunChanged(run_pk=pk):
+                    self.pending.add(pk)
+                    finished_something = True
+                case DagsChanged():
+                    self.dags_dirty = True
+                case other:
+                    log.warning("unexpected_message", kind=other.kind)
+        if finished_something and self.starved:
+            self.pending |= self.starved
+            self.starved = set()
+        if self.dags_dirty:
+            await self.refresh_dags()
+        await self._drain_pending()
+        await self.consumer.ack(entries)
+
+    async def _drain_pending(self) -> None:
+        while self.pending:
+            batch = self._due_now(sorted(self.pending)[: self.settings.batch_size])
+            if not batch:
+                return
+            await self.schedule(batch)
+
+    def _due_now(self, candidates: list[int]) -> list[int]:
+        """Runs to schedule now; very large runs are re-decided at most every few ms.
+
+        A pass over a run costs a little per instance, so passes over a
+        10,000-instance run are spaced by up to ``PASS_GAP_PER_TI_S`` per
+        instance (20 ms at 10,000); small runs (chains) are never held back.
+        """
+        now = time.monotonic()
+        due = []
+        for pk in candidates:
+            self.pending.discard(pk)
+            gap = min(0.05, self.run_sizes.get(pk, 0) * PASS_GAP_PER_TI_S)
+            wait = self.last_pass.get(pk, 0.0) + gap - now
+            if wait > 0:
+                self.timers[pk] = utcnow() + timedelta(seconds=wait)
+                continue
+            self.last_pass[pk] = now
+            due.append(pk)
+        return due
+
+    async def _read(self, block_ms: int) -> list:
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            try:
+                if not self.life.stopping.is_set():
+                    return await self.consumer.read(block_ms)
+            finally:
+                self._read_scope = None
+        return []
+
+    async def stop_reading_on_shutdown(self) -> None:
+        await self.life.stopping.wait()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def parse_loop(self, parser: FolderParser) -> None:
+        while not self.life.stopping.is_set():
+            try:
+                if await parser.parse_changed():
+                    await bus.publish(self.redis, [(self.streams.events, DagsChanged())])
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("parse_loop_connection_error", error=str(exc))
+            with anyio.move_on_after(self.settings.dag_dir_list_interval_s):
+                await self.life.stopping.wait()
+
+    async def repair_loop(self) -> None:
+        """The slow sweep: zombies, owed queue messages, lost wake-ups, unclaimed triggers."""
+        while not self.life.stopping.is_set():
+            with anyio.move_on_after(self.settings.repair_interval_s):
+                await self.life.stopping.wait()
+            if self.life.stopping.is_set():
+                return
+            try:
+                await self.repair()
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("repair_connection_error", error=str(exc))
+
+    async def repair(self) -> None:
+        s = self.settings
+        messages: list[tuple[str, object]] = []
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                touched = await self._fail_zombies(conn)
+                touched |= await self._expire_deferrals(conn)
+            owed = await conn.fetch(q("owed_queued"), s.queued_resend_after_s)
+            if owed:
+                await conn.execute(q("touch_queued"), [r["id"] for r in owed])
+                messages += [(self.streams.queue(r["queue"]),
+                              RunTask(ti_id=r["id"], try_number=r["try_number"])) for r in owed]
+                log.info("queued_resent", count=len(owed))
+            active = [r["id"] for r in await conn.fetch(q("active_run_pks"))]
+            if await conn.fetchval(q("unclaimed_triggers_exist")):
+                messages.append((self.streams.triggers, TriggersPending()))
+            await conn.execute(q("delete_orphan_triggers"))
+        await self.consumer.ensure_groups()
+        messages += [(self.streams.events, RunChanged(run_pk=pk)) for pk in set(active) | touched]
+        await bus.publish(self.redis, messages)
+        reclaimed = await self.consumer.autoclaim()
+        if reclaimed:
+            self.pending.update(e.message.run_pk for _, e in reclaimed
+                                if isinstance(e.message, RunChanged))
+            await self.consumer.ack(reclaimed)
+
+    async def _expire_deferrals(self, conn: asyncpg.Connection) -> set[int]:
+        """Backstop for trigger timeouts when no triggerer enforced them (none alive)."""
+        touched: set[int] = set()
+        for row in await conn.fetch(q("expired_deferrals"), self.settings.trigger_timeout_grace_s):
+            pk = await conn.fetchval(q("fail_expired_deferral"), row["id"], row["trigger_id"])
+            if pk is not None:
+                log.warning("trigger_timeout_enforced_by_scheduler", ti_id=row["id"])
+                touched.add(pk)
+        return touched
+
+    async def _fail_zombies(self, conn: asyncpg.Connection) -> set[int]:
+        touched: set[int] = set()
+        for z in await conn.fetch(q("zombies"), self.settings.worker_heartbeat_timeout_s):
+            spec = self.specs.get(z["dag_id"])
+            delay = 0.0
+            if spec is not None and z["task_id"] in spec.task_map:
+                policy = spec.task(z["task_id"]).retry_policy()
+                delay = policy.next_delay(z["try_number"]) or 0.0
+            msg = "task instance heartbeat expired: its worker died or lost contact"
+            pk = await conn.fetchval(q("fail_zombie"), z["id"], z["try_number"], msg, delay)
+            if pk is not None:
+                log.warning("zombie_task_failed", dag_id=z["dag_id"], task_id=z["task_id"],
+                            ti_id=z["id"], try_number=z["try_number"])
+                touched.add(pk)
+        return touched
+
+    def status(self) -> str:
+        return (f"{len(self.specs)} dags, {self.stats['runs_scheduled']} run passes, "
+                f"{self.stats['tis_queued']} queued")
+
+
+def _ti_row(row) -> TIRow:
+    return TIRow(row["id"], row["task_id"], row["map_index"], row["state"], row["try_number"],
+                 row["next_retry_at"])
+
+
+async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the scheduler until SIGTERM (finishing its current batch)."""
+    db_url, redis_url = settings.require_urls()
+    life = Lifecycle("scheduler")
+    pool = await create_pool(db_url, max_size=5)
+    redis = bus.connect(redis_url)
+    try:
+        await bus.wait_for_redis(redis)
+        sched = Scheduler(settings, pool, redis, life)
+        await sched.consumer.ensure_groups()
+        parser = FolderParser(pool, settings.dags_folder, settings.parse_timeout_s)
+        await parser.parse_changed()
+        await sched.refresh_dags()
+        async with pool.acquire() as conn:
+            sched.pending.update(r["id"] for r in await conn.fetch(q("active_run_pks")))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(life.watch_signals, tg.cancel_scope)
+            tg.start_soon(sched.stop_reading_on_shutdown)
+            tg.start_soon(sched.parse_loop, parser)
+            tg.start_soon(sched.repair_loop)
+            tg.start_soon(life.watchdog, sched.status)
+            log.info("scheduler_ready", dags_folder=str(settings.dags_folder))
+            sd_notify("READY=1", "STATUS=scheduling")
+            task_status.started()
+            await sched.main_loop()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+            await pool.close()
+        log.info("scheduler_stopped")
+

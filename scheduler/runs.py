@@ -1,0 +1,72 @@
+"""Creating runs: manual triggers and schedule intervals, and their task instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from scheduler.expansion import literal_length
+from shared.db import q
+from shared.schedules import Interval, parse_schedule
+from shared.serialization import DagSpec
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_id_for(run_type: str, logical_date: datetime) -> str:
+    return f"{run_type}__{logical_date.isoformat()}"
+
+
+async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
+                            logical_date: datetime | None = None) -> tuple[int, str]:
+    """Insert a queued manual run; the scheduler creates its task instances."""
+    while True:
+        when = logical_date or utcnow()
+        run_id = run_id_for("manual", when)
+        pk = await conn.fetchval(q("insert_run"), dag_id, run_id, "manual", when, when, when, conf)
+        if pk is not None:
+            return pk, run_id
+        if logical_date is not None:
+            raise ValueError(f"a manual run of {dag_id!r} at {when.isoformat()} already exists")
+
+
+def task_instance_rows(spec: DagSpec) -> list[tuple]:
+    """(task_id, map_index, max_tries, queue, pool, pool_slots, priority) for a new run.
+
+    A mapped task whose inputs are all literal gets its instances ``0..n-1``
+    now; one that needs an upstream's output gets a ``-1`` placeholder.
+    """
+    rows = []
+    for t in spec.tasks:
+        n = literal_length(t.mapped) if t.mapped is not None else None
+        indexes = range(n) if n else [-1]
+        rows += [(t.task_id, i, t.retries, t.queue, t.pool, t.pool_slots, t.priority_weight)
+                 for i in indexes]
+    return rows
+
+
+async def insert_task_instances(conn: asyncpg.Connection, run_pk: int, rows: list[tuple]) -> None:
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 7
+    await conn.execute(q("insert_tis"), run_pk, *[list(c) for c in cols])
+
+
+async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec, now: datetime,
+                          after: Interval | None) -> tuple[list[int], Interval | None]:
+    """Create every scheduled run whose interval has ended; return them and the next interval."""
+    schedule = parse_schedule(spec.schedule)
+    created: list[int] = []
+    if schedule is None:
+        return created, None
+    while True:
+        nxt = schedule.next_interval(after=after, start_date=spec.start_date,
+                                     end_date=spec.end_date, catchup=spec.catchup, now=now)
+        if nxt is None or nxt.end > now:
+            return created, nxt
+        pk = await conn.fetchval(q("insert_run"), spec.dag_id, run_id_for("scheduled", nxt.start),
+                                 "scheduled", nxt.start, nxt.start, nxt.end, {})
+        if pk is not None:
+            created.append(pk)
+        after = nxt

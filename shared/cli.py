@@ -1,0 +1,171 @@
+"""``sluice``: the command line (daemons, standalone, DAGs and runs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from shared.config import load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Sluice: an event-driven, Airflow-compatible workflow scheduler.")
+dags_app = typer.Typer(no_args_is_help=True, help="List, trigger and test DAGs.")
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect DAG runs.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(dags_app, name="dags")
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+DagsFolder = Annotated[Path | None, typer.Option("--dags-folder", help="Folder of DAG files.")]
+
+
+def _daemon(module: str, **overrides) -> None:
+    from shared.logging import configure_logging
+
+    configure_logging()
+    settings = load_settings(**overrides)
+    mod = __import__(f"{module}.daemon", fromlist=["run"])
+    anyio.run(mod.run, settings)
+
+
+@app.command()
+def scheduler(dags_folder: DagsFolder = None) -> None:
+    """Run the scheduler daemon."""
+    _daemon("scheduler", dags_folder=dags_folder)
+
+
+@app.command()
+def triggerer(dags_folder: DagsFolder = None,
+              capacity: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """Run the triggerer daemon."""
+    _daemon("triggerer", dags_folder=dags_folder, triggerer_capacity=capacity)
+
+
+@app.command()
+def worker(dags_folder: DagsFolder = None,
+           queues: Annotated[str | None, typer.Option(help="Comma-separated queue names.")] = None,
+           concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+    """Run a worker daemon."""
+    _daemon("worker", dags_folder=dags_folder, worker_queues=queues,
+            worker_concurrency=concurrency)
+
+
+@app.command()
+def standalone(dags_folder: DagsFolder = None) -> None:
+    """Embedded PostgreSQL + Valkey (unless URLs are configured) and all three daemons."""
+    from shared.logging import configure_logging
+    from shared.standalone import serve
+
+    configure_logging()
+    raise typer.Exit(anyio.run(serve, load_settings(dags_folder=dags_folder)))
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (idempotent, safe to run concurrently)."""
+    from shared.db import migrate_url
+
+    db_url, _ = load_settings().require_urls()
+    applied = anyio.run(migrate_url, db_url)
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+async def _with_conn(fn, *args):
+    import asyncpg
+
+    from shared.db import _init_connection
+
+    db_url, _ = load_settings().require_urls()
+    conn = await asyncpg.connect(db_url)
+    await _init_connection(conn)
+    try:
+        return await fn(conn, *args)
+    finally:
+        await conn.close()
+
+
+@dags_app.command("list")
+def dags_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """DAGs known to the scheduler, and files that failed to import."""
+    async def fetch(conn):
+        dags = await conn.fetch("SELECT dag_id, fileloc, is_paused, serialized->'schedule' AS schedule"
+                                " FROM dag WHERE is_active ORDER BY dag_id")
+        errors = await conn.fetch("SELECT fileloc, message FROM import_error ORDER BY fileloc")
+        return dags, errors
+
+    dags, errors = anyio.run(_with_conn, fetch)
+    if as_json:
+        typer.echo(json.dumps({
+            "dags": [{"dag_id": d["dag_id"], "fileloc": d["fileloc"], "is_paused": d["is_paused"],
+                      "schedule": d["schedule"]} for d in dags],
+            "import_errors": [{"fileloc": e["fileloc"], "message": e["message"]} for e in errors]}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("dag_id", "schedule", "paused", "fileloc")
+    for d in dags:
+        sched = d["schedule"]
+        table.add_row(d["dag_id"], json.dumps(sched) if sched else "-", str(d["is_paused"]), d["fileloc"])
+    console.print(table)
+    for e in errors:
+        console.print(f"[red]import error[/red] {e['fileloc']}:\n  {e['message']}")
+
+
+@dags_app.command("trigger")
+def dags_trigger(
+    dag_id: str,
+    conf: Annotated[str | None, typer.Option(help="Run configuration as a JSON object.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 3600.0,
+) -> None:
+    """Create a manual run; with --wait, exit 0 on success and 1 on failure."""
+    from shared.runs_cli import trigger
+
+    try:
+        conf_obj = json.loads(conf) if conf else {}
+    except ValueError as exc:
+        raise typer.BadParameter(f"--conf is not valid JSON: {exc}") from None
+    if not isinstance(conf_obj, dict):
+        raise typer.BadParameter("--conf must be a JSON object")
+    raise typer.Exit(anyio.run(trigger, load_settings(), dag_id, conf_obj, wait, as_json, timeout))
+
+
+@dags_app.command("test")
+def dags_test(dag_id: str, timeout: float = 3600.0) -> None:
+    """Trigger a run and wait for it, printing its outcome (needs running daemons)."""
+    from shared.runs_cli import trigger
+
+    raise typer.Exit(anyio.run(trigger, load_settings(), dag_id, {}, True, False, timeout))
+
+
+@runs_app.command("list")
+def runs_list(dag_id: Annotated[str | None, typer.Option("--dag-id")] = None,
+              limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Most recent runs first."""
+    from shared.runs_cli import list_runs
+
+    anyio.run(list_runs, dag_id, limit, as_json)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One run and every task instance (mapped ones as ``task [n]``)."""
+    from shared.runs_cli import show
+
+    raise typer.Exit(anyio.run(show, run_id, as_json))
+
+
+def main() -> None:
+    app(prog_name="sluice")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

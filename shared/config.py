@@ -1,0 +1,102 @@
+"""Typed settings, read from the environment (prefix ``SLUICE_``).
+
+Built once in each process's entry point and passed down; nothing reads
+configuration at import time. With no database or Redis URL configured, the
+URLs written by ``sluice standalone`` to ``$SLUICE_HOME/standalone.json`` are
+used, so a second terminal finds the embedded services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("SLUICE_HOME") or Path.home() / ".sluice")
+
+
+class Settings(BaseSettings):
+    """Every knob of the three daemons and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = None
+    redis_url: str | None = None
+    dags_folder: Path = Path("dags")
+    logs_folder: Path | None = None
+    stream_prefix: str = "sluice"
+    airflow_compat: bool = True
+
+    # scheduler
+    parse_timeout_s: float = 30.0
+    dag_dir_list_interval_s: float = 30.0
+    repair_interval_s: float = 10.0
+    worker_heartbeat_timeout_s: float = 30.0
+    queued_resend_after_s: float = 60.0
+    max_map_length: int = 1024
+    trigger_timeout_grace_s: float = 5.0
+    batch_size: int = 256
+
+    # worker
+    worker_concurrency: int = 8
+    worker_queues: str = "default"
+    worker_heartbeat_s: float = 5.0
+    worker_grace_period_s: float = 30.0
+    runner_max_tasks: int = 1000
+    max_xcom_bytes: int = 1024 * 1024
+
+    # triggerer
+    triggerer_capacity: int = Field(default=1000, gt=0)
+    triggerer_heartbeat_s: float = 5.0
+    triggerer_heartbeat_timeout_s: float = 30.0
+
+    def resolved(self) -> Settings:
+        """Fill missing URLs from ``standalone.json`` (written by ``sluice standalone``)."""
+        if self.database_url and self.redis_url:
+            return self
+        found = read_standalone_urls(self.home)
+        return self.model_copy(
+            update={
+                "database_url": self.database_url or found.get("database_url"),
+                "redis_url": self.redis_url or found.get("redis_url"),
+            }
+        )
+
+    def require_urls(self) -> tuple[str, str]:
+        if not self.database_url or not self.redis_url:
+            raise SystemExit(
+                "no database/redis configured: set SLUICE_DATABASE_URL and SLUICE_REDIS_URL, "
+                f"or start `sluice standalone` with SLUICE_HOME={self.home}"
+            )
+        return self.database_url, self.redis_url
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.logs_folder or self.home / "logs"
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+
+def standalone_file(home: Path) -> Path:
+    return home / "standalone.json"
+
+
+def read_standalone_urls(home: Path) -> dict[str, str]:
+    try:
+        return json.loads(standalone_file(home).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean).resolved()

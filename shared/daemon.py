@@ -1,0 +1,73 @@
+"""What the three daemons share: systemd notify, signals and the shutdown sequence.
+
+First SIGTERM/SIGINT sets ``stopping`` (stop claiming, drain within the grace
+period, hand back the rest); a second one cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import anyio
+import structlog
+
+log = structlog.get_logger()
+
+
+def sd_notify(*states: str) -> bool:
+    """Send ``READY=1``-style lines to ``$NOTIFY_SOCKET``; a no-op without it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall("\n".join(states).encode())
+        except OSError as exc:
+            log.warning("sd_notify_failed", error=str(exc))
+            return False
+    return True
+
+
+def watchdog_interval_s() -> float | None:
+    """Half of systemd's ``WatchdogSec`` (``$WATCHDOG_USEC``), when set for this process."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and int(pid) != os.getpid()):
+        return None
+    return int(usec) / 2_000_000
+
+
+class Lifecycle:
+    """The stop request every loop of a daemon races against."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.stopping = anyio.Event()
+        self.cancel_scope: anyio.CancelScope | None = None
+
+    async def watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if not self.stopping.is_set():
+                    log.info("shutdown_requested", daemon=self.name, signal=signum.name)
+                    sd_notify("STOPPING=1")
+                    self.stopping.set()
+                else:
+                    log.warning("shutdown_forced", daemon=self.name)
+                    scope.cancel()
+                    return
+
+    async def watchdog(self, status: callable) -> None:  # type: ignore[valid-type]
+        """Ping systemd from the main loop's task group; a wedged loop stops the pings."""
+        interval = watchdog_interval_s()
+        if interval is None:
+            return
+        while not self.stopping.is_set():
+            sd_notify("WATCHDOG=1", f"STATUS={status()}")
+            with anyio.move_on_after(interval):
+                await self.stopping.wait()

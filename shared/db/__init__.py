@@ -1,0 +1,97 @@
+"""PostgreSQL access: pool creation, named SQL blocks, migrations.
+
+SQL lives in ``queries.sql`` as ``-- name: NAME`` blocks, loaded once. The
+functions that run them are thin. ``json`` columns are decoded with the
+standard library so object key order survives the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+
+import anyio
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+MIGRATION_LOCK_ID = 0x51_1CE  # advisory lock serialising concurrent `db migrate`
+
+
+@cache
+def queries() -> dict[str, str]:
+    """Every named SQL block of ``queries.sql``."""
+    text = resources.files("shared.db").joinpath("queries.sql").read_text()
+    blocks = re.split(r"^-- name: (\w+)\s*$", text, flags=re.M)
+    return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
+
+
+def q(name: str) -> str:
+    return queries()[name]
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
+                      attempts: int | None = None) -> asyncpg.Pool:
+    """A pool, retried with capped exponential backoff until the server answers."""
+    delay = 0.1
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, init=_init_connection,
+                command_timeout=60,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if attempts is not None and attempt >= attempts:
+                raise
+            log.warning("database_unavailable", error=str(exc), retry_in_s=round(delay, 2))
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def migration_files() -> list[tuple[str, str]]:
+    folder = resources.files("shared.db").joinpath("migrations")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text()) for name in names]
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations in order; safe to run concurrently and repeatedly."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migration ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migration")}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migration (version) VALUES ($1)", version)
+            applied.append(version)
+            log.info("migration_applied", version=version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied
+
+
+async def migrate_url(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

@@ -1,0 +1,117 @@
+-- Sluice initial schema. PostgreSQL is the only source of truth.
+-- JSON columns use `json` (not `jsonb`) where key order must survive.
+
+CREATE TABLE dag (
+    dag_id          text PRIMARY KEY,
+    fileloc         text NOT NULL,
+    source_hash     text NOT NULL,
+    serialized      json NOT NULL,
+    is_paused       boolean NOT NULL DEFAULT false,
+    is_active       boolean NOT NULL DEFAULT true,
+    next_interval_start timestamptz,
+    next_interval_end   timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE import_error (
+    fileloc     text PRIMARY KEY,
+    message     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE dag_run (
+    id              bigserial PRIMARY KEY,
+    dag_id          text NOT NULL REFERENCES dag (dag_id) ON DELETE CASCADE,
+    run_id          text NOT NULL,
+    run_type        text NOT NULL CHECK (run_type IN ('manual', 'scheduled')),
+    logical_date    timestamptz NOT NULL,
+    data_interval_start timestamptz,
+    data_interval_end   timestamptz,
+    state           text NOT NULL CHECK (state IN ('queued', 'running', 'success', 'failed')),
+    conf            json NOT NULL DEFAULT '{}',
+    note            text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    start_date      timestamptz,
+    end_date        timestamptz,
+    UNIQUE (run_id),
+    UNIQUE (dag_id, logical_date, run_type)
+);
+CREATE INDEX dag_run_active ON dag_run (dag_id, state) WHERE state IN ('queued', 'running');
+
+CREATE TABLE task_instance (
+    id              bigserial PRIMARY KEY,
+    run_pk          bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
+    task_id         text NOT NULL,
+    map_index       integer NOT NULL DEFAULT -1,
+    state           text CHECK (state IN ('scheduled', 'queued', 'running', 'success', 'failed',
+                                          'up_for_retry', 'upstream_failed', 'skipped',
+                                          'deferred', 'removed')),
+    try_number      integer NOT NULL DEFAULT 0,
+    max_tries       integer NOT NULL DEFAULT 0,
+    queue           text NOT NULL DEFAULT 'default',
+    pool            text NOT NULL DEFAULT 'default_pool',
+    pool_slots      integer NOT NULL DEFAULT 1,
+    priority_weight integer NOT NULL DEFAULT 1,
+    label           text,
+    queued_at       timestamptz,
+    start_date      timestamptz,
+    end_date        timestamptz,
+    first_start_date timestamptz,
+    next_retry_at   timestamptz,
+    next_method     text,
+    next_kwargs     json,
+    trigger_id      bigint,
+    trigger_timeout timestamptz,
+    worker_id       text,
+    heartbeat_at    timestamptz,
+    error           text,
+    UNIQUE (run_pk, task_id, map_index)
+);
+CREATE INDEX ti_unfinished ON task_instance (state)
+    WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'deferred');
+
+CREATE TABLE xcom (
+    run_pk      bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
+    task_id     text NOT NULL,
+    map_index   integer NOT NULL DEFAULT -1,
+    key         text NOT NULL,
+    value       json NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_pk, task_id, key, map_index)
+);
+
+CREATE TABLE task_map (
+    run_pk      bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
+    task_id     text NOT NULL,
+    map_index   integer NOT NULL DEFAULT -1,
+    length      integer NOT NULL CHECK (length >= 0),
+    keys        json,
+    PRIMARY KEY (run_pk, task_id, map_index)
+);
+
+CREATE TABLE triggerer (
+    id          bigserial PRIMARY KEY,
+    hostname    text NOT NULL,
+    pid         integer NOT NULL,
+    capacity    integer NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE trigger (
+    id          bigserial PRIMARY KEY,
+    classpath   text NOT NULL,
+    kwargs      json NOT NULL,
+    ti_id       bigint REFERENCES task_instance (id) ON DELETE CASCADE,
+    priority    integer NOT NULL DEFAULT 1,
+    triggerer_id bigint REFERENCES triggerer (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX trigger_unclaimed ON trigger (priority DESC, id) WHERE triggerer_id IS NULL;
+
+CREATE TABLE pool (
+    name        text PRIMARY KEY,
+    slots       integer NOT NULL CHECK (slots >= 0),
+    description text
+);
+INSERT INTO pool (name, slots, description) VALUES ('default_pool', 128, 'Default pool');

@@ -1,0 +1,356 @@
+-- Named SQL blocks (`-- name: NAME`), loaded once by shared.db.queries().
+
+-- name: upsert_dag
+INSERT INTO dag (dag_id, fileloc, source_hash, serialized, is_paused, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (dag_id) DO UPDATE
+   SET fileloc = EXCLUDED.fileloc, source_hash = EXCLUDED.source_hash,
+       serialized = EXCLUDED.serialized, is_active = true, updated_at = now()
+RETURNING (xmax = 0) AS inserted
+
+-- name: deactivate_missing_dags
+UPDATE dag SET is_active = false
+ WHERE fileloc = $1 AND NOT (dag_id = any($2::text[])) AND is_active
+
+-- name: deactivate_missing_files
+UPDATE dag SET is_active = false WHERE NOT (fileloc = any($1::text[])) AND is_active
+
+-- name: set_import_error
+INSERT INTO import_error (fileloc, message) VALUES ($1, $2)
+ON CONFLICT (fileloc) DO UPDATE SET message = EXCLUDED.message, created_at = now()
+
+-- name: clear_import_error
+DELETE FROM import_error WHERE fileloc = $1
+
+-- name: clear_missing_import_errors
+DELETE FROM import_error WHERE NOT (fileloc = any($1::text[]))
+
+-- name: active_dags
+SELECT dag_id, serialized, is_paused, next_interval_start, next_interval_end
+  FROM dag WHERE is_active
+
+-- name: set_next_interval
+UPDATE dag SET next_interval_start = $2, next_interval_end = $3 WHERE dag_id = $1
+
+-- name: last_scheduled_interval
+SELECT data_interval_start, data_interval_end FROM dag_run
+ WHERE dag_id = $1 AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1
+
+-- name: insert_run
+INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start,
+                     data_interval_end, state, conf)
+VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: lock_active_runs
+SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf
+  FROM dag_run r
+ WHERE r.id = any($1::bigint[]) AND r.state IN ('queued', 'running')
+ ORDER BY r.id
+   FOR UPDATE SKIP LOCKED
+
+-- name: running_runs_per_dag
+SELECT dag_id, count(*) AS n FROM dag_run
+ WHERE state = 'running' AND dag_id = any($1::text[]) GROUP BY dag_id
+
+-- name: start_run
+UPDATE dag_run SET state = 'running', start_date = now() WHERE id = $1 AND state = 'queued'
+
+-- name: insert_tis
+INSERT INTO task_instance (run_pk, task_id, map_index, max_tries, queue, pool, pool_slots,
+                           priority_weight)
+SELECT $1, t.task_id, t.map_index, t.max_tries, t.queue, t.pool, t.pool_slots, t.priority_weight
+  FROM unnest($2::text[], $3::int[], $4::int[], $5::text[], $6::text[], $7::int[], $8::int[])
+       AS t(task_id, map_index, max_tries, queue, pool, pool_slots, priority_weight)
+ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
+
+-- name: run_tis
+SELECT id, run_pk, task_id, map_index, state, try_number, next_retry_at
+  FROM task_instance WHERE run_pk = any($1::bigint[])
+   AND (state IS NULL OR state IN ('scheduled', 'up_for_retry'))
+
+-- name: run_state_counts
+SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
+ WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
+
+-- name: busy_slots
+SELECT ti.pool, ti.task_id, r.dag_id, sum(ti.pool_slots)::int AS slots, count(*)::int AS n
+  FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk
+ WHERE ti.state IN ('queued', 'running')
+ GROUP BY ti.pool, ti.task_id, r.dag_id
+
+-- name: pools
+SELECT name, slots FROM pool
+
+-- name: end_tis
+UPDATE task_instance ti
+   SET state = v.state, end_date = now(), start_date = coalesce(ti.start_date, now())
+  FROM unnest($1::bigint[], $2::text[]) AS v(id, state)
+ WHERE ti.id = v.id AND ti.state IS NULL
+
+-- name: queue_tis
+UPDATE task_instance
+   SET state = 'queued', queued_at = now(),
+       try_number = CASE WHEN state = 'scheduled' THEN try_number ELSE try_number + 1 END,
+       next_retry_at = NULL
+ WHERE id = any($1::bigint[])
+   AND (state IS NULL OR state IN ('scheduled', 'up_for_retry'))
+RETURNING id, try_number, queue
+
+-- name: finish_run
+UPDATE dag_run SET state = $2, end_date = now(), note = $3
+ WHERE id = $1 AND state = 'running'
+
+-- name: claim_tis
+UPDATE task_instance ti
+   SET state = 'running', worker_id = $3, heartbeat_at = now(),
+       start_date = CASE WHEN ti.next_method IS NULL OR ti.start_date IS NULL THEN now()
+                         ELSE ti.start_date END,
+       first_start_date = coalesce(ti.first_start_date, now()), end_date = NULL
+  FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
+ WHERE ti.id = c.id AND ti.try_number = c.try_number AND ti.state = 'queued'
+RETURNING ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.try_number, ti.max_tries,
+          ti.next_method, ti.next_kwargs, ti.start_date, ti.first_start_date
+
+-- name: runs_for_tis
+SELECT r.id, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
+       r.data_interval_end, r.conf, r.start_date, d.fileloc
+  FROM dag_run r JOIN dag d ON d.dag_id = r.dag_id
+ WHERE r.id = any($1::bigint[])
+
+-- name: heartbeat_tis
+UPDATE task_instance SET heartbeat_at = now()
+ WHERE id = any($1::bigint[]) AND state = 'running' AND worker_id = $2
+
+-- name: finish_ti
+UPDATE task_instance
+   SET state = CASE WHEN $3 = 'retry' THEN
+                      CASE WHEN try_number <= max_tries THEN 'up_for_retry' ELSE 'failed' END
+                    ELSE $3 END,
+       end_date = now(), error = $4, label = coalesce($5, label),
+       next_retry_at = CASE WHEN $3 = 'retry' THEN now() + make_interval(secs => $6) END,
+       next_method = NULL, next_kwargs = NULL, worker_id = NULL
+ WHERE id = $1 AND try_number = $2 AND state = 'running' AND worker_id = $7
+RETURNING state, run_pk
+
+-- name: put_xcoms
+INSERT INTO xcom (run_pk, task_id, map_index, key, value)
+SELECT $1, $2, $3, k, v::json FROM unnest($4::text[], $5::text[]) AS x(k, v)
+ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
+    created_at = now()
+
+-- name: clear_xcoms
+DELETE FROM xcom x USING unnest($1::bigint[], $2::text[], $3::int[]) AS t(run_pk, task_id, map_index)
+ WHERE x.run_pk = t.run_pk AND x.task_id = t.task_id AND x.map_index = t.map_index
+
+-- name: task_spec
+SELECT serialized FROM dag WHERE dag_id = $1
+
+-- name: hand_back_ti
+UPDATE task_instance SET state = 'queued', worker_id = NULL, queued_at = now()
+ WHERE id = $1 AND try_number = $2 AND state = 'running' AND worker_id = $3
+RETURNING queue
+
+-- name: get_xcom
+SELECT value::text AS value FROM xcom
+ WHERE run_pk = $1 AND task_id = $2 AND key = $3 AND map_index = $4
+
+-- name: get_xcoms_all
+SELECT map_index, value::text AS value FROM xcom
+ WHERE run_pk = $1 AND task_id = $2 AND key = $3 ORDER BY map_index
+
+-- name: ti_is_mapped
+SELECT bool_or(map_index >= 0) AS mapped FROM task_instance WHERE run_pk = $1 AND task_id = $2
+
+-- name: defer_ti
+WITH trig AS (
+    INSERT INTO trigger (classpath, kwargs, ti_id, priority)
+    SELECT $4, $5::json, $1, priority_weight FROM task_instance WHERE id = $1
+    RETURNING id
+)
+UPDATE task_instance ti
+   SET state = 'deferred', next_method = $6, next_kwargs = $7::json,
+       trigger_id = (SELECT id FROM trig), trigger_timeout = $8, worker_id = NULL,
+       label = coalesce($9, label)
+ WHERE ti.id = $1 AND ti.try_number = $2 AND ti.state = 'running' AND ti.worker_id = $3
+RETURNING ti.run_pk, ti.trigger_id
+
+-- name: delete_orphan_triggers
+DELETE FROM trigger t
+ WHERE NOT EXISTS (SELECT 1 FROM task_instance ti
+                    WHERE ti.trigger_id = t.id AND ti.state = 'deferred')
+   AND t.created_at < now() - interval '5 seconds'
+
+-- name: register_triggerer
+INSERT INTO triggerer (hostname, pid, capacity) VALUES ($1, $2, $3) RETURNING id
+
+-- name: heartbeat_triggerer
+UPDATE triggerer SET heartbeat_at = now() WHERE id = $1 RETURNING id
+
+-- name: unregister_triggerer
+WITH released AS (UPDATE trigger SET triggerer_id = NULL WHERE triggerer_id = $1)
+DELETE FROM triggerer WHERE id = $1
+
+-- name: release_dead_triggerers
+DELETE FROM triggerer WHERE heartbeat_at < now() - make_interval(secs => $1)
+RETURNING id
+
+-- name: claim_triggers
+WITH candidates AS (
+    SELECT t.id FROM trigger t
+     WHERE t.triggerer_id IS NULL
+        OR NOT EXISTS (SELECT 1 FROM triggerer tr WHERE tr.id = t.triggerer_id)
+     ORDER BY t.priority DESC, t.id
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE trigger t SET triggerer_id = $1
+  FROM candidates c WHERE t.id = c.id
+RETURNING t.id
+
+-- name: load_triggers
+SELECT t.id, t.classpath, t.kwargs::text AS kwargs, ti.id AS ti_id, ti.task_id,
+       ti.map_index, ti.try_number, ti.trigger_timeout, r.dag_id, r.run_id, ti.run_pk
+  FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id AND ti.state = 'deferred'
+  JOIN dag_run r ON r.id = ti.run_pk
+ WHERE t.id = any($1::bigint[])
+
+-- name: owned_triggers
+SELECT t.id FROM trigger t
+  JOIN task_instance ti ON ti.trigger_id = t.id AND ti.state = 'deferred'
+ WHERE t.triggerer_id = $1
+
+-- name: resume_ti
+UPDATE task_instance
+   SET state = 'scheduled', next_kwargs = $3::json, next_method = coalesce($4, next_method),
+       trigger_id = NULL, trigger_timeout = NULL
+ WHERE id = $1 AND trigger_id = $2 AND state = 'deferred'
+RETURNING run_pk
+
+-- name: end_deferred_ti
+UPDATE task_instance
+   SET state = $3, end_date = now(), trigger_id = NULL, trigger_timeout = NULL,
+       next_method = NULL, next_kwargs = NULL
+ WHERE id = $1 AND trigger_id = $2 AND state = 'deferred'
+RETURNING run_pk, task_id, map_index
+
+-- name: delete_trigger
+DELETE FROM trigger WHERE id = $1
+
+-- name: zombies
+SELECT ti.id, ti.run_pk, ti.task_id, ti.try_number, ti.max_tries, r.dag_id
+  FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk
+ WHERE ti.state = 'running' AND ti.heartbeat_at < now() - make_interval(secs => $1)
+   FOR UPDATE OF ti SKIP LOCKED
+
+-- name: fail_zombie
+UPDATE task_instance
+   SET state = CASE WHEN try_number <= max_tries THEN 'up_for_retry' ELSE 'failed' END,
+       end_date = now(), worker_id = NULL, next_method = NULL, next_kwargs = NULL,
+       error = $3, next_retry_at = now() + make_interval(secs => $4)
+ WHERE id = $1 AND try_number = $2 AND state = 'running'
+RETURNING run_pk
+
+-- name: owed_queued
+SELECT id, try_number, queue FROM task_instance
+ WHERE state = 'queued' AND queued_at < now() - make_interval(secs => $1)
+
+-- name: touch_queued
+UPDATE task_instance SET queued_at = now() WHERE id = any($1::bigint[]) AND state = 'queued'
+
+-- name: active_run_pks
+SELECT id FROM dag_run WHERE state IN ('queued', 'running')
+
+-- name: unclaimed_triggers_exist
+SELECT EXISTS (SELECT 1 FROM trigger WHERE triggerer_id IS NULL) AS pending
+
+-- name: expand_placeholder
+WITH moved AS (
+    UPDATE task_instance SET map_index = 0
+     WHERE id = $1 AND map_index = -1 AND state IS NULL
+    RETURNING run_pk, task_id, max_tries, queue, pool, pool_slots, priority_weight
+)
+INSERT INTO task_instance (run_pk, task_id, map_index, max_tries, queue, pool, pool_slots,
+                           priority_weight)
+SELECT m.run_pk, m.task_id, g, m.max_tries, m.queue, m.pool, m.pool_slots, m.priority_weight
+  FROM moved m, generate_series(1, $2 - 1) AS g
+ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
+
+-- name: run_task_maps
+SELECT task_id, length FROM task_map WHERE run_pk = $1 AND map_index = -1
+
+-- name: run_returned_counts
+SELECT task_id, count(*)::int AS n FROM xcom
+ WHERE run_pk = $1 AND key = 'return_value' AND map_index >= 0
+ GROUP BY task_id
+
+-- name: put_task_map
+INSERT INTO task_map (run_pk, task_id, map_index, length, keys) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (run_pk, task_id, map_index) DO UPDATE SET length = EXCLUDED.length, keys = EXCLUDED.keys
+
+-- name: xcom_count
+SELECT count(*)::int FROM xcom
+ WHERE run_pk = $1 AND task_id = $2 AND key = $3 AND map_index >= 0
+
+-- name: xcom_range
+SELECT value::text AS value FROM xcom
+ WHERE run_pk = $1 AND task_id = $2 AND key = $3 AND map_index >= 0
+ ORDER BY map_index OFFSET $4 LIMIT $5
+
+-- name: start_in_triggerer
+WITH x AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::float8[]) AS x(ti_id, classpath, kwargs, next_method, next_kwargs, timeout_s)
+), ti AS (
+    SELECT t.id, t.priority_weight FROM task_instance t JOIN x ON x.ti_id = t.id
+     WHERE t.state IS NULL OR t.state = 'up_for_retry'
+       FOR UPDATE OF t
+), trig AS (
+    INSERT INTO trigger (classpath, kwargs, ti_id, priority)
+    SELECT x.classpath, x.kwargs::json, ti.id, ti.priority_weight FROM x JOIN ti ON ti.id = x.ti_id
+    RETURNING id, ti_id
+)
+UPDATE task_instance t
+   SET state = 'deferred', try_number = t.try_number + 1, trigger_id = trig.id,
+       next_method = x.next_method, next_kwargs = x.next_kwargs::json,
+       trigger_timeout = CASE WHEN x.timeout_s IS NULL THEN NULL
+                              ELSE now() + make_interval(secs => x.timeout_s) END,
+       start_date = now(), queued_at = now(), next_retry_at = NULL, end_date = NULL
+  FROM trig JOIN x ON x.ti_id = trig.ti_id
+ WHERE t.id = trig.ti_id
+RETURNING t.id
+
+-- name: expired_deferrals
+SELECT ti.id, ti.trigger_id FROM task_instance ti
+ WHERE ti.state = 'deferred' AND ti.trigger_timeout < now() - make_interval(secs => $1)
+   FOR UPDATE SKIP LOCKED
+
+-- name: fail_expired_deferral
+WITH gone AS (DELETE FROM trigger WHERE id = $2)
+UPDATE task_instance
+   SET state = 'scheduled', next_method = '__fail__',
+       next_kwargs = '{"error": "Trigger timeout"}'::json, trigger_id = NULL, trigger_timeout = NULL
+ WHERE id = $1 AND state = 'deferred' AND trigger_id = $2
+RETURNING run_pk
+
+-- name: fail_unstartable
+UPDATE task_instance
+   SET state = 'failed', error = $2, try_number = try_number + 1, start_date = now(),
+       end_date = now()
+ WHERE id = $1 AND (state IS NULL OR state = 'up_for_retry')
+
+-- name: task_map_length
+SELECT length FROM task_map WHERE run_pk = $1 AND task_id = $2 AND map_index = -1
+
+-- name: xcom_item
+-- Element $4 of an unmapped task's list (or tagged tuple), or its $4-th (key, value) pair.
+SELECT CASE
+         WHEN json_typeof(x.value) = 'array' THEN json_build_object('value', x.value -> $4)
+         WHEN (x.value ->> '__sluice_type__') = 'tuple'
+              THEN json_build_object('value', x.value -> 'items' -> $4)
+         ELSE (SELECT json_build_object('pair', json_build_array(e.key, e.value))
+                 FROM json_each(x.value) WITH ORDINALITY AS e(key, value, n) WHERE e.n = $4 + 1)
+       END::text
+  FROM xcom x
+ WHERE x.run_pk = $1 AND x.task_id = $2 AND x.key = $3 AND x.map_index = -1

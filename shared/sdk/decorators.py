@@ -1,0 +1,118 @@
+"""TaskFlow: ``@task`` turns a function into an operator whose output flows downstream."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from shared.sdk.dag import current_dag
+from shared.sdk.operators import PythonOperator
+from shared.sdk.task_group import current_group
+from shared.sdk.xcom_arg import PlainXComArg
+
+
+class DecoratedPythonOperator(PythonOperator):
+    """The operator behind ``@task``: ``multiple_outputs`` pushes each dict key too."""
+
+    custom_operator_name = "@task"
+
+    def __init__(self, *, python_callable: Callable, multiple_outputs: bool = False,
+                 **kwargs: Any):
+        super().__init__(python_callable=python_callable, multiple_outputs=multiple_outputs,
+                         **kwargs)
+
+
+def _infers_multiple_outputs(fn: Callable) -> bool:
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:
+        return False
+    if ret is None:
+        return False
+    origin = typing.get_origin(ret) or ret
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        return True
+    return typing.is_typeddict(ret) if hasattr(typing, "is_typeddict") else False
+
+
+class TaskDecorator:
+    """A function wrapped by ``@task``; calling it (inside a DAG) adds a task."""
+
+    def __init__(self, fn: Callable, operator_class: type = DecoratedPythonOperator,
+                 **kwargs: Any):
+        functools.update_wrapper(self, fn)
+        self.function = fn
+        self.operator_class = operator_class
+        self.kwargs = kwargs
+
+    def _task_id(self, kwargs: dict) -> str:
+        base = kwargs.get("task_id") or self.function.__name__
+        group = kwargs.get("task_group") or current_group()
+        dag = kwargs.get("dag") or current_dag() or (group.dag if group else None)
+        if dag is None:
+            return base
+        full = group.child_id(base) if group is not None else base
+        unique = dag.unique_task_id(full)
+        return unique.rsplit(".", 1)[-1] if group is not None and not group.is_root and group.prefix_group_id else unique
+
+    def operator_options(self) -> dict[str, Any]:
+        """Operator arguments of the task this call adds (unique task_id included)."""
+        options = dict(self.kwargs)
+        if "multiple_outputs" not in options:
+            options["multiple_outputs"] = _infers_multiple_outputs(self.function)
+        options["task_id"] = self._task_id(options)
+        return options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PlainXComArg:
+        op = self.operator_class(python_callable=self.function, op_args=list(args),
+                                 op_kwargs=kwargs, **self.operator_options())
+        return PlainXComArg(op)
+
+    def override(self, **kwargs: Any) -> TaskDecorator:
+        return TaskDecorator(self.function, self.operator_class, **{**self.kwargs, **kwargs})
+
+    def partial(self, **kwargs: Any) -> Any:
+        from shared.sdk.mapped import DecoratedPartial
+
+        return DecoratedPartial(self, kwargs)
+
+    def expand(self, **kwargs: Any) -> Any:
+        return self.partial().expand(**kwargs)
+
+    def expand_kwargs(self, arg: Any, *, strict: bool = True) -> Any:
+        return self.partial().expand_kwargs(arg, strict=strict)
+
+
+class _TaskNamespace:
+    """``@task``, ``@task(...)`` and ``@task.python``."""
+
+    def __call__(self, python_callable: Callable | None = None, **kwargs: Any) -> Any:
+        if python_callable is not None and callable(python_callable) and not kwargs:
+            return TaskDecorator(python_callable)
+        if python_callable is not None:
+            return TaskDecorator(python_callable, **kwargs)
+        return lambda fn: TaskDecorator(fn, **kwargs)
+
+    python = __call__
+
+    def bash(self, python_callable: Callable | None = None, **kwargs: Any) -> Any:
+        raise NotImplementedError("@task.bash is not supported by Sluice yet")
+
+
+task = _TaskNamespace()
+
+
+def get_current_context() -> dict:
+    """The running task's context (inside a task body only)."""
+    from shared.sdk import runtime
+
+    if runtime.current_context is None:
+        raise RuntimeError("get_current_context() works only inside a running task")
+    return runtime.current_context
+
+
+def _signature_ok(fn: Callable) -> None:
+    inspect.signature(fn)

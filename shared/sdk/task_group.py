@@ -1,0 +1,169 @@
+"""Task groups: a prefix for task ids (``group.task``) and a unit for ``>>``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.sdk.baseoperator import BaseOperator
+    from shared.sdk.dag import DAG
+
+_group_stack: list[TaskGroup] = []
+
+
+def current_group() -> TaskGroup | None:
+    return _group_stack[-1] if _group_stack else None
+
+
+class TaskGroup:
+    """Groups tasks under ``group_id``; dependencies on a group reach its roots/leaves."""
+
+    def __init__(self, group_id: str | None, *, dag: DAG | None = None,
+                 parent_group: TaskGroup | None = None, default_args: dict | None = None,
+                 prefix_group_id: bool = True, tooltip: str = "", ui_color: str = "",
+                 ui_fgcolor: str = "", add_suffix_on_collision: bool = False):
+        from shared.sdk.dag import current_dag
+
+        self.dag = dag or (parent_group.dag if parent_group else None) or current_dag()
+        if self.dag is None and group_id is not None:
+            raise RuntimeError(f"TaskGroup {group_id!r} must be created inside a DAG")
+        self.parent_group = parent_group or (
+            current_group() or (self.dag.task_group if group_id is not None else None)
+        )
+        self._group_id = group_id
+        self.prefix_group_id = prefix_group_id
+        self.default_args = dict(default_args or {})
+        self.tooltip = tooltip
+        self.children: dict[str, Any] = {}
+        self.mapped_expand: Any = None  # set by a mapped @task_group
+        if self.parent_group is not None:
+            self.parent_group.children[self.group_id] = self
+
+    @classmethod
+    def root(cls, dag: DAG) -> TaskGroup:
+        return cls(None, dag=dag)
+
+    @property
+    def is_root(self) -> bool:
+        return self._group_id is None
+
+    @property
+    def group_id(self) -> str | None:
+        if self.is_root:
+            return None
+        parent = self.parent_group
+        if parent is not None and not parent.is_root and parent.prefix_group_id:
+            return f"{parent.group_id}.{self._group_id}"
+        return self._group_id
+
+    def child_id(self, label: str) -> str:
+        if not self.is_root and self.prefix_group_id:
+            return f"{self.group_id}.{label}"
+        return label
+
+    def merged_default_args(self) -> dict:
+        parent = self.parent_group.merged_default_args() if self.parent_group else {}
+        return {**parent, **self.default_args}
+
+    def __enter__(self) -> TaskGroup:
+        _group_stack.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _group_stack.pop()
+
+    def iter_tasks(self):
+        from shared.sdk.baseoperator import BaseOperator
+
+        for child in self.children.values():
+            if isinstance(child, TaskGroup):
+                yield from child.iter_tasks()
+            elif isinstance(child, BaseOperator):
+                yield child
+
+    def get_roots(self) -> list[BaseOperator]:
+        tasks = list(self.iter_tasks())
+        ids = {t.task_id for t in tasks}
+        return [t for t in tasks if not (t.upstream_task_ids & ids)]
+
+    def get_leaves(self) -> list[BaseOperator]:
+        tasks = list(self.iter_tasks())
+        ids = {t.task_id for t in tasks}
+        return [t for t in tasks if not (t.downstream_task_ids & ids)]
+
+    # dependency operators --------------------------------------------------
+    def set_downstream(self, other: Any) -> None:
+        for leaf in self.get_leaves():
+            leaf.set_downstream(other)
+
+    def set_upstream(self, other: Any) -> None:
+        for root in self.get_roots():
+            root.set_upstream(other)
+
+    def __rshift__(self, other: Any) -> Any:
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other: Any) -> Any:
+        self.set_upstream(other)
+        return other
+
+    def __rrshift__(self, other: Any) -> TaskGroup:
+        self.set_upstream(other)
+        return self
+
+    def __rlshift__(self, other: Any) -> TaskGroup:
+        self.set_downstream(other)
+        return self
+
+    # Airflow exposes these for ``chain`` and edge helpers
+    @property
+    def roots(self) -> list[BaseOperator]:
+        return self.get_roots()
+
+    @property
+    def leaves(self) -> list[BaseOperator]:
+        return self.get_leaves()
+
+
+def task_group(group_id: str | Callable | None = None, **group_kwargs: Any) -> Any:
+    """``@task_group``: calling the function builds its tasks inside a group."""
+
+    def wrap(fn: Callable) -> _TaskGroupFactory:
+        return _TaskGroupFactory(fn, group_id if isinstance(group_id, str) else None, group_kwargs)
+
+    if callable(group_id):
+        fn, group_id = group_id, None
+        return wrap(fn)
+    return wrap
+
+
+class _TaskGroupFactory:
+    def __init__(self, fn: Callable, group_id: str | None, kwargs: dict):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.group_id = group_id or fn.__name__
+        self.kwargs = kwargs
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with TaskGroup(self.group_id, **self.kwargs) as group:
+            result = self.fn(*args, **kwargs)
+        return group if result is None else result
+
+    def override(self, **kwargs: Any) -> _TaskGroupFactory:
+        merged = {**self.kwargs, **kwargs}
+        gid = merged.pop("group_id", self.group_id)
+        return _TaskGroupFactory(self.fn, gid, merged)
+
+    def partial(self, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "mapped task groups (@task_group ... .expand()) are not supported by Sluice yet"
+        )
+
+    def expand(self, **kwargs: Any) -> Any:
+        return self.partial().expand(**kwargs)
+
+    def expand_kwargs(self, arg: Any) -> Any:
+        return self.partial().expand_kwargs(arg)

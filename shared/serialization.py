@@ -1,0 +1,152 @@
+"""The serialized DAG: what the scheduler knows of a DAG without running its code.
+
+Built in the parsing child process from the loaded DAG objects, stored as JSON
+in ``dag.serialized`` and validated by these models when read back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.sdk import start_trigger
+from shared.sdk.dag import DAG
+from shared.sdk.serde import to_jsonable
+from shared.state.retry import RetryPolicy
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class TaskSpec(_Model):
+    task_id: str
+    operator: str
+    upstream: list[str]
+    downstream: list[str]
+    trigger_rule: str = "all_success"
+    retries: int = 0
+    retry_delay_s: float = 300.0
+    retry_backoff: float = 0.0
+    max_retry_delay_s: float | None = None
+    execution_timeout_s: float | None = None
+    queue: str = "default"
+    pool: str = "default_pool"
+    pool_slots: int = 1
+    priority_weight: int = 1
+    max_active_tis_per_dag: int | None = None
+    is_empty: bool = False
+    group_id: str | None = None
+    mapped: dict[str, Any] | None = None
+    start_trigger: dict[str, Any] | None = None
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_delay_s, self.retry_backoff,
+                           self.max_retry_delay_s)
+
+
+class DagSpec(_Model):
+    dag_id: str
+    fileloc: str
+    description: str | None = None
+    schedule: dict[str, Any] | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    catchup: bool = False
+    max_active_runs: int = 16
+    max_active_tasks: int = 16
+    is_paused_upon_creation: bool | None = None
+    params: dict[str, Any] = {}
+    tags: list[str] = []
+    tasks: list[TaskSpec]
+
+    def task(self, task_id: str) -> TaskSpec:
+        return self.task_map[task_id]
+
+    @property
+    def task_map(self) -> dict[str, TaskSpec]:
+        cached = self.__dict__.get("_task_map")
+        if cached is None:
+            cached = {t.task_id: t for t in self.tasks}
+            object.__setattr__(self, "__dict__", {**self.__dict__, "_task_map": cached})
+        return cached
+
+
+def _seconds(delta: Any) -> float | None:
+    return None if delta is None else delta.total_seconds()
+
+
+def _backoff(value: Any) -> float:
+    if value is True:
+        return 2.0
+    return float(value or 0.0)
+
+
+def _downstream_weights(dag: DAG) -> dict[str, int]:
+    """Airflow's default ``weight_rule="downstream"``: own weight plus all downstream."""
+    memo: dict[str, set[str]] = {}
+
+    def below(task_id: str) -> set[str]:
+        if task_id not in memo:
+            memo[task_id] = set()
+            out: set[str] = set()
+            for d in dag.task_dict[task_id].downstream_task_ids:
+                out |= {d} | below(d)
+            memo[task_id] = out
+        return memo[task_id]
+
+    return {
+        tid: t.priority_weight + sum(dag.task_dict[d].priority_weight for d in below(tid))
+        for tid, t in dag.task_dict.items()
+    }
+
+
+def serialize_task(task: Any, weight: int) -> dict[str, Any]:
+    group = task.task_group
+    return {
+        "task_id": task.task_id,
+        "operator": getattr(task, "operator_name", type(task).__name__),
+        "upstream": sorted(task.upstream_task_ids),
+        "downstream": sorted(task.downstream_task_ids),
+        "trigger_rule": str(task.trigger_rule.value if hasattr(task.trigger_rule, "value") else task.trigger_rule),
+        "retries": task.retries,
+        "retry_delay_s": _seconds(task.retry_delay) or 0.0,
+        "retry_backoff": _backoff(task.retry_exponential_backoff),
+        "max_retry_delay_s": _seconds(task.max_retry_delay),
+        "execution_timeout_s": _seconds(task.execution_timeout),
+        "queue": task.queue,
+        "pool": task.pool,
+        "pool_slots": task.pool_slots,
+        "priority_weight": weight,
+        "max_active_tis_per_dag": task.max_active_tis_per_dag,
+        "is_empty": bool(getattr(task, "_is_empty", False))
+        and not (task.on_success_callback or task.on_execute_callback),
+        "group_id": None if group is None or group.is_root else group.group_id,
+        "mapped": task.serialize_mapping() if getattr(task, "is_mapped", False) else None,
+        "start_trigger": start_trigger.serialize(task),
+    }
+
+
+def serialize_dag(dag: DAG) -> dict[str, Any]:
+    weights = _downstream_weights(dag)
+    return {
+        "dag_id": dag.dag_id,
+        "fileloc": dag.fileloc,
+        "description": dag.description,
+        "schedule": dag.timetable.to_json() if dag.timetable is not None else None,
+        "start_date": dag.start_date.isoformat() if dag.start_date else None,
+        "end_date": dag.end_date.isoformat() if dag.end_date else None,
+        "catchup": dag.catchup,
+        "max_active_runs": dag.max_active_runs,
+        "max_active_tasks": dag.max_active_tasks,
+        "is_paused_upon_creation": dag.is_paused_upon_creation,
+        "params": to_jsonable(_param_defaults(dag.params), f"DAG {dag.dag_id!r} params"),
+        "tags": dag.tags,
+        "tasks": [serialize_task(t, weights[t.task_id]) for t in dag.tasks],
+    }
+
+
+def _param_defaults(params: dict) -> dict:
+    return {k: getattr(v, "value", v) for k, v in params.items()}

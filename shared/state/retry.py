@@ -1,0 +1,98 @@
+"""Retry policy as a value: whether a failed try may retry, and after how long.
+
+Reproduces Airflow 3's ``TaskInstance.is_eligible_to_retry`` and
+``next_retry_datetime`` (without the ``retry_delay_override`` a runtime policy may
+store on the TI: a caller that has one uses it instead of :meth:`next_delay`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["MAX_RETRY_DELAY_S", "RetryPolicy", "jitter_key"]
+
+#: Airflow's hard cap on a backed-off delay (``[core] max_task_retry_delay``, 1 day).
+MAX_RETRY_DELAY_S = 86400
+
+
+def jitter_key(
+    dag_id: str, task_id: str, logical_date: datetime | str | None, try_number: int
+) -> str:
+    """The string Airflow hashes for backoff jitter.
+
+    Airflow formats ``logical_date`` with ``str()`` (``2024-01-01 00:00:00+00:00``,
+    space-separated); pass the datetime itself to get Airflow's exact delays.
+    """
+    return f"{dag_id}#{task_id}#{logical_date}#{try_number}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A task's retry settings.
+
+    ``retries=N`` allows N+1 tries. ``backoff`` is Airflow 3's
+    ``retry_exponential_backoff`` multiplier: ``True`` means 2.0; ``False``, 0, 1.0 or a
+    negative number mean a constant ``retry_delay_s``.
+    """
+
+    retries: int = 0
+    retry_delay_s: float = 300.0
+    backoff: float = 0.0
+    max_retry_delay_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backoff, bool):
+            object.__setattr__(self, "backoff", 2.0 if self.backoff else 0.0)
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.retry_delay_s < 0:
+            raise ValueError(f"retry_delay_s must be >= 0, got {self.retry_delay_s}")
+        if self.max_retry_delay_s is not None and self.max_retry_delay_s < 0:
+            raise ValueError(f"max_retry_delay_s must be >= 0, got {self.max_retry_delay_s}")
+
+    def max_tries(self) -> int:
+        """Airflow's ``max_tries``: the number of retries (tries allowed = this + 1)."""
+        return self.retries
+
+    def can_retry(self, try_number: int) -> bool:
+        """Whether the try that just failed (1-based ``try_number``) may be retried.
+
+        A TI cleared while running (Airflow's ``restarting``) always retries; that is
+        the caller's check, not this one.
+        """
+        if try_number < 1:
+            raise ValueError(f"try_number is 1-based, got {try_number}")
+        return bool(self.retries) and try_number <= self.retries
+
+    @property
+    def uses_backoff(self) -> bool:
+        """True when delays grow by ``backoff`` per try (Airflow: multiplier not in {0, 1}, > 0)."""
+        multiplier = self.backoff if self.backoff != 0 else 1.0
+        return multiplier != 1.0 and multiplier > 0
+
+    def next_delay(self, try_number: int, *, jitter_key: str = "") -> float | None:
+        """Seconds to wait after failed try ``try_number`` before the next; None if none left.
+
+        Without backoff this is ``retry_delay_s`` and ``max_retry_delay_s`` is ignored.
+        With backoff: ``m = max(1, ceil(retry_delay_s * backoff**(try_number-1)))``, plus
+        deterministic jitter ``sha1(jitter_key) % m`` (so in ``[m, 2m)``), capped at one
+        day and then at ``max_retry_delay_s`` if set (non-zero). ``jitter_key`` should be
+        :func:`jitter_key` of the TI and this ``try_number``.
+        """
+        if not self.can_retry(try_number):
+            return None
+        if not self.uses_backoff:
+            return float(self.retry_delay_s)
+        try:
+            min_backoff = math.ceil(self.retry_delay_s * (self.backoff ** (try_number - 1)))
+        except OverflowError:
+            min_backoff = MAX_RETRY_DELAY_S
+        min_backoff = max(1, min_backoff)
+        digest = hashlib.sha1(jitter_key.encode(), usedforsecurity=False).hexdigest()
+        delay = float(min(min_backoff + int(digest, 16) % min_backoff, MAX_RETRY_DELAY_S))
+        if self.max_retry_delay_s:
+            delay = min(float(self.max_retry_delay_s), delay)
+        return delay

@@ -1,0 +1,247 @@
+"""The triggerer daemon: run deferred tasks' triggers by the thousand in one event loop.
+
+Claims unassigned triggers (and those of triggerers whose heartbeat expired)
+up to its capacity with ``FOR UPDATE SKIP LOCKED``, by priority then age; is
+woken by the triggers stream; hands the first event of each trigger back to
+its task instance (``deferred -> scheduled``) and wakes the scheduler. A
+trigger that fails, ends without an event or times out resumes the task with
+``next_method="__fail__"``. On SIGTERM it hands its triggers back at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import traceback
+from datetime import UTC, datetime
+
+import anyio
+import asyncpg
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from shared import bus
+from shared.config import Settings
+from shared.daemon import Lifecycle, sd_notify
+from shared.dagbag import add_dags_folder_to_path
+from shared.db import create_pool, q
+from shared.messages import RunChanged, TriggersPending
+from shared.sdk import serde
+from shared.sdk.triggers import BaseTaskEndEvent
+
+log = structlog.get_logger()
+DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+BLOCKING_WARN_S = 0.2
+
+
+def load_trigger(classpath: str, kwargs_json: str):
+    """Import and construct a trigger from its serialized form."""
+    from shared import compat
+
+    compat.install_if_enabled()
+    module_name, _, class_name = classpath.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(**serde.loads(kwargs_json))
+
+
+class Triggerer:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle):
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.life = life
+        self.streams = bus.Streams(settings.stream_prefix)
+        self.consumer = bus.Consumer(redis, [self.streams.triggers], bus.TRIGGERER_GROUP,
+                                     bus.consumer_name("triggerer"),
+                                     deadletter=self.streams.deadletter, claim_idle_ms=10_000)
+        self.id: int | None = None
+        self.running: dict[int, anyio.CancelScope] = {}
+        self.fired = 0
+
+    async def register(self) -> None:
+        async with self.pool.acquire() as conn:
+            self.id = await conn.fetchval(q("register_triggerer"), socket.gethostname(),
+                                          os.getpid(), self.settings.triggerer_capacity)
+
+    async def claim_loop(self, tg) -> None:
+        while not self.life.stopping.is_set():
+            try:
+                await self.claim(tg)
+                with anyio.CancelScope() as scope:
+                    self._read_scope = scope
+                    entries = await self.consumer.read(int(self.settings.triggerer_heartbeat_s * 1000))
+                    await self.consumer.ack(entries)
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("triggerer_connection_error", error=str(exc))
+                with anyio.move_on_after(1.0):
+                    await self.life.stopping.wait()
+
+    async def claim(self, tg) -> None:
+        free = self.settings.triggerer_capacity - len(self.running)
+        if free <= 0:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids = [r["id"] for r in await conn.fetch(q("claim_triggers"), self.id, free)]
+            rows = await conn.fetch(q("load_triggers"), ids) if ids else []
+        for row in rows:
+            if row["id"] not in self.running:
+                scope = anyio.CancelScope()
+                self.running[row["id"]] = scope
+                tg.start_soon(self.run_trigger, dict(row), scope)
+        if rows:
+            log.info("triggers_claimed", count=len(rows), running=len(self.running))
+
+    async def run_trigger(self, row: dict, scope: anyio.CancelScope) -> None:
+        ids = {"dag_id": row["dag_id"], "run_id": row["run_id"], "task_id": row["task_id"],
+               "map_index": row["map_index"], "try_number": row["try_number"]}
+        with bound_contextvars(**ids, trigger_id=row["id"]):
+            try:
+                with scope:
+                    await self._run(row)
+            finally:
+                self.running.pop(row["id"], None)
+
+    async def _run(self, row: dict) -> None:
+        try:
+            trigger = load_trigger(row["classpath"], row["kwargs"])
+        except Exception as exc:  # noqa: BLE001 - the task fails, the triggerer lives on
+            log.error("trigger_load_failed", classpath=row["classpath"], error=str(exc))
+            await self.fail(row, "Trigger failure", exc)
+            return
+        timeout = row["trigger_timeout"]
+        delay = None if timeout is None else (timeout - datetime.now(UTC)).total_seconds()
+        try:
+            with anyio.move_on_after(delay) as timer:
+                async for event in trigger.run():
+                    await self.fire(row, event)
+                    return
+            if timer.cancelled_caught:
+                await self.fail(row, "Trigger timeout", None)
+            else:
+                await self.fail(row, "Trigger failure", RuntimeError("Trigger exited without an event"))
+        except Exception as exc:  # noqa: BLE001
+            log.error("trigger_failed", error=str(exc))
+            await self.fail(row, "Trigger failure", exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await trigger.cleanup()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("trigger_cleanup_failed", error=str(exc))
+
+    async def fire(self, row: dict, event) -> None:
+        with anyio.CancelScope(shield=True):
+            async with self.pool.acquire() as conn, conn.transaction():
+                if isinstance(event, BaseTaskEndEvent):
+                    done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"],
+                                               event.task_instance_state)
+                    if done is not None and event.xcoms:
+                        keys = list(event.xcoms)
+                        await conn.execute(q("put_xcoms"), done["run_pk"], done["task_id"],
+                                           done["map_index"], keys,
+                                           [serde.dumps(event.xcoms[k]) for k in keys])
+                    run_pk = done["run_pk"] if done else None
+                else:
+                    run_pk = await self._resume(conn, row, {"event": serde.to_jsonable(event.payload)})
+                await conn.execute(q("delete_trigger"), row["id"])
+            self.fired += 1
+            log.info("trigger_fired", resumed=run_pk is not None)
+            if run_pk is not None:
+                await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+
+    async def _resume(self, conn, row: dict, extra: dict, next_method: str | None = None):
+        current = await conn.fetchval(
+            "SELECT next_kwargs FROM task_instance WHERE id = $1", row["ti_id"])
+        return await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"],
+                                   {**(current or {}), **extra}, next_method)
+
+    async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
+        tb = traceback.format_exception(exc) if exc is not None else []
+        with anyio.CancelScope(shield=True):
+            async with self.pool.acquire() as conn, conn.transaction():
+                run_pk = await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"],
+                                             {"error": error, "traceback": tb}, "__fail__")
+                await conn.execute(q("delete_trigger"), row["id"])
+            log.warning("trigger_resumed_with_failure", error=error)
+            if run_pk is not None:
+                await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+
+    async def heartbeat_loop(self) -> None:
+        """Heartbeat, release expired triggerers, and drop triggers whose task moved on."""
+        while not self.life.stopping.is_set():
+            with anyio.move_on_after(self.settings.triggerer_heartbeat_s):
+                await self.life.stopping.wait()
+            if self.life.stopping.is_set():
+                return
+            try:
+                async with self.pool.acquire() as conn:
+                    if await conn.fetchval(q("heartbeat_triggerer"), self.id) is None:
+                        log.warning("triggerer_row_lost_reregistering")
+                        await self.register()
+                    dead = await conn.fetch(q("release_dead_triggerers"),
+                                            self.settings.triggerer_heartbeat_timeout_s)
+                    owned = {r["id"] for r in await conn.fetch(q("owned_triggers"), self.id)}
+                for trigger_id, scope in list(self.running.items()):
+                    if trigger_id not in owned:
+                        scope.cancel()
+                if dead:
+                    log.warning("dead_triggerers_released", count=len(dead))
+                    await bus.publish(self.redis, [(self.streams.triggers, TriggersPending())])
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("triggerer_heartbeat_failed", error=str(exc))
+
+    async def watchdog_loop(self) -> None:
+        """Log when something blocks the event loop (a trigger doing sync I/O)."""
+        while not self.life.stopping.is_set():
+            before = anyio.current_time()
+            await anyio.sleep(0.1)
+            lag = anyio.current_time() - before - 0.1
+            if lag > BLOCKING_WARN_S:
+                log.warning("event_loop_blocked", blocked_s=round(lag, 3),
+                            hint="a trigger is running blocking code in async def run()")
+
+    async def shutdown(self, tg_scope: anyio.CancelScope) -> None:
+        await self.life.stopping.wait()
+        for scope in list(self.running.values()):
+            scope.cancel()
+        with anyio.CancelScope(shield=True):
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(q("unregister_triggerer"), self.id)
+                await bus.publish(self.redis, [(self.streams.triggers, TriggersPending())])
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("triggerer_unregister_failed", error=str(exc))
+        tg_scope.cancel()
+
+    def status(self) -> str:
+        return f"{len(self.running)} triggers running, {self.fired} fired"
+
+
+async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    db_url, redis_url = settings.require_urls()
+    add_dags_folder_to_path(settings.dags_folder)
+    life = Lifecycle("triggerer")
+    pool = await create_pool(db_url, max_size=10)
+    redis = bus.connect(redis_url)
+    try:
+        await bus.wait_for_redis(redis)
+        trig = Triggerer(settings, pool, redis, life)
+        await trig.consumer.ensure_groups()
+        await trig.register()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(life.watch_signals, tg.cancel_scope)
+            tg.start_soon(trig.shutdown, tg.cancel_scope)
+            tg.start_soon(trig.heartbeat_loop)
+            tg.start_soon(trig.watchdog_loop)
+            tg.start_soon(life.watchdog, trig.status)
+            log.info("triggerer_ready", triggerer_id=trig.id,
+                     capacity=settings.triggerer_capacity)
+            sd_notify("READY=1", f"STATUS={trig.status()}")
+            task_status.started()
+            await trig.claim_loop(tg)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+            await pool.close()
+        log.info("triggerer_stopped")

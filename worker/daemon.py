@@ -1,0 +1,301 @@
+"""The worker daemon: claim task instances from queue streams, run them, record the outcome.
+
+Reads only as many messages as it has free runners, claims them with one
+guarded ``UPDATE`` (a duplicate delivery claims nothing), acks after that
+commit, and heartbeats what it runs. On SIGTERM it stops reading, lets
+running tasks finish within the grace period and hands the rest back as
+``queued`` at the same try, for another worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import anyio
+import asyncpg
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from shared import bus
+from shared.config import Settings
+from shared.daemon import Lifecycle, sd_notify
+from shared.db import create_pool, q
+from shared.messages import RunChanged, RunTask, TriggersPending
+from shared.serialization import DagSpec
+from shared.state.retry import jitter_key
+from worker.supervisor import RunnerProcess
+
+log = structlog.get_logger()
+DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class Worker:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle):
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.life = life
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.streams = bus.Streams(settings.stream_prefix)
+        self.consumer = bus.Consumer(
+            redis, [self.streams.queue(n) for n in settings.queues], bus.WORKER_GROUP,
+            bus.consumer_name("worker"), deadletter=self.streams.deadletter,
+            claim_idle_ms=60_000)
+        self.idle = [RunnerProcess(Path(settings.dags_folder), settings.max_xcom_bytes,
+                                  settings.max_map_length)
+                     for _ in range(settings.worker_concurrency)]
+        self.slot_freed = anyio.Event()
+        self.running: dict[int, dict] = {}
+        self.done_count = 0
+        self._read_scope: anyio.CancelScope | None = None
+
+    # --- intake -----------------------------------------------------------
+    async def consume(self, tg) -> None:
+        while not self.life.stopping.is_set():
+            if not self.idle:
+                self.slot_freed = anyio.Event()
+                await self.slot_freed.wait()
+                continue
+            try:
+                entries = await self._read(len(self.idle))
+                if entries:
+                    for ti in await self.claim(entries):
+                        runner = self.idle.pop()
+                        tg.start_soon(self.execute, ti, runner)
+                    await self.consumer.ack(entries)
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                log.warning("worker_connection_error", error=str(exc))
+                with anyio.move_on_after(1.0):
+                    await self.life.stopping.wait()
+
+    async def _read(self, count: int) -> list:
+        self.consumer.count = count
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            try:
+                if not self.life.stopping.is_set():
+                    return await self.consumer.read(5_000)
+            finally:
+                self._read_scope = None
+        return []
+
+    async def claim(self, entries: list) -> list[dict]:
+        msgs = [e.message for _, e in entries if isinstance(e.message, RunTask)]
+        if not msgs:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
+                                    [m.try_number for m in msgs], self.id)
+            if not rows:
+                return []
+            runs = {r["id"]: r for r in await conn.fetch(
+                q("runs_for_tis"), list({r["run_pk"] for r in rows}))}
+            fresh = [r for r in rows if r["next_method"] is None]
+            if fresh:
+                await conn.execute(q("clear_xcoms"), [r["run_pk"] for r in fresh],
+                                   [r["task_id"] for r in fresh], [r["map_index"] for r in fresh])
+        return [self._request(row, runs[row["run_pk"]]) for row in rows]
+
+    def _request(self, ti, run) -> dict:
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        path = self.settings.logs_dir / f"dag_id={run['dag_id']}" / f"run_id={run['run_id']}" \
+            / f"task_id={ti['task_id']}"
+        if ti["map_index"] >= 0:
+            path /= f"map_index={ti['map_index']}"
+        return {
+            "ti_id": ti["id"], "run_pk": ti["run_pk"], "dag_id": run["dag_id"],
+            "run_id": run["run_id"], "task_id": ti["task_id"], "map_index": ti["map_index"],
+            "try_number": ti["try_number"], "max_tries": ti["max_tries"],
+            "fileloc": run["fileloc"], "run_type": run["run_type"],
+            "logical_date": iso(run["logical_date"]),
+            "data_interval_start": iso(run["data_interval_start"]),
+            "data_interval_end": iso(run["data_interval_end"]),
+            "run_start_date": iso(run["start_date"]), "conf": run["conf"],
+            "next_method": ti["next_method"], "next_kwargs": ti["next_kwargs"],
+            "start_date": iso(ti["start_date"]),
+            "log_path": str(path / f"attempt={ti['try_number']}.log"),
+        }
+
+    # --- running ------------------------------------------------------------
+    async def execute(self, req: dict, runner: RunnerProcess) -> None:
+        ids = {k: req[k] for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
+        with bound_contextvars(**ids):
+            self.running[req["ti_id"]] = req
+            try:
+                log.info("task_started")
+                result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                if runner.tasks_run >= self.settings.runner_max_tasks:
+                    await runner.stop()
+                with anyio.CancelScope(shield=True):
+                    await self.finish(req, result)
+            finally:
+                self.running.pop(req["ti_id"], None)
+                self.idle.append(runner)
+                self.slot_freed.set()
+
+    async def _spec(self, dag_id: str) -> DagSpec | None:
+        async with self.pool.acquire() as conn:
+            raw = await conn.fetchval(q("task_spec"), dag_id)
+        return DagSpec.model_validate(raw) if raw else None
+
+    async def answer(self, req: dict, method: str, args: dict):
+        """Serve a runner's call: upstream values."""
+        if method == "xcom_count":
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(q("xcom_count"), req["run_pk"], args["task_id"], args["key"])
+        if method == "xcom_range":
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(q("xcom_range"), req["run_pk"], args["task_id"], args["key"],
+                                        int(args["offset"]), int(args["limit"]))
+            return "[" + ",".join(r["value"] for r in rows) + "]"
+        if method == "task_map_length":
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(q("task_map_length"), req["run_pk"], args["task_id"])
+        if method == "xcom_item":
+            async with self.pool.acquire() as conn:
+                return await conn.fetchval(q("xcom_item"), req["run_pk"], args["task_id"],
+                                           args["key"], int(args["index"]))
+        if method != "xcom_pull":
+            raise ValueError(f"unknown call {method!r}")
+        map_index = args.get("map_index")
+        async with self.pool.acquire() as conn:
+            if map_index is None:
+                mapped = await conn.fetchval(q("ti_is_mapped"), req["run_pk"], args["task_id"])
+                if mapped:
+                    rows = await conn.fetch(q("get_xcoms_all"), req["run_pk"], args["task_id"],
+                                            args["key"])
+                    return "[" + ",".join(r["value"] for r in rows) + "]"
+                map_index = -1
+            return await conn.fetchval(q("get_xcom"), req["run_pk"], args["task_id"], args["key"],
+                                       map_index)
+
+    async def finish(self, req: dict, result: dict) -> None:
+        """Record a try's outcome in one guarded transaction, then wake whoever is next."""
+        outcome = result["outcome"]
+        messages: list = []
+        if outcome == "retry" and result.get("retry_delay_s") is None:
+            result["retry_delay_s"] = await self._retry_delay(req)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if outcome == "deferred":
+                row = await self._defer(conn, req, result)
+                messages.append((self.streams.triggers, TriggersPending()))
+            else:
+                row = await conn.fetchrow(q("finish_ti"), req["ti_id"], req["try_number"], outcome,
+                                          result.get("error"), result.get("label"),
+                                          float(result.get("retry_delay_s") or 0.0), self.id)
+            if row is not None and result.get("xcoms"):
+                keys, values = zip(*result["xcoms"], strict=True)
+                await conn.execute(q("put_xcoms"), req["run_pk"], req["task_id"],
+                                   req["map_index"], list(keys), list(values))
+            if row is not None and result.get("task_map"):
+                await conn.execute(q("put_task_map"), req["run_pk"], req["task_id"],
+                                   req["map_index"], result["task_map"]["length"],
+                                   result["task_map"]["keys"])
+        if row is None:
+            log.info("task_result_discarded", reason="instance no longer ours")
+            return
+        self.done_count += 1
+        state = row["state"] if outcome != "deferred" else "deferred"
+        log.info("task_finished", state=state, error=result.get("error"))
+        messages.append((self.streams.events, RunChanged(run_pk=req["run_pk"])))
+        try:
+            await bus.publish(self.redis, messages)
+        except bus.REDIS_ERRORS as exc:  # the scheduler's repair sweep catches up
+            log.warning("wakeup_not_sent", error=str(exc))
+
+    async def _defer(self, conn, req: dict, result: dict):
+        from datetime import datetime
+
+        timeout_at = result.get("timeout_at")
+        row = await conn.fetchrow(
+            q("defer_ti"), req["ti_id"], req["try_number"], self.id,
+            result["trigger"]["classpath"], result["trigger"]["kwargs"], result["method_name"],
+            result["next_kwargs"], datetime.fromisoformat(timeout_at) if timeout_at else None,
+            result.get("label"))
+        return None if row is None else {"state": "deferred", "run_pk": row["run_pk"]}
+
+    async def _retry_delay(self, req: dict) -> float:
+        spec = await self._spec(req["dag_id"])
+        if spec is None or req["task_id"] not in spec.task_map:
+            return 0.0
+        key = jitter_key(req["dag_id"], req["task_id"], req["logical_date"], req["try_number"])
+        return spec.task(req["task_id"]).retry_policy().next_delay(
+            req["try_number"], jitter_key=key) or 0.0
+
+    # --- background ------------------------------------------------------------
+    async def heartbeat(self) -> None:
+        while not self.life.stopping.is_set() or self.running:
+            with anyio.move_on_after(self.settings.worker_heartbeat_s):
+                await anyio.sleep_forever()
+            if self.running:
+                try:
+                    async with self.pool.acquire() as conn:
+                        await conn.execute(q("heartbeat_tis"), list(self.running), self.id)
+                except DB_ERRORS as exc:
+                    log.warning("heartbeat_failed", error=str(exc))
+
+    async def stop_reading_on_shutdown(self) -> None:
+        await self.life.stopping.wait()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        self.slot_freed.set()
+
+    async def drain(self, tg_scope: anyio.CancelScope) -> None:
+        """After SIGTERM: wait for running tasks up to the grace period, then hand back the rest."""
+        await self.life.stopping.wait()
+        with anyio.move_on_after(self.settings.worker_grace_period_s):
+            while self.running:
+                self.slot_freed = anyio.Event()
+                await self.slot_freed.wait()
+        if self.running:
+            await self.hand_back()
+        tg_scope.cancel()
+
+    async def hand_back(self) -> None:
+        held = list(self.running.values())
+        log.warning("handing_back_tasks", count=len(held))
+        with anyio.CancelScope(shield=True):
+            messages = []
+            async with self.pool.acquire() as conn:
+                for req in held:
+                    queue = await conn.fetchval(q("hand_back_ti"), req["ti_id"], req["try_number"], self.id)
+                    if queue is not None:
+                        messages.append((self.streams.queue(queue),
+                                         RunTask(ti_id=req["ti_id"], try_number=req["try_number"])))
+            self.running.clear()
+            await bus.publish(self.redis, messages)
+
+    def status(self) -> str:
+        return f"{len(self.running)} running, {len(self.idle)} idle, {self.done_count} done"
+
+
+async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    """Run a worker until SIGTERM (draining) or a second signal (at once)."""
+    db_url, redis_url = settings.require_urls()
+    life = Lifecycle("worker")
+    pool = await create_pool(db_url, max_size=max(4, settings.worker_concurrency + 2))
+    redis = bus.connect(redis_url)
+    worker = Worker(settings, pool, redis, life)
+    try:
+        await bus.wait_for_redis(redis)
+        await worker.consumer.ensure_groups()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(life.watch_signals, tg.cancel_scope)
+            tg.start_soon(worker.stop_reading_on_shutdown)
+            tg.start_soon(worker.heartbeat)
+            tg.start_soon(worker.drain, tg.cancel_scope)
+            tg.start_soon(life.watchdog, worker.status)
+            log.info("worker_ready", worker_id=worker.id, queues=settings.queues,
+                     concurrency=settings.worker_concurrency)
+            sd_notify("READY=1", f"STATUS={worker.status()}")
+            task_status.started()
+            await worker.consume(tg)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for runner in worker.idle:
+                await runner.stop()
+            await redis.aclose()
+            await pool.close()
+        log.info("worker_stopped")

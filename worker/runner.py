@@ -1,0 +1,387 @@
+"""The task runner: a child process of the worker that runs task bodies.
+
+It speaks JSON lines with its worker over a private copy of stdout (the
+task's own prints go to the task's log file). The worker sends ``run``
+requests; the runner asks back for upstream values (``call``) and ends each
+task with one ``done`` result. It holds no database connection: everything
+it needs comes through the worker. A task that crashes or wedges this
+process costs one try; the worker starts a new runner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.dagbag import DagCache
+from shared.sdk import runtime, serde
+from shared.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    TaskDeferred,
+    UnmappableXComLengthPushed,
+    UnmappableXComTypePushed,
+    XComForMappingNotPushed,
+)
+from shared.state.retry import RetryPolicy, jitter_key
+from worker.lazy import LazyValueSequence, LazyXComSequence
+
+
+class Channel:
+    """The private JSON-lines pipe to the worker."""
+
+    def __init__(self, inp, out):
+        self.inp, self.out = inp, out
+        self.next_id = 0
+
+    def send(self, message: dict) -> None:
+        self.out.write(json.dumps(message, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def receive(self) -> dict | None:
+        line = self.inp.readline()
+        return json.loads(line) if line else None
+
+    def call(self, method: str, **args: Any) -> Any:
+        self.next_id += 1
+        self.send({"op": "call", "id": self.next_id, "method": method, "args": args})
+        reply = self.receive()
+        if reply is None:
+            raise SystemExit(0)
+        if reply.get("error"):
+            raise RuntimeError(reply["error"])
+        return reply.get("value")
+
+
+class RuntimeTaskInstance:
+    """The ``ti`` of the context: identity plus ``xcom_pull``/``xcom_push``."""
+
+    def __init__(self, req: dict, task: Any, channel: Channel):
+        self.dag_id, self.run_id, self.task_id = req["dag_id"], req["run_id"], req["task_id"]
+        self.map_index, self.try_number = req["map_index"], req["try_number"]
+        self.max_tries = req["max_tries"]
+        self.task = task
+        self.start_date = req.get("start_date")
+        self.pushed: dict[str, Any] = {}
+        self._channel = channel
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        serde.dumps(value, f"XCom {key!r}")
+        self.pushed[key] = value
+
+    def xcom_pull(self, task_ids: str | list[str] | None = None, key: str = "return_value",
+                  map_indexes: int | list[int] | None = None, default: Any = None,
+                  **_: Any) -> Any:
+        if task_ids is None:
+            task_ids = self.task_id
+        if isinstance(task_ids, str):
+            return self._pull_one(task_ids, key, map_indexes, default)
+        return [self._pull_one(t, key, map_indexes, default) for t in task_ids]
+
+    def _pull_one(self, task_id: str, key: str, map_indexes: Any, default: Any) -> Any:
+        if isinstance(map_indexes, list):
+            return [self._pull_one(task_id, key, i, default) for i in map_indexes]
+        if task_id == self.task_id and key in self.pushed and map_indexes in (None, self.map_index):
+            return self.pushed[key]
+        dag = self.task.dag
+        if (map_indexes is None and dag is not None and dag.has_task(task_id)
+                and dag.get_task(task_id).is_mapped):
+            return LazyXComSequence(self._channel.call, task_id, key)
+        raw = self._channel.call("xcom_pull", task_id=task_id, key=key, map_index=map_indexes)
+        return default if raw is None else serde.loads(raw)
+
+    def pull_sequence(self, task_id: str, key: str) -> Any:
+        """An upstream output to map over: fetched element by element."""
+        dag = self.task.dag
+        if dag is not None and dag.has_task(task_id) and dag.get_task(task_id).is_mapped:
+            return LazyXComSequence(self._channel.call, task_id, key)
+        length = self._channel.call("task_map_length", task_id=task_id)
+        if length is None:
+            from shared.sdk.xcom_arg import as_sequence
+
+            return as_sequence(self.pull(task_id, key), "expand")
+        return LazyValueSequence(self._channel.call, task_id, key, int(length))
+
+    def pull(self, task_id: str, key: str) -> Any:  # the XComArg resolver protocol
+        dag = self.task.dag
+        if dag is not None and dag.has_task(task_id) and dag.get_task(task_id).is_mapped:
+            return LazyXComSequence(self._channel.call, task_id, key)
+        return self._pull_one(task_id, key, None, None)
+
+    def __repr__(self) -> str:
+        return (f"<TaskInstance: {self.dag_id}.{self.task_id} {self.run_id} "
+                f"map_index={self.map_index} try={self.try_number}>")
+
+
+class DagRunInfo:
+    def __init__(self, req: dict):
+        self.dag_id, self.run_id, self.run_type = req["dag_id"], req["run_id"], req["run_type"]
+        self.conf = req.get("conf") or {}
+        self.logical_date = _dt(req["logical_date"])
+        self.data_interval_start = _dt(req.get("data_interval_start"))
+        self.data_interval_end = _dt(req.get("data_interval_end"))
+        self.start_date = _dt(req.get("run_start_date"))
+
+    def __repr__(self) -> str:
+        return f"<DagRun {self.dag_id} @ {self.logical_date}: {self.run_id}>"
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def build_context(req: dict, dag: Any, task: Any, ti: RuntimeTaskInstance) -> dict:
+    run = DagRunInfo(req)
+    logical = run.logical_date
+    params = {**dag.params, **task.params}
+    params = {k: getattr(v, "value", v) for k, v in params.items()}
+    params.update(run.conf)
+    return {
+        "dag": dag, "task": task, "ti": ti, "task_instance": ti, "run_id": run.run_id,
+        "dag_run": run, "logical_date": logical, "execution_date": logical,
+        "ds": logical.strftime("%Y-%m-%d"), "ds_nodash": logical.strftime("%Y%m%d"),
+        "ts": logical.isoformat(), "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
+        "data_interval_start": run.data_interval_start, "data_interval_end": run.data_interval_end,
+        "params": params, "map_index": req["map_index"], "run_type": run.run_type,
+        "try_number": req["try_number"], "__resolver__": ti,
+    }
+
+
+class TaskRunner:
+    def __init__(self, dags_folder: Path, channel: Channel, max_xcom_bytes: int,
+                 max_map_length: int = 1024):
+        self.cache = DagCache(dags_folder)
+        self.channel = channel
+        self.max_xcom_bytes = max_xcom_bytes
+        self.max_map_length = max_map_length
+        self.stderr_fd = os.dup(2)
+
+    def run(self, req: dict) -> dict:
+        log_fd = _open_log(req.get("log_path"))
+        try:
+            return self._run(req)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if log_fd is not None:
+                os.dup2(self.stderr_fd, 1)
+                os.dup2(self.stderr_fd, 2)
+                os.close(log_fd)
+
+    def _run(self, req: dict) -> dict:
+        try:
+            dag = self.cache.get(req["fileloc"], req["dag_id"])
+            task = dag.get_task(req["task_id"])
+            task = task if task.is_mapped else task.fresh_copy()
+            task._sluice_records_task_map = req["task_id"] in _expanded_producers(dag)
+        except Exception as exc:  # noqa: BLE001 - reported as the try's failure
+            traceback.print_exc()
+            return {"outcome": "retry", "error": f"{type(exc).__name__}: {exc}", "retry_delay_s": 0}
+        ti = RuntimeTaskInstance(req, task, self.channel)
+        context = build_context(req, dag, task, ti)
+        runtime.current_context = context
+        try:
+            return self._execute(req, task, ti, context)
+        finally:
+            runtime.current_context = None
+
+    def _execute(self, req: dict, task: Any, ti: RuntimeTaskInstance, context: dict) -> dict:
+        timeout = _remaining_timeout(task, req)
+        self.channel.send({"op": "started", "timeout_s": timeout})
+        try:
+            _arm_timeout(timeout)
+            try:
+                if task.is_mapped:
+                    task = task.unmap(req["map_index"], ti, context)
+                    context["task"] = ti.task = task
+                task.render_template_fields(context)
+                if req.get("next_method"):
+                    value = task.resume_execution(req["next_method"],
+                                                  serde.from_jsonable(req.get("next_kwargs")), context)
+                else:
+                    value = task.execute(context)
+            finally:
+                _arm_timeout(None)
+            result = {"outcome": "success", "xcoms": self._xcoms(task, ti, value)}
+            task_map = self._task_map(task, value)
+            if task_map is not None:
+                result["task_map"] = task_map
+            _callback(task.on_success_callback, context)
+        except TaskDeferred as deferred:
+            try:
+                result = self._deferred(deferred)
+                result["xcoms"] = self._xcoms(task, ti, None)
+            except Exception as exc:  # noqa: BLE001 - e.g. trigger kwargs that are not JSON
+                traceback.print_exc()
+                result = self._retryable(task, req, context, f"cannot defer: {_error(exc)}")
+        except AirflowSkipException as exc:
+            print(f"Task skipped: {exc}")
+            result = {"outcome": "skipped", "xcoms": self._xcoms(task, ti, None)}
+            _callback(task.on_skipped_callback, context)
+        except AirflowFailException as exc:
+            traceback.print_exc()
+            result = {"outcome": "failed", "error": _error(exc)}
+            _callback(task.on_failure_callback, context)
+        except SystemExit as exc:
+            if exc.code in (0, None):
+                result = {"outcome": "success", "xcoms": self._xcoms(task, ti, None)}
+            else:
+                result = self._retryable(task, req, context, f"task exited with code {exc.code}")
+        except Exception as exc:  # noqa: BLE001 - any other error is a retryable failure
+            traceback.print_exc()
+            result = self._retryable(task, req, context, _error(exc))
+        result["label"] = _label(task, context, req)
+        return result
+
+    def _retryable(self, task: Any, req: dict, context: dict, error: str) -> dict:
+        policy = RetryPolicy(task.retries, task.retry_delay.total_seconds() if task.retry_delay else 0.0,
+                             2.0 if task.retry_exponential_backoff is True else float(task.retry_exponential_backoff or 0),
+                             task.max_retry_delay.total_seconds() if task.max_retry_delay else None)
+        key = jitter_key(req["dag_id"], req["task_id"], _dt(req["logical_date"]), req["try_number"])
+        delay = policy.next_delay(req["try_number"], jitter_key=key)
+        retrying = delay is not None
+        _callback(task.on_retry_callback if retrying else task.on_failure_callback, context)
+        return {"outcome": "retry", "error": error, "retry_delay_s": delay or 0.0}
+
+    def _xcoms(self, task: Any, ti: RuntimeTaskInstance, value: Any) -> list[list[str]]:
+        pushed = dict(ti.pushed)
+        if value is not None and task.do_xcom_push:
+            if task.multiple_outputs:
+                if not isinstance(value, dict):
+                    raise TypeError(f"Returned output was type {type(value)} expected dictionary "
+                                    "for multiple_outputs")
+                pushed.update({str(k): v for k, v in value.items()})
+            pushed["return_value"] = value
+        out = []
+        for key, item in pushed.items():
+            text = serde.dumps(item, f"XCom {key!r} of task {task.task_id!r}")
+            if len(text) > self.max_xcom_bytes:
+                raise ValueError(
+                    f"XCom {key!r} of task {task.task_id!r} is {len(text)} bytes, over the "
+                    f"{self.max_xcom_bytes}-byte limit (SLUICE_MAX_XCOM_BYTES): store large data "
+                    "elsewhere (files, object storage) and return a reference to it")
+            out.append([key, text])
+        return out
+
+    def _task_map(self, task: Any, value: Any) -> dict | None:
+        """Length (and keys) of an output some mapped task expands over; bad outputs fail here."""
+        if not getattr(task, "_sluice_records_task_map", False):
+            return None
+        if value is None or not task.do_xcom_push:
+            raise XComForMappingNotPushed()
+        if isinstance(value, str | bytes | bytearray | set | frozenset) or not (
+                isinstance(value, dict) or hasattr(value, "__len__") and hasattr(value, "__getitem__")):
+            raise UnmappableXComTypePushed(value)
+        if len(value) > self.max_map_length:
+            raise UnmappableXComLengthPushed(len(value), self.max_map_length)
+        return {"length": len(value), "keys": list(value) if isinstance(value, dict) else None}
+
+    def _deferred(self, deferred: TaskDeferred) -> dict:
+        classpath, kwargs = deferred.trigger.serialize()
+        timeout_at = None
+        if deferred.timeout is not None:
+            timeout_at = (datetime.now(UTC) + deferred.timeout).isoformat()
+        return {
+            "outcome": "deferred",
+            "trigger": {"classpath": classpath,
+                        "kwargs": serde.to_jsonable(kwargs, f"trigger {classpath} kwargs")},
+            "method_name": deferred.method_name,
+            "next_kwargs": serde.to_jsonable(deferred.kwargs or {}, "defer() kwargs"),
+            "timeout_at": timeout_at,
+        }
+
+
+def _expanded_producers(dag: Any) -> set[str]:
+    """Tasks whose return value some mapped task expands over (they record its length)."""
+    cached = getattr(dag, "_sluice_producers", None)
+    if cached is None:
+        cached = {ref.operator.task_id for t in dag.tasks if t.is_mapped
+                  for ref in t.expand_input.references()}
+        dag._sluice_producers = cached
+    return cached
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _callback(fn: Any, context: dict) -> None:
+    for cb in fn if isinstance(fn, list) else [fn]:
+        if cb is None:
+            continue
+        try:
+            cb(context)
+        except Exception:  # noqa: BLE001 - a callback's failure never changes the outcome
+            traceback.print_exc()
+
+
+def _label(task: Any, context: dict, req: dict) -> str | None:
+    template = getattr(task, "map_index_template", None)
+    if req["map_index"] < 0 or not template:
+        return None
+    from shared.sdk.templating import render_string
+
+    try:
+        return str(render_string(template, context))
+    except Exception as exc:  # noqa: BLE001 - a bad template must not change the outcome
+        print(f"map_index_template failed to render: {exc}")
+        return None
+
+
+def _remaining_timeout(task: Any, req: dict) -> float | None:
+    if task.execution_timeout is None:
+        return None
+    limit = task.execution_timeout.total_seconds()
+    started = _dt(req.get("start_date"))
+    if req.get("next_method") and started is not None:
+        limit -= (datetime.now(UTC) - started).total_seconds()
+    return max(limit, 0.001)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise AirflowTaskTimeout(f"Timeout, PID: {os.getpid()}")
+
+
+def _arm_timeout(seconds: float | None) -> None:
+    signal.setitimer(signal.ITIMER_REAL, seconds or 0)
+
+
+def _open_log(path: str | None) -> int | None:
+    if not path:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    return fd
+
+
+def main() -> None:
+    """``python -m worker.runner DAGS_FOLDER MAX_XCOM_BYTES MAX_MAP_LENGTH``."""
+    proto_out = os.fdopen(os.dup(1), "w")
+    proto_in = os.fdopen(os.dup(0), "r")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)  # noqa: SIM115
+    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = Channel(proto_in, proto_out)
+    runner = TaskRunner(Path(sys.argv[1]), channel, int(sys.argv[2]), int(sys.argv[3]))
+    while (message := channel.receive()) is not None:
+        if message.get("op") == "run":
+            result = runner.run(message["request"])
+            channel.send({"op": "done", "result": result})
+
+
+if __name__ == "__main__":
+    main()
