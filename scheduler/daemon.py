@@ -27,15 +27,13 @@ from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.db import create_pool, q
+from shared.db import DB_ERRORS, create_pool, q
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.schedules import Interval
 from shared.serialization import DagSpec
 
 log = structlog.get_logger()
 PASS_GAP_PER_TI_S = 2e-6
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError)
 
 
 class Scheduler:

@@ -25,13 +25,12 @@ from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.dagbag import add_dags_folder_to_path
-from shared.db import create_pool, q
+from shared.db import DB_ERRORS, create_pool, persist, q
 from shared.messages import RunChanged, TriggersPending
 from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
 
 log = structlog.get_logger()
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 BLOCKING_WARN_S = 0.2
 
 
@@ -131,24 +130,32 @@ class Triggerer:
                     log.warning("trigger_cleanup_failed", error=str(exc))
 
     async def fire(self, row: dict, event) -> None:
-        with anyio.CancelScope(shield=True):
+        """Hand the first event to the task instance, then drop the trigger row."""
+
+        async def write():
             async with self.pool.acquire() as conn, conn.transaction():
                 if isinstance(event, BaseTaskEndEvent):
-                    done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"],
-                                               event.task_instance_state)
-                    if done is not None and event.xcoms:
-                        keys = list(event.xcoms)
-                        await conn.execute(q("put_xcoms"), done["run_pk"], done["task_id"],
-                                           done["map_index"], keys,
-                                           [serde.dumps(event.xcoms[k]) for k in keys])
-                    run_pk = done["run_pk"] if done else None
+                    run_pk = await self._end(conn, row, event)
                 else:
-                    run_pk = await self._resume(conn, row, {"event": serde.to_jsonable(event.payload)})
+                    run_pk = await self._resume(
+                        conn, row, {"event": serde.to_jsonable(event.payload)})
                 await conn.execute(q("delete_trigger"), row["id"])
-            self.fired += 1
-            log.info("trigger_fired", resumed=run_pk is not None)
-            if run_pk is not None:
-                await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+                return run_pk
+
+        run_pk = await persist(write, what="trigger_event")
+        self.fired += 1
+        log.info("trigger_fired", resumed=run_pk is not None)
+        await self._wake(run_pk)
+
+    async def _end(self, conn, row: dict, event: BaseTaskEndEvent) -> int | None:
+        done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"],
+                                   event.task_instance_state)
+        if done is not None and event.xcoms:
+            keys = list(event.xcoms)
+            await conn.execute(q("put_xcoms"), done["run_pk"], done["task_id"],
+                               done["map_index"], keys,
+                               [serde.dumps(event.xcoms[k]) for k in keys])
+        return done["run_pk"] if done else None
 
     async def _resume(self, conn, row: dict, extra: dict, next_method: str | None = None):
         current = await conn.fetchval(
@@ -157,15 +164,28 @@ class Triggerer:
                                    {**(current or {}), **extra}, next_method)
 
     async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
+        """Resume the instance with ``__fail__`` so the worker raises and retry rules apply."""
         tb = traceback.format_exception(exc) if exc is not None else []
-        with anyio.CancelScope(shield=True):
+
+        async def write():
             async with self.pool.acquire() as conn, conn.transaction():
-                run_pk = await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"],
-                                             {"error": error, "traceback": tb}, "__fail__")
+                run_pk = await self._resume(conn, row, {"error": error, "traceback": tb},
+                                            "__fail__")
                 await conn.execute(q("delete_trigger"), row["id"])
-            log.warning("trigger_resumed_with_failure", error=error)
-            if run_pk is not None:
-                await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+                return run_pk
+
+        run_pk = await persist(write, what="trigger_failure")
+        log.warning("trigger_resumed_with_failure", error=error)
+        await self._wake(run_pk)
+
+    async def _wake(self, run_pk: int | None) -> None:
+        """Wake the scheduler; a lost wake-up is re-sent by its repair sweep."""
+        if run_pk is None:
+            return
+        try:
+            await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+        except bus.REDIS_ERRORS as exc:
+            log.warning("wake_up_not_sent", run_pk=run_pk, error=str(exc))
 
     async def heartbeat_loop(self) -> None:
         """Heartbeat, release expired triggerers, and drop triggers whose task moved on."""

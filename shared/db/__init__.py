@@ -8,17 +8,62 @@ standard library so object key order survives the round trip.
 from __future__ import annotations
 
 import json
+import random
 import re
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
+from typing import TypeVar
 
 import anyio
 import asyncpg
 import structlog
 
 log = structlog.get_logger()
+T = TypeVar("T")
 
 MIGRATION_LOCK_ID = 0x51_1CE  # advisory lock serialising concurrent `db migrate`
+
+# What a lost, restarting or overloaded server raises: worth a retry, never a crash.
+# 57P01-57P03 (admin/crash shutdown, "the database system is starting up") come
+# while PostgreSQL restarts; 53300 when it refuses more connections.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def backoff_delays(first_s: float = 0.1, cap_s: float = 5.0):
+    """Capped exponential delays with full jitter: 0.1, 0.2, 0.4 ... up to ``cap_s``."""
+    delay = first_s
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(delay * 2, cap_s)
+
+
+async def persist(write: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run a terminal write until the database takes it.
+
+    Each attempt is shielded, so a cancellation never tears a transaction in
+    half; the waits between attempts are not, so a forced stop still stops.
+    What was not written stays owed in the database's own terms (a running
+    instance, a claimed trigger) and the repair paths take it over.
+    """
+    for delay in backoff_delays():
+        try:
+            with anyio.CancelScope(shield=True):
+                return await write()
+        except DB_ERRORS as exc:
+            log.warning("database_write_retrying", what=what, error=str(exc),
+                        retry_in_s=round(delay, 2))
+        await anyio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @cache
@@ -43,10 +88,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
                       attempts: int | None = None) -> asyncpg.Pool:
     """A pool, retried with capped exponential backoff until the server answers."""
-    delay = 0.1
-    attempt = 0
-    while True:
-        attempt += 1
+    for attempt, delay in enumerate(backoff_delays(), start=1):
         try:
             return await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, init=_init_connection,
@@ -57,7 +99,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
                 raise
             log.warning("database_unavailable", error=str(exc), retry_in_s=round(delay, 2))
             await anyio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
 
 
 def migration_files() -> list[tuple[str, str]]:

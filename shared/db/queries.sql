@@ -346,11 +346,11 @@ SELECT length FROM task_map WHERE run_pk = $1 AND task_id = $2 AND map_index = -
 -- name: xcom_item
 -- Element $4 of an unmapped task's list (or tagged tuple), or its $4-th (key, value) pair.
 SELECT CASE
-         WHEN json_typeof(x.value) = 'array' THEN json_build_object('value', x.value -> $4)
+         WHEN json_typeof(x.value) = 'array' THEN json_build_object('value', x.value -> $4::int)
          WHEN (x.value ->> '__sluice_type__') = 'tuple'
-              THEN json_build_object('value', x.value -> 'items' -> $4)
+              THEN json_build_object('value', x.value -> 'items' -> $4::int)
          ELSE (SELECT json_build_object('pair', json_build_array(e.key, e.value))
-                 FROM json_each(x.value) WITH ORDINALITY AS e(key, value, n) WHERE e.n = $4 + 1)
+                 FROM json_each(x.value) WITH ORDINALITY AS e(key, value, n) WHERE e.n = $4::int + 1)
        END::text
   FROM xcom x
  WHERE x.run_pk = $1 AND x.task_id = $2 AND x.key = $3 AND x.map_index = -1

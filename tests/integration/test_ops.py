@@ -471,9 +471,6 @@ async def test_redis_flushall_mid_run_is_reconciled(tmp_path, db_url, valkey: Ow
         cluster.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason="triggerer/daemon.py DB_ERRORS lacks "
-                   "asyncpg.CannotConnectNowError (57P03 'the database system is shutting down'): "
-                   "heartbeat_loop lets it escape and the triggerer exits 1")
 async def test_postgres_restart_between_runs(tmp_path, redis_url, postgres: OwnedPostgres):
     cluster = owned_cluster(tmp_path, db_url=postgres.url, redis_url=redis_url)
     try:
