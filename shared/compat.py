@@ -76,6 +76,7 @@ MODULES: dict[str, list[str]] = {
     "airflow.exceptions": ["shared.sdk.exceptions"],
     "airflow.utils.trigger_rule": ["shared.sdk.trigger_rule"],
     "airflow.utils.task_group": ["shared.sdk.task_group"],
+    "airflow.utils.context": ["shared.sdk.decorators"],
     "airflow.utils.dates": ["shared.compat:_DATES"],
     "airflow.utils.timezone": ["shared.compat:_TIMEZONE"],
     # operators, sensors and triggers (Airflow 2 core, Airflow 3 standard provider)

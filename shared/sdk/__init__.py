@@ -2,7 +2,7 @@
 
 from shared.sdk.baseoperator import BaseOperator, chain, cross_downstream
 from shared.sdk.dag import DAG, dag
-from shared.sdk.decorators import get_current_context, task
+from shared.sdk.decorators import Context, get_current_context, task
 from shared.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
@@ -30,7 +30,7 @@ from shared.sdk.triggers import (
 from shared.sdk.xcom_arg import XComArg
 
 __all__ = [
-    "DAG", "AirflowException", "AirflowFailException", "AirflowSensorTimeout",
+    "DAG", "AirflowException", "Context", "AirflowFailException", "AirflowSensorTimeout",
     "AirflowSkipException", "AirflowTaskTimeout", "BaseOperator", "BaseTrigger", "BashOperator",
     "DateTimeTrigger", "EmptyOperator", "FileTrigger", "OperatorPartial", "PythonOperator",
     "StartTriggerArgs", "TaskDeferralError", "TaskDeferred", "TaskFailedEvent", "TaskGroup",

@@ -105,7 +105,34 @@ class _TaskNamespace:
 task = _TaskNamespace()
 
 
-def get_current_context() -> dict:
+class Context(typing.TypedDict, total=False):
+    """The keys of a running task's context, for annotations (``def execute(self, context: Context)``).
+
+    At run time the context is a plain dict with these keys (and whatever the
+    task body adds, e.g. for ``map_index_template``).
+    """
+
+    dag: Any
+    task: Any
+    ti: Any
+    task_instance: Any
+    run_id: str
+    dag_run: Any
+    logical_date: Any
+    execution_date: Any
+    ds: str
+    ds_nodash: str
+    ts: str
+    ts_nodash: str
+    data_interval_start: Any
+    data_interval_end: Any
+    params: dict[str, Any]
+    map_index: int
+    run_type: str
+    try_number: int
+
+
+def get_current_context() -> Context:
     """The running task's context (inside a task body only)."""
     from shared.sdk import runtime
 

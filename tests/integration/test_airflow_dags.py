@@ -137,19 +137,9 @@ async def import_errors(cluster: Cluster, names: list[str], timeout: float = 30)
     return await wait_for(recorded, timeout, f"import errors for {names}")
 
 
-XCOM_ITEM_BUG = (
-    "Expanding over an unmapped upstream's list fails every mapped instance with "
-    "'UndefinedFunctionError: operator does not exist: text + integer' (also "
-    "tests/integration/test_mapping_e2e.py): query xcom_item in shared/db/queries.sql (uncommitted "
-    "working-tree change, used by worker/lazy.py LazyValueSequence) leaves $4 untyped, PostgreSQL "
-    "infers text from `x.value -> $4`, then `e.n = $4 + 1` fails. Fix: write $4::int in all three "
-    "places")
-
-
 # --- the same DAG in three import styles ---------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=XCOM_ITEM_BUG)
 async def test_features_dag_same_results_in_sdk_airflow2_and_airflow3_syntax(cluster: Cluster):
     write_variants(cluster, "features")
     cluster.start_all()
@@ -219,15 +209,6 @@ async def test_deferral_dag_same_results_in_sdk_airflow2_and_airflow3_syntax(clu
         (f"deferral_{variant}", TIME_DELTA_TRIGGER[variant]) for variant in VARIANTS}
 
 
-CONTEXT_GAP = (
-    "Sluice has no Context type: shared.sdk exports no 'Context' and shared/compat.py MODULES has "
-    "no 'airflow.utils.context', so `from airflow.utils.context import Context` (Airflow 2 docs' "
-    "deferrable operator) and `from airflow.sdk import Context` (Airflow 3) are import errors. "
-    "Fix: `class Context(TypedDict, total=False)` in shared/sdk/decorators.py, re-exported from "
-    "shared/sdk/__init__.py, and MODULES['airflow.utils.context'] = ['shared.sdk.decorators']")
-
-
-@pytest.mark.xfail(strict=True, reason=CONTEXT_GAP)
 async def test_deferrable_sensor_as_in_airflow_docs_with_context_annotations(cluster: Cluster):
     write_variants(cluster, "docs_deferrable")
     cluster.start_all()
@@ -276,7 +257,6 @@ async def test_example_dynamic_task_mapping_equivalents(cluster: Cluster):
         ("add_one", 0): 2, ("add_one", 1): 3, ("add_one", 2): 4, ("sum_it", -1): 9}
 
 
-@pytest.mark.xfail(strict=True, reason=XCOM_ITEM_BUG)
 async def test_example_mapping_over_an_unmapped_upstream_list(cluster: Cluster):
     res = await run_examples(cluster, {"dynamic_task_mapping": ["_from_upstream"],
                                        "mapping_no_taskflow": ["_from_upstream"]})
