@@ -9,11 +9,32 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 
 import anyio
 import structlog
 
 log = structlog.get_logger()
+
+#: Set by ``sluice standalone`` for its children: the pid they must not outlive.
+SUPERVISOR_PID_ENV = "SLUICE_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_supervisor() -> None:
+    """Ask for SIGTERM (a drain) when the supervising ``sluice standalone`` dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere, and when the daemon
+    was not started by a supervisor, this does nothing.
+    """
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if not supervisor or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(supervisor):  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def sd_notify(*states: str) -> bool:
@@ -51,6 +72,7 @@ class Lifecycle:
         self.cancel_scope: anyio.CancelScope | None = None
 
     async def watch_signals(self, scope: anyio.CancelScope) -> None:
+        die_with_supervisor()
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if not self.stopping.is_set():

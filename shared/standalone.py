@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from shared.config import Settings, standalone_file
+from shared.daemon import SUPERVISOR_PID_ENV
 from shared.db import migrate_url
 
 log = structlog.get_logger()
@@ -56,14 +57,25 @@ async def serve(settings: Settings) -> int:
 
 
 async def _supervise(env: dict) -> None:
+    """Run the daemons until SIGINT/SIGTERM, then stop each with one SIGTERM (a drain).
+
+    The daemons run in a session of their own, so a terminal's Ctrl-C (SIGINT
+    to the whole foreground process group) reaches only this supervisor: each
+    daemon then sees exactly one stop request and drains, instead of taking
+    the supervisor's SIGTERM as a second, forcing signal. A second Ctrl-C
+    forwards a second SIGTERM, which stops them at once. They die with the
+    supervisor too (``SLUICE_SUPERVISOR_PID``, see ``shared.daemon``).
+    """
     stopping = anyio.Event()
     procs: dict[str, anyio.abc.Process] = {}
+    env = {**env, SUPERVISOR_PID_ENV: str(os.getpid())}
 
     async def keep_running(name: str) -> None:
         delay = 1.0
         while not stopping.is_set():
             proc = await anyio.open_process([sys.executable, "-m", name], env=env,
-                                            stdin=None, stdout=None, stderr=None)
+                                            stdin=None, stdout=None, stderr=None,
+                                            start_new_session=True)
             procs[name] = proc
             code = await proc.wait()
             if stopping.is_set():
@@ -73,21 +85,35 @@ async def _supervise(env: dict) -> None:
                 await stopping.wait()
             delay = min(delay * 2, 30.0)
 
+    def signal_all() -> None:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+
     async with anyio.create_task_group() as tg:
         for name in DAEMONS:
             tg.start_soon(keep_running, name)
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 break
-        stopping.set()
-        log.info("standalone_stopping")
-        for proc in procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(STOP_TIMEOUT_S):
-            for proc in procs.values():
-                await proc.wait()
+            stopping.set()
+            log.info("standalone_stopping")
+            signal_all()
+            with anyio.move_on_after(STOP_TIMEOUT_S):
+                async with anyio.create_task_group() as waiting:
+                    waiting.start_soon(_forward_second_signal, signals, signal_all,
+                                       waiting.cancel_scope)
+                    for proc in procs.values():
+                        await proc.wait()
+                    waiting.cancel_scope.cancel()
         for proc in procs.values():
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def _forward_second_signal(signals, signal_all, scope: anyio.CancelScope) -> None:
+    async for _ in signals:
+        log.warning("standalone_stopping_now")
+        signal_all()
+        return

@@ -268,10 +268,6 @@ async def test_worker_sigterm_to_process_group_still_drains(cluster: Cluster, tm
     await _hand_back(cluster, tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGTERM))
 
 
-@pytest.mark.xfail(strict=True, reason="shared/standalone.py starts the daemons in its own process "
-                   "group: Ctrl-C's SIGINT reaches the worker, then the supervisor's SIGTERM is a "
-                   "second signal, so the worker is force-cancelled (shutdown_forced) and abandons "
-                   "its running task instead of draining it")
 async def test_standalone_ctrl_c_drains_worker(cluster: Cluster, tmp_path):
     """Ctrl-C on `sluice standalone`: the terminal sends SIGINT to its whole process group."""
     started = tmp_path / "started"
