@@ -10,8 +10,12 @@ running tasks finish within the grace period and hands the rest back as
 from __future__ import annotations
 
 import os
+import random
 import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import asyncpg
@@ -28,7 +32,53 @@ from shared.state.retry import jitter_key
 from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+T = TypeVar("T")
+#: PostgreSQL is unreachable, restarting or refusing sessions: wait and try again, never die.
+DB_ERRORS = (
+    OSError,  # refused, reset, unreachable; TimeoutError too
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
+    asyncpg.InterfaceError,  # the connection is closed or being closed
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: sessions terminated (restart, failover)
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter, for reconnecting (``next_delay`` is pure)."""
+
+    first_s: float = 0.1
+    cap_s: float = 2.0
+
+    def next_delay(self, attempt: int, rand: float = 0.5) -> float:
+        """Delay before retry ``attempt`` (1-based); ``rand`` in [0, 1) spreads it over [d/2, d)."""
+        ceiling = min(self.cap_s, self.first_s * 2 ** min(attempt - 1, 32))
+        return ceiling * (0.5 + rand / 2)
+
+
+RECONNECT = Backoff()
+
+
+async def until_reachable(what: str, op: Callable[[], Awaitable[T]], *, shield: bool = False) -> T:
+    """Run ``op`` until PostgreSQL takes it, retrying connection errors with backoff.
+
+    With ``shield`` each attempt (a terminal write) runs shielded, so a transaction is never
+    torn by a cancel; the waits between attempts are not, so a forced stop still works, and
+    a cancellation seen while shielded is re-raised at the next checkpoint.
+    """
+    attempt = 0
+    while True:
+        try:
+            with anyio.CancelScope(shield=shield):
+                return await op()
+        except DB_ERRORS as exc:
+            attempt += 1
+            delay = RECONNECT.next_delay(attempt, random.random())
+            log.warning("database_unreachable", op=what, error=str(exc) or type(exc).__name__,
+                        attempt=attempt, retry_in_s=round(delay, 2))
+        await anyio.sleep(delay)
 
 
 class Worker:
@@ -46,18 +96,25 @@ class Worker:
         self.idle = [RunnerProcess(Path(settings.dags_folder), settings.max_xcom_bytes,
                                   settings.max_map_length)
                      for _ in range(settings.worker_concurrency)]
-        self.slot_freed = anyio.Event()
-        self.running: dict[int, dict] = {}
+        self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
+        self.running: dict[int, dict] = {}  # held by this worker, heartbeated
+        self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
         self.done_count = 0
         self._read_scope: anyio.CancelScope | None = None
 
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def _wait_until(self, condition: Callable[[], object]) -> None:
+        while not condition():
+            await self._changed.wait()
+
     # --- intake -----------------------------------------------------------
     async def consume(self, tg) -> None:
+        failures = 0
         while not self.life.stopping.is_set():
-            if not self.idle:
-                self.slot_freed = anyio.Event()
-                await self.slot_freed.wait()
-                continue
+            await self._wait_until(lambda: self.idle or self.life.stopping.is_set())
             try:
                 entries = await self._read(len(self.idle))
                 if entries:
@@ -65,9 +122,12 @@ class Worker:
                         runner = self.idle.pop()
                         tg.start_soon(self.execute, ti, runner)
                     await self.consumer.ack(entries)
-            except DB_ERRORS + bus.REDIS_ERRORS as exc:
-                log.warning("worker_connection_error", error=str(exc))
-                with anyio.move_on_after(1.0):
+                failures = 0
+            except DB_ERRORS + bus.REDIS_ERRORS as exc:  # unacked entries come back
+                failures += 1
+                delay = RECONNECT.next_delay(failures, random.random())
+                log.warning("worker_connection_error", error=str(exc), retry_in_s=round(delay, 2))
+                with anyio.move_on_after(delay):
                     await self.life.stopping.wait()
 
     async def _read(self, count: int) -> list:
@@ -75,7 +135,7 @@ class Worker:
         with anyio.CancelScope() as scope:
             self._read_scope = scope
             try:
-                if not self.life.stopping.is_set():
+                if not self.life.stopping.is_set() and count:
                     return await self.consumer.read(5_000)
             finally:
                 self._read_scope = None
@@ -126,14 +186,15 @@ class Worker:
             try:
                 log.info("task_started")
                 result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                self.finishing.add(req["ti_id"])
+                await self.finish(req, result)
                 if runner.tasks_run >= self.settings.runner_max_tasks:
                     await runner.stop()
-                with anyio.CancelScope(shield=True):
-                    await self.finish(req, result)
             finally:
                 self.running.pop(req["ti_id"], None)
+                self.finishing.discard(req["ti_id"])
                 self.idle.append(runner)
-                self.slot_freed.set()
+                self._notify()
 
     async def _spec(self, dag_id: str) -> DagSpec | None:
         async with self.pool.acquire() as conn:
@@ -141,7 +202,10 @@ class Worker:
         return DagSpec.model_validate(raw) if raw else None
 
     async def answer(self, req: dict, method: str, args: dict):
-        """Serve a runner's call: upstream values."""
+        """Serve a runner's call: upstream values; the task waits out a database outage."""
+        return await until_reachable(method, lambda: self._answer(req, method, args))
+
+    async def _answer(self, req: dict, method: str, args: dict):
         if method == "xcom_count":
             async with self.pool.acquire() as conn:
                 return await conn.fetchval(q("xcom_count"), req["run_pk"], args["task_id"], args["key"])
@@ -172,15 +236,36 @@ class Worker:
                                        map_index)
 
     async def finish(self, req: dict, result: dict) -> None:
-        """Record a try's outcome in one guarded transaction, then wake whoever is next."""
+        """Record a try's outcome in one guarded transaction, then wake whoever is next.
+
+        A result in hand is never dropped for a connection loss: the write is retried
+        (each attempt shielded) until PostgreSQL is back, while the heartbeat keeps the
+        instance ours. A retry after a commit whose reply was lost matches nothing.
+        """
         outcome = result["outcome"]
-        messages: list = []
         if outcome == "retry" and result.get("retry_delay_s") is None:
-            result["retry_delay_s"] = await self._retry_delay(req)
+            result["retry_delay_s"] = await until_reachable(
+                "retry_delay", lambda: self._retry_delay(req))
+        row = await until_reachable("finish", lambda: self._record(req, result), shield=True)
+        if row is None:
+            log.info("task_result_discarded", reason="instance no longer ours")
+            return
+        self.done_count += 1
+        state = row["state"] if outcome != "deferred" else "deferred"
+        log.info("task_finished", state=state, error=result.get("error"))
+        messages: list = [(self.streams.events, RunChanged(run_pk=req["run_pk"]))]
+        if outcome == "deferred":
+            messages.insert(0, (self.streams.triggers, TriggersPending()))
+        try:
+            await bus.publish(self.redis, messages)
+        except bus.REDIS_ERRORS as exc:  # the scheduler's repair sweep catches up
+            log.warning("wakeup_not_sent", error=str(exc))
+
+    async def _record(self, req: dict, result: dict):
+        outcome = result["outcome"]
         async with self.pool.acquire() as conn, conn.transaction():
             if outcome == "deferred":
                 row = await self._defer(conn, req, result)
-                messages.append((self.streams.triggers, TriggersPending()))
             else:
                 row = await conn.fetchrow(q("finish_ti"), req["ti_id"], req["try_number"], outcome,
                                           result.get("error"), result.get("label"),
@@ -193,17 +278,7 @@ class Worker:
                 await conn.execute(q("put_task_map"), req["run_pk"], req["task_id"],
                                    req["map_index"], result["task_map"]["length"],
                                    result["task_map"]["keys"])
-        if row is None:
-            log.info("task_result_discarded", reason="instance no longer ours")
-            return
-        self.done_count += 1
-        state = row["state"] if outcome != "deferred" else "deferred"
-        log.info("task_finished", state=state, error=result.get("error"))
-        messages.append((self.streams.events, RunChanged(run_pk=req["run_pk"])))
-        try:
-            await bus.publish(self.redis, messages)
-        except bus.REDIS_ERRORS as exc:  # the scheduler's repair sweep catches up
-            log.warning("wakeup_not_sent", error=str(exc))
+        return row
 
     async def _defer(self, conn, req: dict, result: dict):
         from datetime import datetime
@@ -240,32 +315,41 @@ class Worker:
         await self.life.stopping.wait()
         if self._read_scope is not None:
             self._read_scope.cancel()
-        self.slot_freed.set()
+        self._notify()
 
     async def drain(self, tg_scope: anyio.CancelScope) -> None:
-        """After SIGTERM: wait for running tasks up to the grace period, then hand back the rest."""
+        """After SIGTERM: wait for running tasks up to the grace period, then hand back the rest.
+
+        Outcomes already in hand are not handed back: they are written, however long
+        PostgreSQL takes to come back (a second signal cancels that wait).
+        """
         await self.life.stopping.wait()
         with anyio.move_on_after(self.settings.worker_grace_period_s):
-            while self.running:
-                self.slot_freed = anyio.Event()
-                await self.slot_freed.wait()
-        if self.running:
-            await self.hand_back()
+            await self._wait_until(lambda: not self.running)
+        held = [req for ti_id, req in self.running.items() if ti_id not in self.finishing]
+        if held:
+            await self.hand_back(held)
+        if self.finishing:
+            log.warning("waiting_for_outcome_writes", count=len(self.finishing))
+            await self._wait_until(lambda: not self.finishing)
         tg_scope.cancel()
 
-    async def hand_back(self) -> None:
-        held = list(self.running.values())
+    async def hand_back(self, held: list[dict]) -> None:
         log.warning("handing_back_tasks", count=len(held))
-        with anyio.CancelScope(shield=True):
-            messages = []
-            async with self.pool.acquire() as conn:
-                for req in held:
-                    queue = await conn.fetchval(q("hand_back_ti"), req["ti_id"], req["try_number"], self.id)
-                    if queue is not None:
-                        messages.append((self.streams.queue(queue),
-                                         RunTask(ti_id=req["ti_id"], try_number=req["try_number"])))
-            self.running.clear()
+        queues = await until_reachable("hand_back", lambda: self._hand_back(held), shield=True)
+        for req in held:
+            self.running.pop(req["ti_id"], None)
+        messages = [(self.streams.queue(queue), RunTask(ti_id=req["ti_id"], try_number=req["try_number"]))
+                    for req, queue in zip(held, queues, strict=True) if queue is not None]
+        try:
             await bus.publish(self.redis, messages)
+        except bus.REDIS_ERRORS as exc:  # the scheduler re-sends what is owed to a queue
+            log.warning("hand_back_not_sent", error=str(exc))
+
+    async def _hand_back(self, held: list[dict]) -> list[str | None]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [await conn.fetchval(q("hand_back_ti"), req["ti_id"], req["try_number"], self.id)
+                    for req in held]
 
     def status(self) -> str:
         return f"{len(self.running)} running, {len(self.idle)} idle, {self.done_count} done"

@@ -488,9 +488,6 @@ async def test_postgres_restart_between_runs(tmp_path, redis_url, postgres: Owne
         cluster.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason="Worker.finish() lets a database error escape "
-                   "Worker.execute(): the worker daemon's task group dies on the first task that "
-                   "ends while PostgreSQL is unreachable; the finished try then becomes a zombie")
 async def test_postgres_down_while_a_task_finishes(tmp_path, redis_url, postgres: OwnedPostgres):
     """The task ends while PostgreSQL is down: its outcome is recorded once PG is back."""
     down = tmp_path / "pg_is_down"
@@ -553,9 +550,6 @@ async def test_postgres_down_while_a_task_finishes(tmp_path, redis_url, postgres
         cluster.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason="a trigger that fires while PostgreSQL is down kills the "
-                   "triggerer: Triggerer._run() turns fire()'s connection error into fail(), "
-                   "whose own connection error escapes run_trigger() into the task group")
 async def test_postgres_down_when_a_trigger_fires(tmp_path, redis_url, postgres: OwnedPostgres):
     """The event is in hand while PG is down: it is recorded once PG is back."""
     fire = tmp_path / "fire"
