@@ -10,10 +10,8 @@ running tasks finish within the grace period and hands the rest back as
 from __future__ import annotations
 
 import os
-import random
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +23,7 @@ from structlog.contextvars import bound_contextvars
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.db import create_pool, q
+from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.serialization import DagSpec
 from shared.state.retry import jitter_key
@@ -33,52 +31,18 @@ from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
 T = TypeVar("T")
-#: PostgreSQL is unreachable, restarting or refusing sessions: wait and try again, never die.
-DB_ERRORS = (
-    OSError,  # refused, reset, unreachable; TimeoutError too
-    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError among them
-    asyncpg.InterfaceError,  # the connection is closed or being closed
-    asyncpg.exceptions.AdminShutdownError,  # 57P01: sessions terminated (restart, failover)
-    asyncpg.exceptions.CrashShutdownError,  # 57P02
-    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up or shutting down
-    asyncpg.exceptions.TooManyConnectionsError,  # 53300
-)
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter, for reconnecting (``next_delay`` is pure)."""
-
-    first_s: float = 0.1
-    cap_s: float = 2.0
-
-    def next_delay(self, attempt: int, rand: float = 0.5) -> float:
-        """Delay before retry ``attempt`` (1-based); ``rand`` in [0, 1) spreads it over [d/2, d)."""
-        ceiling = min(self.cap_s, self.first_s * 2 ** min(attempt - 1, 32))
-        return ceiling * (0.5 + rand / 2)
-
-
-RECONNECT = Backoff()
-
-
-async def until_reachable(what: str, op: Callable[[], Awaitable[T]], *, shield: bool = False) -> T:
-    """Run ``op`` until PostgreSQL takes it, retrying connection errors with backoff.
-
-    With ``shield`` each attempt (a terminal write) runs shielded, so a transaction is never
-    torn by a cancel; the waits between attempts are not, so a forced stop still works, and
-    a cancellation seen while shielded is re-raised at the next checkpoint.
-    """
-    attempt = 0
-    while True:
+async def until_reachable(what: str, op: Callable[[], Awaitable[T]]) -> T:
+    """Run a read until PostgreSQL answers, retrying connection errors with backoff."""
+    for delay in backoff_delays():
         try:
-            with anyio.CancelScope(shield=shield):
-                return await op()
+            return await op()
         except DB_ERRORS as exc:
-            attempt += 1
-            delay = RECONNECT.next_delay(attempt, random.random())
             log.warning("database_unreachable", op=what, error=str(exc) or type(exc).__name__,
-                        attempt=attempt, retry_in_s=round(delay, 2))
+                        retry_in_s=round(delay, 2))
         await anyio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class Worker:
@@ -112,7 +76,7 @@ class Worker:
 
     # --- intake -----------------------------------------------------------
     async def consume(self, tg) -> None:
-        failures = 0
+        delays = backoff_delays()
         while not self.life.stopping.is_set():
             await self._wait_until(lambda: self.idle or self.life.stopping.is_set())
             try:
@@ -122,10 +86,9 @@ class Worker:
                         runner = self.idle.pop()
                         tg.start_soon(self.execute, ti, runner)
                     await self.consumer.ack(entries)
-                failures = 0
+                delays = backoff_delays()
             except DB_ERRORS + bus.REDIS_ERRORS as exc:  # unacked entries come back
-                failures += 1
-                delay = RECONNECT.next_delay(failures, random.random())
+                delay = next(delays)
                 log.warning("worker_connection_error", error=str(exc), retry_in_s=round(delay, 2))
                 with anyio.move_on_after(delay):
                     await self.life.stopping.wait()
@@ -246,7 +209,7 @@ class Worker:
         if outcome == "retry" and result.get("retry_delay_s") is None:
             result["retry_delay_s"] = await until_reachable(
                 "retry_delay", lambda: self._retry_delay(req))
-        row = await until_reachable("finish", lambda: self._record(req, result), shield=True)
+        row = await persist(lambda: self._record(req, result), what="finish")
         if row is None:
             log.info("task_result_discarded", reason="instance no longer ours")
             return
@@ -336,7 +299,7 @@ class Worker:
 
     async def hand_back(self, held: list[dict]) -> None:
         log.warning("handing_back_tasks", count=len(held))
-        queues = await until_reachable("hand_back", lambda: self._hand_back(held), shield=True)
+        queues = await persist(lambda: self._hand_back(held), what="hand_back")
         for req in held:
             self.running.pop(req["ti_id"], None)
         messages = [(self.streams.queue(queue), RunTask(ti_id=req["ti_id"], try_number=req["try_number"]))
