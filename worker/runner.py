@@ -194,8 +194,10 @@ class TaskRunner:
 
     def _execute(self, req: dict, task: Any, ti: RuntimeTaskInstance, context: dict) -> dict:
         timeout = _remaining_timeout(task, req)
-        self.channel.send({"op": "started", "timeout_s": timeout})
+        self.channel.send({"op": "started", "timeout_s": timeout if timeout is None else max(timeout, 0.0)})
         try:
+            if timeout is not None and timeout <= 0:  # e.g. spent while deferred: fail fast, as Airflow
+                raise AirflowTaskTimeout(_spent_message(task, req))
             _arm_timeout(timeout)
             try:
                 if task.is_mapped:
@@ -336,13 +338,21 @@ def _label(task: Any, context: dict, req: dict) -> str | None:
 
 
 def _remaining_timeout(task: Any, req: dict) -> float | None:
+    """Seconds left of ``execution_timeout``; a resumed try counts from its start (<= 0: spent)."""
     if task.execution_timeout is None:
         return None
     limit = task.execution_timeout.total_seconds()
     started = _dt(req.get("start_date"))
     if req.get("next_method") and started is not None:
         limit -= (datetime.now(UTC) - started).total_seconds()
-    return max(limit, 0.001)
+    return limit
+
+
+def _spent_message(task: Any, req: dict) -> str:
+    spent = f"execution_timeout of {task.execution_timeout.total_seconds():g}s already spent"
+    if req.get("next_method"):
+        return f"{spent} when resuming {req['next_method']!r} (time spent deferred counts)"
+    return spent
 
 
 def _on_alarm(signum: int, frame: Any) -> None:

@@ -216,10 +216,6 @@ async def test_resumed_method_defers_again_within_one_try(cluster: Cluster):
         ["deferred", "deferred", "success"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "worker/runner.py: _remaining_timeout clamps a spent execution_timeout budget to 0.001 s and "
-    "_execute arms a 1 ms SIGALRM, which a fast resumed method outruns (it is disarmed first): "
-    "time spent deferred is not enforced"))
 async def test_execution_timeout_counts_time_spent_deferred(cluster: Cluster):
     cluster.write_dag("slow_defer.py", """
         from datetime import datetime, timedelta
