@@ -355,6 +355,15 @@ def _spent_message(task: Any, req: dict) -> str:
     return spent
 
 
+def _leave_to_the_worker(signum: int, frame: Any) -> None:
+    """A stop signal sent to the worker's whole group or cgroup (Ctrl-C, ``kill -TERM -PGID``,
+    systemd) is the worker's to act on: it drains, then hands back or kills this process.
+
+    A handler rather than ``SIG_IGN``: an ignored disposition would be inherited by every
+    program a task body starts, which could then no longer be stopped.
+    """
+
+
 def _on_alarm(signum: int, frame: Any) -> None:
     raise AirflowTaskTimeout(f"Timeout, PID: {os.getpid()}")
 
@@ -384,7 +393,8 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdin = open(os.devnull)  # noqa: SIM115
     signal.signal(signal.SIGALRM, _on_alarm)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _leave_to_the_worker)
     channel = Channel(proto_in, proto_out)
     runner = TaskRunner(Path(sys.argv[1]), channel, int(sys.argv[2]), int(sys.argv[3]))
     while (message := channel.receive()) is not None:

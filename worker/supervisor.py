@@ -9,6 +9,7 @@ that dies or is killed yields a retryable result; the worker starts a new one.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ class RunnerProcess:
             [sys.executable, "-m", "worker.runner", str(self.dags_folder), str(self.max_xcom_bytes),
              str(self.max_map_length)],
             stderr=None,
+            start_new_session=True,  # group signals meant for the worker miss the task's processes
         )
         self.reader = BufferedByteReceiveStream(self.proc.stdout)
         self.tasks_run = 0
@@ -88,6 +90,9 @@ class RunnerProcess:
             code = await self.kill()
             return {"outcome": "retry", "retry_delay_s": None,
                     "error": f"task process exited unexpectedly (exit code {code})"}
+        except anyio.get_cancelled_exc_class():  # handed back or forced stop: the body must not run on
+            await self.kill()
+            raise
 
     async def _answer(self, message: dict, on_call: CallHandler) -> None:
         try:
@@ -102,7 +107,10 @@ class RunnerProcess:
             return None
         with anyio.CancelScope(shield=True):
             if self.proc.returncode is None:
-                self.proc.send_signal(signal.SIGKILL)
+                try:  # the runner leads its own process group: the task's children die with it
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             code = await self.proc.wait()
             await self.proc.aclose()
         self.proc = None

@@ -260,10 +260,6 @@ async def test_worker_sigterm_hands_back_past_grace(cluster: Cluster, tmp_path):
     await _hand_back(cluster, tmp_path, lambda proc: proc.send_signal(signal.SIGTERM))
 
 
-@pytest.mark.xfail(strict=True, reason="runner children die of a SIGTERM sent to the worker's "
-                   "whole process group (`kill -TERM -PGID`, systemd KillMode=control-group, "
-                   "supervisors that signal the group): worker/runner.py ignores SIGINT but not "
-                   "SIGTERM, so the running try fails instead of being drained or handed back")
 async def test_worker_sigterm_to_process_group_still_drains(cluster: Cluster, tmp_path):
     await _hand_back(cluster, tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGTERM))
 
