@@ -9,7 +9,7 @@ import anyio
 import asyncpg
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 
 from shared import bus
 from shared.config import Settings, load_settings
@@ -98,6 +98,16 @@ def _progress(doc: dict) -> Table:
     return table
 
 
+def _deferral_detail(extra: dict) -> str:
+    """``DateTimeTrigger fires 10:00:02 times out 11:00:00``: what a deferred instance waits on."""
+    parts = [(extra["trigger"] or "trigger pending").rpartition(".")[2]]
+    if extra.get("trigger_moment"):
+        parts.append(f"fires {extra['trigger_moment']}")
+    if extra.get("trigger_timeout"):
+        parts.append(f"times out {extra['trigger_timeout']}")
+    return " ".join(parts)
+
+
 def _print_run(found: dict) -> None:
     doc = found["doc"]
     console = Console()
@@ -108,12 +118,13 @@ def _print_run(found: dict) -> None:
     console.print(f"started {doc['start_date']}  ended {doc['end_date']}")
     counts = state_counts(doc["tasks"])
     console.print("counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    table = Table("task", "state", "try", "label", "return_value", "detail")
+    table = Table("task", "state", "try", "label", "return_value",
+                  Column("detail", overflow="fold"))
     for t, extra in zip(doc["tasks"], found["extra"], strict=True):
         name = t["task_id"] if t["map_index"] < 0 else f"{t['task_id']} [{t['map_index']}]"
         detail = ""
         if t["state"] == "deferred":
-            detail = f"trigger {extra['trigger']} due {extra['trigger_timeout'] or '-'}"
+            detail = _deferral_detail(extra)
         elif extra["error"]:
             detail = extra["error"].splitlines()[0][:80]
         value = "" if t["return_value"] is None else json.dumps(t["return_value"])[:40]

@@ -20,6 +20,7 @@ SELECT id, dag_id, run_id, state, start_date, end_date, note FROM dag_run WHERE 
 TIS_SQL = """
 SELECT ti.task_id, ti.map_index, ti.label, ti.state, ti.try_number, ti.start_date, ti.end_date,
        ti.next_method, ti.trigger_timeout, ti.error, t.classpath AS trigger_classpath,
+       t.kwargs -> 'moment' ->> 'value' AS trigger_moment,
        x.value::text AS return_value
   FROM task_instance ti
   LEFT JOIN xcom x ON x.run_pk = ti.run_pk AND x.task_id = ti.task_id
@@ -63,6 +64,7 @@ async def run_document(conn: asyncpg.Connection, run_id: str) -> dict | None:
             "start_date": iso(row["start_date"]), "end_date": iso(row["end_date"]),
         })
         extra.append({"error": row["error"], "trigger": row["trigger_classpath"],
+                      "trigger_moment": row["trigger_moment"],
                       "trigger_timeout": iso(row["trigger_timeout"])})
     doc = {"dag_id": run["dag_id"], "run_id": run["run_id"], "state": run["state"],
            "start_date": iso(run["start_date"]), "end_date": iso(run["end_date"]), "tasks": tasks}

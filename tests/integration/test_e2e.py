@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
@@ -175,6 +176,10 @@ async def test_deferral_round_trip(cluster: Cluster):
         return cluster.by_task(doc)["wait"]["state"] == "deferred"
 
     await wait_for(deferred, 20, "the task to defer")
+    shown = cluster.cli("runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "deferred=1" in shown.stdout
+    assert "DateTimeTrigger fires" in shown.stdout, shown.stdout
     doc = await cluster.wait_run(run_id)
     t = cluster.by_task(doc)["wait"]
     assert doc["state"] == "success"
