@@ -20,6 +20,7 @@ import structlog
 
 from scheduler.decide import RunDecision, StateCounts, TIRow, decide
 from scheduler.expansion import RunFacts
+from scheduler.groups import group_states
 from scheduler.limits import Busy, Candidate, select
 from scheduler.parsing import FolderParser
 from scheduler.runs import create_due_runs, insert_task_instances, task_instance_rows, utcnow
@@ -207,13 +208,16 @@ class Scheduler:
             if facts is None and any(ti.map_index < 0 and ti.state is None
                                      and spec.task(ti.task_id).mapped for ti in tis):
                 facts = await self._run_facts(conn, run_pk)
-            decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()})
+            states = await group_states(conn, spec, run_pk, tis)
+            decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()},
+                              states)
             if not decision.expand:
                 return decision, tis
             if decision.end:
                 await conn.execute(q("end_tis"), list(decision.end), list(decision.end.values()))
+            await conn.execute(q("expand_placeholders"), list(decision.expand),
+                               list(decision.expand.values()))
             for ti_id, length in decision.expand.items():
-                await conn.execute(q("expand_placeholder"), ti_id, length)
                 log.info("task_expanded", dag_id=spec.dag_id, ti_id=ti_id, length=length)
             tis = [_ti_row(r) for r in await conn.fetch(q("run_tis"), [run_pk])]
             counts = defaultdict(Counter)

@@ -7,6 +7,11 @@ operator), when to wake up for a retry, and whether the run is over. No I/O:
 the caller reads the counts and rows and writes the outcome in one
 transaction. Cost is proportional to the schedulable instances, not to the
 size of the run, so a 10,000-instance mapped task is cheap to re-decide.
+
+Inside a mapped task group, instance *i* depends only on instance *i* of its
+upstreams in the same group (or on their unexpanded placeholder), and on
+every instance of its other upstreams; its trigger rule is evaluated on that.
+The caller supplies those per-index states (``group_lookups`` says which).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from datetime import datetime
 from scheduler.expansion import RunFacts, mapped_producers, run_length
 from shared.serialization import DagSpec, TaskSpec
 from shared.state.trigger_rules import FINISHED_STATES, UpstreamStates, Verdict, evaluate
+from shared.state.trigger_rules import count_states as tally
 
 ACTIVE = frozenset({"scheduled", "queued", "running", "deferred", "up_for_retry"})
 SCHEDULABLE = frozenset({None, "scheduled", "up_for_retry"})
 
 StateCounts = dict[str, Counter]  # task_id -> Counter(state -> instances)
+GroupStates = dict[tuple[str, int], str | None]  # (in-group task_id, map_index) -> state
+MISSING = "missing"  # no such instance (expanded away, or never created)
 
 
 @dataclass(slots=True)
@@ -70,16 +78,70 @@ def topological_order(dag: DagSpec) -> list[str]:
     return order
 
 
-def _upstream_states(dag: DagSpec, task_id: str, counts: StateCounts) -> UpstreamStates:
-    tally: Counter = Counter()
+def _upstream_states(upstreams: list[str], counts: StateCounts) -> UpstreamStates:
+    """Every instance of each of ``upstreams``."""
+    total: Counter = Counter()
     upstream = 0
-    for up in dag.task(task_id).upstream:
+    for up in upstreams:
         mine = counts.get(up, Counter())
         upstream += sum(mine.values())
-        tally.update(mine)
-    return UpstreamStates(upstream=upstream, success=tally["success"], skipped=tally["skipped"],
-                          failed=tally["failed"], upstream_failed=tally["upstream_failed"],
-                          removed=tally["removed"])
+        total.update(mine)
+    return UpstreamStates(upstream=upstream, success=total["success"], skipped=total["skipped"],
+                          failed=total["failed"], upstream_failed=total["upstream_failed"],
+                          removed=total["removed"])
+
+
+def group_edges(dag: DagSpec) -> dict[str, tuple[list[str], list[str]]]:
+    """Per task in a mapped group: (upstreams in the same group, other upstreams)."""
+    cached = dag.__dict__.get("_group_edges")
+    if cached is not None:
+        return cached
+    edges = {}
+    for t in dag.tasks:
+        if t.mapped_group is None:
+            continue
+        inside = [u for u in t.upstream if dag.task(u).mapped_group == t.mapped_group]
+        edges[t.task_id] = (inside, [u for u in t.upstream if u not in inside])
+    object.__setattr__(dag, "__dict__", {**dag.__dict__, "_group_edges": edges})
+    return edges
+
+
+def group_lookups(dag: DagSpec, tis: list[TIRow]) -> list[tuple[str, int]]:
+    """The (task_id, map_index) states ``decide`` needs for the undecided in-group instances.
+
+    For each, its in-group upstreams at its own map index and at ``-1`` (a
+    placeholder not expanded yet). Proportional to those instances.
+    """
+    edges = group_edges(dag)
+    wanted: set[tuple[str, int]] = set()
+    for ti in tis:
+        if ti.state is None and ti.task_id in edges:
+            for up in edges[ti.task_id][0]:
+                wanted.add((up, -1))
+                if ti.map_index >= 0:
+                    wanted.add((up, ti.map_index))
+    return sorted(wanted)
+
+
+def in_group_states(inside: list[str], map_index: int, state_at, expanding: set[str]) -> list | None:
+    """States of the in-group upstreams that instance ``map_index`` depends on.
+
+    Instance *i* reads each upstream's instance *i*, or its placeholder while
+    that one is not expanded. A placeholder (``-1``) ignores upstreams already
+    expanded or expanding: it expands with the group and each instance is
+    then judged per index. ``None`` means "expand, no rule to evaluate yet".
+    """
+    states = []
+    for up in inside:
+        st = state_at(up, map_index) if map_index >= 0 else MISSING
+        if st is MISSING:
+            st = state_at(up, -1)
+            if st is MISSING or up in expanding:
+                continue
+        states.append(st)
+    if map_index < 0 and inside and not states:
+        return None
+    return states
 
 
 def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts: StateCounts,
@@ -98,23 +160,33 @@ def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts:
 
 
 def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None = None,
-           counts: StateCounts | None = None) -> RunDecision:
+           counts: StateCounts | None = None, group_states: GroupStates | None = None) -> RunDecision:
     """Queue what may run, end what never will, and say whether the run is over.
 
     ``tis`` are the run's schedulable instances (others are ignored);
-    ``counts`` the run's instances per task and state (derived from ``tis``
-    when omitted, for callers holding every row). A mapped task's ``-1``
+    ``counts`` the run's instances per task and state, and ``group_states``
+    the states ``group_lookups`` asked for (both derived from ``tis`` when
+    omitted, for callers holding every row). A mapped task's ``-1``
     placeholder whose dependencies are met is reported in ``expand`` with its
     length; the caller creates the instances and decides again.
     """
     out = RunDecision()
     facts = facts or RunFacts()
     counts = count_states(tis) if counts is None else counts
+    edges = group_edges(dag)
+    if group_states is None:
+        group_states = {(ti.task_id, ti.map_index): ti.state for ti in tis if ti.task_id in edges}
     by_task: dict[str, list[TIRow]] = defaultdict(list)
     for ti in tis:
         if ti.state in SCHEDULABLE:
             by_task[ti.task_id].append(ti)
     current = {ti.id: ti.state for rows in by_task.values() for ti in rows}
+    row_at = {(ti.task_id, ti.map_index): ti.id for t in edges for ti in by_task.get(t, ())}
+    expanding: set[str] = set()
+
+    def state_at(task_id: str, map_index: int) -> str | None:
+        ti_id = row_at.get((task_id, map_index))
+        return current[ti_id] if ti_id is not None else group_states.get((task_id, map_index), MISSING)
 
     def set_state(ti: TIRow, state: str) -> None:
         c = counts[ti.task_id]
@@ -143,13 +215,15 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                     elif out.wake_at is None or ti.next_retry_at < out.wake_at:
                         out.wake_at = ti.next_retry_at
                 elif st is None:
+                    inside, others = edges.get(task_id, ((), spec.upstream))
                     if up is None:
-                        up = _upstream_states(dag, task_id, counts)
-                    verdict = evaluate(spec.trigger_rule, up, map_index=ti.map_index)
+                        up = _upstream_states(others, counts)
+                    verdict = _verdict(spec, ti, up, inside, state_at, expanding)
                     if spec.mapped is not None and ti.map_index < 0:
                         verdict, length = _placeholder_verdict(dag, spec, verdict, counts, facts)
                         if verdict is Verdict.RUN:
                             out.expand[ti.id] = length
+                            expanding.add(task_id)
                             set_state(ti, "scheduled")  # being expanded: not a deadlock
                             continue
                     if verdict is Verdict.WAIT:
@@ -167,6 +241,17 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                     changed = True
     _finish(dag, counts, out)
     return out
+
+
+def _verdict(spec: TaskSpec, ti: TIRow, up: UpstreamStates, inside, state_at,
+             expanding: set[str]) -> Verdict:
+    """The trigger rule over ``up`` plus, in a mapped group, this index's in-group upstreams."""
+    if not inside:
+        return evaluate(spec.trigger_rule, up, map_index=ti.map_index)
+    states = in_group_states(inside, ti.map_index, state_at, expanding)
+    if states is None:
+        return Verdict.RUN
+    return evaluate(spec.trigger_rule, up + tally(states, len(states)), map_index=ti.map_index)
 
 
 def _finish(dag: DagSpec, counts: StateCounts, out: RunDecision) -> None:

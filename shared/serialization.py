@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.sdk import start_trigger
 from shared.sdk.dag import DAG
 from shared.sdk.serde import to_jsonable
+from shared.sdk.task_group import mapped_group_of
 from shared.state.retry import RetryPolicy
 
 
@@ -40,6 +41,7 @@ class TaskSpec(_Model):
     is_empty: bool = False
     group_id: str | None = None
     mapped: dict[str, Any] | None = None
+    mapped_group: str | None = None  # the mapped task group this task expands with
     start_trigger: dict[str, Any] | None = None
 
     def retry_policy(self) -> RetryPolicy:
@@ -125,6 +127,7 @@ def serialize_task(task: Any, weight: int) -> dict[str, Any]:
         and not (task.on_success_callback or task.on_execute_callback),
         "group_id": None if group is None or group.is_root else group.group_id,
         "mapped": task.serialize_mapping() if getattr(task, "is_mapped", False) else None,
+        "mapped_group": getattr(mapped_group_of(task), "group_id", None),
         "start_trigger": start_trigger.serialize(task),
     }
 

@@ -354,3 +354,28 @@ SELECT CASE
        END::text
   FROM xcom x
  WHERE x.run_pk = $1 AND x.task_id = $2 AND x.key = $3 AND x.map_index = -1
+
+-- name: expand_placeholders
+-- Every placeholder ($1) becomes map_index 0 and gains 1..length-1 ($2): one statement.
+WITH want AS (
+    SELECT * FROM unnest($1::bigint[], $2::int[]) AS w(id, length)
+), moved AS (
+    UPDATE task_instance t SET map_index = 0
+      FROM want w
+     WHERE t.id = w.id AND t.map_index = -1 AND t.state IS NULL
+    RETURNING t.run_pk, t.task_id, t.max_tries, t.queue, t.pool, t.pool_slots,
+              t.priority_weight, w.length
+)
+INSERT INTO task_instance (run_pk, task_id, map_index, max_tries, queue, pool, pool_slots,
+                           priority_weight)
+SELECT m.run_pk, m.task_id, g, m.max_tries, m.queue, m.pool, m.pool_slots, m.priority_weight
+  FROM moved m, generate_series(1, m.length - 1) AS g
+ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
+
+-- name: group_ti_states
+-- States of the in-group upstream instances a mapped group's instances depend on.
+SELECT ti.task_id, ti.map_index, ti.state
+  FROM task_instance ti
+  JOIN unnest($2::text[], $3::int[]) AS w(task_id, map_index)
+    ON ti.task_id = w.task_id AND ti.map_index = w.map_index
+ WHERE ti.run_pk = $1

@@ -1,4 +1,9 @@
-"""Task groups: a prefix for task ids (``group.task``) and a unit for ``>>``."""
+"""Task groups: a prefix for task ids (``group.task``) and a unit for ``>>``.
+
+A *mapped* task group (``@task_group`` + ``.expand()``) is built in
+``shared.sdk.mapped_group``; here it is only a group that carries its expand
+input, so any task can find the mapped group it belongs to.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ class TaskGroup:
         self.default_args = dict(default_args or {})
         self.tooltip = tooltip
         self.children: dict[str, Any] = {}
-        self.mapped_expand: Any = None  # set by a mapped @task_group
+        self.mapped_expand: Any = None  # the expand input of a mapped @task_group
         if self.parent_group is not None:
             self.parent_group.children[self.group_id] = self
 
@@ -48,6 +53,10 @@ class TaskGroup:
     @property
     def is_root(self) -> bool:
         return self._group_id is None
+
+    @property
+    def is_mapped(self) -> bool:
+        return self.mapped_expand is not None
 
     @property
     def group_id(self) -> str | None:
@@ -128,6 +137,24 @@ class TaskGroup:
         return self.get_leaves()
 
 
+class MappedTaskGroup(TaskGroup):
+    """A task group whose every task expands together over ``expand_input``."""
+
+    def __init__(self, group_id: str | None, *, expand_input: Any, **kwargs: Any):
+        super().__init__(group_id, **kwargs)
+        self.mapped_expand = expand_input
+
+
+def mapped_group_of(node: Any) -> TaskGroup | None:
+    """The mapped task group a task (or group) sits in, itself included for a group."""
+    group = node if isinstance(node, TaskGroup) else getattr(node, "task_group", None)
+    while group is not None:
+        if group.is_mapped:
+            return group
+        group = group.parent_group
+    return None
+
+
 def task_group(group_id: str | Callable | None = None, **group_kwargs: Any) -> Any:
     """``@task_group``: calling the function builds its tasks inside a group."""
 
@@ -158,9 +185,9 @@ class _TaskGroupFactory:
         return _TaskGroupFactory(self.fn, gid, merged)
 
     def partial(self, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "mapped task groups (@task_group ... .expand()) are not supported by Sluice yet"
-        )
+        from shared.sdk.mapped_group import GroupPartial
+
+        return GroupPartial(self, {}).partial(**kwargs)
 
     def expand(self, **kwargs: Any) -> Any:
         return self.partial().expand(**kwargs)

@@ -11,13 +11,19 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from shared.sdk.baseoperator import DependencyMixin
+from shared.sdk.task_group import mapped_group_of
 
 RETURN_KEY = "return_value"
 NOTSET: Any = object()
 
 
 class Resolver(Protocol):
-    """What the worker gives an XComArg to fetch upstream values."""
+    """What the worker gives an XComArg to fetch upstream values.
+
+    The worker's resolver is also the consuming instance (``task``,
+    ``map_index``, ``xcom_pull``): inside a mapped task group, values are
+    read for that instance's own map index.
+    """
 
     def pull(self, task_id: str, key: str) -> Any: ...
 
@@ -78,6 +84,21 @@ class XComArg(DependencyMixin):
         return ConcatXComArg(args)
 
 
+def _same_group_index(producer: Any, resolver: Any) -> int | None:
+    """The consumer's map index when it shares ``producer``'s mapped task group, else None.
+
+    Instance *i* of a task in a mapped group reads instance *i* of the
+    others; a task outside the group reads them all (a lazy sequence).
+    """
+    consumer = getattr(resolver, "task", None)
+    index = getattr(resolver, "map_index", None)
+    if consumer is None or index is None or index < 0:
+        return None
+    mine = mapped_group_of(producer)
+    theirs = mapped_group_of(consumer) if mine is not None else None
+    return index if theirs is not None and theirs.group_id == mine.group_id else None
+
+
 def _require_return(arg: XComArg, message: str) -> None:
     if not isinstance(arg, XComArg):
         raise TypeError(f"expected XComArg, not {type(arg).__name__}")
@@ -105,6 +126,10 @@ class PlainXComArg(XComArg):
         yield self
 
     def resolve(self, resolver: Resolver) -> Any:
+        index = _same_group_index(self.operator, resolver)
+        if index is not None:
+            return resolver.xcom_pull(task_ids=self.operator.task_id, key=self.key,
+                                      map_indexes=index)
         return resolver.pull(self.operator.task_id, self.key)
 
     def resolve_sequence(self, resolver: Resolver) -> Sequence:

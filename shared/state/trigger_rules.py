@@ -60,6 +60,10 @@ class UpstreamStates:
             if getattr(self, name) < 0:
                 raise ValueError(f"UpstreamStates.{name} must be >= 0, got {getattr(self, name)}")
 
+    def __add__(self, other: UpstreamStates) -> UpstreamStates:
+        """Both sets of upstreams together (e.g. a whole upstream plus one index of another)."""
+        return UpstreamStates(*(getattr(self, n) + getattr(other, n) for n in self.__slots__))
+
     @property
     def done(self) -> int:
         """Finished upstream TIs, in any finished state."""

@@ -1,0 +1,222 @@
+"""Mapped task groups through the three real daemons."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def instances(doc: dict, task_id: str) -> list[tuple[int, str, object]]:
+    """(map_index, state, return_value) of every instance of ``task_id``, by map index."""
+    return [(t["map_index"], t["state"], t["return_value"])
+            for t in doc["tasks"] if t["task_id"] == task_id]
+
+
+async def test_group_over_upstream_list_chains_per_index_and_reduces(cluster: Cluster):
+    markers = cluster.root / "markers"
+    markers.mkdir()
+    cluster.write_dag("g.py", f"""
+        import time
+        from datetime import datetime
+        from pathlib import Path
+        from shared.sdk import dag, task, task_group
+
+        MARKERS = Path({str(markers)!r})
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def g():
+            @task
+            def make():
+                return [1, 2, 3]
+
+            @task
+            def double(x):
+                if x == 3:  # depth-first: instance 0 finishes the whole group meanwhile
+                    deadline = time.monotonic() + 30
+                    while not (MARKERS / "describe-0").exists():
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("instance 0 of describe never ran")
+                        time.sleep(0.05)
+                return x * 2
+
+            @task
+            def describe(doubled, x, label, map_index=None):
+                (MARKERS / f"describe-{{map_index}}").touch()
+                return f"{{label}}{{x}}->{{doubled}}"
+
+            @task_group
+            def each(x, label):
+                return describe(double(x), x, label)
+
+            @task
+            def collect(lines):
+                return {{"n": len(lines), "all": list(lines)}}
+
+            collect(each.partial(label="n").expand(x=make()))
+        g()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("g"))
+    assert doc["state"] == "success"
+    assert instances(doc, "each.double") == [(0, "success", 2), (1, "success", 4), (2, "success", 6)]
+    assert instances(doc, "each.describe") == [
+        (0, "success", "n1->2"), (1, "success", "n2->4"), (2, "success", "n3->6")]
+    assert instances(doc, "collect") == [
+        (-1, "success", {"n": 3, "all": ["n1->2", "n2->4", "n3->6"]})]
+
+
+async def test_zero_length_skips_the_group_and_a_failed_producer_fails_it(cluster: Cluster):
+    cluster.write_dag("z.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task, task_group
+
+        def build(dag_id, produce):
+            @dag(dag_id=dag_id, schedule=None, start_date=datetime(2026, 1, 1))
+            def flow():
+                @task
+                def make():
+                    return produce()
+
+                @task
+                def one(x):
+                    return x
+
+                @task
+                def two(y):
+                    return y
+
+                @task_group
+                def grp(x):
+                    return two(one(x))
+
+                @task
+                def after(values):
+                    return "not reached"
+
+                @task(trigger_rule="all_done")
+                def reduce(values):
+                    return len(values)
+
+                out = grp.expand(x=make())
+                after(out)
+                reduce(out)
+            return flow()
+
+        def broken():
+            raise RuntimeError("no input today")
+
+        build("zero", lambda: [])
+        build("broken", broken)
+    """)
+    cluster.start_all()
+    zero = await cluster.wait_run(await cluster.trigger("zero"))
+    broken = await cluster.wait_run(await cluster.trigger("broken"))
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in zero["tasks"]}
+    assert states == {("make", -1): "success", ("grp.one", -1): "skipped",
+                      ("grp.two", -1): "skipped", ("after", -1): "skipped",
+                      ("reduce", -1): "success"}
+    assert instances(zero, "reduce") == [(-1, "success", 0)]
+    assert zero["state"] == "success"
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in broken["tasks"]}
+    assert states == {("make", -1): "failed", ("grp.one", -1): "upstream_failed",
+                      ("grp.two", -1): "upstream_failed", ("after", -1): "upstream_failed",
+                      ("reduce", -1): "success"}
+    assert instances(broken, "reduce") == [(-1, "success", 0)]
+    assert broken["state"] == "failed"  # a leaf (after) is upstream_failed
+
+
+async def test_trigger_rules_inside_the_group_are_per_index(cluster: Cluster):
+    cluster.write_dag("r.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task, task_group
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def r():
+            @task
+            def numbers():
+                return [0, 1, 2, 3]
+
+            @task
+            def divide(i):
+                return 12 // i
+
+            @task
+            def report_success(i):
+                return f"ok {i}"
+
+            @task(trigger_rule="one_failed")
+            def report_failure(i):
+                return f"failed {i}"
+
+            @task_group
+            def tg(i):
+                divide(i) >> [report_success(i), report_failure(i)]
+
+            tg.expand(i=numbers())
+        r()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("r"))
+    assert instances(doc, "tg.divide") == [
+        (0, "failed", None), (1, "success", 12), (2, "success", 6), (3, "success", 4)]
+    assert instances(doc, "tg.report_failure") == [
+        (0, "success", "failed 0"), (1, "skipped", None), (2, "skipped", None), (3, "skipped", None)]
+    assert instances(doc, "tg.report_success") == [
+        (0, "upstream_failed", None), (1, "success", "ok 1"), (2, "success", "ok 2"),
+        (3, "success", "ok 3")]
+    assert doc["state"] == "failed"
+
+
+async def test_a_task_in_one_mapped_group_feeds_another_groups_expand(cluster: Cluster):
+    cluster.write_dag("f.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task, task_group
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def f():
+            @task
+            def words():
+                return ["a", "bb", "ccc"]
+
+            @task
+            def measure(word):
+                return len(word)
+
+            @task
+            def keep_odd(n):
+                return n if n % 2 else None  # None filters the element out
+
+            @task_group
+            def first(word):
+                return keep_odd(measure(word))
+
+            @task
+            def square(n):
+                return n * n
+
+            @task
+            def label(sq, n):
+                return f"{n}^2={sq}"
+
+            @task_group
+            def second(n):
+                return label(square(n), n)
+
+            @task
+            def total(values):
+                return list(values)
+
+            total(second.expand(n=first.expand(word=words())))
+        f()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("f"))
+    assert doc["state"] == "success"
+    assert instances(doc, "first.keep_odd") == [(0, "success", 1), (1, "success", None),
+                                                (2, "success", 3)]
+    assert instances(doc, "second.square") == [(0, "success", 1), (1, "success", 9)]
+    assert instances(doc, "second.label") == [(0, "success", "1^2=1"), (1, "success", "3^2=9")]
+    assert instances(doc, "total") == [(-1, "success", ["1^2=1", "3^2=9"])]
