@@ -10,10 +10,13 @@ process costs one try; the worker starts a new runner.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import select
 import signal
 import sys
+import threading
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -384,10 +387,52 @@ def _open_log(path: str | None) -> int | None:
     return fd
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int, pipe_fd: int) -> None:
+    """The runner, and so the task body, must not outlive its worker (SIGKILLed, OOM-killed).
+
+    On Linux the kernel SIGKILLs us when the parent dies (``PR_SET_PDEATHSIG``; it fires on
+    the death of the parent *thread* that forked us: the worker spawns from its event loop
+    thread, its main one). Elsewhere a thread waits for the pipe from the worker to hang up
+    or the parent pid to change. Either way a parent already gone by now is caught here.
+    """
+    if not _arm_pdeathsig():
+        threading.Thread(target=_watch_parent, args=(parent_pid, pipe_fd), daemon=True,
+                         name="sluice-parent-watch").start()
+    if os.getppid() != parent_pid:
+        _die()
+
+
+def _arm_pdeathsig() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                          ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int, pipe_fd: int) -> None:
+    poller = select.poll()
+    poller.register(pipe_fd, 0)  # no events asked: only hang-up (the worker's end closed) or error
+    while os.getppid() == parent_pid and not poller.poll(1000):
+        pass
+    _die()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main() -> None:
-    """``python -m worker.runner DAGS_FOLDER MAX_XCOM_BYTES MAX_MAP_LENGTH``."""
+    """``python -m worker.runner DAGS_FOLDER MAX_XCOM_BYTES MAX_MAP_LENGTH [WORKER_PID]``."""
     proto_out = os.fdopen(os.dup(1), "w")
     proto_in = os.fdopen(os.dup(0), "r")
+    die_with_parent(int(sys.argv[4]) if len(sys.argv) > 4 else os.getppid(), proto_in.fileno())
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)

@@ -42,7 +42,7 @@ class RunnerProcess:
     async def start(self) -> None:
         self.proc = await anyio.open_process(
             [sys.executable, "-m", "worker.runner", str(self.dags_folder), str(self.max_xcom_bytes),
-             str(self.max_map_length)],
+             str(self.max_map_length), str(os.getpid())],
             stderr=None,
             start_new_session=True,  # group signals meant for the worker miss the task's processes
         )

@@ -304,8 +304,6 @@ async def test_standalone_ctrl_c_drains_worker(cluster: Cluster, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="a runner child outlives its SIGKILLed worker and keeps "
-                   "running the task body (no parent-death signal, no check of the parent)")
 async def test_runner_dies_with_its_worker(cluster: Cluster, tmp_path):
     executions = tmp_path / "executions"
     cluster.write_dag("handback.py", HAND_BACK_DAG.format(executions=str(executions)))
