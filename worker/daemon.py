@@ -264,15 +264,23 @@ class Worker:
 
     # --- background ------------------------------------------------------------
     async def heartbeat(self) -> None:
+        """Keep what we hold ours (the scheduler fails instances whose heartbeat goes stale).
+
+        A failed beat is retried at once with backoff capped at the interval: the first
+        error after a restart is usually one stale pooled connection, not worth a silence."""
+        every_s = self.settings.worker_heartbeat_s
+        retry_delays = None
         while not self.life.stopping.is_set() or self.running:
-            with anyio.move_on_after(self.settings.worker_heartbeat_s):
-                await anyio.sleep_forever()
-            if self.running:
-                try:
-                    async with self.pool.acquire() as conn:
-                        await conn.execute(q("heartbeat_tis"), list(self.running), self.id)
-                except DB_ERRORS as exc:
-                    log.warning("heartbeat_failed", error=str(exc))
+            await anyio.sleep(every_s if retry_delays is None else next(retry_delays))
+            if not self.running:
+                continue
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(q("heartbeat_tis"), list(self.running), self.id)
+                retry_delays = None
+            except DB_ERRORS as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+                retry_delays = retry_delays or backoff_delays(cap_s=every_s)
 
     async def stop_reading_on_shutdown(self) -> None:
         await self.life.stopping.wait()
