@@ -84,12 +84,13 @@ class TaskGroup:
         _group_stack.pop()
 
     def iter_tasks(self):
-        from shared.sdk.baseoperator import BaseOperator
+        """Every task in the group and its subgroups, mapped tasks included."""
+        from shared.sdk.baseoperator import AbstractOperator
 
         for child in self.children.values():
             if isinstance(child, TaskGroup):
                 yield from child.iter_tasks()
-            elif isinstance(child, BaseOperator):
+            elif isinstance(child, AbstractOperator):
                 yield child
 
     def get_roots(self) -> list[BaseOperator]:
