@@ -220,3 +220,18 @@ async def test_a_task_in_one_mapped_group_feeds_another_groups_expand(cluster: C
     assert instances(doc, "second.square") == [(0, "success", 1), (1, "success", 9)]
     assert instances(doc, "second.label") == [(0, "success", "1^2=1"), (1, "success", "3^2=9")]
     assert instances(doc, "total") == [(-1, "success", ["1^2=1", "3^2=9"])]
+
+
+async def test_the_example_from_the_readme(cluster: Cluster):
+    import shutil
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "dags" / "file_pipeline_groups.py"
+    shutil.copy(example, cluster.dags_folder / example.name)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("file_pipeline_groups"))
+    assert doc["state"] == "success"
+    assert [(i, s, v["rows"], v["ok"]) for i, s, v in instances(doc, "per_file.check")] == [
+        (0, "success", 90, False), (1, "success", 100, True), (2, "success", 110, True),
+        (3, "success", 120, True)]
+    assert instances(doc, "report") == [(-1, "success", {"files": 4, "ok": 3})]
