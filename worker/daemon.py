@@ -352,5 +352,6 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             for runner in worker.idle:
                 await runner.stop()
             await redis.aclose()
-            await pool.close()
+            with anyio.move_on_after(5):  # a half-open connection must not hold the exit: terminate
+                await pool.close()
         log.info("worker_stopped")
