@@ -17,6 +17,7 @@ The caller supplies those per-index states (``group_lookups`` says which).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,7 +31,7 @@ SCHEDULABLE = frozenset({None, "scheduled", "up_for_retry"})
 
 StateCounts = dict[str, Counter]  # task_id -> Counter(state -> instances)
 GroupStates = dict[tuple[str, int], str | None]  # (in-group task_id, map_index) -> state
-MISSING = "missing"  # no such instance (expanded away, or never created)
+MISSING = object()  # no such instance (expanded away, or never created)
 
 
 @dataclass(slots=True)
@@ -123,7 +124,8 @@ def group_lookups(dag: DagSpec, tis: list[TIRow]) -> list[tuple[str, int]]:
     return sorted(wanted)
 
 
-def in_group_states(inside: list[str], map_index: int, state_at, expanding: set[str]) -> list | None:
+def in_group_states(inside: list[str], map_index: int, state_at: Callable[[str, int], object],
+                    expanding: set[str]) -> list | None:
     """States of the in-group upstreams that instance ``map_index`` depends on.
 
     Instance *i* reads each upstream's instance *i*, or its placeholder while
@@ -184,7 +186,7 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     row_at = {(ti.task_id, ti.map_index): ti.id for t in edges for ti in by_task.get(t, ())}
     expanding: set[str] = set()
 
-    def state_at(task_id: str, map_index: int) -> str | None:
+    def state_at(task_id: str, map_index: int) -> object:
         ti_id = row_at.get((task_id, map_index))
         return current[ti_id] if ti_id is not None else group_states.get((task_id, map_index), MISSING)
 
@@ -243,8 +245,8 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     return out
 
 
-def _verdict(spec: TaskSpec, ti: TIRow, up: UpstreamStates, inside, state_at,
-             expanding: set[str]) -> Verdict:
+def _verdict(spec: TaskSpec, ti: TIRow, up: UpstreamStates, inside: list[str],
+             state_at: Callable[[str, int], object], expanding: set[str]) -> Verdict:
     """The trigger rule over ``up`` plus, in a mapped group, this index's in-group upstreams."""
     if not inside:
         return evaluate(spec.trigger_rule, up, map_index=ti.map_index)

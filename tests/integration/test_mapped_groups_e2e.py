@@ -235,3 +235,46 @@ async def test_the_example_from_the_readme(cluster: Cluster):
         (0, "success", 90, False), (1, "success", 100, True), (2, "success", 110, True),
         (3, "success", 120, True)]
     assert instances(doc, "report") == [(-1, "success", {"files": 4, "ok": 3})]
+
+
+async def test_literal_cross_product_and_expand_kwargs_with_labels(cluster: Cluster):
+    cluster.write_dag("l.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task, task_group
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def l():
+            @task(map_index_template="{{ task.op_kwargs['a'] }}-{{ task.op_kwargs['b'] }}")
+            def pair(a, b):
+                return f"{a}{b}"
+
+            @task
+            def shout(text):
+                return text.upper()
+
+            @task_group
+            def cross(a, b):
+                shout(pair(a=a, b=b))
+
+            cross.expand(a=["x", "y"], b=[1, 2, 3])
+
+            @task
+            def greet(name, greeting):
+                return f"{greeting}, {name}"
+
+            @task_group
+            def hello(name, greeting="hello"):
+                greet(name, greeting)
+
+            hello.expand_kwargs([{"name": "ada"}, {"name": "bob", "greeting": "hi"}])
+        l()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("l"))
+    assert doc["state"] == "success"
+    pairs = [t for t in doc["tasks"] if t["task_id"] == "cross.pair"]
+    assert [(t["map_index"], t["label"], t["return_value"]) for t in pairs] == [
+        (0, "x-1", "x1"), (1, "x-2", "x2"), (2, "x-3", "x3"),
+        (3, "y-1", "y1"), (4, "y-2", "y2"), (5, "y-3", "y3")]
+    assert [v for _, _, v in instances(doc, "cross.shout")] == ["X1", "X2", "X3", "Y1", "Y2", "Y3"]
+    assert instances(doc, "hello.greet") == [(0, "success", "hello, ada"), (1, "success", "hi, bob")]

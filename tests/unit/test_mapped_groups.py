@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduler.decide import TIRow, decide, group_lookups, in_group_states
+from scheduler.decide import MISSING, TIRow, decide, group_lookups, in_group_states
 from scheduler.expansion import RunFacts, run_length
 from scheduler.runs import task_instance_rows
 from shared.dagbag import load_file
@@ -419,5 +419,5 @@ def test_lookups_ask_for_the_same_index_and_the_placeholder_of_in_group_upstream
     ({("u", -1): None}, -1, set(), [None]),
 ])
 def test_in_group_states(states, map_index, expanding, expected):
-    assert in_group_states(["u"], map_index, lambda t, i: states.get((t, i), "missing"),
+    assert in_group_states(["u"], map_index, lambda t, i: states.get((t, i), MISSING),
                            expanding) == expected
