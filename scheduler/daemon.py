@@ -246,7 +246,8 @@ class Scheduler:
                 continue
             counts[spec.dag_id] = counts.get(spec.dag_id, 0) + 1
             await conn.execute(q("start_run"), run["id"])
-            await insert_task_instances(conn, run["id"], task_instance_rows(spec))
+            if run["clear_number"] == 0:  # a cleared run has its instances (shared/clear.py)
+                await insert_task_instances(conn, run["id"], task_instance_rows(spec))
             log.info("run_started", dag_id=run["dag_id"], run_id=run["run_id"])
 
     async def _apply_limits(self, conn: asyncpg.Connection,

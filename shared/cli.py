@@ -155,6 +155,22 @@ def runs_list(dag_id: Annotated[str | None, typer.Option("--dag-id")] = None,
     anyio.run(list_runs, dag_id, limit, as_json)
 
 
+@runs_app.command("clear")
+def runs_clear(
+    run_id: str,
+    only_failed: Annotated[bool, typer.Option(
+        "--only-failed", help="Clear only failed and upstream_failed task instances.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 3600.0,
+) -> None:
+    """Run a finished run again against the DAG as it is now (Airflow's "Clear")."""
+    from shared.runs_cli import clear
+
+    raise typer.Exit(anyio.run(clear, load_settings(), run_id, only_failed, wait, as_json,
+                               timeout))
+
+
 @runs_app.command("show")
 def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run and every task instance (mapped ones as ``task [n]``)."""

@@ -1,4 +1,4 @@
-"""The run commands of the CLI: trigger (and wait), list, show."""
+"""The run commands of the CLI: trigger (and wait), clear, list, show."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ async def trigger(settings: Settings, dag_id: str, conf: dict, wait: bool, as_js
                   timeout: float) -> int:
     from scheduler.runs import create_manual_run
 
-    db_url, redis_url = settings.require_urls()
     conn = await _connect(settings)
     try:
         if await conn.fetchval("SELECT 1 FROM dag WHERE dag_id = $1 AND is_active", dag_id) is None:
@@ -39,30 +38,61 @@ async def trigger(settings: Settings, dag_id: str, conf: dict, wait: bool, as_js
                   "see `sluice dags list`)", file=sys.stderr)
             return 2
         run_pk, run_id = await create_manual_run(conn, dag_id, conf)
-        redis = bus.connect(redis_url)
-        try:
-            await bus.publish(redis, [(bus.Streams(settings.stream_prefix).events,
-                                       RunChanged(run_pk=run_pk))])
-        finally:
-            await redis.aclose()
-        if not wait:
-            if as_json:
-                print(json.dumps((await run_document(conn, run_id))["doc"]))
-            else:
-                print(f"created run {run_id}")
-            return 0
-        state = await _wait(conn, run_id, timeout, live=not as_json and sys.stdout.isatty())
-        found = await run_document(conn, run_id)
-        if as_json:
-            print(json.dumps(found["doc"]))
-        else:
-            _print_run(found)
-        if state not in FINISHED:
-            print(f"gave up waiting after {timeout:g}s (run is {state})", file=sys.stderr)
-            return 3
-        return 0 if state == "success" else 1
+        await _wake_scheduler(settings, run_pk)
+        return await _report(conn, run_id, f"created run {run_id}", wait, as_json, timeout)
     finally:
         await conn.close()
+
+
+async def clear(settings: Settings, run_id: str, only_failed: bool, wait: bool, as_json: bool,
+                timeout: float) -> int:
+    """Clear a finished run so that it runs again (see ``shared.clear``)."""
+    from shared.clear import ClearError, clear_run
+
+    conn = await _connect(settings)
+    try:
+        try:
+            done = await clear_run(conn, run_id, only_failed=only_failed)
+        except ClearError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        await _wake_scheduler(settings, done["run_pk"])
+        summary = (f"cleared {done['cleared']} task instances of run {run_id} "
+                   f"({done['removed']} removed, {done['added']} added)")
+        return await _report(conn, run_id, summary, wait, as_json, timeout)
+    finally:
+        await conn.close()
+
+
+async def _wake_scheduler(settings: Settings, run_pk: int) -> None:
+    _, redis_url = settings.require_urls()
+    redis = bus.connect(redis_url)
+    try:
+        await bus.publish(redis, [(bus.Streams(settings.stream_prefix).events,
+                                   RunChanged(run_pk=run_pk))])
+    finally:
+        await redis.aclose()
+
+
+async def _report(conn: asyncpg.Connection, run_id: str, summary: str, wait: bool,
+                  as_json: bool, timeout: float) -> int:
+    """Print the run (or ``summary``); with ``wait``, its outcome as the exit code."""
+    if not wait:
+        if as_json:
+            print(json.dumps((await run_document(conn, run_id))["doc"]))
+        else:
+            print(summary)
+        return 0
+    state = await _wait(conn, run_id, timeout, live=not as_json and sys.stdout.isatty())
+    found = await run_document(conn, run_id)
+    if as_json:
+        print(json.dumps(found["doc"]))
+    else:
+        _print_run(found)
+    if state not in FINISHED:
+        print(f"gave up waiting after {timeout:g}s (run is {state})", file=sys.stderr)
+        return 3
+    return 0 if state == "success" else 1
 
 
 async def _wait(conn: asyncpg.Connection, run_id: str, timeout: float, live: bool) -> str:

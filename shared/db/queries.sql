@@ -44,7 +44,7 @@ ON CONFLICT DO NOTHING
 RETURNING id
 
 -- name: lock_active_runs
-SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf
+SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number
   FROM dag_run r
  WHERE r.id = any($1::bigint[]) AND r.state IN ('queued', 'running')
  ORDER BY r.id
@@ -379,3 +379,42 @@ SELECT ti.task_id, ti.map_index, ti.state
   JOIN unnest($2::text[], $3::int[]) AS w(task_id, map_index)
     ON ti.task_id = w.task_id AND ti.map_index = w.map_index
  WHERE ti.run_pk = $1
+
+-- name: lock_run_for_clear
+SELECT id, dag_id, state FROM dag_run WHERE run_id = $1 FOR UPDATE
+
+-- name: run_instances_for_clear
+SELECT id, task_id, map_index, state, try_number FROM task_instance WHERE run_pk = $1
+
+-- name: delete_xcoms_of_tis
+DELETE FROM xcom x USING task_instance t
+ WHERE t.id = any($1::bigint[])
+   AND x.run_pk = t.run_pk AND x.task_id = t.task_id AND x.map_index = t.map_index
+
+-- name: delete_task_maps
+DELETE FROM task_map WHERE run_pk = $1 AND task_id = any($2::text[])
+
+-- name: delete_tis
+DELETE FROM task_instance WHERE id = any($1::bigint[])
+
+-- name: tis_to_placeholder
+UPDATE task_instance SET map_index = -1 WHERE id = any($1::bigint[])
+
+-- name: remove_tis
+UPDATE task_instance SET state = 'removed', end_date = coalesce(end_date, now())
+ WHERE id = any($1::bigint[])
+
+-- name: reset_tis
+-- Cleared: no state, retries renewed; the try count goes on from where it was.
+UPDATE task_instance t
+   SET state = NULL, max_tries = c.max_tries, label = NULL, queued_at = NULL,
+       start_date = NULL, end_date = NULL, next_retry_at = NULL, next_method = NULL,
+       next_kwargs = NULL, trigger_id = NULL, trigger_timeout = NULL, worker_id = NULL,
+       heartbeat_at = NULL, error = NULL
+  FROM unnest($1::bigint[], $2::int[]) AS c(id, max_tries)
+ WHERE t.id = c.id
+
+-- name: requeue_cleared_run
+UPDATE dag_run SET state = 'queued', start_date = NULL, end_date = NULL, note = NULL,
+       clear_number = clear_number + 1
+ WHERE id = $1

@@ -33,6 +33,7 @@ CREATE TABLE dag_run (
     created_at      timestamptz NOT NULL DEFAULT now(),
     start_date      timestamptz,
     end_date        timestamptz,
+    clear_number    integer NOT NULL DEFAULT 0,
     UNIQUE (run_id),
     UNIQUE (dag_id, logical_date, run_type)
 );
