@@ -26,30 +26,23 @@ afterwards. Every wait is on a condition with a timeout.
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import textwrap
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import anyio
-import asyncpg
+from bench.common import (
+    add_output_args,
+    bench_cluster,
+    load_average,
+    machine,
+    percentile,
+    run_scenario,
+    settings_used,
+)
+from tests.cluster import Cluster
 
-from shared.config import Settings
-from shared.db import migrate_url
-from tests.cluster import FAST, Cluster
-from tests.services import resolve_services
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results.md"
 DAG_ID = "bench_hops"
 AIRFLOW_HOP_S = 1.0  # what a hop costs in Airflow 3 (scheduler loop + task supervisor start)
 TARGET_P50_MS = 3.0  # Sluice's goal for the median hop
@@ -117,80 +110,7 @@ async def measure(cluster: Cluster, runs: int, timeout_s: float) -> list[dict]:
     return results
 
 
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least ``p`` % of values <= it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-# --- the environment the figures came from --------------------------------------------
-
-def _sh(*args: str) -> str:
-    try:
-        return subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def load_average() -> str:
-    """1-minute load average: other work on the machine skews latency figures."""
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "unknown"
-
-
-def machine() -> dict[str, str]:
-    cpu, mem = "unknown", "unknown"
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith(("model name", "Model", "Hardware"))), cpu)
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
-        mem = f"{kib / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass
-    commit = _sh("git", "rev-parse", "--short", "HEAD") or "unknown"
-    if _sh("git", "status", "--porcelain"):
-        commit += " (dirty)"
-    return {"uname": _sh("uname", "-srm") or platform.platform(), "nproc": str(os.cpu_count()),
-            "memory": mem, "cpu": cpu, "commit": commit,
-            "python": platform.python_version(), "load": load_average()}
-
-
-def _where(url: str) -> str:
-    """``host:port`` of a service URL, never its credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
-
-
-def settings_used(env: dict[str, str]) -> dict[str, str]:
-    """The SLUICE_ settings given to the daemons beyond the plumbing (URLs, folders, prefix)."""
-    plumbing = {"SLUICE_DATABASE_URL", "SLUICE_REDIS_URL", "SLUICE_STREAM_PREFIX",
-                "SLUICE_DAGS_FOLDER", "SLUICE_HOME"}
-    overrides = {k: v for k, v in env.items() if k.startswith("SLUICE_") and k not in plumbing}
-    effective = Settings(**{k.removeprefix("SLUICE_").lower(): v for k, v in overrides.items()})
-    shown = {k: str(getattr(effective, k)) for k in
-             ("worker_concurrency", "batch_size", "repair_interval_s", "worker_heartbeat_s")}
-    shown["overrides"] = ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "none"
-    return shown
-
-
 # --- reporting -----------------------------------------------------------------------
-
-HEADER = f"""# Sluice benchmarks
-
-`make bench` (`.venv/bin/python -m bench`) runs the scenarios in `bench/` against
-the real daemons and appends a section here per run; see `bench/hops.py` for
-exactly what is measured.
-
-**Hop latency** is the gap between one task's end and the next task's start in a
-chain. Airflow 3 needs about {AIRFLOW_HOP_S:g} s per hop; Sluice's target is a p50 of
-{TARGET_P50_MS:g} ms. Each section below states the target next to what was measured.
-"""
-
 
 def render(results: list[dict], info: dict[str, str], settings: dict[str, str],
            services: str, tasks: int, started: datetime) -> str:
@@ -226,77 +146,29 @@ def render(results: list[dict], info: dict[str, str], settings: dict[str, str],
         """) + rows + "\n"
 
 
-def write_results(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else HEADER
-    path.write_text(text.rstrip("\n") + "\n" + section)
-
-
 # --- the whole benchmark ---------------------------------------------------------------
 
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def bench(args: argparse.Namespace, root: Path) -> str:
-    admin_url, redis_url, stop_services = resolve_services(root)
-    name = f"sluice_bench_{os.getpid()}"
-    db_url = f"{admin_url.rpartition('/')[0]}/{name}"
-    cluster = None
-    try:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await _admin(admin_url, f'CREATE DATABASE "{name}"')
-        await migrate_url(db_url)
-        dags = root / "dags"
-        dags.mkdir()
-        cluster = Cluster(root, db_url=db_url, redis_url=redis_url,
-                          prefix=f"bench{uuid.uuid4().hex[:8]}", dags_folder=dags)
-        # Product defaults, not the test suite's fast-failure tuning.
-        cluster.env = {k: v for k, v in cluster.env.items() if k not in FAST}
+    async with bench_cluster(root) as (cluster, services):
         cluster.write_dag("bench_hops.py", DAG_SOURCE.format(n=args.tasks, dag_id=DAG_ID))
         info = machine()  # the commit whose code the daemons run
         cluster.start_all()
         started = datetime.now(UTC)
         results = await measure(cluster, args.runs, args.timeout)
-        return render(results, info, settings_used(cluster.env),
-                      f"PostgreSQL {_where(admin_url)}, Redis {_where(redis_url)}",
-                      args.tasks, started)
-    except BaseException:
-        if cluster is not None:
-            for daemon in ("scheduler", "worker", "triggerer"):
-                if (root / f"{daemon}.log").exists():
-                    tail = cluster.log(daemon).splitlines()[-20:]
-                    print(f"--- {daemon}.log (last lines)\n" + "\n".join(tail), file=sys.stderr)
-        raise
-    finally:
-        if cluster is not None:
-            cluster.stop_all()
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        stop_services()
+        shown = settings_used(cluster.env, ("worker_concurrency", "batch_size",
+                                            "repair_interval_s", "worker_heartbeat_s"))
+        return render(results, info, shown, services, args.tasks, started)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench hops",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="runs of the chain (default 7)")
     parser.add_argument("--tasks", type=int, default=20, help="tasks in the chain (default 20)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds one run may take at most (default 120)")
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="markdown file the section is appended to")
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.tasks < 2:
         parser.error("need --runs >= 1 and --tasks >= 2")
-    root = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    try:
-        section = anyio.run(bench, args, root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    print(section)
-    if not args.no_write:
-        write_results(section, args.results)
-        print(f"appended to {args.results}", file=sys.stderr)
-    return 0
+    return run_scenario(bench, args)

@@ -1,0 +1,362 @@
+"""10,000 sleeping triggers in one triggerer: its memory, and how late they fire.
+
+The scenario
+    One DAG, one mapped ``start_from_trigger`` operator expanded ``--triggers``
+    (default 10,000) times. Every instance starts straight in the triggerer
+    (no worker involved) with the same trigger, a ``DateTimeTrigger`` due at
+    ``dag_run.conf["due"]``, which this benchmark sets ``--lead`` seconds after
+    it triggers the run, so that all of them are claimed and sleeping before
+    they fall due together. The trigger is the built-in ``DateTimeTrigger``
+    (its ``run()`` is called unchanged) with one addition: its event's payload
+    carries the triggerer's clock at the moment it yields. Real scheduler and
+    triggerer processes; no worker is started, since none has anything to do
+    until the triggers fire (what follows, 10,000 resumes on workers, is not
+    measured here). Settings: the product's defaults plus
+    ``SLUICE_TRIGGERER_CAPACITY`` and ``SLUICE_MAX_MAP_LENGTH`` = the trigger count.
+    Each of ``--runs`` (default 3) runs gets a fresh database and fresh daemons.
+
+What is measured
+    RSS        the triggerer process's ``VmRSS`` from ``/proc/<pid>/status``, sampled
+               every 50 ms by this process: idle (DAG parsed, nothing claimed), the
+               peak while all triggers are running (from the triggerer's
+               ``triggers_claimed`` log line reporting ``running`` = the count to the
+               due time), and ``VmHWM`` (the kernel's lifetime peak) at the end.
+    yield lag  the payload's ``yielded`` (triggerer clock when ``run()`` yielded)
+               minus the due time, per trigger: how late the event loop wakes a
+               sleeping trigger. Read from ``task_instance.next_kwargs.event``.
+    fire lag   the timestamp of the triggerer's ``trigger_fired`` JSON log line
+               (written right after the transaction that moves the task instance
+               ``deferred -> scheduled`` committed) minus the due time: when the
+               database knows the trigger fired. The last one is the "drain" time.
+    p50/p99    nearest-rank percentiles over every trigger of a run; the summary
+               gives the median of the runs' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import anyio
+
+from bench.common import (
+    add_output_args,
+    bench_cluster,
+    load_average,
+    log_events,
+    machine,
+    run_scenario,
+    settings_used,
+    summary,
+)
+from tests.cluster import Cluster
+
+DAG_ID = "bench_triggers"
+SAMPLE_S = 0.05
+STATS_FLUSH_S = 11.0
+
+DAG_SOURCE = '''
+"""Benchmark: {n} mapped start_from_trigger instances, all due at dag_run.conf["due"]."""
+import time
+from datetime import datetime
+
+from shared.sdk import BaseOperator, StartTriggerArgs, dag
+from shared.sdk.triggers import DateTimeTrigger, TriggerEvent
+
+
+class StampedDateTimeTrigger(DateTimeTrigger):
+    """The built-in DateTimeTrigger; its event also says when it yielded."""
+
+    def __init__(self, moment, **kwargs):
+        super().__init__(datetime.fromisoformat(moment) if isinstance(moment, str) else moment,
+                         **kwargs)
+
+    def serialize(self):
+        return ("{dag_id}.StampedDateTimeTrigger", {{"moment": self.moment}})
+
+    async def run(self):
+        async for _ in super().run():
+            yield TriggerEvent({{"due": self.moment.timestamp(), "yielded": time.time()}})
+            return
+
+
+class Sleeper(BaseOperator):
+    start_trigger_args = StartTriggerArgs(
+        trigger_cls="{dag_id}.StampedDateTimeTrigger",
+        trigger_kwargs={{"moment": "{{{{ dag_run.conf['due'] }}}}"}},
+        next_method="execute_complete")
+    start_from_trigger = True
+
+    def __init__(self, *, slot=0, **kwargs):
+        super().__init__(**kwargs)
+
+    def execute_complete(self, context, event=None):
+        return None
+
+
+@dag(dag_id="{dag_id}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def {dag_id}():
+    Sleeper.partial(task_id="sleep").expand(slot=list(range({n})))
+
+
+{dag_id}()
+'''
+
+EVENTS_SQL = """
+SELECT map_index, next_kwargs FROM task_instance
+ WHERE task_id = 'sleep' AND state IS DISTINCT FROM 'deferred' AND next_kwargs IS NOT NULL
+"""
+
+
+# --- the triggerer's memory ----------------------------------------------------------
+
+def proc_status_kib(pid: int, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """``(busy, total)`` CPU seconds of the whole machine, all CPUs (``/proc/stat``)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(cluster: Cluster) -> dict[str, float]:
+    busy, total = machine_busy_s()
+    return {"time": time.time(), "machine_busy": busy, "machine_total": total,
+            **{d: cpu_s(cluster.procs[d].pid) for d in ("scheduler", "triggerer")}}
+
+
+def cpu_use(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Percent of one CPU each daemon used between the snapshots; the machine's busy %."""
+    wall = after["time"] - before["time"]
+    use = {d: 100 * (after[d] - before[d]) / wall for d in ("scheduler", "triggerer")}
+    use["machine"] = 100 * ((after["machine_busy"] - before["machine_busy"])
+                            / (after["machine_total"] - before["machine_total"]))
+    return use
+
+
+XACT_SQL = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+
+
+async def commits(cluster: Cluster) -> int:
+    """Transactions committed in the benchmark's database (all clients, this one included)."""
+    conn = await cluster.connect()
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return await conn.fetchval(XACT_SQL)
+    finally:
+        await conn.close()
+
+
+async def sample_rss(pid: int, samples: list[tuple[float, int]]) -> None:
+    """Append ``(unix time, VmRSS KiB)`` every ``SAMPLE_S`` until cancelled."""
+    while True:
+        kib = proc_status_kib(pid, "VmRSS")
+        if kib is not None:
+            samples.append((time.time(), kib))
+        await anyio.sleep(SAMPLE_S)
+
+
+# --- one run ---------------------------------------------------------------------------
+
+async def wait_log(cluster: Cluster, daemon: str, event: str, done, timeout_s: float,
+                   what: str) -> list[dict]:
+    """Re-read ``daemon``'s log until ``done(matching lines)``; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = log_events(cluster, daemon, event)
+        if done(lines):
+            return lines
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {what}")
+        if cluster.procs[daemon].poll() is not None:
+            raise RuntimeError(f"the {daemon} exited ({cluster.procs[daemon].returncode})")
+        await anyio.sleep(0.1)
+
+
+async def wait_count(cluster: Cluster, daemon: str, event: str, count: int,
+                     timeout_s: float) -> None:
+    """Wait for ``count`` lines of ``event``: a byte count, cheap enough not to skew the drain."""
+    path, needle = cluster.root / f"{daemon}.log", f'"event": "{event}"'.encode()
+    deadline = time.monotonic() + timeout_s
+    while path.read_bytes().count(needle) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {count} {event} lines")
+        await anyio.sleep(0.1)
+
+
+async def one_run(args: argparse.Namespace, cluster: Cluster) -> dict:
+    n = args.triggers
+    cluster.write_dag(f"{DAG_ID}.py", DAG_SOURCE.format(n=n, dag_id=DAG_ID))
+    cluster.start("scheduler")
+    triggerer = cluster.start("triggerer")
+    await cluster.wait_dag(DAG_ID, timeout=60)
+    await wait_log(cluster, "triggerer", "triggerer_ready", bool, 60, "the triggerer")
+    idle_kib = proc_status_kib(triggerer.pid, "VmRSS")
+    samples: list[tuple[float, int]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sample_rss, triggerer.pid, samples)
+        triggered = time.time()
+        due = datetime.now(UTC) + timedelta(seconds=args.lead)
+        await cluster.trigger(DAG_ID, conf={"due": due.isoformat()})
+        claimed = await wait_log(
+            cluster, "triggerer", "triggers_claimed",
+            lambda lines: lines and lines[-1]["running"] >= n, args.lead, f"{n} running triggers")
+        all_running = claimed[-1]["ts"].timestamp()
+        if all_running >= due.timestamp():
+            raise RuntimeError(f"only running all {n} triggers {all_running - due.timestamp():.1f}s "
+                               "after they were due: raise --lead")
+        await anyio.sleep(max(0.0, due.timestamp() - time.time()))
+        at_due, commits_at_due = cpu_snapshot(cluster), await commits(cluster)
+        await wait_count(cluster, "triggerer", "trigger_fired", n, args.timeout)
+        drained = cpu_snapshot(cluster)
+        await anyio.sleep(STATS_FLUSH_S)  # an idle backend publishes its statistics within 10 s
+        drain_commits = await commits(cluster) - commits_at_due
+        hwm_kib = proc_status_kib(triggerer.pid, "VmHWM")
+        tg.cancel_scope.cancel()
+    conn = await cluster.connect()
+    try:
+        rows = await conn.fetch(EVENTS_SQL)
+    finally:
+        await conn.close()
+    cluster.stop_all()
+    fired = log_events(cluster, "triggerer", "trigger_fired")
+    blocked = log_events(cluster, "triggerer", "event_loop_blocked")
+    result = figures(n, due.timestamp(), triggered, all_running, idle_kib, hwm_kib, samples,
+                     fired, rows, blocked)
+    result["cpu"] = cpu_use(at_due, drained)
+    result["commits"] = drain_commits
+    return result
+
+
+def figures(n: int, due: float, triggered: float, all_running: float, idle_kib: int | None,
+            hwm_kib: int | None, samples: list, fired: list[dict], rows: list,
+            blocked: list[dict]) -> dict:
+    events = {r["map_index"]: r["next_kwargs"]["event"] for r in rows}
+    if len(events) != n or any(abs(e["due"] - due) > 1e-3 for e in events.values()):
+        raise RuntimeError(f"expected {n} fired events due at {due}, found {len(events)}")
+    yield_ms = [(e["yielded"] - due) * 1000 for e in events.values()]
+    fire_ms = [(f["ts"].timestamp() - due) * 1000 for f in fired]
+    running = [kib for t, kib in samples if all_running <= t < due]
+    return {
+        "yield": summary(yield_ms), "fire": summary(fire_ms),
+        "idle_mib": (idle_kib or 0) / 1024, "peak_mib": max(running, default=0) / 1024,
+        "hwm_mib": (hwm_kib or 0) / 1024,
+        "per_trigger_kib": (max(running, default=0) - (idle_kib or 0)) / n,
+        "setup_s": all_running - triggered,
+        "blocked": [(round(b["ts"].timestamp() - due, 2), b["blocked_s"]) for b in blocked],
+    }
+
+
+# --- reporting -----------------------------------------------------------------------
+
+def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
+           settings: dict[str, str], services: str, started: datetime) -> str:
+    med = lambda *path: statistics.median(_get(r, path) for r in results)  # noqa: E731
+    rows = "\n".join(
+        f"| {i} | {r['idle_mib']:.1f} | {r['peak_mib']:.1f} | {r['hwm_mib']:.1f} | "
+        f"{r['per_trigger_kib']:.2f} | {r['yield']['p50']:.1f} | {r['yield']['p99']:.1f} | "
+        f"{r['fire']['p50']:.1f} | {r['fire']['p99']:.1f} | {r['fire']['max']:.1f} | "
+        f"{r['setup_s']:.1f} | {r['cpu']['triggerer']:.0f} / {r['cpu']['scheduler']:.0f} / "
+        f"{r['cpu']['machine']:.0f} | {r['commits']} ({r['commits'] / args.triggers:.2f}) | {_blocked(r['blocked'])} |"
+        for i, r in enumerate(results, 1))
+    return textwrap.dedent(f"""
+        ## Triggers: {started:%Y-%m-%d %H:%M} UTC, commit {info['commit']}
+
+        - machine: {info['uname']}, {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM
+        - load average (1 min) before/after: {info['load']} / {load_average()}
+        - Python {info['python']}; services: {services}
+        - scenario: `python -m bench triggers`: one mapped `start_from_trigger` operator expanded
+          {args.triggers} times, each instance a `DateTimeTrigger` due at the same moment,
+          {args.lead:g} s after the run is triggered; {len(results)} runs, each with a fresh database,
+          1 scheduler and 1 triggerer (no worker: nothing runs on one before the triggers fire)
+        - settings: defaults of `shared/config.py` except triggerer_capacity={settings['triggerer_capacity']},
+          max_map_length={settings['max_map_length']} (triggerer_heartbeat_s={settings['triggerer_heartbeat_s']},
+          batch_size={settings['batch_size']}); overrides: {settings['overrides']}
+
+        **Triggerer RSS with all {args.triggers} triggers sleeping: {med('peak_mib'):.1f} MiB**
+        (idle {med('idle_mib'):.1f} MiB, so about {med('per_trigger_kib'):.2f} KiB per trigger;
+        lifetime peak `VmHWM` {med('hwm_mib'):.1f} MiB). **Fire lag (trigger recorded as fired
+        in the database, minus due time): p50 {med('fire', 'p50'):.1f} ms, p99 {med('fire', 'p99'):.1f} ms**;
+        the last of the {args.triggers} fired {med('fire', 'max'):.1f} ms after the due time. Yield lag (the
+        trigger's `run()` yielding, minus due time): p50 {med('yield', 'p50'):.1f} ms,
+        p99 {med('yield', 'p99'):.1f} ms. Medians of the {len(results)} runs; nearest-rank percentiles
+        over the {args.triggers} triggers of each run.
+
+        CPU during the drain (due time to last fire): triggerer / scheduler in % of one CPU,
+        machine busy in % of all {info['nproc']} CPUs. `event_loop_blocked`: the triggerer's own
+        watchdog warnings, as (seconds relative to the due time, seconds blocked). Commits: transactions
+        committed in the benchmark's database from the due time to 11 s after the last fire
+        (`pg_stat_database.xact_commit`, every client: triggerer, scheduler, this benchmark).
+
+        | run | idle RSS (MiB) | RSS, all sleeping (MiB) | VmHWM (MiB) | KiB per trigger | yield lag p50 (ms) | yield lag p99 (ms) | fire lag p50 (ms) | fire lag p99 (ms) | last fire (ms) | trigger -> all running (s) | CPU % triggerer / scheduler / machine | commits (per trigger) | `event_loop_blocked` |
+        |----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----|
+        """) + rows + "\n"
+
+
+def _blocked(warnings: list[tuple[float, float]]) -> str:
+    return ", ".join(f"({at:+.1f} s, {s:.2f} s)" for at, s in warnings) or "none"
+
+
+def _get(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
+# --- the whole benchmark ---------------------------------------------------------------
+
+async def bench(args: argparse.Namespace, root: Path) -> str:
+    env = {"SLUICE_TRIGGERER_CAPACITY": str(args.triggers),
+           "SLUICE_MAX_MAP_LENGTH": str(max(args.triggers, 1024))}
+    info = machine()  # the commit whose code the daemons run
+    started = datetime.now(UTC)
+    results: list[dict] = []
+    for number in range(1, args.runs + 1):
+        run_root = root / f"run{number}"
+        run_root.mkdir()
+        async with bench_cluster(run_root, **env) as (cluster, services):
+            shown = settings_used(cluster.env, ("triggerer_capacity", "max_map_length",
+                                                "triggerer_heartbeat_s", "batch_size"))
+            results.append(await one_run(args, cluster))
+        r = results[-1]
+        print(f"run {number}/{args.runs}: RSS {r['peak_mib']:.1f} MiB, fire lag p50 "
+              f"{r['fire']['p50']:.1f} ms p99 {r['fire']['p99']:.1f} ms, "
+              f"last {r['fire']['max']:.1f} ms", file=sys.stderr)
+    return render(results, args, info, shown, services, started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench triggers",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--triggers", type=int, default=10_000,
+                        help="sleeping triggers (default 10000)")
+    parser.add_argument("--runs", type=int, default=3, help="runs, each fresh (default 3)")
+    parser.add_argument("--lead", type=float, default=45.0,
+                        help="seconds from triggering the run to the due time (default 45)")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds after the due time for every trigger to fire (default 600)")
+    add_output_args(parser)
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.triggers < 1 or args.lead <= 0:
+        parser.error("need --runs >= 1, --triggers >= 1 and --lead > 0")
+    return run_scenario(bench, args)
