@@ -22,10 +22,8 @@ not on a surviving worker, and there are no more of them than task instances
 that were running on killed workers; no daemon and no ``worker.runner``
 process is left.
 
-``SLUICE_FAULTS_SIZE`` sets N for the default suite (60); the variants marked
-``faults`` run N=1000 (``make faults``). Each size runs the whole plan and,
-so that the other faults stay guarded while PostgreSQL restarts kill daemons
-(see PG_BUG), the plan without the PostgreSQL restart.
+``SLUICE_FAULTS_SIZE`` sets N for the default suite (60); the variant marked
+``faults`` runs N=1000 (``make faults``). Both run the whole plan.
 """
 
 from __future__ import annotations
@@ -374,26 +372,13 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     assert faults.applied == [name for name, _ in faults.plan()]
 
 
-PG_BUG = pytest.mark.xfail(
-    strict=True, reason="daemons die when PostgreSQL restarts: the triggerer's heartbeat loop "
-    "does not catch asyncpg.CannotConnectNowError (57P03), and Worker.finish() lets a connection "
-    "error escape Worker.execute() into the worker's task group")
-FULL_PLAN = ()
-NO_PG_RESTART = ("restart postgres",)
-
-
-@pytest.mark.parametrize("size,skip", [
-    pytest.param(SMALL, FULL_PLAN, id=f"default-n{SMALL}-all-faults", marks=[PG_BUG, pytest.mark.timeout(300)]),
-    pytest.param(SMALL, NO_PG_RESTART, id=f"default-n{SMALL}-no-pg-restart", marks=pytest.mark.timeout(300)),
-    pytest.param(FULL, FULL_PLAN, id=f"full-n{FULL}-all-faults",
-                 marks=[PG_BUG, pytest.mark.faults, pytest.mark.timeout(1800)]),
-    pytest.param(FULL, NO_PG_RESTART, id=f"full-n{FULL}-no-pg-restart",
-                 marks=[pytest.mark.faults, pytest.mark.timeout(1800)]),
+@pytest.mark.parametrize("size", [
+    pytest.param(SMALL, id=f"default-n{SMALL}", marks=pytest.mark.timeout(300)),
+    pytest.param(FULL, id=f"full-n{FULL}", marks=[pytest.mark.faults, pytest.mark.timeout(1800)]),
 ])
-async def test_fault_plan_during_wide_run(tmp_path, owned_postgres, owned_valkey, size, skip,
-                                         capsys):
+async def test_fault_plan_during_wide_run(tmp_path, owned_postgres, owned_valkey, size, capsys):
     def report(line: str) -> None:  # shown even when pytest captures output
         with capsys.disabled():
             print(line)
 
-    await _fault_run(tmp_path, owned_postgres, owned_valkey, size, skip, report)
+    await _fault_run(tmp_path, owned_postgres, owned_valkey, size, report=report)
