@@ -69,7 +69,7 @@ def _new_row(task: TaskSpec, map_index: int) -> tuple:
 def _wanted_indexes(task: TaskSpec, collapse: bool) -> set[int] | None:
     """The map indexes ``task`` must have now, or ``None`` to keep the ones it has."""
     if task.mapped is None:
-        return None if task.mapped_group is not None else {-1}
+        return {-1}
     n = literal_length(task.mapped)
     if n is not None:
         return set(range(n)) or {-1}
