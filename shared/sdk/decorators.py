@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.sdk.dag import current_dag
-from shared.sdk.operators import PythonOperator
+from shared.sdk.operators import BashOperator, PythonOperator
 from shared.sdk.task_group import current_group
 from shared.sdk.xcom_arg import PlainXComArg
 
@@ -23,6 +23,42 @@ class DecoratedPythonOperator(PythonOperator):
                  **kwargs: Any):
         super().__init__(python_callable=python_callable, multiple_outputs=multiple_outputs,
                          **kwargs)
+
+
+class DecoratedBashOperator(PythonOperator):
+    """The operator behind ``@task.bash``: the function returns the command to run.
+
+    As in Airflow, the returned string must be non-empty; it is rendered as a
+    Jinja template against the context, then run as ``BashOperator`` runs
+    ``bash_command`` (same ``env``, ``cwd``, ``skip_on_exit_code`` ...).
+    """
+
+    custom_operator_name = "@task.bash"
+    run_command = BashOperator.run_command
+
+    def __init__(self, *, python_callable: Callable, multiple_outputs: bool = False,
+                 env: dict[str, str] | None = None, append_env: bool = False,
+                 output_encoding: str = "utf-8", skip_on_exit_code: int | list[int] | None = 99,
+                 cwd: str | None = None, output_processor: Callable[[str], Any] | None = None,
+                 **kwargs: Any):
+        super().__init__(python_callable=python_callable, **kwargs)
+        self.bash_command = ""
+        self.env, self.append_env, self.cwd = env, append_env, cwd
+        self.output_encoding = output_encoding
+        if isinstance(skip_on_exit_code, int):
+            skip_on_exit_code = [skip_on_exit_code]
+        self.skip_on_exit_code = list(skip_on_exit_code or [])
+        self.output_processor = output_processor or (lambda out: out)
+
+    def execute(self, context: dict) -> Any:
+        from shared.sdk.templating import render_string
+
+        command = super().execute(context)
+        if not isinstance(command, str) or not command.strip():
+            raise TypeError("The returned value from the TaskFlow callable must be a non-empty "
+                            "string.")
+        self.bash_command = render_string(command, context)
+        return self.run_command(self.bash_command, context)
 
 
 def _infers_multiple_outputs(fn: Callable) -> bool:
@@ -87,7 +123,7 @@ class TaskDecorator:
 
 
 class _TaskNamespace:
-    """``@task``, ``@task(...)`` and ``@task.python``."""
+    """``@task``, ``@task(...)``, ``@task.python`` and ``@task.bash``."""
 
     def __call__(self, python_callable: Callable | None = None, **kwargs: Any) -> Any:
         if python_callable is not None and callable(python_callable) and not kwargs:
@@ -99,7 +135,16 @@ class _TaskNamespace:
     python = __call__
 
     def bash(self, python_callable: Callable | None = None, **kwargs: Any) -> Any:
-        raise NotImplementedError("@task.bash is not supported by Sluice yet")
+        """``@task.bash``: the function returns a bash command, run like ``BashOperator``."""
+        if python_callable is not None:
+            return TaskDecorator(python_callable, DecoratedBashOperator, **kwargs)
+        return lambda fn: TaskDecorator(fn, DecoratedBashOperator, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"@task.{name} is not supported by Sluice (supported: @task, "
+                             "@task.python, @task.bash)")
 
 
 task = _TaskNamespace()

@@ -83,10 +83,14 @@ class BashOperator(BaseOperator):
         self.output_processor = output_processor or (lambda out: out)
 
     def execute(self, context: dict) -> Any:
+        return self.run_command(self.bash_command, context)
+
+    def run_command(self, command: str, context: dict) -> Any:
+        """Run ``command`` with this operator's environment; the last stdout line is the XCom."""
         env = dict(os.environ) if self.env is None or self.append_env else {}
         env.update(self.env or {})
         env.update(_airflow_context_env(context))
-        proc = subprocess.Popen(["bash", "-c", self.bash_command], stdout=subprocess.PIPE,
+        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         last = ""
         assert proc.stdout is not None

@@ -128,6 +128,49 @@ async def test_skip_propagation(cluster: Cluster):
     assert doc["state"] == "success"
 
 
+async def test_task_bash_runs_the_returned_command(cluster: Cluster):
+    cluster.write_dag("bash_tasks.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def bash_tasks():
+            @task
+            def name():
+                return "sluice"
+
+            @task.bash(env={"GREETING": "hello"}, append_env=True)
+            def greet(who):
+                return 'echo first line; echo "$GREETING ' + who + ' {{ ti.try_number }}"'
+
+            @task.bash
+            def skip_me():
+                return "exit 99"
+
+            @task.bash(retries=0)
+            def empty():
+                return "  "
+
+            greet(name())
+            skip_me()
+            empty()
+        bash_tasks()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("bash_tasks"))
+    tasks = cluster.by_task(doc)
+    assert (tasks["greet"]["state"], tasks["greet"]["return_value"]) == ("success", "hello sluice 1")
+    assert tasks["skip_me"]["state"] == "skipped"
+    assert tasks["empty"]["state"] == "failed"
+    conn = await cluster.connect()
+    try:
+        error = await conn.fetchval("SELECT error FROM task_instance WHERE task_id = 'empty'")
+    finally:
+        await conn.close()
+    assert "TypeError: The returned value from the TaskFlow callable must be a non-empty string." \
+        in error
+
+
 async def test_fail_exception_is_final(cluster: Cluster):
     cluster.write_dag("final.py", """
         from datetime import datetime

@@ -79,3 +79,11 @@ def test_serialized_dag_carries_scheduling_facts():
     ta, tb = out["tasks"]
     assert (ta["retries"], ta["retry_backoff"], ta["pool_slots"], ta["priority_weight"]) == (2, 2.0, 2, 6)
     assert tb["is_empty"] and tb["upstream"] == ["a"]
+
+
+def test_unsupported_task_decorators_say_so():
+    from shared.sdk import task
+
+    for name in ("branch", "short_circuit", "virtualenv", "sensor"):
+        with pytest.raises(AttributeError, match=rf"@task.{name} is not supported by Sluice"):
+            getattr(task, name)
