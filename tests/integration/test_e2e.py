@@ -218,16 +218,43 @@ async def test_deferral_round_trip(cluster: Cluster):
         return cluster.by_task(doc)["wait"]["state"] == "deferred"
 
     await wait_for(deferred, 20, "the task to defer")
-    shown = cluster.cli("runs", "show", run_id)
-    assert shown.returncode == 0, shown.stderr
-    assert "deferred=1" in shown.stdout
-    assert "DateTimeTrigger fires" in shown.stdout, shown.stdout
     doc = await cluster.wait_run(run_id)
     t = cluster.by_task(doc)["wait"]
     assert doc["state"] == "success"
     assert t["return_value"] == {"note": "hi", "event_is_datetime": True,
                                  "before": "pushed before deferring", "try": 1}
     assert t["try_number"] == 1
+
+
+async def test_runs_show_names_what_a_deferred_task_waits_for(cluster: Cluster):
+    cluster.write_dag("waits.py", """
+        from datetime import datetime, timedelta
+        from shared.sdk import DAG, BaseOperator
+        from shared.sdk.triggers import TimeDeltaTrigger
+
+        class Waiter(BaseOperator):
+            def execute(self, context):
+                self.defer(trigger=TimeDeltaTrigger(timedelta(hours=1)), method_name="done",
+                           timeout=timedelta(hours=2))
+
+            def done(self, context, event=None):
+                return "done"
+
+        with DAG("waits", schedule=None, start_date=datetime(2026, 1, 1)):
+            Waiter(task_id="wait")
+    """)
+    cluster.start_all()
+    run_id = await cluster.trigger("waits")
+
+    async def deferred():
+        return cluster.by_task(await cluster.run_doc(run_id))["wait"]["state"] == "deferred"
+
+    await wait_for(deferred, 20, "the task to defer")
+    shown = cluster.cli("runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "deferred=1" in shown.stdout
+    assert "DateTimeTrigger fires 20" in shown.stdout, shown.stdout
+    assert "times out" in shown.stdout, shown.stdout
 
 
 async def test_broken_dag_file_is_isolated(cluster: Cluster):
