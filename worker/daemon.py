@@ -209,7 +209,16 @@ class Worker:
         if outcome == "retry" and result.get("retry_delay_s") is None:
             result["retry_delay_s"] = await until_reachable(
                 "retry_delay", lambda: self._retry_delay(req))
-        row = await persist(lambda: self._record(req, result), what="finish")
+        try:
+            row = await persist(lambda: self._record(req, result), what="finish")
+        except asyncpg.PostgresError as exc:  # the outcome itself is unstorable: fail the try
+            log.error("task_outcome_unstorable", error=str(exc))
+            result = {"outcome": "retry", "xcoms": [],
+                      "error": f"the outcome of this try could not be stored: "
+                               f"{type(exc).__name__}: {exc}"}
+            result["retry_delay_s"] = await until_reachable(
+                "retry_delay", lambda: self._retry_delay(req))
+            row = await persist(lambda: self._record(req, result), what="finish")
         if row is None:
             log.info("task_result_discarded", reason="instance no longer ours")
             return

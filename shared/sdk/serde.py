@@ -9,6 +9,7 @@ same type. Anything else that ``json`` cannot encode is refused with a
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,9 @@ TAG = "__sluice_type__"
 
 
 def to_jsonable(value: Any, where: str = "value") -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"{where} is {value!r}, which is not JSON-serialisable (JSON has no "
+                        "NaN or Infinity): return None or a string such as 'nan' instead")
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, dict):
@@ -70,7 +74,7 @@ def from_jsonable(value: Any) -> Any:
 
 
 def dumps(value: Any, where: str = "value") -> str:
-    return json.dumps(to_jsonable(value, where), separators=(",", ":"))
+    return json.dumps(to_jsonable(value, where), separators=(",", ":"), allow_nan=False)
 
 
 def loads(text: str) -> Any:

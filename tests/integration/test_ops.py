@@ -765,9 +765,6 @@ async def test_bad_return_values_fail_only_their_try(cluster: Cluster):
     assert_alive(cluster)
 
 
-@pytest.mark.xfail(strict=True, reason="a task returning NaN/Infinity: json.dumps writes `NaN`, "
-                   "PostgreSQL's json type rejects it in put_xcoms, the exception escapes "
-                   "Worker.finish and kills the worker daemon")
 async def test_nan_return_value_fails_only_its_try(cluster: Cluster):
     cluster.write_dag("nan.py", """
         from datetime import datetime
@@ -788,6 +785,31 @@ async def test_nan_return_value_fails_only_its_try(cluster: Cluster):
     t = cluster.by_task(doc)["not_a_number"]
     assert (doc["state"], t["state"]) == ("failed", "failed")
     assert "NaN" in (await ti_state(cluster, run_id, "not_a_number"))["error"]
+    assert_alive(cluster)
+    await run_simple(cluster, timeout=30)
+
+
+async def test_unstorable_outcome_fails_only_its_try(cluster: Cluster):
+    """PostgreSQL refuses the outcome itself (a NUL byte in text): the try fails, the worker lives."""
+    cluster.write_dag("nul.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def nul():
+            @task(retries=0)
+            def nul_in_error():
+                raise ValueError("a NUL byte \\x00 in the message")
+            nul_in_error()
+        nul()
+    """)
+    cluster.write_dag("simple.py", SIMPLE_DAG)
+    cluster.start_all()
+    run_id = await cluster.trigger("nul")
+    doc = await cluster.wait_run(run_id, 30)
+    assert (doc["state"], cluster.by_task(doc)["nul_in_error"]["state"]) == ("failed", "failed")
+    error = (await ti_state(cluster, run_id, "nul_in_error"))["error"]
+    assert "the outcome of this try could not be stored" in error, error
     assert_alive(cluster)
     await run_simple(cluster, timeout=30)
 
