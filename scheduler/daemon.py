@@ -28,7 +28,7 @@ from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.db import DB_ERRORS, create_pool, q
+from shared.db import DB_ERRORS, Continuity, create_pool, q
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.schedules import Interval
 from shared.serialization import DagSpec
@@ -60,6 +60,7 @@ class Scheduler:
         self.last_pass: dict[int, float] = {}
         self._read_scope: anyio.CancelScope | None = None
         self.stats = {"runs_scheduled": 0, "tis_queued": 0}
+        self.db_continuity = Continuity()  # zombies are judged only on an unbroken view
 
     # --- DAG definitions --------------------------------------------------
     async def refresh_dags(self) -> None:
@@ -366,7 +367,9 @@ class Scheduler:
                 return
             try:
                 await self.repair()
+                self.db_continuity.held()
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                self.db_continuity.broke()
                 log.warning("repair_connection_error", error=str(exc))
 
     async def repair(self) -> None:
@@ -374,7 +377,9 @@ class Scheduler:
         messages: list[tuple[str, object]] = []
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                touched = await self._fail_zombies(conn)
+                touched = set()
+                if self.db_continuity.longer_than(s.worker_heartbeat_timeout_s):
+                    touched = await self._fail_zombies(conn)
                 touched |= await self._expire_deferrals(conn)
             owed = await conn.fetch(q("owed_queued"), s.queued_resend_after_s)
             if owed:

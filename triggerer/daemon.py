@@ -25,7 +25,7 @@ from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.dagbag import add_dags_folder_to_path
-from shared.db import DB_ERRORS, create_pool, persist, q
+from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
 from shared.messages import RunChanged, TriggersPending
 from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
@@ -57,6 +57,7 @@ class Triggerer:
         self.id: int | None = None
         self.running: dict[int, anyio.CancelScope] = {}
         self.fired = 0
+        self.db_continuity = Continuity()  # others' heartbeats are judged only on an unbroken view
 
     async def register(self) -> None:
         async with self.pool.acquire() as conn:
@@ -199,8 +200,10 @@ class Triggerer:
                     if await conn.fetchval(q("heartbeat_triggerer"), self.id) is None:
                         log.warning("triggerer_row_lost_reregistering")
                         await self.register()
-                    dead = await conn.fetch(q("release_dead_triggerers"),
-                                            self.settings.triggerer_heartbeat_timeout_s)
+                    dead = []
+                    if self.db_continuity.longer_than(self.settings.triggerer_heartbeat_timeout_s):
+                        dead = await conn.fetch(q("release_dead_triggerers"),
+                                                self.settings.triggerer_heartbeat_timeout_s)
                     owned = {r["id"] for r in await conn.fetch(q("owned_triggers"), self.id)}
                 for trigger_id, scope in list(self.running.items()):
                     if trigger_id not in owned:
@@ -208,7 +211,9 @@ class Triggerer:
                 if dead:
                     log.warning("dead_triggerers_released", count=len(dead))
                     await bus.publish(self.redis, [(self.streams.triggers, TriggersPending())])
+                self.db_continuity.held()
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                self.db_continuity.broke()
                 log.warning("triggerer_heartbeat_failed", error=str(exc))
 
     async def watchdog_loop(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
@@ -45,6 +46,28 @@ def backoff_delays(first_s: float = 0.1, cap_s: float = 5.0):
     while True:
         yield random.uniform(delay / 2, delay)
         delay = min(delay * 2, cap_s)
+
+
+class Continuity:
+    """How long this process has reached the database without a break.
+
+    Heartbeats stop for everyone while PostgreSQL is down, so a peer's stale
+    heartbeat proves nothing until this process itself has been connected for
+    longer than the heartbeat timeout: judge others only after that.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = time.monotonic()
+
+    def broke(self) -> None:
+        self._since = None
+
+    def held(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def longer_than(self, seconds: float) -> bool:
+        return self._since is not None and time.monotonic() - self._since >= seconds
 
 
 async def persist(write: Callable[[], Awaitable[T]], *, what: str) -> T:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -541,6 +542,75 @@ async def test_postgres_down_while_a_task_finishes(tmp_path, redis_url, postgres
             ("success", "success", 1, 1), doc
         assert_alive(cluster)
     finally:
+        cluster.stop_all()
+
+
+async def test_postgres_outage_longer_than_heartbeat_timeout_fails_no_healthy_task(
+        tmp_path, redis_url, postgres: OwnedPostgres):
+    """No heartbeat reaches PostgreSQL while it is down: that alone makes no zombie.
+
+    The worker daemon is held (SIGSTOP) from before the outage until the
+    scheduler has swept with the database back, so that sweep sees a
+    heartbeat older than the timeout whatever the timing; then it resumes.
+    """
+    gate = tmp_path / "gate"
+    started = tmp_path / "started"
+    cluster = owned_cluster(tmp_path, db_url=postgres.url, redis_url=redis_url)
+    events = f"{cluster.env['SLUICE_STREAM_PREFIX']}:events"
+    bus = aioredis.from_url(redis_url)
+    try:
+        cluster.write_dag("outage.py", f"""
+            import time
+            from datetime import datetime
+            from pathlib import Path
+            from shared.sdk import dag, task
+
+            @dag(schedule=None, start_date=datetime(2026, 1, 1))
+            def outage():
+                @task(retries=0)
+                def outlives_the_outage(ti=None):
+                    Path({str(started)!r}).touch()
+                    while not Path({str(gate)!r}).exists():
+                        time.sleep(0.05)
+                    return ti.try_number
+                outlives_the_outage()
+            outage()
+        """)
+        cluster.start_all()
+        run_id = await cluster.trigger("outage")
+
+        async def running():
+            return started.exists()
+
+        await wait_for(running, 30, "the task to start")
+        worker = cluster.procs["worker"]
+        os.kill(worker.pid, signal.SIGSTOP)
+        await postgres.stop()
+        offset = len(cluster.log("scheduler"))
+
+        async def outage_outlasted_heartbeat_timeout():  # 3 s; repair sweeps are 1 s apart
+            return cluster.log("scheduler")[offset:].count("repair_connection_error") >= 5
+
+        await wait_for(outage_outlasted_heartbeat_timeout, 30, "a long outage")
+        await postgres.start()
+        back_ms = int(time.time() * 1000)
+
+        async def swept_with_the_database_back():  # a sweep wakes every active run
+            last = await bus.xrevrange(events, count=1)
+            return bool(last) and int(last[0][0].decode().split("-")[0]) > back_ms
+
+        await wait_for(swept_with_the_database_back, 30, "a sweep after the outage")
+        os.kill(worker.pid, signal.SIGCONT)
+        gate.touch()
+        doc = await wait_run_alive(cluster, run_id, 30)
+        t = cluster.by_task(doc)["outlives_the_outage"]
+        assert (doc["state"], t["state"], t["try_number"]) == ("success", "success", 1), doc
+        assert "zombie_task_failed" not in cluster.log("scheduler")
+        assert_alive(cluster)
+    finally:
+        await bus.aclose()
+        with contextlib.suppress(ProcessLookupError, KeyError):
+            os.kill(cluster.procs["worker"].pid, signal.SIGCONT)
         cluster.stop_all()
 
 
