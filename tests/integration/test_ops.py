@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.cluster import Cluster, wait_for
-from tests.faults import OwnedPostgres, OwnedValkey
+from tests.faults import OwnedPostgres, OwnedValkey, private_home
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -385,18 +385,20 @@ async def test_triggerer_sigterm_hands_triggers_back(cluster: Cluster):
 
 
 @pytest.fixture
-async def valkey(tmp_path):
-    server = OwnedValkey(tmp_path / "valkey")
-    await server.start()
-    yield server
-    await server.stop()
+async def valkey():
+    with private_home("valkey") as home:
+        server = OwnedValkey(home / "valkey")
+        await server.start()
+        yield server
+        await server.stop()
 
 
 @pytest.fixture
-async def postgres(tmp_path):
-    server = await OwnedPostgres.create(tmp_path / "pg")
-    yield server
-    await server.stop()
+async def postgres():
+    with private_home("pg") as home:
+        server = await OwnedPostgres.create(home / "pg")
+        yield server
+        await server.stop()
 
 
 def owned_cluster(tmp_path, *, db_url: str, redis_url: str) -> Cluster:
