@@ -2,7 +2,7 @@
 
 from shared.sdk.baseoperator import BaseOperator, chain, cross_downstream
 from shared.sdk.dag import DAG, dag
-from shared.sdk.decorators import Context, get_current_context, task
+from shared.sdk.decorators import Context, defer, get_current_context, task
 from shared.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
@@ -35,5 +35,5 @@ __all__ = [
     "DateTimeTrigger", "EmptyOperator", "FileTrigger", "OperatorPartial", "PythonOperator",
     "StartTriggerArgs", "TaskDeferralError", "TaskDeferred", "TaskFailedEvent", "TaskGroup",
     "TaskSkippedEvent", "TaskSuccessEvent", "TimeDeltaTrigger", "TriggerEvent", "TriggerRule",
-    "XComArg", "chain", "cross_downstream", "dag", "get_current_context", "task", "task_group",
+    "XComArg", "chain", "cross_downstream", "dag", "defer", "get_current_context", "task", "task_group",
 ]

@@ -24,6 +24,33 @@ class DecoratedPythonOperator(PythonOperator):
         super().__init__(python_callable=python_callable, multiple_outputs=multiple_outputs,
                          **kwargs)
 
+    def reenter(self, context: dict, event: Any = None, **kwargs: Any) -> Any:
+        """Resume a ``@task`` that called ``defer()``: call its function again with ``event``."""
+        self.op_kwargs = {**self.op_kwargs, **kwargs, "event": event}
+        return self.execute(context)
+
+
+def defer(*, trigger: Any, timeout: Any = None, kwargs: dict | None = None) -> typing.NoReturn:
+    """Defer the running ``@task`` function until ``trigger`` fires.
+
+    The try leaves its worker slot; when the trigger's first event comes, the
+    function is called again, in the same try, with the same arguments plus
+    ``event=<the event's payload>`` and ``kwargs`` (JSON): a deferring
+    function takes ``event=None`` and tells the two calls apart by it.
+    Operators use ``self.defer(...)`` instead.
+    """
+    context = get_current_context()
+    op = context["task"]
+    if not isinstance(op, DecoratedPythonOperator):
+        raise TypeError(f"defer() is for @task functions; {type(op).__name__} "
+                        f"{op.task_id!r} calls self.defer(trigger=..., method_name=...)")
+    params = inspect.signature(op.python_callable).parameters.values()
+    if not any(p.name == "event" or p.kind is p.VAR_KEYWORD for p in params):
+        raise TypeError(f"@task {op.task_id!r} calls defer(), so its function must take an "
+                        "`event` argument (None on the first call, the trigger's payload after)")
+    op.defer(trigger=trigger, method_name="reenter", kwargs=kwargs, timeout=timeout)
+    raise AssertionError("unreachable")
+
 
 class DecoratedBashOperator(PythonOperator):
     """The operator behind ``@task.bash``: the function returns the command to run.

@@ -453,3 +453,50 @@ async def test_deferral_with_non_json_kwargs_fails_the_try(cluster: Cluster):
         assert await conn.fetchval("SELECT count(*) FROM trigger") == 0
     finally:
         await conn.close()
+
+
+# --- g. a @task function defers, and is called again with the event --------------------------
+
+
+async def test_task_function_defers_and_is_called_again_with_the_event(cluster: Cluster):
+    cluster.write_dag("task_defer.py", """
+        from datetime import datetime, timedelta
+        from shared.sdk import dag, defer, get_current_context, task
+        from shared.sdk.triggers import TimeDeltaTrigger
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def task_defer():
+            @task
+            def poll(n, event=None, polls=0):
+                if polls < 2:
+                    defer(trigger=TimeDeltaTrigger(timedelta(seconds=0.2)),
+                          kwargs={"polls": polls + 1})
+                return {"n": n, "polls": polls, "event_is_datetime": isinstance(event, datetime),
+                        "try": get_current_context()["ti"].try_number}
+
+            @task
+            def total(values):
+                return sum(v["n"] for v in values)
+
+            @task(retries=0)
+            def no_event_argument():
+                defer(trigger=TimeDeltaTrigger(timedelta(seconds=0.2)))
+
+            total(poll.expand(n=[1, 2, 3]))
+            no_event_argument()
+        task_defer()
+    """)
+    cluster.start_all()
+    run_id = await cluster.trigger("task_defer")
+    doc = await cluster.wait_run(run_id, 60)
+    polls = {t["map_index"]: t["return_value"] for t in doc["tasks"] if t["task_id"] == "poll"}
+    assert polls == {i: {"n": i + 1, "polls": 2, "event_is_datetime": True, "try": 1}
+                     for i in range(3)}
+    assert cluster.by_task(doc)["total"]["return_value"] == 6
+    finished = [e["state"] for e in task_events(cluster, "task_finished", "poll")
+                if e.get("map_index") == 0]
+    assert finished == ["deferred", "deferred", "success"]
+    errors = await errors_by_task(cluster, run_id)
+    assert cluster.by_task(doc)["no_event_argument"]["state"] == "failed"
+    assert "@task 'no_event_argument' calls defer(), so its function must take an `event` " \
+        "argument" in errors["no_event_argument"]
