@@ -27,12 +27,15 @@ MIGRATION_LOCK_ID = 0x51_1CE  # advisory lock serialising concurrent `db migrate
 
 # What a lost, restarting or overloaded server raises: worth a retry, never a crash.
 # 57P01-57P03 (admin/crash shutdown, "the database system is starting up") come
-# while PostgreSQL restarts; 53300 when it refuses more connections.
+# while PostgreSQL restarts; 53300 when it refuses more connections. asyncpg's
+# InternalClientError ("cannot switch to state ...") comes from resetting a
+# connection the server dropped mid-query: the pool discards that connection.
 DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
