@@ -305,6 +305,15 @@ async def test_expand_placeholders_is_idempotent_and_leaves_decided_placeholders
     assert await instances(db, "one") == [(0, None, 2, "q", "p", 3, 7)]
 
 
+async def test_a_task_map_row_keeps_the_dict_keys_in_insertion_order(db):
+    run_pk = await make_run(db)
+    await db.execute(q("put_task_map"), run_pk, "make", -1, 3, ["zeta", "alpha", "mu"])
+    assert await db.fetchval(q("task_map_length"), run_pk, "make") == 3
+    assert [tuple(r) for r in await db.fetch(q("run_task_maps"), run_pk)] == [("make", 3)]
+    assert await db.fetchval("SELECT keys FROM task_map WHERE run_pk = $1", run_pk) == [
+        "zeta", "alpha", "mu"]
+
+
 # --- the producer's checks of its own return value (worker/runner.py) ----------------------------
 
 @pytest.fixture

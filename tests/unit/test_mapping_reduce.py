@@ -163,14 +163,14 @@ async def make_run(db, run_id: str = "r1", day: int = 0) -> int:
 
 @pytest.fixture
 async def rows(db):
-    """10,000 mapped instances of ``double`` (value 2*i, every 10th a ~2 KB TOASTed payload),
+    """10,000 mapped instances of ``double`` (value 2*i, every 10th a ~2.5 KB TOASTed payload),
     inserted in random order; plus rows the queries must ignore."""
     run_pk = await make_run(db)
     await db.execute(
         "INSERT INTO xcom (run_pk, task_id, map_index, key, value)"
         " SELECT $1, 'double', g, 'return_value',"
         "        CASE WHEN g % 10 = 0 THEN json_build_array(g * 2, (SELECT string_agg("
-        "             md5(g::text || '-' || i::text), '') FROM generate_series(1, 64) i))"
+        "             md5(g::text || '-' || i::text), '') FROM generate_series(1, 80) i))"
         "             ELSE to_json(g * 2) END"
         "   FROM generate_series(0, $2 - 1) g WHERE g % 7 <> 3 ORDER BY random()", run_pk, N)
     other_run = await make_run(db, "r2", day=1)
