@@ -105,37 +105,30 @@ class Worker:
         return []
 
     async def claim(self, entries: list) -> list[dict]:
+        """Claim the delivered instances still queued at their try: one statement."""
         msgs = [e.message for _, e in entries if isinstance(e.message, RunTask)]
         if not msgs:
             return []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
                                     [m.try_number for m in msgs], self.id)
-            if not rows:
-                return []
-            runs = {r["id"]: r for r in await conn.fetch(
-                q("runs_for_tis"), list({r["run_pk"] for r in rows}))}
-            fresh = [r for r in rows if r["next_method"] is None]
-            if fresh:
-                await conn.execute(q("clear_xcoms"), [r["run_pk"] for r in fresh],
-                                   [r["task_id"] for r in fresh], [r["map_index"] for r in fresh])
-        return [self._request(row, runs[row["run_pk"]]) for row in rows]
+        return [self._request(row) for row in rows]
 
-    def _request(self, ti, run) -> dict:
+    def _request(self, ti) -> dict:
         iso = lambda d: d.isoformat() if d else None  # noqa: E731
-        path = self.settings.logs_dir / f"dag_id={run['dag_id']}" / f"run_id={run['run_id']}" \
+        path = self.settings.logs_dir / f"dag_id={ti['dag_id']}" / f"run_id={ti['run_id']}" \
             / f"task_id={ti['task_id']}"
         if ti["map_index"] >= 0:
             path /= f"map_index={ti['map_index']}"
         return {
-            "ti_id": ti["id"], "run_pk": ti["run_pk"], "dag_id": run["dag_id"],
-            "run_id": run["run_id"], "task_id": ti["task_id"], "map_index": ti["map_index"],
+            "ti_id": ti["id"], "run_pk": ti["run_pk"], "dag_id": ti["dag_id"],
+            "run_id": ti["run_id"], "task_id": ti["task_id"], "map_index": ti["map_index"],
             "try_number": ti["try_number"], "max_tries": ti["max_tries"],
-            "fileloc": run["fileloc"], "run_type": run["run_type"],
-            "logical_date": iso(run["logical_date"]),
-            "data_interval_start": iso(run["data_interval_start"]),
-            "data_interval_end": iso(run["data_interval_end"]),
-            "run_start_date": iso(run["start_date"]), "conf": run["conf"],
+            "fileloc": ti["fileloc"], "run_type": ti["run_type"],
+            "logical_date": iso(ti["logical_date"]),
+            "data_interval_start": iso(ti["data_interval_start"]),
+            "data_interval_end": iso(ti["data_interval_end"]),
+            "run_start_date": iso(ti["run_start_date"]), "conf": ti["conf"],
             "next_method": ti["next_method"], "next_kwargs": ti["next_kwargs"],
             "start_date": iso(ti["start_date"]),
             "log_path": str(path / f"attempt={ti['try_number']}.log"),
@@ -234,23 +227,21 @@ class Worker:
             log.warning("wakeup_not_sent", error=str(exc))
 
     async def _record(self, req: dict, result: dict):
-        outcome = result["outcome"]
-        async with self.pool.acquire() as conn, conn.transaction():
-            if outcome == "deferred":
+        if result["outcome"] == "deferred":
+            async with self.pool.acquire() as conn, conn.transaction():
                 row = await self._defer(conn, req, result)
-            else:
-                row = await conn.fetchrow(q("finish_ti"), req["ti_id"], req["try_number"], outcome,
-                                          result.get("error"), result.get("label"),
-                                          float(result.get("retry_delay_s") or 0.0), self.id)
-            if row is not None and result.get("xcoms"):
-                keys, values = zip(*result["xcoms"], strict=True)
-                await conn.execute(q("put_xcoms"), req["run_pk"], req["task_id"],
-                                   req["map_index"], list(keys), list(values))
-            if row is not None and result.get("task_map"):
-                await conn.execute(q("put_task_map"), req["run_pk"], req["task_id"],
-                                   req["map_index"], result["task_map"]["length"],
-                                   result["task_map"]["keys"])
-        return row
+                if row is not None and result.get("xcoms"):
+                    keys, values = zip(*result["xcoms"], strict=True)
+                    await conn.execute(q("put_xcoms"), req["run_pk"], req["task_id"],
+                                       req["map_index"], list(keys), list(values))
+            return row
+        keys, values = zip(*result["xcoms"], strict=True) if result.get("xcoms") else ((), ())
+        task_map = result.get("task_map") or {}
+        async with self.pool.acquire() as conn:
+            return await conn.fetchrow(
+                q("finish_ti"), req["ti_id"], req["try_number"], result["outcome"],
+                result.get("error"), result.get("label"), float(result.get("retry_delay_s") or 0.0),
+                self.id, list(keys), list(values), task_map.get("length"), task_map.get("keys"))
 
     async def _defer(self, conn, req: dict, result: dict):
         from datetime import datetime

@@ -103,46 +103,67 @@ UPDATE dag_run SET state = $2, end_date = now(), note = $3
  WHERE id = $1 AND state = 'running'
 
 -- name: claim_tis
-UPDATE task_instance ti
-   SET state = 'running', worker_id = $3, heartbeat_at = now(),
-       start_date = CASE WHEN ti.next_method IS NULL OR ti.start_date IS NULL THEN now()
-                         ELSE ti.start_date END,
-       first_start_date = coalesce(ti.first_start_date, now()), end_date = NULL
-  FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
- WHERE ti.id = c.id AND ti.try_number = c.try_number AND ti.state = 'queued'
-RETURNING ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.try_number, ti.max_tries,
-          ti.next_method, ti.next_kwargs, ti.start_date, ti.first_start_date
-
--- name: runs_for_tis
-SELECT r.id, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
-       r.data_interval_end, r.conf, r.start_date, d.fileloc
-  FROM dag_run r JOIN dag d ON d.dag_id = r.dag_id
- WHERE r.id = any($1::bigint[])
+-- One statement, no explicit transaction: claim the instances still queued at the
+-- delivered try, clear the XComs of fresh tries (a resumed try keeps its own),
+-- and return what the runner needs of each instance, its run and its DAG file.
+WITH claimed AS (
+    UPDATE task_instance ti
+       SET state = 'running', worker_id = $3, heartbeat_at = now(),
+           start_date = CASE WHEN ti.next_method IS NULL OR ti.start_date IS NULL THEN now()
+                             ELSE ti.start_date END,
+           first_start_date = coalesce(ti.first_start_date, now()), end_date = NULL
+      FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
+     WHERE ti.id = c.id AND ti.try_number = c.try_number AND ti.state = 'queued'
+    RETURNING ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.try_number, ti.max_tries,
+              ti.next_method, ti.next_kwargs, ti.start_date, ti.first_start_date
+), cleared AS (
+    DELETE FROM xcom x USING claimed c
+     WHERE c.next_method IS NULL
+       AND x.run_pk = c.run_pk AND x.task_id = c.task_id AND x.map_index = c.map_index
+)
+SELECT c.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
+       r.data_interval_end, r.conf, r.start_date AS run_start_date, d.fileloc
+  FROM claimed c
+  JOIN dag_run r ON r.id = c.run_pk
+  JOIN dag d ON d.dag_id = r.dag_id
 
 -- name: heartbeat_tis
 UPDATE task_instance SET heartbeat_at = now()
  WHERE id = any($1::bigint[]) AND state = 'running' AND worker_id = $2
 
 -- name: finish_ti
-UPDATE task_instance
-   SET state = CASE WHEN $3 = 'retry' THEN
-                      CASE WHEN try_number <= max_tries THEN 'up_for_retry' ELSE 'failed' END
-                    ELSE $3 END,
-       end_date = now(), error = $4, label = coalesce($5, label),
-       next_retry_at = CASE WHEN $3 = 'retry' THEN now() + make_interval(secs => $6) END,
-       next_method = NULL, next_kwargs = NULL, worker_id = NULL
- WHERE id = $1 AND try_number = $2 AND state = 'running' AND worker_id = $7
-RETURNING state, run_pk
+-- One statement: the guarded outcome of a try, with its XComs ($8 keys, $9 values)
+-- and task-map row ($10 length, $11 keys; none when $10 is NULL), written only when
+-- the instance is still this worker's running try.
+WITH done AS (
+    UPDATE task_instance
+       SET state = CASE WHEN $3 = 'retry' THEN
+                          CASE WHEN try_number <= max_tries THEN 'up_for_retry' ELSE 'failed' END
+                        ELSE $3 END,
+           end_date = now(), error = $4, label = coalesce($5, label),
+           next_retry_at = CASE WHEN $3 = 'retry' THEN now() + make_interval(secs => $6) END,
+           next_method = NULL, next_kwargs = NULL, worker_id = NULL
+     WHERE id = $1 AND try_number = $2 AND state = 'running' AND worker_id = $7
+    RETURNING state, run_pk, task_id, map_index
+), pushed AS (
+    INSERT INTO xcom (run_pk, task_id, map_index, key, value)
+    SELECT d.run_pk, d.task_id, d.map_index, x.k, x.v::json
+      FROM done d, unnest($8::text[], $9::text[]) AS x(k, v)
+    ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
+        created_at = now()
+), mapped AS (
+    INSERT INTO task_map (run_pk, task_id, map_index, length, keys)
+    SELECT d.run_pk, d.task_id, d.map_index, $10, $11::json FROM done d WHERE $10::int IS NOT NULL
+    ON CONFLICT (run_pk, task_id, map_index) DO UPDATE SET length = EXCLUDED.length,
+        keys = EXCLUDED.keys
+)
+SELECT state, run_pk FROM done
 
 -- name: put_xcoms
 INSERT INTO xcom (run_pk, task_id, map_index, key, value)
 SELECT $1, $2, $3, k, v::json FROM unnest($4::text[], $5::text[]) AS x(k, v)
 ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
     created_at = now()
-
--- name: clear_xcoms
-DELETE FROM xcom x USING unnest($1::bigint[], $2::text[], $3::int[]) AS t(run_pk, task_id, map_index)
- WHERE x.run_pk = t.run_pk AND x.task_id = t.task_id AND x.map_index = t.map_index
 
 -- name: task_spec
 SELECT serialized FROM dag WHERE dag_id = $1
