@@ -7,6 +7,7 @@ rendered); ``@dag`` parameters resolve to ``params[name]``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import jinja2
@@ -31,11 +32,15 @@ _NATIVE_ENV = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefi
 _ENV.filters.update(ds=lambda d: d.strftime("%Y-%m-%d"), ts=lambda d: d.isoformat())
 
 
+@lru_cache(maxsize=1024)
+def _compiled(source: str, native: bool) -> jinja2.Template:
+    return (_NATIVE_ENV if native else _ENV).from_string(source)
+
+
 def render_string(template: str, context: dict, *, native: bool = False) -> Any:
     if "{{" not in template and "{%" not in template:
         return template
-    env = _NATIVE_ENV if native else _ENV
-    return env.from_string(template).render(**context)
+    return _compiled(template, native).render(**context)
 
 
 def render_template(value: Any, context: dict, task: Any = None) -> Any:
