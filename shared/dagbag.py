@@ -92,10 +92,28 @@ def load_file(path: Path, dags_folder: Path) -> FileResult:
 
 
 def _format_error(exc: BaseException, path: Path) -> str:
+    """``<file>:<line>: <Type>: <message> (<notes>)``: the import error of a DAG file.
+
+    The line is the file's last frame in the traceback. The message is the
+    exception's own text, kept exact; its notes (``exc.add_note``, e.g. the
+    task and DAG of a mapping mistake) follow on the same line, in parentheses.
+    """
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
     where = f"{path}:{frames[-1].lineno}" if frames else str(path)
-    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return f"{where}: {detail}"
+    return f"{where}: {_describe(exc)}"
+
+
+def _describe(exc: BaseException) -> str:
+    """``<Type>: <message>``, then the notes joined by ``; `` in parentheses.
+
+    ``traceback.format_exception_only`` would put each note on a line of its
+    own; an import error is shown as one line (``sluice dags list``, logs).
+    """
+    shown = traceback.TracebackException(type(exc), exc, None, compact=True)
+    shown.__notes__ = None
+    detail = "".join(shown.format_exception_only()).strip()
+    notes = [str(n) for n in getattr(exc, "__notes__", None) or ()]
+    return f"{detail} ({'; '.join(notes)})" if notes else detail
 
 
 class DagCache:

@@ -14,7 +14,8 @@ its ``(key, value)`` pairs.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from typing import Any
 
@@ -29,6 +30,9 @@ CONTEXT_KEYS = frozenset({
     "task_instance", "templates_dict", "ti", "triggering_asset_events", "ts", "ts_nodash",
     "ts_nodash_with_tz", "try_number", "run_type", "var",
 })
+# The BaseOperator arguments ``expand`` accepts (Airflow 2); ``params`` merges over partial's.
+MAPPABLE_BASE_ARGS = frozenset({
+    "do_xcom_push", "multiple_outputs", "email_on_retry", "email_on_failure", "params"})
 
 
 @cache
@@ -51,6 +55,54 @@ def _check_xcom_key(value: Any) -> None:
 
 def _names(keys: list[str]) -> str:
     return ", ".join(f"'{k}'" for k in keys)
+
+
+def prevent_duplicates(given: Iterable[str], new: Iterable[str], *, fail_reason: str) -> None:
+    """Refuse keys given twice, as Airflow's ``prevent_duplicates``: all named, sorted.
+
+    ``TypeError("<fail_reason> argument: a")``, or ``"... arguments: a, b"`` for several.
+    """
+    clash = sorted(set(given) & set(new))
+    if len(clash) == 1:
+        raise TypeError(f"{fail_reason} argument: {clash[0]}")
+    if clash:
+        raise TypeError(f"{fail_reason} arguments: {', '.join(clash)}")
+
+
+def _describe_type(value: Any) -> str:
+    """A value's type as Airflow's mapping errors name it: ``None`` for None, else the class name."""
+    return "None" if value is None else type(value).__name__
+
+
+def _describe_task(kind: str, task_id: str | None, dag: Any = None, group: Any = None) -> str:
+    """``task 'g.echo' of DAG 'd'``: where a mapping mistake is (``kind`` may be ``task group``)."""
+    from shared.sdk.dag import current_dag
+    from shared.sdk.task_group import current_group
+
+    group = group or current_group()
+    dag = dag or getattr(group, "dag", None) or current_dag()
+    full = group.child_id(task_id) if group is not None and task_id is not None else task_id
+    where = f"{kind} {full!r}" if full is not None else ""
+    if dag is None:
+        return where
+    return f"{where} of DAG {dag.dag_id!r}" if where else f"DAG {dag.dag_id!r}"
+
+
+@contextmanager
+def naming_the_task(kind: str, task_id: str | None, dag: Any = None, group: Any = None) -> Iterator[None]:
+    """Note on a mapping error which task (or group) of which DAG made it.
+
+    Airflow's messages are kept exact (``str(exc)`` is unchanged: tests and
+    users match them); the note (``exc.add_note``) reaches the DAG file's
+    import error (``shared.dagbag``), so that names the DAG and the task too.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        note = _describe_task(kind, task_id, dag, group)
+        if note and note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+        raise
 
 
 def _element(value: Any, resolver: Any) -> Any:
@@ -113,7 +165,8 @@ class ListOfDictsExpandInput:
         return list(iter_xcom_references(self.value))
 
     def has_xcom(self) -> bool:
-        return isinstance(self.value, XComArg)
+        """True when any value comes from an upstream: the whole list or one inside a literal list."""
+        return isinstance(self.value, XComArg) or any(True for _ in iter_xcom_references(self.value))
 
     def serialize(self) -> dict:
         if isinstance(self.value, XComArg):
@@ -123,14 +176,14 @@ class ListOfDictsExpandInput:
     def resolve(self, map_index: int, resolver: Any) -> tuple[dict[str, Any], set[str]]:
         seq = self.value.resolve_sequence(resolver) if isinstance(self.value, XComArg) else self.value
         if isinstance(seq, str | bytes) or not isinstance(seq, Sequence):
-            raise ValueError(f"expand_kwargs() expects a list[dict], not {type(seq).__name__}")
+            raise ValueError(f"expand_kwargs() expects a list[dict], not {_describe_type(seq)}")
         mapping = _element(seq[map_index], resolver)
         if not isinstance(mapping, Mapping):
-            raise ValueError(f"expand_kwargs() expects a list[dict], not list[{type(mapping).__name__}]")
+            raise ValueError(f"expand_kwargs() expects a list[dict], not list[{_describe_type(mapping)}]")
         for key in mapping:
             if not isinstance(key, str):
                 raise ValueError("expand_kwargs() input dict keys must all be str, "
-                                 f"but {key!r} is of type {type(key).__name__}")
+                                 f"but {key!r} is of type {_describe_type(key)}")
         return dict(mapping), set()
 
 
@@ -219,12 +272,12 @@ class MappedOperator(AbstractOperator):
         if self.into_op_kwargs:
             expanded = {k: v if k in from_xcom else render_template(v, context, self)
                         for k, v in mapped.items()}
-            self._check_strict(partial.get("op_kwargs") or {}, expanded, "mapping already partial argument")
+            self._check_strict(partial.get("op_kwargs") or {}, expanded, "mapping already partial")
             partial["op_kwargs"] = {**(partial.get("op_kwargs") or {}), **expanded}
             kwargs = partial
         else:
             expanded = {k: v if k in from_xcom else render(k, v) for k, v in mapped.items()}
-            self._check_strict(partial, expanded, "unmappable or already specified argument")
+            self._check_strict(partial.keys() - {"params"}, expanded, "unmappable or already specified")
             kwargs = {**partial, **expanded}
             if "params" in self.partial_kwargs and "params" in mapped:
                 kwargs["params"] = {**self.partial_kwargs["params"], **mapped["params"]}
@@ -232,12 +285,14 @@ class MappedOperator(AbstractOperator):
         op._templates_rendered = True
         return op
 
-    def _check_strict(self, partial: dict, expanded: dict, message: str) -> None:
-        if not self.strict:
-            return
-        clash = sorted(set(partial) & set(expanded))
-        if clash:
-            raise TypeError(f"{message}: {', '.join(clash)}")
+    def _check_strict(self, partial: Iterable[str], expanded: dict, fail_reason: str) -> None:
+        """``expand_kwargs(strict=True)``: a key also given to ``partial()`` fails this instance.
+
+        ``params`` is no clash for a classic operator: the mapped params merge
+        over the partial ones (Airflow keeps params out of the partial kwargs).
+        """
+        if self.strict:
+            prevent_duplicates(partial, expanded, fail_reason=fail_reason)
 
 
 def _refuse_in_mapped_group(task_id: str, dag: Any, task_group: Any) -> None:
@@ -283,26 +338,58 @@ def _refuse_always(partial: dict, has_xcom: bool, how: str) -> None:
                          "with trigger rule 'always'.")
 
 
+def unexpected_names(where: str, unknown: list[str]) -> str:
+    """Airflow's text for unknown keyword arguments of ``partial``/``expand`` (one or several)."""
+    if len(unknown) == 1:
+        return f"{where}() got an unexpected keyword argument '{unknown[0]}'"
+    return f"{where}() got unexpected keyword arguments {_names(unknown)}"
+
+
+def _refuse_unknown(operator_class: type, kwargs: Mapping[str, Any], where: str,
+                    also: frozenset[str] = frozenset()) -> None:
+    """Every name must be an ``__init__`` parameter of the operator class (or in ``also``)."""
+    from shared.sdk.baseoperator import _init_params
+
+    accepted = _init_params(operator_class) | also
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(unexpected_names(where, unknown))
+
+
+def _refuse_context_keys(kwargs: Mapping[str, Any], where: str) -> None:
+    """A ``@task`` cannot take a context name from ``partial``/``expand``, whatever its signature.
+
+    As Airflow's ``_validate_arg_names`` (checked before the signature): the
+    value would shadow the real context value at run time.
+    """
+    names = [k for k in kwargs if k in CONTEXT_KEYS]
+    if len(names) == 1:
+        raise ValueError(f"cannot call {where}() on task context variable {names[0]!r}")
+    if names:
+        raise ValueError(f"cannot call {where}() on task context variables {_names(names)}")
+
+
 class OperatorPartial:
-    """``Op.partial(...)``: the arguments shared by every mapped instance."""
+    """``Op.partial(...)``: the arguments shared by every mapped instance.
+
+    Mistakes raise Airflow's exact errors, noted with the task and its DAG.
+    """
 
     def __init__(self, operator_class: type, kwargs: dict[str, Any]):
-        from shared.sdk.baseoperator import _init_params
+        with naming_the_task("task", kwargs.get("task_id"), kwargs.get("dag"), kwargs.get("task_group")):
+            _refuse_unknown(operator_class, kwargs, f"{operator_class.__name__}.partial",
+                            also=frozenset({"default_args"}))
+            if "task_id" not in kwargs:
+                raise TypeError(f"{operator_class.__name__}.partial() missing required argument 'task_id'")
+            self.operator_class = operator_class
+            self.kwargs = _apply_defaults(operator_class, dict(kwargs))
+            slots = self.kwargs.get("pool_slots", 1)
+            if isinstance(slots, int) and slots < 1:
+                raise ValueError(f"pool slots for {self.kwargs['task_id']} cannot be less than 1")
 
-        accepted = _init_params(operator_class)
-        unknown = [k for k in kwargs if k not in accepted and k != "default_args"]
-        if unknown:
-            name = operator_class.__name__
-            raise TypeError(f"{name}.partial() got an unexpected keyword argument '{unknown[0]}'"
-                            if len(unknown) == 1 else
-                            f"{name}.partial() got unexpected keyword arguments {_names(unknown)}")
-        if "task_id" not in kwargs:
-            raise TypeError(f"{operator_class.__name__}.partial() missing required argument 'task_id'")
-        self.operator_class = operator_class
-        self.kwargs = _apply_defaults(operator_class, dict(kwargs))
-        slots = self.kwargs.get("pool_slots", 1)
-        if isinstance(slots, int) and slots < 1:
-            raise ValueError(f"pool slots for {self.kwargs['task_id']} cannot be less than 1")
+    def _naming(self) -> AbstractContextManager[None]:
+        kw = self.kwargs
+        return naming_the_task("task", kw["task_id"], kw.get("dag"), kw.get("task_group"))
 
     def _mapped(self, expand_input: Any, strict: bool) -> MappedOperator:
         kwargs = dict(self.kwargs)
@@ -311,29 +398,26 @@ class OperatorPartial:
                               expand_input=expand_input, into_op_kwargs=False, strict=strict,
                               task_id=task_id, dag=dag, task_group=group)
 
-    def expand(self, **mapped: Any) -> MappedOperator:
-        from shared.sdk.baseoperator import _init_params
+    def _unmappable(self) -> set[str]:
+        """What ``expand`` refuses: the partial kwargs and most BaseOperator arguments.
 
-        name = self.operator_class.__name__
-        if not mapped:
-            raise TypeError("no arguments to expand against")
-        accepted = _init_params(self.operator_class)
-        unknown = [k for k in mapped if k not in accepted]
-        if unknown:
-            raise TypeError(f"{name}.expand() got an unexpected keyword argument '{unknown[0]}'"
-                            if len(unknown) == 1 else
-                            f"{name}.expand() got unexpected keyword arguments {_names(unknown)}")
-        _validate_values(mapped, f"{name}.expand", quote=False)
-        blocked = set(self.kwargs) | (set(base_operator_defaults()) - {
-            "do_xcom_push", "multiple_outputs", "email_on_retry", "email_on_failure", "params"})
-        clash = sorted(set(mapped) & blocked)
-        if clash:
-            noun = "argument" if len(clash) == 1 else "arguments"
-            raise TypeError(f"unmappable or already specified {noun}: {', '.join(clash)}")
-        expand_input = DictOfListsExpandInput(mapped)
-        _refuse_always(self.kwargs, expand_input.has_xcom(), "expand")
-        self._refuse_upstream_start(mapped, "expand()")
-        return self._mapped(expand_input, strict=False)
+        ``params`` may be in both: the mapped params merge over the partial
+        ones (``MappedOperator.unmap``), as in Airflow.
+        """
+        return (set(self.kwargs) - {"params"}) | (set(base_operator_defaults()) - MAPPABLE_BASE_ARGS)
+
+    def expand(self, **mapped: Any) -> MappedOperator:
+        with self._naming():
+            if not mapped:
+                raise TypeError("no arguments to expand against")
+            name = self.operator_class.__name__
+            _refuse_unknown(self.operator_class, mapped, f"{name}.expand")
+            _validate_values(mapped, f"{name}.expand", quote=False)
+            prevent_duplicates(self._unmappable(), mapped, fail_reason="unmappable or already specified")
+            expand_input = DictOfListsExpandInput(mapped)
+            _refuse_always(self.kwargs, expand_input.has_xcom(), "expand")
+            self._refuse_upstream_start(mapped, "expand()")
+            return self._mapped(expand_input, strict=False)
 
     def _refuse_upstream_start(self, values: Mapping[str, Any], where: str) -> None:
         if getattr(self.operator_class, "start_trigger_args", None) is not None:
@@ -343,41 +427,47 @@ class OperatorPartial:
             refuse_upstream(values, self.kwargs["task_id"], where)
 
     def expand_kwargs(self, kwargs: Any, *, strict: bool = True) -> MappedOperator:
-        expand_input = _expand_kwargs_input(kwargs)
-        if not isinstance(kwargs, XComArg):
-            for element in kwargs:
-                if isinstance(element, Mapping):
-                    self._refuse_upstream_start(element, "expand_kwargs()")
-        _refuse_always(self.kwargs, expand_input.has_xcom(), "expand_kwargs")
-        return self._mapped(expand_input, strict=strict)
+        with self._naming():
+            expand_input = _expand_kwargs_input(kwargs)
+            if not isinstance(kwargs, XComArg):
+                for element in kwargs:
+                    if isinstance(element, Mapping):
+                        self._refuse_upstream_start(element, "expand_kwargs()")
+            _refuse_always(self.kwargs, expand_input.has_xcom(), "expand_kwargs")
+            return self._mapped(expand_input, strict=strict)
 
 
 class DecoratedPartial:
-    """``@task`` function ``.partial(...)``: shared function arguments."""
+    """``@task`` function ``.partial(...)``: shared function arguments.
+
+    Mistakes raise Airflow's exact errors, noted with the task and its DAG.
+    """
 
     def __init__(self, decorator: Any, kwargs: dict[str, Any]):
         self.decorator = decorator
         self.kwargs = kwargs
-        self._validate_names(kwargs, "partial")
+        with self._naming():
+            self._validate_names(kwargs, "partial")
+
+    def _naming(self) -> AbstractContextManager[None]:
+        kw = self.decorator.kwargs
+        return naming_the_task("task", kw.get("task_id") or self.decorator.function.__name__,
+                               kw.get("dag"), kw.get("task_group"))
 
     def _validate_names(self, kwargs: dict, where: str) -> None:
-        sig = inspect.signature(self.decorator.function)
-        params = sig.parameters
-        for key in kwargs:
-            if key in CONTEXT_KEYS and key in params:
-                raise ValueError(f"cannot call {where}() on task context variable {key!r}")
+        """Context names are refused first; other names must be parameters unless ``**kwargs``."""
+        _refuse_context_keys(kwargs, where)
+        params = inspect.signature(self.decorator.function).parameters
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return
         unknown = [k for k in kwargs if k not in params]
-        if len(unknown) == 1:
-            raise TypeError(f"{where}() got an unexpected keyword argument '{unknown[0]}'")
         if unknown:
-            raise TypeError(f"{where}() got unexpected keyword arguments {_names(unknown)}")
+            raise TypeError(unexpected_names(where, unknown))
 
     def partial(self, **kwargs: Any) -> DecoratedPartial:
-        dup = sorted(set(kwargs) & set(self.kwargs))
-        if dup:
-            raise TypeError(f"duplicate partial argument: {dup[0]}")
+        with self._naming():
+            self._validate_names(kwargs, "partial")
+            prevent_duplicates(self.kwargs, kwargs, fail_reason="duplicate partial")
         return DecoratedPartial(self.decorator, {**self.kwargs, **kwargs})
 
     def _mapped(self, expand_input: Any, strict: bool) -> PlainXComArg:
@@ -396,18 +486,18 @@ class DecoratedPartial:
         return PlainXComArg(op)
 
     def expand(self, **mapped: Any) -> PlainXComArg:
-        if not mapped:
-            raise TypeError("no arguments to expand against")
-        self._validate_names(mapped, "expand")
-        _validate_values(mapped, "expand", quote=True)
-        dup = sorted(set(mapped) & set(self.kwargs))
-        if dup:
-            raise TypeError(f"mapping already partial argument: {dup[0]}")
-        expand_input = DictOfListsExpandInput(mapped)
-        _refuse_always(self.decorator.kwargs, expand_input.has_xcom(), "expand")
-        return self._mapped(expand_input, strict=False)
+        with self._naming():
+            if not mapped:
+                raise TypeError("no arguments to expand against")
+            self._validate_names(mapped, "expand")
+            _validate_values(mapped, "expand", quote=True)
+            prevent_duplicates(self.kwargs, mapped, fail_reason="mapping already partial")
+            expand_input = DictOfListsExpandInput(mapped)
+            _refuse_always(self.decorator.kwargs, expand_input.has_xcom(), "expand")
+            return self._mapped(expand_input, strict=False)
 
     def expand_kwargs(self, kwargs: Any, *, strict: bool = True) -> PlainXComArg:
-        expand_input = _expand_kwargs_input(kwargs)
-        _refuse_always(self.decorator.kwargs, expand_input.has_xcom(), "expand_kwargs")
-        return self._mapped(expand_input, strict=strict)
+        with self._naming():
+            expand_input = _expand_kwargs_input(kwargs)
+            _refuse_always(self.decorator.kwargs, expand_input.has_xcom(), "expand_kwargs")
+            return self._mapped(expand_input, strict=strict)

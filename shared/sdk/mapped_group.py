@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from shared.sdk.mapped import (
@@ -24,8 +25,10 @@ from shared.sdk.mapped import (
     ListOfDictsExpandInput,
     MappedOperator,
     _expand_kwargs_input,
-    _names,
     _validate_values,
+    naming_the_task,
+    prevent_duplicates,
+    unexpected_names,
 )
 from shared.sdk.task_group import MappedTaskGroup, TaskGroup, current_group, mapped_group_of
 from shared.sdk.trigger_rule import TriggerRule
@@ -110,39 +113,40 @@ class GroupPartial:
     def _params(self) -> dict[str, inspect.Parameter]:
         return dict(inspect.signature(self.factory.fn).parameters)
 
+    def _naming(self) -> AbstractContextManager[None]:
+        kw = self.factory.kwargs
+        return naming_the_task("task group", self.factory.group_id, kw.get("dag"), kw.get("parent_group"))
+
     def _validate_names(self, kwargs: dict[str, Any], where: str) -> None:
         params = self._params
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return
         unknown = [k for k in kwargs if k not in params]
-        if len(unknown) == 1:
-            raise TypeError(f"{where}() got an unexpected keyword argument '{unknown[0]}'")
         if unknown:
-            raise TypeError(f"{where}() got unexpected keyword arguments {_names(unknown)}")
+            raise TypeError(unexpected_names(where, unknown))
 
     def partial(self, **kwargs: Any) -> GroupPartial:
-        self._validate_names(kwargs, "partial")
-        dup = sorted(set(kwargs) & set(self.kwargs))
-        if dup:
-            raise TypeError(f"duplicate partial argument: {dup[0]}")
+        with self._naming():
+            self._validate_names(kwargs, "partial")
+            prevent_duplicates(self.kwargs, kwargs, fail_reason="duplicate partial")
         return GroupPartial(self.factory, {**self.kwargs, **kwargs})
 
     def expand(self, **mapped: Any) -> Any:
-        if not mapped:
-            raise TypeError("no arguments to expand against")
-        self._validate_names(mapped, "expand")
-        _validate_values(mapped, "expand", quote=True)
-        dup = sorted(set(mapped) & set(self.kwargs))
-        if dup:
-            raise TypeError(f"mapping already partial argument: {dup[0]}")
-        expand_input = DictOfListsExpandInput(mapped)
+        with self._naming():
+            if not mapped:
+                raise TypeError("no arguments to expand against")
+            self._validate_names(mapped, "expand")
+            _validate_values(mapped, "expand", quote=True)
+            prevent_duplicates(self.kwargs, mapped, fail_reason="mapping already partial")
+            expand_input = DictOfListsExpandInput(mapped)
         return self._build(expand_input, list(mapped))
 
     def expand_kwargs(self, kwargs: Any) -> Any:
-        expand_input = _expand_kwargs_input(kwargs)
-        params = self._params
-        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
-            raise TypeError("calling expand_kwargs() on task group function with * or ** is not supported")
+        with self._naming():
+            expand_input = _expand_kwargs_input(kwargs)
+            params = self._params
+            if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
+                raise TypeError("calling expand_kwargs() on task group function with * or ** is not supported")
         return self._build(expand_input, [k for k in params if k not in self.kwargs])
 
     def _build(self, expand_input: GroupInput, keys: list[str]) -> Any:

@@ -161,12 +161,6 @@ def test_an_upstream_list_with_a_non_dict_element_fails_that_instance(in_dag):
     assert str(info.value) == "expand_kwargs() expects a list[dict], not list[tuple]"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py ListOfDictsExpandInput.resolve names the element type with "
-    "type(mapping).__name__, so a None element (e.g. a .map() that returned None) says "
-    "'list[NoneType]'; Airflow's _describe_type says 'None': 'expand_kwargs() expects a list[dict], "
-    "not list[None]' (test_xcom_convert_to_kwargs_fails_task). Fix: a _describe_type helper "
-    "returning 'None' for None, used for the element, the outer value and the key type."))
 def test_a_none_element_is_described_as_none(in_dag):
     with pytest.raises(ValueError) as info:
         ListOfDictsExpandInput(gen().map(lambda x: None)).resolve(0, Values(gen=[1]))
@@ -195,11 +189,6 @@ def test_non_strict_expand_kwargs_lets_the_mapped_value_win(in_dag):
     assert classic.unmap(0, Values(), CONTEXT).env == {"B": "2"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py MappedOperator._check_strict always says 'argument' "
-    "(f'{message}: {a, b}'), so several clashing keys give 'unmappable or already specified argument: "
-    "cwd, env'; Airflow's prevent_duplicates says 'arguments: cwd, env' (plural, sorted) when more than "
-    "one key clashes. Fix: pick 'argument'/'arguments' by len(clash) as OperatorPartial.expand does."))
 def test_several_strict_clashes_are_named_in_the_plural(in_dag):
     classic = BashOperator.partial(task_id="c", env={}, cwd="/").expand_kwargs(
         [{"bash_command": "y", "env": {}, "cwd": "/x"}])
@@ -212,11 +201,6 @@ def test_several_strict_clashes_are_named_in_the_plural(in_dag):
     assert str(info.value) == "mapping already partial arguments: a, b"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py DecoratedPartial.expand/.partial report only dup[0] ('mapping already "
-    "partial argument: a'); Airflow's prevent_duplicates names every duplicated key, sorted, in the "
-    "plural: 'mapping already partial arguments: a, b' / 'duplicate partial arguments: a, b'. Fix: "
-    "share one prevent_duplicates(kwargs1, kwargs2, fail_reason) helper for the three call sites."))
 def test_several_taskflow_clashes_at_load_are_all_named(in_dag):
     with pytest.raises(TypeError) as info:
         show.partial(a=1, b=2).expand(b=[1], a=[2])
@@ -263,14 +247,13 @@ def test_mapped_params_reach_the_instance(in_dag):
     assert [op.unmap(i, Values(), CONTEXT).params for i in range(2)] == [{"b": 3}, {"b": 3}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py OperatorPartial.expand blocks every key of self.kwargs, and partial() keeps "
-    "'params' there, so partial(params=...).expand(params=[...]) raises 'unmappable or already "
-    "specified argument: params'; Airflow pops params out of the partial kwargs (get_merged_defaults) "
-    "and merges the mapped params over them ({'a': 1, 'b': 2} + {'b': 3, 'c': 4} -> "
-    "{'a': 1, 'b': 3, 'c': 4}, test_mapped_expand_against_params). MappedOperator.unmap already has "
-    "that merge; fix: leave 'params' out of `blocked` in OperatorPartial.expand."))
 def test_mapped_params_merge_over_partial_params(in_dag):
     op = BashOperator.partial(task_id="p", params={"a": 1, "b": 2}).expand(
         bash_command=["x"], params=[{"b": 3, "c": 4}])
     assert op.unmap(0, Values(), CONTEXT).params == {"a": 1, "b": 3, "c": 4}
+
+
+def test_strict_expand_kwargs_merges_params_instead_of_clashing(in_dag):
+    op = BashOperator.partial(task_id="p", params={"a": 1, "b": 2}).expand_kwargs(
+        [{"bash_command": "x", "params": {"b": 3}}])
+    assert op.unmap(0, Values(), CONTEXT).params == {"a": 1, "b": 3}

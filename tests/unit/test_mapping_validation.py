@@ -16,7 +16,7 @@ import pytest
 from scheduler.parsing import parse_file, store_result
 from shared.dagbag import load_file
 from shared.db import create_pool
-from shared.sdk import DAG, BashOperator, PythonOperator, TriggerRule, task
+from shared.sdk import DAG, BashOperator, PythonOperator, TaskGroup, TriggerRule, task, task_group
 
 START = datetime(2026, 1, 1)
 
@@ -208,18 +208,34 @@ def test_context_names_cannot_be_mapped_or_partial(in_dag, name, where):
     assert raised(call) == (ValueError, f"cannot call {where}() on task context variable '{name}'")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py DecoratedPartial._validate_names checks CONTEXT_KEYS only for names the "
-    "function declares (`key in CONTEXT_KEYS and key in params`), so `f(**kwargs).expand(run_id=[...])` "
-    "is accepted (and overrides the real run_id at run time) and `f(x).expand(run_id=[...])` says "
-    "'unexpected keyword argument'. Airflow's _TaskDecorator._validate_arg_names checks "
-    "KNOWN_CONTEXT_KEYS.intersection(kwargs) before any signature check. Fix: drop `and key in params` "
-    "(and raise before the **kwargs early return)."))
 def test_context_names_are_refused_whatever_the_signature(in_dag):
     assert raised(lambda: anything.expand(run_id=["a"])) == (
         ValueError, "cannot call expand() on task context variable 'run_id'")
     assert raised(lambda: show.expand(ti=["a"])) == (
         ValueError, "cannot call expand() on task context variable 'ti'")
+
+
+def test_several_context_names_are_all_named(in_dag):
+    assert raised(lambda: anything.expand(run_id=["a"], ti=["b"])) == (
+        ValueError, "cannot call expand() on task context variables 'run_id', 'ti'")
+
+
+def test_the_note_names_the_task_or_group_by_its_full_id(in_dag):
+    @task_group
+    def grp(a):
+        show(a)
+
+    with TaskGroup("tg"):
+        with pytest.raises(ValueError) as info:
+            BashOperator.partial(task_id="x").expand(bash_command=1)
+        assert info.value.__notes__ == ["task 'tg.x' of DAG 'd'"]
+        with pytest.raises(TypeError) as info:
+            show.override(task_id="s").partial(a=1).expand(a=[2])
+        assert info.value.__notes__ == ["task 'tg.s' of DAG 'd'"]
+        with pytest.raises(TypeError) as info:
+            grp.expand()
+        assert (str(info.value), info.value.__notes__) == (
+            "no arguments to expand against", ["task group 'tg.grp' of DAG 'd'"])
 
 
 @pytest.mark.parametrize("value,shown", [
@@ -266,12 +282,6 @@ def test_always_with_literal_values_is_allowed(in_dag):
     assert op.trigger_rule == TriggerRule.ALWAYS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/sdk/mapped.py ListOfDictsExpandInput.has_xcom() is `isinstance(self.value, XComArg)`, so "
-    "_refuse_always lets `expand_kwargs([{'a': upstream()}])` through; an 'always' task then runs before "
-    "the upstream value exists. Airflow refuses it (test_fail_task_generated_mapping_with_trigger_rule_"
-    "always__exapnd_kwargs). Fix: has_xcom() true when the value is an XComArg or any element is one "
-    "or holds one (any(iter_xcom_references(self.value)))."))
 def test_always_with_xcomargs_inside_literal_expand_kwargs_is_refused(in_dag):
     call = lambda: show.override(trigger_rule="always").expand_kwargs([{"a": gen(), "b": gen()}])  # noqa: E731
     assert raised(call) == (ValueError, ALWAYS.format("expand_kwargs"))
@@ -279,19 +289,23 @@ def test_always_with_xcomargs_inside_literal_expand_kwargs_is_refused(in_dag):
 
 # --- a broken DAG file is an import error naming where -------------------------------------------
 
+# Each import error: Airflow's exact "<Type>: <message>", then the task and DAG (a note on the
+# exception, shown in parentheses: DESIGN.md rule 5, errors name the DAG and task).
 BAD_FILES = {
     "int_value": ("BashOperator.partial(task_id='echo').expand(bash_command=1)",
                   "ValueError: BashOperator.expand() got an unexpected type 'int' for keyword argument "
-                  "bash_command"),
+                  "bash_command (task 'echo' of DAG 'int_value')"),
     "base_arg": ("BashOperator.partial(task_id='echo').expand(bash_command=['x'], retries=[1])",
-                 "TypeError: unmappable or already specified argument: retries"),
+                 "TypeError: unmappable or already specified argument: retries "
+                 "(task 'echo' of DAG 'base_arg')"),
     "taskflow_clash": ("one.partial(x=1).expand(x=[2])",
-                       "TypeError: mapping already partial argument: x"),
+                       "TypeError: mapping already partial argument: x (task 'one' of DAG 'taskflow_clash')"),
     "context_name": ("ctx.expand(run_id=['r'])",
-                     "ValueError: cannot call expand() on task context variable 'run_id'"),
+                     "ValueError: cannot call expand() on task context variable 'run_id' "
+                     "(task 'ctx' of DAG 'context_name')"),
     "always": ("one.override(trigger_rule='always').expand(x=make())",
-               f"ValueError: {ALWAYS.format('expand')}"),
-    "no_arguments": ("one.expand()", "TypeError: no arguments to expand against"),
+               f"ValueError: {ALWAYS.format('expand')} (task 'one' of DAG 'always')"),
+    "no_arguments": ("one.expand()", "TypeError: no arguments to expand against (task 'one' of DAG 'no_arguments')"),
 }
 
 
@@ -332,13 +346,6 @@ def test_a_mapping_error_becomes_the_files_import_error_at_its_line(tmp_path, na
     assert result.error == f"{path.resolve()}:{line_of(path, statement)}: {detail}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "shared/dagbag.py _format_error gives only '<file>:<line>: <Type>: <message>', and the mapping "
-    "messages (Airflow's exact texts, shared/sdk/mapped.py) carry no task id, so the import error does "
-    "not name the task or DAG (DESIGN.md rule 5: errors name the DAG and task). Airflow's import error "
-    "is the traceback, whose source line shows the call. Fix: keep str(exc) exact and add the task with "
-    "exc.add_note(\"task 'echo' of DAG 'int_value'\") in OperatorPartial/DecoratedPartial (format_"
-    "exception_only prints notes), or append frames[-1].line (the offending source line) in _format_error."))
 def test_the_import_error_names_the_task_and_dag(tmp_path):
     statement, _ = BAD_FILES["int_value"]
     path = write_dag(tmp_path, "int_value", statement)
@@ -359,5 +366,6 @@ async def test_the_scheduler_records_the_import_error_and_no_dag(tmp_path, db_ur
     rows = await db.fetch("SELECT fileloc, message FROM import_error")
     assert [tuple(r) for r in rows] == [
         (str(path.resolve()),
-         f"{path.resolve()}:{line_of(path, statement)}: TypeError: mapping already partial argument: x")]
+         f"{path.resolve()}:{line_of(path, statement)}: TypeError: mapping already partial argument: x "
+         "(task 'one' of DAG 'taskflow_clash')")]
     assert await db.fetchval("SELECT count(*) FROM dag") == 0
