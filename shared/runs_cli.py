@@ -139,6 +139,12 @@ def _deferral_detail(extra: dict) -> str:
 
 
 def _print_run(found: dict) -> None:
+    """The run as a table for people: one row per task instance.
+
+    The label column shows a mapped instance's index when it has no rendered
+    ``map_index_template`` (SEMANTICS §1: without a template the label is the
+    index); the JSON keeps ``label`` null then (DESIGN.md: other tools read it).
+    """
     doc = found["doc"]
     console = Console()
     title = f"{doc['dag_id']}  {doc['run_id']}  [bold]{doc['state']}[/bold]"
@@ -158,7 +164,8 @@ def _print_run(found: dict) -> None:
         elif extra["error"]:
             detail = extra["error"].splitlines()[0][:80]
         value = "" if t["return_value"] is None else json.dumps(t["return_value"])[:40]
-        table.add_row(name, t["state"] or "none", str(t["try_number"]), t["label"] or "", value, detail)
+        label = t["label"] if t["label"] is not None else str(t["map_index"]) if t["map_index"] >= 0 else ""
+        table.add_row(name, t["state"] or "none", str(t["try_number"]), label, value, detail)
     console.print(table)
 
 

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from shared.runs_cli import _print_run
 from shared.runview import run_document
 from shared.sdk import DAG, BashOperator, task
 from worker.runner import TaskRunner, _label
@@ -242,20 +243,32 @@ def test_no_template_and_no_map_index_give_no_rendered_label(tmp_path):
     assert _label(task_, {}, {"map_index": -1}) is None  # a placeholder or an unmapped task
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SEMANTICS §1 map_index_template: 'Without a template the label is the index', shown wherever "
-    "instances are listed. worker/runner.py _label returns None without a template, finish_ti stores "
-    "NULL, and shared/runview.py run_document (used by `sluice runs show`, JSON and table) passes "
-    "label=None through (the table shows an empty label). Airflow 3's rendered_map_index gives "
-    "str(map_index). Fix: in run_document, label = row['label'] if not None else str(map_index) for "
-    "map_index >= 0 (or COALESCE(ti.label, ti.map_index::text) in TIS_SQL)."))
-async def test_without_a_template_the_label_is_the_index(db):
+def label_column(printed: str) -> dict[str, str]:
+    """The ``label`` cell of each row of the ``runs show`` table, by its task cell."""
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in printed.splitlines()
+            if line.startswith("│")]
+    return {row[0]: row[3] for row in rows}
+
+
+async def test_without_a_template_the_label_shown_is_the_index(db, capsys, monkeypatch):
+    """SEMANTICS §1: without a template the label is the index -- in the ``runs show`` table.
+
+    The JSON keeps ``label`` null then: DESIGN.md defines it as the rendered
+    ``map_index_template``, and other tools read that document.
+    """
     await db.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized)"
                      " VALUES ('d', 'd.py', 'h', '{}')")
     run_pk = await db.fetchval(
         "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state)"
         " VALUES ('d', 'r1', 'manual', now(), 'running') RETURNING id")
     await db.execute("INSERT INTO task_instance (run_pk, task_id, map_index, state, label) VALUES"
-                     " ($1, 't', 0, 'success', 'named'), ($1, 't', 1, 'success', NULL)", run_pk)
-    doc = (await run_document(db, "r1"))["doc"]
-    assert [(t["map_index"], t["label"]) for t in doc["tasks"]] == [(0, "named"), (1, "1")]
+                     " ($1, 't', 0, 'success', 'named'), ($1, 't', 1, 'success', NULL),"
+                     " ($1, 't', 2, 'success', ''), ($1, 'u', -1, 'success', NULL),"
+                     " ($1, 'v', -1, 'scheduled', NULL)", run_pk)
+    found = await run_document(db, "r1")
+    assert [(t["task_id"], t["map_index"], t["label"]) for t in found["doc"]["tasks"]] == [
+        ("t", 0, "named"), ("t", 1, None), ("t", 2, ""), ("u", -1, None), ("v", -1, None)]
+    monkeypatch.setenv("COLUMNS", "200")
+    _print_run(found)
+    assert label_column(capsys.readouterr().out) == {
+        "t [0]": "named", "t [1]": "1", "t [2]": "", "u": "", "v": ""}
