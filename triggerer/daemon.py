@@ -11,6 +11,8 @@ trigger that fails, ends without an event or times out resumes the task with
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import os
 import socket
 import traceback
@@ -32,6 +34,8 @@ from shared.sdk.triggers import BaseTaskEndEvent
 
 log = structlog.get_logger()
 BLOCKING_WARN_S = 0.2
+START_CHUNK = 200  # claimed triggers started between two yields to the event loop
+FLUSH_TIMEOUT_S = 10.0  # on shutdown, how long first events in hand may take to be written
 
 
 def load_trigger(classpath: str, kwargs_json: str):
@@ -42,6 +46,11 @@ def load_trigger(classpath: str, kwargs_json: str):
     module_name, _, class_name = classpath.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**serde.loads(kwargs_json))
+
+
+def _ti_ids(row: dict) -> dict:
+    """The task instance a trigger row belongs to, for log lines."""
+    return {k: row[k] for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
 
 
 class Triggerer:
@@ -58,6 +67,11 @@ class Triggerer:
         self.running: dict[int, anyio.CancelScope] = {}
         self.fired = 0
         self.db_continuity = Continuity()  # others' heartbeats are judged only on an unbroken view
+        # first events wait here for the writer, which commits them in batches
+        self._fired_in, self._fired_out = anyio.create_memory_object_stream[tuple[dict, str]](
+            max_buffer_size=math.inf)
+        self._unwritten = 0
+        self._all_written = anyio.Event()
 
     async def register(self) -> None:
         async with self.pool.acquire() as conn:
@@ -84,18 +98,18 @@ class Triggerer:
         async with self.pool.acquire() as conn, conn.transaction():
             ids = [r["id"] for r in await conn.fetch(q("claim_triggers"), self.id, free)]
             rows = await conn.fetch(q("load_triggers"), ids) if ids else []
-        for row in rows:
+        for n, row in enumerate(rows, start=1):
             if row["id"] not in self.running:
                 scope = anyio.CancelScope()
                 self.running[row["id"]] = scope
                 tg.start_soon(self.run_trigger, dict(row), scope)
+            if n % START_CHUNK == 0:  # let the triggers already started run meanwhile
+                await anyio.sleep(0)
         if rows:
             log.info("triggers_claimed", count=len(rows), running=len(self.running))
 
     async def run_trigger(self, row: dict, scope: anyio.CancelScope) -> None:
-        ids = {"dag_id": row["dag_id"], "run_id": row["run_id"], "task_id": row["task_id"],
-               "map_index": row["map_index"], "try_number": row["try_number"]}
-        with bound_contextvars(**ids, trigger_id=row["id"]):
+        with bound_contextvars(**_ti_ids(row), trigger_id=row["id"]):
             try:
                 with scope:
                     await self._run(row)
@@ -131,22 +145,69 @@ class Triggerer:
                     log.warning("trigger_cleanup_failed", error=str(exc))
 
     async def fire(self, row: dict, event) -> None:
-        """Hand the first event to the task instance, then drop the trigger row."""
+        """Hand the first event to the task instance, then drop the trigger row.
+
+        An ordinary event goes to the writer, which group-commits events (one
+        transaction, one pipelined wake-up per run for a whole batch); until it is
+        written the trigger row stays this triggerer's, so a crash re-runs the
+        trigger elsewhere. An event that ends the task is written on its own.
+        """
+        if not isinstance(event, BaseTaskEndEvent):
+            payload = serde.to_jsonable(event.payload, "trigger event payload")
+            next_kwargs = {**(row.get("next_kwargs") or {}), "event": payload}
+            self._unwritten += 1
+            if self._all_written.is_set():
+                self._all_written = anyio.Event()
+            self._fired_in.send_nowait((row, json.dumps(next_kwargs)))
+            return
 
         async def write():
             async with self.pool.acquire() as conn, conn.transaction():
-                if isinstance(event, BaseTaskEndEvent):
-                    run_pk = await self._end(conn, row, event)
-                else:
-                    run_pk = await self._resume(
-                        conn, row, {"event": serde.to_jsonable(event.payload)})
+                run_pk = await self._end(conn, row, event)
                 await conn.execute(q("delete_trigger"), row["id"])
                 return run_pk
 
         run_pk = await persist(write, what="trigger_event")
         self.fired += 1
         log.info("trigger_fired", resumed=run_pk is not None)
-        await self._wake(run_pk)
+        await self._wake({run_pk} - {None})
+
+    async def write_fired(self) -> None:
+        """Commit first events in batches of up to ``batch_size``, as they come."""
+        async for first in self._fired_out:
+            batch = [first]
+            while len(batch) < self.settings.batch_size:
+                try:
+                    batch.append(self._fired_out.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+            await self._write_batch(batch)
+            self._unwritten -= len(batch)
+            if self._unwritten == 0:
+                self._all_written.set()
+
+    async def _write_batch(self, batch: list[tuple[dict, str]]) -> None:
+        rows = [row for row, _ in batch]
+
+        async def write():
+            async with self.pool.acquire() as conn, conn.transaction():
+                resumed = await conn.fetch(q("resume_fired_tis"), [r["ti_id"] for r in rows],
+                                           [r["id"] for r in rows], [kw for _, kw in batch])
+                await conn.execute(q("delete_triggers"), [r["id"] for r in rows])
+                return {r["id"]: r["run_pk"] for r in resumed}
+
+        resumed = await persist(write, what="trigger_events")
+        self.fired += len(batch)
+        for row in rows:
+            with bound_contextvars(**_ti_ids(row), trigger_id=row["id"]):
+                log.info("trigger_fired", resumed=row["ti_id"] in resumed)
+        await self._wake(set(resumed.values()))
+
+    async def flush_fired(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until every first event in hand is written."""
+        with anyio.move_on_after(timeout_s):
+            while self._unwritten:
+                await self._all_written.wait()
 
     async def _end(self, conn, row: dict, event: BaseTaskEndEvent) -> int | None:
         done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"],
@@ -159,10 +220,8 @@ class Triggerer:
         return done["run_pk"] if done else None
 
     async def _resume(self, conn, row: dict, extra: dict, next_method: str | None = None):
-        current = await conn.fetchval(
-            "SELECT next_kwargs FROM task_instance WHERE id = $1", row["ti_id"])
         return await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"],
-                                   {**(current or {}), **extra}, next_method)
+                                   {**(row.get("next_kwargs") or {}), **extra}, next_method)
 
     async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
         """Resume the instance with ``__fail__`` so the worker raises and retry rules apply."""
@@ -177,16 +236,17 @@ class Triggerer:
 
         run_pk = await persist(write, what="trigger_failure")
         log.warning("trigger_resumed_with_failure", error=error)
-        await self._wake(run_pk)
+        await self._wake({run_pk} - {None})
 
-    async def _wake(self, run_pk: int | None) -> None:
-        """Wake the scheduler; a lost wake-up is re-sent by its repair sweep."""
-        if run_pk is None:
+    async def _wake(self, run_pks: set[int]) -> None:
+        """Wake the scheduler for each run; a lost wake-up is re-sent by its repair sweep."""
+        if not run_pks:
             return
         try:
-            await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=run_pk))])
+            await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=pk))
+                                           for pk in sorted(run_pks)])
         except bus.REDIS_ERRORS as exc:
-            log.warning("wake_up_not_sent", run_pk=run_pk, error=str(exc))
+            log.warning("wake_up_not_sent", run_pks=sorted(run_pks), error=str(exc))
 
     async def heartbeat_loop(self) -> None:
         """Heartbeat, release expired triggerers, and drop triggers whose task moved on."""
@@ -230,6 +290,7 @@ class Triggerer:
         await self.life.stopping.wait()
         for scope in list(self.running.values()):
             scope.cancel()
+        await self.flush_fired(FLUSH_TIMEOUT_S)
         with anyio.CancelScope(shield=True):
             try:
                 async with self.pool.acquire() as conn:
@@ -238,6 +299,13 @@ class Triggerer:
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
                 log.warning("triggerer_unregister_failed", error=str(exc))
         tg_scope.cancel()
+
+    def start_loops(self, tg) -> None:
+        """Everything but claiming: shutdown, heartbeat, the event writer, the watchdog."""
+        tg.start_soon(self.shutdown, tg.cancel_scope)
+        tg.start_soon(self.heartbeat_loop)
+        tg.start_soon(self.write_fired)
+        tg.start_soon(self.watchdog_loop)
 
     def status(self) -> str:
         return f"{len(self.running)} triggers running, {self.fired} fired"
@@ -256,9 +324,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await trig.register()
         async with anyio.create_task_group() as tg:
             tg.start_soon(life.watch_signals, tg.cancel_scope)
-            tg.start_soon(trig.shutdown, tg.cancel_scope)
-            tg.start_soon(trig.heartbeat_loop)
-            tg.start_soon(trig.watchdog_loop)
+            trig.start_loops(tg)
             tg.start_soon(life.watchdog, trig.status)
             log.info("triggerer_ready", triggerer_id=trig.id,
                      capacity=settings.triggerer_capacity)

@@ -232,7 +232,8 @@ RETURNING t.id
 
 -- name: load_triggers
 SELECT t.id, t.classpath, t.kwargs::text AS kwargs, ti.id AS ti_id, ti.task_id,
-       ti.map_index, ti.try_number, ti.trigger_timeout, r.dag_id, r.run_id, ti.run_pk
+       ti.map_index, ti.try_number, ti.trigger_timeout, ti.next_kwargs, r.dag_id, r.run_id,
+       ti.run_pk
   FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id AND ti.state = 'deferred'
   JOIN dag_run r ON r.id = ti.run_pk
  WHERE t.id = any($1::bigint[])
@@ -248,6 +249,19 @@ UPDATE task_instance
        trigger_id = NULL, trigger_timeout = NULL
  WHERE id = $1 AND trigger_id = $2 AND state = 'deferred'
 RETURNING run_pk
+
+-- name: resume_fired_tis
+-- A batch of first events ($1 instances, $2 their triggers, $3 next_kwargs with the
+-- event): one statement for the lot; an instance that moved on matches nothing.
+UPDATE task_instance ti
+   SET state = 'scheduled', next_kwargs = f.next_kwargs::json, trigger_id = NULL,
+       trigger_timeout = NULL
+  FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS f(ti_id, trigger_id, next_kwargs)
+ WHERE ti.id = f.ti_id AND ti.trigger_id = f.trigger_id AND ti.state = 'deferred'
+RETURNING ti.id, ti.run_pk
+
+-- name: delete_triggers
+DELETE FROM trigger WHERE id = any($1::bigint[])
 
 -- name: end_deferred_ti
 UPDATE task_instance

@@ -262,8 +262,7 @@ async def running_triggerer(db_url: str, redis_url: str, prefix: str, **settings
         await trig.consumer.ensure_groups()
         await trig.register()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(trig.shutdown, tg.cancel_scope)
-            tg.start_soon(trig.heartbeat_loop)
+            trig.start_loops(tg)
             tg.start_soon(trig.claim_loop, tg)
             try:
                 yield trig
