@@ -1,18 +1,19 @@
 """``python -m bench [SCENARIO] [options]``: run a benchmark against the real daemons.
 
 Scenarios: ``hops`` (the default, what ``make bench`` runs), ``triggers``,
-``deferral``, and ``all`` (the three with their defaults, one after the
-other; only ``--no-write`` and ``--results`` apply to it). ``python -m bench
-SCENARIO --help`` lists a scenario's options.
+``deferral``, ``mapping``, and ``all`` (the four with their defaults, one
+after the other; only ``--no-write`` and ``--results`` apply to it).
+``python -m bench SCENARIO --help`` lists a scenario's options.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench import deferral, hops, triggers
+from bench import deferral, hops, mapping, triggers
 
-SCENARIOS = {"hops": hops.main, "triggers": triggers.main, "deferral": deferral.main}
+SCENARIOS = {"hops": hops.main, "triggers": triggers.main, "deferral": deferral.main,
+             "mapping": mapping.main}
 OUTPUT_FLAGS = ("--no-write", "--results")
 
 
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> int:
     name = argv[0] if argv and not argv[0].startswith("-") else "hops"
     rest = argv[1:] if argv and argv[0] == name else argv
     if name == "all":
-        for scenario in ("hops", "deferral", "triggers"):
+        for scenario in ("hops", "deferral", "triggers", "mapping"):
             print(f"=== {scenario}", file=sys.stderr)
             SCENARIOS[scenario](_output_only(rest))
         return 0

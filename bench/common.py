@@ -47,7 +47,8 @@ settings the figures came from:
 | `make bench`, `python -m bench` or `python -m bench hops` | hop latency of a 20-task chain, 7 runs | `bench/hops.py` |
 | `python -m bench triggers` | 10,000 sleeping triggers in one triggerer, 3 fresh runs: RSS and fire lag | `bench/triggers.py` |
 | `python -m bench deferral` | 600 deferrals (3 runs of 200 in a row): trigger yields -> `next_method` starts | `bench/deferral.py` |
-| `python -m bench all` | the three, one after the other | |
+| `python -m bench mapping` | `total(noop.expand(x=gen()))` over 10,000 elements, 3 runs: end to end, instances/s, expansion | `bench/mapping.py` |
+| `python -m bench all` | the four, one after the other | |
 
 Run them with `.venv/bin/python`; `python -m bench SCENARIO --help` lists a
 scenario's options (`--no-write` prints without appending here). Each module's
