@@ -128,14 +128,22 @@ class Scheduler:
             starts: list[tuple] = []
             failures: list[tuple[int, str]] = []
             ends_ids, ends_states = [], []
+            busy = await self._busy(conn)
+            free: dict[str, int] = {}  # worker slots each DAG has left in this pass
             for run in runs:
                 spec = self.specs.get(run["dag_id"])
                 run_counts = counts[run["id"]]
                 if spec is None or not run_counts:
                     continue
                 self.run_sizes[run["id"]] = sum(n for c in run_counts.values() for n in c.values())
+                cap = free.setdefault(
+                    spec.dag_id, max(0, spec.max_active_tasks - busy.dag_tasks[spec.dag_id]))
                 decision, tis = await self._decide_expanding(conn, spec, run["id"],
-                                                             by_run[run["id"]], run_counts, now)
+                                                             by_run[run["id"]], run_counts, now,
+                                                             cap)
+                free[spec.dag_id] = max(0, cap - len(decision.queue))
+                if decision.held:
+                    self.starved.add(run["id"])
                 for ti_id, state in decision.end.items():
                     ends_ids.append(ti_id)
                     ends_states.append(state)
@@ -167,7 +175,7 @@ class Scheduler:
                 await conn.execute(q("fail_unstartable"), ti_id, error)
                 self.pending.update(r["id"] for r in runs)
             if candidates:
-                chosen, held = await self._apply_limits(conn, candidates)
+                chosen, held = await self._apply_limits(conn, busy, candidates)
                 if held:
                     self.starved.update(r["id"] for r in runs)
                 queued = await conn.fetch(q("queue_tis"), chosen) if chosen else []
@@ -201,8 +209,8 @@ class Scheduler:
         return True
 
     async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,
-                                tis: list[TIRow], counts: StateCounts,
-                                now: datetime) -> tuple[RunDecision, list[TIRow]]:
+                                tis: list[TIRow], counts: StateCounts, now: datetime,
+                                queue_cap: int | None = None) -> tuple[RunDecision, list[TIRow]]:
         """Decide; while placeholders expand, create their instances and decide again."""
         facts = None
         for _ in range(len(spec.tasks) + 1):
@@ -211,7 +219,7 @@ class Scheduler:
                 facts = await self._run_facts(conn, run_pk)
             states = await group_states(conn, spec, run_pk, tis)
             decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()},
-                              states)
+                              states, queue_cap)
             if not decision.expand:
                 return decision, tis
             if decision.end:
@@ -251,13 +259,17 @@ class Scheduler:
                 await insert_task_instances(conn, run["id"], task_instance_rows(spec))
             log.info("run_started", dag_id=run["dag_id"], run_id=run["run_id"])
 
-    async def _apply_limits(self, conn: asyncpg.Connection,
-                            candidates: list[Candidate]) -> tuple[list[int], bool]:
+    async def _busy(self, conn: asyncpg.Connection) -> Busy:
+        """The slots queued and running instances hold (pools, DAGs, tasks)."""
         busy = Busy()
         for row in await conn.fetch(q("busy_slots")):
             busy.pool_slots[row["pool"]] += row["slots"]
             busy.dag_tasks[row["dag_id"]] += row["n"]
             busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
+        return busy
+
+    async def _apply_limits(self, conn: asyncpg.Connection, busy: Busy,
+                            candidates: list[Candidate]) -> tuple[list[int], bool]:
         if any(c.pool not in self.pools for c in candidates):
             self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
         for c in candidates:

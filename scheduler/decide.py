@@ -52,6 +52,7 @@ class RunDecision:
     deadlocked: bool = False
     wake_at: datetime | None = None
     expand: dict[int, int] = field(default_factory=dict)  # placeholder id -> instance count
+    held: bool = False  # runnable instances left out of ``queue`` by ``queue_cap``
 
 
 def count_states(tis: list[TIRow]) -> StateCounts:
@@ -162,7 +163,8 @@ def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts:
 
 
 def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None = None,
-           counts: StateCounts | None = None, group_states: GroupStates | None = None) -> RunDecision:
+           counts: StateCounts | None = None, group_states: GroupStates | None = None,
+           queue_cap: int | None = None) -> RunDecision:
     """Queue what may run, end what never will, and say whether the run is over.
 
     ``tis`` are the run's schedulable instances (others are ignored);
@@ -171,8 +173,31 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     omitted, for callers holding every row). A mapped task's ``-1``
     placeholder whose dependencies are met is reported in ``expand`` with its
     length; the caller creates the instances and decides again.
+
+    ``queue_cap`` bounds the instances put in ``queue`` (the worker slots the
+    DAG has free): the others that could run are counted as queued for this
+    pass, so nothing downstream moves past them, and ``held`` is set. Tasks
+    that start in the triggerer take no worker slot and are not capped. A
+    task's verdict is computed once when it cannot differ between its
+    instances, so a pass over 10,000 waiting instances stays cheap.
     """
     out = RunDecision()
+    budget = [queue_cap]
+
+    def takes_slot(spec: TaskSpec) -> bool:
+        if budget[0] is None or spec.start_trigger is not None:
+            return True
+        if budget[0] > 0:
+            budget[0] -= 1
+            return True
+        out.held = True
+        return False
+
+    def queue(ti: TIRow, spec: TaskSpec) -> None:
+        if takes_slot(spec):
+            out.queue.append(ti.id)
+        set_state(ti, "queued")
+
     facts = facts or RunFacts()
     counts = count_states(tis) if counts is None else counts
     edges = group_edges(dag)
@@ -205,22 +230,26 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                 continue
             spec = dag.task(task_id)
             up: UpstreamStates | None = None
+            same_for_all: Verdict | None = None  # the verdict, when no instance can differ
             for ti in rows:
                 st = current[ti.id]
                 if st == "scheduled" and ti.state == "scheduled":  # resumed from a trigger
-                    out.queue.append(ti.id)
-                    set_state(ti, "queued")
+                    queue(ti, spec)
                 elif st == "up_for_retry":
                     if ti.next_retry_at is None or ti.next_retry_at <= now:
-                        out.queue.append(ti.id)
-                        set_state(ti, "queued")
+                        queue(ti, spec)
                     elif out.wake_at is None or ti.next_retry_at < out.wake_at:
                         out.wake_at = ti.next_retry_at
                 elif st is None:
                     inside, others = edges.get(task_id, ((), spec.upstream))
                     if up is None:
                         up = _upstream_states(others, counts)
-                    verdict = _verdict(spec, ti, up, inside, state_at, expanding)
+                    if same_for_all is not None:
+                        verdict = same_for_all
+                    else:
+                        verdict = _verdict(spec, ti, up, inside, state_at, expanding)
+                        if not inside and not up.removed:
+                            same_for_all = verdict
                     if spec.mapped is not None and ti.map_index < 0:
                         verdict, length = _placeholder_verdict(dag, spec, verdict, counts, facts)
                         if verdict is Verdict.RUN:
@@ -235,8 +264,7 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                             out.end[ti.id] = "success"
                             set_state(ti, "success")
                         else:
-                            out.queue.append(ti.id)
-                            set_state(ti, "queued")
+                            queue(ti, spec)
                     else:
                         out.end[ti.id] = verdict.value
                         set_state(ti, verdict.value)

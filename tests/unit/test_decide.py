@@ -76,3 +76,32 @@ def test_deadlock_is_detected():
     s = spec({"a": [], "b": ["a"]}, rules={"b": "all_skipped"})
     d = decide(s, tis(a="removed", b=None), NOW)
     assert d.run_state == "failed" and d.deadlocked
+
+
+def test_queue_cap_queues_only_free_slots_and_holds_the_rest():
+    s = spec({"a": [], "b": ["a"]})
+    rows = [TIRow(i, "a", i, None) for i in range(100)] + [TIRow(100, "b", -1, None)]
+    d = decide(s, rows, NOW, queue_cap=5)
+    assert d.queue == [0, 1, 2, 3, 4] and d.held
+    # the held instances count as about to run: no deadlock, nothing downstream moves
+    assert (d.run_state, d.end) == (None, {})
+    assert decide(s, rows, NOW, queue_cap=0).queue == []
+    assert len(decide(s, rows, NOW).queue) == 100
+
+
+def test_queue_cap_leaves_start_from_trigger_tasks_alone():
+    plain = spec({"a": []})
+    task = plain.tasks[0].model_copy(
+        update={"start_trigger": {"trigger_cls": "x.T", "next_method": "done"}})
+    s = plain.model_copy(update={"tasks": [task]})
+    d = decide(s, [TIRow(i, "a", i, None) for i in range(10)], NOW, queue_cap=2)
+    assert len(d.queue) == 10 and not d.held
+
+
+def test_one_verdict_per_task_keeps_per_index_removed_upstreams():
+    # a mapped upstream shrank to 2 successes + 1 removed: index 2 is removed, 0 and 1 run
+    s = spec({"up": [], "down": ["up"]})
+    rows = [TIRow(0, "up", 0, "success"), TIRow(1, "up", 1, "success"),
+            TIRow(2, "up", 2, "removed")] + [TIRow(3 + i, "down", i, None) for i in range(3)]
+    d = decide(s, rows, NOW)
+    assert d.queue == [3, 4] and d.end == {5: "removed"}
