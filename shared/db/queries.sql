@@ -104,8 +104,9 @@ UPDATE dag_run SET state = $2, end_date = now(), note = $3
 
 -- name: claim_tis
 -- One statement, no explicit transaction: claim the instances still queued at the
--- delivered try, clear the XComs of fresh tries (a resumed try keeps its own),
--- and return what the runner needs of each instance, its run and its DAG file.
+-- delivered try, clear the XComs of fresh tries (a resumed try keeps its own; their
+-- xcom_element rows go with them, ON DELETE CASCADE), and return what the runner
+-- needs of each instance, its run and its DAG file.
 WITH claimed AS (
     UPDATE task_instance ti
        SET state = 'running', worker_id = $3, heartbeat_at = now(),
@@ -134,7 +135,8 @@ UPDATE task_instance SET heartbeat_at = now()
 -- name: finish_ti
 -- One statement: the guarded outcome of a try, with its XComs ($8 keys, $9 values)
 -- and task-map row ($10 length, $11 keys; none when $10 is NULL), written only when
--- the instance is still this worker's running try.
+-- the instance is still this worker's running try. An unmapped producer's return value
+-- is also split into xcom_element rows, parsed once here, for xcom_item to read.
 WITH done AS (
     UPDATE task_instance
        SET state = CASE WHEN $3 = 'retry' THEN
@@ -156,6 +158,32 @@ WITH done AS (
     SELECT d.run_pk, d.task_id, d.map_index, $10, $11::json FROM done d WHERE $10::int IS NOT NULL
     ON CONFLICT (run_pk, task_id, map_index) DO UPDATE SET length = EXCLUDED.length,
         keys = EXCLUDED.keys
+), replaced AS (
+    -- the elements of a return value written again (none left after a fresh try's claim)
+    DELETE FROM xcom_element e USING done d
+     WHERE 'return_value' = any($8::text[])
+       AND e.run_pk = d.run_pk AND e.task_id = d.task_id AND e.key = 'return_value'
+       AND e.map_index = d.map_index
+    RETURNING e.idx
+), output AS MATERIALIZED (
+    SELECT d.run_pk, d.task_id, d.map_index, x.v::json AS v
+      FROM done d, unnest($8::text[], $9::text[]) AS x(k, v)
+     WHERE $10::int IS NOT NULL AND d.map_index = -1 AND x.k = 'return_value'
+       AND (SELECT count(*) FROM replaced) >= 0  -- read first: old rows out before new ones in
+), elements AS (
+    -- a list's or tagged tuple's elements; a dict's (key, value) pairs in insertion order
+    INSERT INTO xcom_element (run_pk, task_id, key, map_index, idx, dict_key, value)
+    SELECT o.run_pk, o.task_id, 'return_value', o.map_index, e.n - 1, e.dict_key, e.value
+      FROM output o, LATERAL (
+           SELECT NULL::text AS dict_key, a.value, a.n
+             FROM json_array_elements(CASE WHEN json_typeof(o.v) = 'array' THEN o.v
+                                           WHEN (o.v ->> '__sluice_type__') = 'tuple'
+                                                THEN o.v -> 'items' END) WITH ORDINALITY AS a(value, n)
+           UNION ALL
+           SELECT p.key, p.value, p.n
+             FROM json_each(CASE WHEN json_typeof(o.v) = 'object'
+                                  AND (o.v ->> '__sluice_type__') IS DISTINCT FROM 'tuple'
+                                 THEN o.v END) WITH ORDINALITY AS p(key, value, n)) e
 )
 SELECT state, run_pk FROM done
 
@@ -379,16 +407,27 @@ UPDATE task_instance
 SELECT length FROM task_map WHERE run_pk = $1 AND task_id = $2 AND map_index = -1
 
 -- name: xcom_item
--- Element $4 of an unmapped task's list (or tagged tuple), or its $4-th (key, value) pair.
-SELECT CASE
-         WHEN json_typeof(x.value) = 'array' THEN json_build_object('value', x.value -> $4::int)
-         WHEN (x.value ->> '__sluice_type__') = 'tuple'
-              THEN json_build_object('value', x.value -> 'items' -> $4::int)
-         ELSE (SELECT json_build_object('pair', json_build_array(e.key, e.value))
-                 FROM json_each(x.value) WITH ORDINALITY AS e(key, value, n) WHERE e.n = $4::int + 1)
-       END::text
-  FROM xcom x
- WHERE x.run_pk = $1 AND x.task_id = $2 AND x.key = $3 AND x.map_index = -1
+-- Element $4 of an unmapped task's list (or tagged tuple), or its $4-th (key, value) pair:
+-- one primary-key read of the xcom_element rows finish_ti wrote. A value with no such
+-- rows (another key, or stored before migration 0004) is parsed from its xcom row as
+-- before; that subquery runs only when the first one finds nothing.
+SELECT coalesce(
+         (SELECT CASE WHEN e.dict_key IS NULL THEN json_build_object('value', e.value)
+                      ELSE json_build_object('pair', json_build_array(e.dict_key, e.value))
+                 END::text
+            FROM xcom_element e
+           WHERE e.run_pk = $1 AND e.task_id = $2 AND e.key = $3 AND e.map_index = -1
+             AND e.idx = $4::int),
+         (SELECT CASE
+                   WHEN json_typeof(x.value) = 'array' THEN json_build_object('value', x.value -> $4::int)
+                   WHEN (x.value ->> '__sluice_type__') = 'tuple'
+                        THEN json_build_object('value', x.value -> 'items' -> $4::int)
+                   ELSE (SELECT json_build_object('pair', json_build_array(p.key, p.value))
+                           FROM json_each(x.value) WITH ORDINALITY AS p(key, value, n)
+                          WHERE p.n = $4::int + 1)
+                 END::text
+            FROM xcom x
+           WHERE x.run_pk = $1 AND x.task_id = $2 AND x.key = $3 AND x.map_index = -1))
 
 -- name: expand_placeholders
 -- Every placeholder ($1) becomes map_index 0 and gains 1..length-1 ($2): one statement.
@@ -422,6 +461,7 @@ SELECT id, dag_id, state FROM dag_run WHERE run_id = $1 FOR UPDATE
 SELECT id, task_id, map_index, state, try_number FROM task_instance WHERE run_pk = $1
 
 -- name: delete_xcoms_of_tis
+-- Their xcom_element rows go with them (ON DELETE CASCADE).
 DELETE FROM xcom x USING task_instance t
  WHERE t.id = any($1::bigint[])
    AND x.run_pk = t.run_pk AND x.task_id = t.task_id AND x.map_index = t.map_index

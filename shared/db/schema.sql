@@ -83,6 +83,22 @@ CREATE TABLE xcom (
     PRIMARY KEY (run_pk, task_id, key, map_index)
 );
 
+-- One row per element of an unmapped task's return value that mapped tasks expand over
+-- (finish_ti parses it once; xcom_item reads one by primary key). A dict's pairs keep
+-- their insertion order in idx, with dict_key set. Deleted with its xcom row.
+CREATE TABLE xcom_element (
+    run_pk      bigint NOT NULL,
+    task_id     text NOT NULL,
+    key         text NOT NULL,
+    map_index   integer NOT NULL,
+    idx         integer NOT NULL,
+    dict_key    text,
+    value       json NOT NULL,
+    PRIMARY KEY (run_pk, task_id, key, map_index, idx),
+    FOREIGN KEY (run_pk, task_id, key, map_index)
+        REFERENCES xcom (run_pk, task_id, key, map_index) ON DELETE CASCADE
+);
+
 CREATE TABLE task_map (
     run_pk      bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
     task_id     text NOT NULL,
