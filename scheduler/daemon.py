@@ -35,6 +35,7 @@ from shared.serialization import DagSpec
 
 log = structlog.get_logger()
 PASS_GAP_PER_TI_S = 2e-6
+WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
 
 
 class Scheduler:
@@ -117,13 +118,7 @@ class Scheduler:
             if not runs:
                 return
             await self._start_queued_runs(conn, runs)
-            pks = [r["id"] for r in runs]
-            by_run: dict[int, list[TIRow]] = {pk: [] for pk in pks}
-            for row in await conn.fetch(q("run_tis"), pks):
-                by_run[row["run_pk"]].append(_ti_row(row))
-            counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
-            for row in await conn.fetch(q("run_state_counts"), pks):
-                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+            by_run, counts, truncated = await self._read_runs(conn, runs)
             candidates: list[Candidate] = []
             starts: list[tuple] = []
             failures: list[tuple[int, str]] = []
@@ -138,12 +133,14 @@ class Scheduler:
                 self.run_sizes[run["id"]] = sum(n for c in run_counts.values() for n in c.values())
                 cap = free.setdefault(
                     spec.dag_id, max(0, spec.max_active_tasks - busy.dag_tasks[spec.dag_id]))
-                decision, tis = await self._decide_expanding(conn, spec, run["id"],
-                                                             by_run[run["id"]], run_counts, now,
-                                                             cap)
+                decision, tis, windowed = await self._decide_expanding(
+                    conn, spec, run["id"], by_run[run["id"]], run_counts, now, cap,
+                    truncated[run["id"]])
                 free[spec.dag_id] = max(0, cap - len(decision.queue))
                 if decision.held:
                     self.starved.add(run["id"])
+                if windowed and (decision.end or decision.queue):
+                    self.pending.add(run["id"])  # the next window, in the next pass
                 for ti_id, state in decision.end.items():
                     ends_ids.append(ti_id)
                     ends_states.append(state)
@@ -208,10 +205,51 @@ class Scheduler:
                  task_id=ti.task_id, map_index=ti.map_index, trigger=args.classpath)
         return True
 
+    async def _read_runs(self, conn: asyncpg.Connection, runs: list
+                         ) -> tuple[dict[int, list[TIRow]], dict[int, StateCounts],
+                                    dict[int, frozenset[str]]]:
+        """Each run's state counts and a window of its schedulable instances per task.
+
+        Tasks of a mapped group are read whole (instance *i* is judged on its
+        own index); any other task at most ``WINDOW`` instances at a time.
+        Returns, per run, the tasks that had more than their window.
+        """
+        pks = [r["id"] for r in runs]
+        counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
+        for row in await conn.fetch(q("run_state_counts"), pks):
+            counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+        dag_of = {r["id"]: r["dag_id"] for r in runs}
+        pairs: list[tuple[int, str, int]] = []
+        truncated: dict[int, frozenset[str]] = {}
+        for pk, by_task in counts.items():
+            spec = self.specs.get(dag_of[pk])
+            cut = set()
+            for task_id, c in by_task.items():
+                waiting = c[None] + c["scheduled"] + c["up_for_retry"]
+                if not waiting:
+                    continue
+                whole = spec is None or task_id not in spec.task_map \
+                    or spec.task(task_id).mapped_group is not None
+                limit = waiting if whole else min(waiting, WINDOW)
+                if limit < waiting:
+                    cut.add(task_id)
+                pairs.append((pk, task_id, limit))
+            truncated[pk] = frozenset(cut)
+        by_run: dict[int, list[TIRow]] = {pk: [] for pk in pks}
+        if pairs:
+            for row in await conn.fetch(q("run_tis"), *map(list, zip(*pairs, strict=True))):
+                by_run[row["run_pk"]].append(_ti_row(row))
+        return by_run, counts, truncated
+
     async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,
                                 tis: list[TIRow], counts: StateCounts, now: datetime,
-                                queue_cap: int | None = None) -> tuple[RunDecision, list[TIRow]]:
-        """Decide; while placeholders expand, create their instances and decide again."""
+                                queue_cap: int | None = None,
+                                truncated: frozenset[str] = frozenset(),
+                                ) -> tuple[RunDecision, list[TIRow], bool]:
+        """Decide; while placeholders expand, create their instances and decide again.
+
+        Also says whether any task was read only in part (its window).
+        """
         facts = None
         for _ in range(len(spec.tasks) + 1):
             if facts is None and any(ti.map_index < 0 and ti.state is None
@@ -219,19 +257,18 @@ class Scheduler:
                 facts = await self._run_facts(conn, run_pk)
             states = await group_states(conn, spec, run_pk, tis)
             decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()},
-                              states, queue_cap)
+                              states, queue_cap, truncated)
             if not decision.expand:
-                return decision, tis
+                return decision, tis, bool(truncated)
             if decision.end:
                 await conn.execute(q("end_tis"), list(decision.end), list(decision.end.values()))
             await conn.execute(q("expand_placeholders"), list(decision.expand),
                                list(decision.expand.values()))
             for ti_id, length in decision.expand.items():
                 log.info("task_expanded", dag_id=spec.dag_id, ti_id=ti_id, length=length)
-            tis = [_ti_row(r) for r in await conn.fetch(q("run_tis"), [run_pk])]
-            counts = defaultdict(Counter)
-            for row in await conn.fetch(q("run_state_counts"), [run_pk]):
-                counts[row["task_id"]][row["state"]] = row["n"]
+            run = [{"id": run_pk, "dag_id": spec.dag_id}]
+            by_run, all_counts, cut = await self._read_runs(conn, run)
+            tis, counts, truncated = by_run[run_pk], all_counts[run_pk], cut[run_pk]
         raise RuntimeError(f"expansion of a run of {spec.dag_id!r} did not settle")
 
     async def _run_facts(self, conn: asyncpg.Connection, run_pk: int) -> RunFacts:

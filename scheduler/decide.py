@@ -164,7 +164,7 @@ def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts:
 
 def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None = None,
            counts: StateCounts | None = None, group_states: GroupStates | None = None,
-           queue_cap: int | None = None) -> RunDecision:
+           queue_cap: int | None = None, truncated: frozenset[str] = frozenset()) -> RunDecision:
     """Queue what may run, end what never will, and say whether the run is over.
 
     ``tis`` are the run's schedulable instances (others are ignored);
@@ -180,6 +180,11 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     that start in the triggerer take no worker slot and are not capped. A
     task's verdict is computed once when it cannot differ between its
     instances, so a pass over 10,000 waiting instances stays cheap.
+
+    ``truncated`` names tasks of which ``tis`` holds only a window (more of
+    their instances wait unread): while the pass makes progress the run cannot
+    be over, so its end is judged only when nothing moved (then the unread
+    instances, which share the verdict of the ones read, are as stuck).
     """
     out = RunDecision()
     budget = [queue_cap]
@@ -269,7 +274,9 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                         out.end[ti.id] = verdict.value
                         set_state(ti, verdict.value)
                     changed = True
-    _finish(dag, counts, out)
+    progressed = bool(out.queue or out.end or out.expand or out.held)
+    if not (truncated and progressed):  # unread instances are as stuck as the ones read
+        _finish(dag, counts, out)
     return out
 
 

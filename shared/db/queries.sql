@@ -66,9 +66,18 @@ SELECT $1, t.task_id, t.map_index, t.max_tries, t.queue, t.pool, t.pool_slots, t
 ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 
 -- name: run_tis
-SELECT id, run_pk, task_id, map_index, state, try_number, next_retry_at
-  FROM task_instance WHERE run_pk = any($1::bigint[])
-   AND (state IS NULL OR state IN ('scheduled', 'up_for_retry'))
+-- The schedulable instances of each (run, task) pair given, at most $3 of each in
+-- map_index order (ti_schedulable_window): a pass over a task of 10,000 waiting
+-- instances reads a window of them, not the whole task.
+SELECT ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.next_retry_at
+  FROM unnest($1::bigint[], $2::text[], $3::int[]) AS p(run_pk, task_id, lim)
+ CROSS JOIN LATERAL (
+       SELECT t.id, t.run_pk, t.task_id, t.map_index, t.state, t.try_number, t.next_retry_at
+         FROM task_instance t
+        WHERE t.run_pk = p.run_pk AND t.task_id = p.task_id
+          AND (t.state IS NULL OR t.state IN ('scheduled', 'up_for_retry'))
+        ORDER BY t.map_index
+        LIMIT p.lim) ti
 
 -- name: run_state_counts
 SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance

@@ -70,7 +70,7 @@ CREATE TABLE task_instance (
 );
 CREATE INDEX ti_unfinished ON task_instance (state)
     WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'deferred');
-CREATE INDEX ti_schedulable ON task_instance (run_pk)
+CREATE INDEX ti_schedulable_window ON task_instance (run_pk, task_id, map_index)
     WHERE state IS NULL OR state IN ('scheduled', 'up_for_retry');
 
 CREATE TABLE xcom (

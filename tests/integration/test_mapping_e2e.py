@@ -155,3 +155,40 @@ async def test_examples_from_the_readme(cluster: Cluster):
     assert len(instances(sweep, "train")) == 9
     assert instances(sweep, "pick_best")[0]["return_value"] == {"learning_rate": 0.1, "depth": 4, "loss": 0.05}
     assert instances(sweep, "train")[0]["label"] == "lr=0.3 depth=2"
+
+
+async def test_wider_than_the_schedulers_window(cluster: Cluster):
+    """1,200 instances: the scheduler reads 512 at a time; every one is decided."""
+    cluster.write_dag("wide.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), max_active_tasks=64)
+        def wide():
+            @task
+            def fails():
+                raise ValueError("no input today")
+
+            @task
+            def echo(x):
+                return x
+
+            @task
+            def after(x, _=None):
+                return x
+
+            echo.expand(x=list(range(1200)))
+            after.partial(_=fails()).expand(x=list(range(1200)))
+        wide()
+    """)
+    cluster.start_all(SLUICE_WORKER_CONCURRENCY="8")
+    doc = await cluster.wait_run(await cluster.trigger("wide"), 180)
+    by_state: dict[tuple[str, str], int] = {}
+    for t in doc["tasks"]:
+        key = (t["task_id"], t["state"])
+        by_state[key] = by_state.get(key, 0) + 1
+    assert doc["state"] == "failed"
+    assert by_state == {("echo", "success"): 1200, ("after", "upstream_failed"): 1200,
+                        ("fails", "failed"): 1}
+    echoed = sorted(t["return_value"] for t in doc["tasks"] if t["task_id"] == "echo")
+    assert echoed == list(range(1200))

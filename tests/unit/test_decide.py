@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from scheduler.decide import TIRow, decide
@@ -105,3 +106,12 @@ def test_one_verdict_per_task_keeps_per_index_removed_upstreams():
             TIRow(2, "up", 2, "removed")] + [TIRow(3 + i, "down", i, None) for i in range(3)]
     d = decide(s, rows, NOW)
     assert d.queue == [3, 4] and d.end == {5: "removed"}
+
+
+def test_a_window_of_a_task_defers_judging_the_run_while_it_progresses():
+    s = spec({"up": [], "down": ["up"]})
+    window = [TIRow(0, "up", -1, "failed")] + [TIRow(1 + i, "down", i, None) for i in range(3)]
+    counts = {"up": Counter(failed=1), "down": Counter({None: 10})}  # 7 more unread
+    d = decide(s, window, NOW, counts=counts, truncated=frozenset({"down"}))
+    assert d.end == {1: "upstream_failed", 2: "upstream_failed", 3: "upstream_failed"}
+    assert d.run_state is None  # the unread ones are ended in the next passes
