@@ -16,25 +16,12 @@ import pytest
 from shared.sdk import DAG, BashOperator, TaskGroup, dag, task
 from shared.sdk.mapped import DictOfListsExpandInput, ListOfDictsExpandInput
 from shared.serialization import DagSpec, serialize_dag
+from tests.unit.conftest import Values
 
 START = datetime(2026, 1, 1)
 CONTEXT = {"run_id": "r1", "params": {}}
 
 
-class Values:
-    """A resolver returning fixed upstream values."""
-
-    def __init__(self, **values):
-        self.values = values
-
-    def pull(self, task_id, key):
-        return self.values[task_id]
-
-
-@pytest.fixture
-def in_dag():
-    with DAG("d", start_date=START) as d:
-        yield d
 
 
 @task

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,26 +19,13 @@ import pytest
 
 from shared.runs_cli import _print_run
 from shared.runview import run_document
-from shared.sdk import DAG, BashOperator, task
+from shared.sdk import BashOperator, task
+from tests.unit.conftest import Values
 from worker.runner import TaskRunner, _label
 
 CONTEXT = {"run_id": "r1", "params": {}}
 
 
-class Values:
-    """A resolver returning fixed upstream values."""
-
-    def __init__(self, **values):
-        self.values = values
-
-    def pull(self, task_id, key):
-        return self.values[task_id]
-
-
-@pytest.fixture
-def in_dag():
-    with DAG("d", start_date=datetime(2026, 1, 1)) as d:
-        yield d
 
 
 @task

@@ -16,15 +16,10 @@ import pytest
 from scheduler.parsing import parse_file, store_result
 from shared.dagbag import load_file
 from shared.db import create_pool
-from shared.sdk import DAG, BashOperator, PythonOperator, TaskGroup, TriggerRule, task, task_group
+from shared.sdk import BashOperator, PythonOperator, TaskGroup, TriggerRule, task, task_group
 
 START = datetime(2026, 1, 1)
 
-
-@pytest.fixture
-def in_dag():
-    with DAG("d", start_date=START) as d:
-        yield d
 
 
 @task

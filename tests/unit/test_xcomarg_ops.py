@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from shared.sdk import DAG, AirflowSkipException, task
+from shared.sdk import AirflowSkipException, task
 from shared.sdk.xcom_arg import (
     NOTSET,
     ConcatResult,
@@ -25,23 +24,8 @@ from shared.sdk.xcom_arg import (
     ZipResult,
     as_sequence,
 )
+from tests.unit.conftest import Values
 from worker.runner import TaskRunner
-
-
-class Values:
-    """A resolver returning fixed upstream values."""
-
-    def __init__(self, **values):
-        self.values = values
-
-    def pull(self, task_id, key):
-        return self.values[task_id]
-
-
-@pytest.fixture
-def in_dag():
-    with DAG("d", start_date=datetime(2026, 1, 1)) as d:
-        yield d
 
 
 @task
@@ -272,7 +256,7 @@ def run_instance(folder: Path, map_index: int) -> tuple[dict, list[str]]:
     return result, worker.calls
 
 
-def test_a_skip_from_map_skips_that_instance_and_another_error_fails_it(tmp_path):
+def test_a_skip_from_map_skips_that_instance_and_another_exception_fails_it(tmp_path):
     (tmp_path / "ops.py").write_text(DAG_FILE)
     ok, calls = run_instance(tmp_path, 0)
     assert (ok["outcome"], ok["xcoms"]) == ("success", [["return_value", '"A"']])
