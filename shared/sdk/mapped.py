@@ -345,6 +345,16 @@ def unexpected_names(where: str, unknown: list[str]) -> str:
     return f"{where}() got unexpected keyword arguments {_names(unknown)}"
 
 
+def refuse_unknown_parameters(params: Mapping[str, inspect.Parameter], kwargs: Mapping[str, Any],
+                              where: str) -> None:
+    """A function's ``partial``/``expand`` names must be its parameters, unless it takes ``**kwargs``."""
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise TypeError(unexpected_names(where, unknown))
+
+
 def _refuse_unknown(operator_class: type, kwargs: Mapping[str, Any], where: str,
                     also: frozenset[str] = frozenset()) -> None:
     """Every name must be an ``__init__`` parameter of the operator class (or in ``also``)."""
@@ -457,12 +467,8 @@ class DecoratedPartial:
     def _validate_names(self, kwargs: dict, where: str) -> None:
         """Context names are refused first; other names must be parameters unless ``**kwargs``."""
         _refuse_context_keys(kwargs, where)
-        params = inspect.signature(self.decorator.function).parameters
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            raise TypeError(unexpected_names(where, unknown))
+        refuse_unknown_parameters(inspect.signature(self.decorator.function).parameters, kwargs,
+                                  where)
 
     def partial(self, **kwargs: Any) -> DecoratedPartial:
         with self._naming():

@@ -28,7 +28,7 @@ from shared.sdk.mapped import (
     _validate_values,
     naming_the_task,
     prevent_duplicates,
-    unexpected_names,
+    refuse_unknown_parameters,
 )
 from shared.sdk.task_group import MappedTaskGroup, TaskGroup, current_group, mapped_group_of
 from shared.sdk.trigger_rule import TriggerRule
@@ -118,12 +118,7 @@ class GroupPartial:
         return naming_the_task("task group", self.factory.group_id, kw.get("dag"), kw.get("parent_group"))
 
     def _validate_names(self, kwargs: dict[str, Any], where: str) -> None:
-        params = self._params
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            raise TypeError(unexpected_names(where, unknown))
+        refuse_unknown_parameters(self._params, kwargs, where)
 
     def partial(self, **kwargs: Any) -> GroupPartial:
         with self._naming():
