@@ -216,8 +216,17 @@ class Scheduler:
         """
         pks = [r["id"] for r in runs]
         counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
-        for row in await conn.fetch(q("run_state_counts"), pks):
-            counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+        # counts read with the lock hold for runs already running; others count now
+        to_count = []
+        for run in runs:
+            if run.get("state") == "running" and "counts" in run.keys():
+                for task_id, state, n in run["counts"] or ():
+                    counts[run["id"]][task_id][state] = n
+            else:
+                to_count.append(run["id"])
+        if to_count:
+            for row in await conn.fetch(q("run_state_counts"), to_count):
+                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
         dag_of = {r["id"]: r["dag_id"] for r in runs}
         pairs: list[tuple[int, str, int]] = []
         truncated: dict[int, frozenset[str]] = {}
