@@ -355,6 +355,17 @@ def refuse_unknown_parameters(params: Mapping[str, inspect.Parameter], kwargs: M
         raise TypeError(unexpected_names(where, unknown))
 
 
+def checked_expand_input(mapped: dict[str, Any], partial_kwargs: Mapping[str, Any],
+                         validate_names: Any) -> DictOfListsExpandInput:
+    """A function's ``expand(**mapped)`` checked in Airflow's order (``@task`` and groups)."""
+    if not mapped:
+        raise TypeError("no arguments to expand against")
+    validate_names(mapped, "expand")
+    _validate_values(mapped, "expand", quote=True)
+    prevent_duplicates(partial_kwargs, mapped, fail_reason="mapping already partial")
+    return DictOfListsExpandInput(mapped)
+
+
 def _refuse_unknown(operator_class: type, kwargs: Mapping[str, Any], where: str,
                     also: frozenset[str] = frozenset()) -> None:
     """Every name must be an ``__init__`` parameter of the operator class (or in ``also``)."""
@@ -493,12 +504,7 @@ class DecoratedPartial:
 
     def expand(self, **mapped: Any) -> PlainXComArg:
         with self._naming():
-            if not mapped:
-                raise TypeError("no arguments to expand against")
-            self._validate_names(mapped, "expand")
-            _validate_values(mapped, "expand", quote=True)
-            prevent_duplicates(self.kwargs, mapped, fail_reason="mapping already partial")
-            expand_input = DictOfListsExpandInput(mapped)
+            expand_input = checked_expand_input(mapped, self.kwargs, self._validate_names)
             _refuse_always(self.decorator.kwargs, expand_input.has_xcom(), "expand")
             return self._mapped(expand_input, strict=False)
 

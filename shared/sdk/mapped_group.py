@@ -25,7 +25,7 @@ from shared.sdk.mapped import (
     ListOfDictsExpandInput,
     MappedOperator,
     _expand_kwargs_input,
-    _validate_values,
+    checked_expand_input,
     naming_the_task,
     prevent_duplicates,
     refuse_unknown_parameters,
@@ -128,12 +128,7 @@ class GroupPartial:
 
     def expand(self, **mapped: Any) -> Any:
         with self._naming():
-            if not mapped:
-                raise TypeError("no arguments to expand against")
-            self._validate_names(mapped, "expand")
-            _validate_values(mapped, "expand", quote=True)
-            prevent_duplicates(self.kwargs, mapped, fail_reason="mapping already partial")
-            expand_input = DictOfListsExpandInput(mapped)
+            expand_input = checked_expand_input(mapped, self.kwargs, self._validate_names)
         return self._build(expand_input, list(mapped))
 
     def expand_kwargs(self, kwargs: Any) -> Any:
