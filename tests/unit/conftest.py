@@ -1,4 +1,5 @@
-"""What the mapping unit modules share: a DAG to build tasks in, fixed upstream values."""
+"""What the mapping unit modules share: a DAG to build tasks in, fixed upstream values,
+and the two small tasks most of them map with."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from shared.sdk import DAG
+from shared.sdk import DAG, task
 
 
 class Values:
@@ -23,3 +24,13 @@ class Values:
 def in_dag():
     with DAG("d", start_date=datetime(2026, 1, 1)) as d:
         yield d
+
+
+@task
+def show(a, b=None):
+    return (a, b)
+
+
+@task
+def gen():
+    return [1, 2]

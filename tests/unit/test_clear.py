@@ -7,11 +7,7 @@ from datetime import datetime
 from shared.clear import Instance, plan_clear
 from shared.sdk import dag, task
 from shared.serialization import DagSpec, serialize_dag
-
-
-@task
-def gen():
-    return [1, 2]
+from tests.unit.conftest import gen
 
 
 @task(retries=2)

@@ -28,20 +28,13 @@ from shared.sdk.exceptions import (
 )
 from shared.sdk.mapped import MappedOperator
 from shared.serialization import DagSpec, serialize_dag
+from tests.unit.conftest import gen, show
 from worker.runner import TaskRunner, _expanded_producers
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 START = datetime(2026, 1, 1)
 
 
-@task
-def show(a, b=None):
-    return (a, b)
-
-
-@task
-def gen():
-    return [1, 2]
 
 
 @task

@@ -16,7 +16,7 @@ import pytest
 from shared.sdk import DAG, BashOperator, TaskGroup, dag, task
 from shared.sdk.mapped import DictOfListsExpandInput, ListOfDictsExpandInput
 from shared.serialization import DagSpec, serialize_dag
-from tests.unit.conftest import Values
+from tests.unit.conftest import Values, gen
 
 START = datetime(2026, 1, 1)
 CONTEXT = {"run_id": "r1", "params": {}}
@@ -28,10 +28,6 @@ CONTEXT = {"run_id": "r1", "params": {}}
 def show(a, b=None, c=None):
     return (a, b, c)
 
-
-@task
-def gen():
-    return [1, 2]
 
 
 def resolved(expand, n: int, resolver=None) -> list[dict]:

@@ -20,17 +20,13 @@ import pytest
 from shared.runs_cli import _print_run
 from shared.runview import run_document
 from shared.sdk import BashOperator, task
-from tests.unit.conftest import Values
+from tests.unit.conftest import Values, show
 from worker.runner import TaskRunner, _label
 
 CONTEXT = {"run_id": "r1", "params": {}}
 
 
 
-
-@task
-def show(a, b=None):
-    return (a, b)
 
 
 @task

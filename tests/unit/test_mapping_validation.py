@@ -17,19 +17,12 @@ from scheduler.parsing import parse_file, store_result
 from shared.dagbag import load_file
 from shared.db import create_pool
 from shared.sdk import BashOperator, PythonOperator, TaskGroup, TriggerRule, task, task_group
+from tests.unit.conftest import gen, show
 
 START = datetime(2026, 1, 1)
 
 
 
-@task
-def show(a, b=None):
-    return (a, b)
-
-
-@task
-def gen():
-    return [1, 2]
 
 
 @task
