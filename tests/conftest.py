@@ -18,6 +18,7 @@ import pytest
 
 from shared.db import _init_connection, migrate_url
 from tests.cluster import Cluster
+from tests.faults import OwnedPostgres, OwnedValkey, private_home
 from tests.services import resolve_services
 
 
@@ -100,3 +101,22 @@ def cluster(tmp_path, db_url, redis_url, stream_prefix, dags_folder):
                 dags_folder=dags_folder)
     yield c
     c.stop_all()
+
+
+@pytest.fixture
+async def postgres():
+    """A PostgreSQL of the test's own, which it may stop, restart or break."""
+    with private_home("pg") as home:
+        server = await OwnedPostgres.create(home / "pg")
+        yield server
+        await server.stop()
+
+
+@pytest.fixture
+async def valkey():
+    """A Valkey of the test's own, which it may flush, restart or stop."""
+    with private_home("valkey") as home:
+        server = OwnedValkey(home / "valkey")
+        await server.start()
+        yield server
+        await server.stop()

@@ -376,9 +376,9 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     pytest.param(SMALL, id=f"default-n{SMALL}", marks=pytest.mark.timeout(300)),
     pytest.param(FULL, id=f"full-n{FULL}", marks=[pytest.mark.faults, pytest.mark.timeout(1800)]),
 ])
-async def test_fault_plan_during_wide_run(tmp_path, owned_postgres, owned_valkey, size, capsys):
+async def test_fault_plan_during_wide_run(tmp_path, postgres, valkey, size, capsys):
     def report(line: str) -> None:  # shown even when pytest captures output
         with capsys.disabled():
             print(line)
 
-    await _fault_run(tmp_path, owned_postgres, owned_valkey, size, report=report)
+    await _fault_run(tmp_path, postgres, valkey, size, report=report)

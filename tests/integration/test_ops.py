@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.cluster import Cluster, wait_for
-from tests.faults import OwnedPostgres, OwnedValkey, private_home
+from tests.faults import OwnedPostgres, OwnedValkey
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -382,23 +382,6 @@ async def test_triggerer_sigterm_hands_triggers_back(cluster: Cluster):
 
 
 # ------------------------------------------------------------ 4. reconnect
-
-
-@pytest.fixture
-async def valkey():
-    with private_home("valkey") as home:
-        server = OwnedValkey(home / "valkey")
-        await server.start()
-        yield server
-        await server.stop()
-
-
-@pytest.fixture
-async def postgres():
-    with private_home("pg") as home:
-        server = await OwnedPostgres.create(home / "pg")
-        yield server
-        await server.stop()
 
 
 def owned_cluster(tmp_path, *, db_url: str, redis_url: str) -> Cluster:
