@@ -210,44 +210,34 @@ class Scheduler:
                                     dict[int, frozenset[str]]]:
         """Each run's state counts and a window of its schedulable instances per task.
 
-        Tasks of a mapped group are read whole (instance *i* is judged on its
-        own index); any other task at most ``WINDOW`` instances at a time.
-        Returns, per run, the tasks that had more than their window.
+        One statement after the locks are held, so counts and instances are one
+        snapshot that includes the last pass of any other scheduler over these
+        runs. Tasks of a mapped group are read whole (instance *i* is judged on
+        its own index), and so are tasks the DAG no longer has; any other task at
+        most ``WINDOW`` instances at a time. Returns, per run, the tasks that had
+        more than their window.
         """
         pks = [r["id"] for r in runs]
         counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
-        # counts read with the lock hold for runs already running; others count now
-        to_count = []
-        for run in runs:
-            if run.get("state") == "running" and "counts" in run.keys():
-                for task_id, state, n in run["counts"] or ():
-                    counts[run["id"]][task_id][state] = n
-            else:
-                to_count.append(run["id"])
-        if to_count:
-            for row in await conn.fetch(q("run_state_counts"), to_count):
-                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
-        dag_of = {r["id"]: r["dag_id"] for r in runs}
-        pairs: list[tuple[int, str, int]] = []
-        truncated: dict[int, frozenset[str]] = {}
-        for pk, by_task in counts.items():
-            spec = self.specs.get(dag_of[pk])
-            cut = set()
-            for task_id, c in by_task.items():
-                waiting = c[None] + c["scheduled"] + c["up_for_retry"]
-                if not waiting:
-                    continue
-                whole = spec is None or task_id not in spec.task_map \
-                    or spec.task(task_id).mapped_group is not None
-                limit = waiting if whole else min(waiting, WINDOW)
-                if limit < waiting:
-                    cut.add(task_id)
-                pairs.append((pk, task_id, limit))
-            truncated[pk] = frozenset(cut)
         by_run: dict[int, list[TIRow]] = {pk: [] for pk in pks}
-        if pairs:
-            for row in await conn.fetch(q("run_tis"), *map(list, zip(*pairs, strict=True))):
+        windowed: list[tuple[int, str]] = []
+        for run in runs:
+            spec = self.specs.get(run["dag_id"])
+            if spec is not None:
+                windowed += [(run["id"], t.task_id) for t in spec.tasks if t.mapped_group is None]
+        pair_pks, pair_tasks = ([pk for pk, _ in windowed], [t for _, t in windowed])
+        for row in await conn.fetch(q("read_runs"), pks, pair_pks, pair_tasks, WINDOW):
+            if row["kind"] == "count":
+                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+            else:
                 by_run[row["run_pk"]].append(_ti_row(row))
+        truncated: dict[int, frozenset[str]] = {}
+        windowed_set = set(windowed)
+        for pk, by_task in counts.items():
+            truncated[pk] = frozenset(
+                task_id for task_id, c in by_task.items()
+                if (pk, task_id) in windowed_set
+                and c[None] + c["scheduled"] + c["up_for_retry"] > WINDOW)
         return by_run, counts, truncated
 
     async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,

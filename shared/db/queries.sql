@@ -44,11 +44,10 @@ ON CONFLICT DO NOTHING
 RETURNING id
 
 -- name: lock_active_runs
--- With each run, its instance counts per (task, state), saving the pass a round trip.
-SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number,
-       (SELECT json_agg(json_build_array(c.task_id, c.state, c.n))
-          FROM (SELECT ti.task_id, ti.state, count(*)::int AS n FROM task_instance ti
-                 WHERE ti.run_pk = r.id GROUP BY ti.task_id, ti.state) c) AS counts
+-- Counts are read by the next statement, not here: this statement's snapshot is
+-- taken before its row locks, so it can miss what the previous holder of a lock
+-- committed a moment earlier (read_runs).
+SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number
   FROM dag_run r
  WHERE r.id = any($1::bigint[]) AND r.state IN ('queued', 'running')
  ORDER BY r.id
@@ -69,23 +68,38 @@ SELECT $1, t.task_id, t.map_index, t.max_tries, t.queue, t.pool, t.pool_slots, t
        AS t(task_id, map_index, max_tries, queue, pool, pool_slots, priority_weight)
 ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 
--- name: run_tis
--- The schedulable instances of each (run, task) pair given, at most $3 of each in
--- map_index order (ti_schedulable_window): a pass over a task of 10,000 waiting
--- instances reads a window of them, not the whole task.
-SELECT ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.next_retry_at
-  FROM unnest($1::bigint[], $2::text[], $3::int[]) AS p(run_pk, task_id, lim)
+-- name: read_runs
+-- Each run's instance counts per (task, state) ('count' rows), and its schedulable
+-- instances in map_index order ('ti' rows), from one snapshot taken after the runs'
+-- locks are held. The (run, task) pairs in $2/$3 are read at most $4 instances at a
+-- time (ti_schedulable_window): a pass over a task of 10,000 waiting instances reads
+-- a window of them, not the whole task. Other tasks are read whole.
+WITH counts AS (
+    SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
+     WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
+), waiting AS (
+    SELECT c.run_pk, c.task_id, sum(c.n)::int AS n FROM counts c
+     WHERE c.state IS NULL OR c.state IN ('scheduled', 'up_for_retry')
+     GROUP BY c.run_pk, c.task_id
+), windowed AS (
+    SELECT run_pk, task_id FROM unnest($2::bigint[], $3::text[]) AS p(run_pk, task_id)
+)
+SELECT 'count' AS kind, c.run_pk, c.task_id, c.state, c.n, NULL::bigint AS id,
+       NULL::int AS map_index, NULL::int AS try_number, NULL::timestamptz AS next_retry_at
+  FROM counts c
+ UNION ALL
+SELECT 'ti', ti.run_pk, ti.task_id, ti.state, NULL, ti.id, ti.map_index, ti.try_number,
+       ti.next_retry_at
+  FROM waiting w
  CROSS JOIN LATERAL (
        SELECT t.id, t.run_pk, t.task_id, t.map_index, t.state, t.try_number, t.next_retry_at
          FROM task_instance t
-        WHERE t.run_pk = p.run_pk AND t.task_id = p.task_id
+        WHERE t.run_pk = w.run_pk AND t.task_id = w.task_id
           AND (t.state IS NULL OR t.state IN ('scheduled', 'up_for_retry'))
         ORDER BY t.map_index
-        LIMIT p.lim) ti
-
--- name: run_state_counts
-SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
- WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
+        LIMIT CASE WHEN EXISTS (SELECT 1 FROM windowed x
+                                 WHERE x.run_pk = w.run_pk AND x.task_id = w.task_id)
+                   THEN least(w.n, $4::int) ELSE w.n END) ti
 
 -- name: busy_slots
 SELECT ti.pool, ti.task_id, r.dag_id, sum(ti.pool_slots)::int AS slots, count(*)::int AS n
