@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import anyio
 import asyncpg
@@ -28,7 +29,7 @@ from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.db import DB_ERRORS, Continuity, create_pool, q
+from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.schedules import Interval
 from shared.serialization import DagSpec
@@ -36,6 +37,15 @@ from shared.serialization import DagSpec
 log = structlog.get_logger()
 PASS_GAP_PER_TI_S = 2e-6
 WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
+
+
+class RunsRead(NamedTuple):
+    """What one ``read_runs`` statement tells a pass about its locked runs."""
+
+    tis: dict[int, list[TIRow]]  # run -> its schedulable instances read
+    counts: dict[int, StateCounts]  # run -> task -> state -> instances
+    truncated: dict[int, frozenset[str]]  # run -> tasks with more waiting than WINDOW
+    busy: Busy  # slots taken across all runs (when asked for)
 
 
 class Scheduler:
@@ -113,17 +123,17 @@ class Scheduler:
         """One transaction: start runs, decide every touched run, queue, finish runs."""
         now = utcnow()
         to_send: list[tuple[str, RunTask]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, rederivable_transaction(conn):
             runs = await conn.fetch(q("lock_active_runs"), run_pks)
             if not runs:
                 return
             await self._start_queued_runs(conn, runs)
-            by_run, counts, truncated = await self._read_runs(conn, runs)
+            read = await self._read_runs(conn, runs, with_busy=True)
+            by_run, counts, truncated, busy = read.tis, read.counts, read.truncated, read.busy
             candidates: list[Candidate] = []
             starts: list[tuple] = []
             failures: list[tuple[int, str]] = []
             ends_ids, ends_states = [], []
-            busy = await self._busy(conn)
             free: dict[str, int] = {}  # worker slots each DAG has left in this pass
             for run in runs:
                 spec = self.specs.get(run["dag_id"])
@@ -205,40 +215,43 @@ class Scheduler:
                  task_id=ti.task_id, map_index=ti.map_index, trigger=args.classpath)
         return True
 
-    async def _read_runs(self, conn: asyncpg.Connection, runs: list
-                         ) -> tuple[dict[int, list[TIRow]], dict[int, StateCounts],
-                                    dict[int, frozenset[str]]]:
+    async def _read_runs(self, conn: asyncpg.Connection, runs: list, *,
+                         with_busy: bool = False) -> RunsRead:
         """Each run's state counts and a window of its schedulable instances per task.
 
         One statement after the locks are held, so counts and instances are one
         snapshot that includes the last pass of any other scheduler over these
-        runs. Tasks of a mapped group are read whole (instance *i* is judged on
-        its own index), and so are tasks the DAG no longer has; any other task at
-        most ``WINDOW`` instances at a time. Returns, per run, the tasks that had
-        more than their window.
+        runs (and, ``with_busy``, the slots taken across all runs, saving the pass
+        a round trip). Tasks of a mapped group are read whole (instance *i* is
+        judged on its own index), and so are tasks the DAG no longer has; any
+        other task at most ``WINDOW`` instances at a time.
         """
         pks = [r["id"] for r in runs]
-        counts: dict[int, StateCounts] = {pk: defaultdict(Counter) for pk in pks}
-        by_run: dict[int, list[TIRow]] = {pk: [] for pk in pks}
+        read = RunsRead({pk: [] for pk in pks}, {pk: defaultdict(Counter) for pk in pks}, {},
+                        Busy())
         windowed: list[tuple[int, str]] = []
         for run in runs:
             spec = self.specs.get(run["dag_id"])
             if spec is not None:
                 windowed += [(run["id"], t.task_id) for t in spec.tasks if t.mapped_group is None]
-        pair_pks, pair_tasks = ([pk for pk, _ in windowed], [t for _, t in windowed])
-        for row in await conn.fetch(q("read_runs"), pks, pair_pks, pair_tasks, WINDOW):
+        rows = await conn.fetch(q("read_runs"), pks, [pk for pk, _ in windowed],
+                                [t for _, t in windowed], WINDOW, with_busy)
+        for row in rows:
             if row["kind"] == "count":
-                counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+                read.counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
+            elif row["kind"] == "ti":
+                read.tis[row["run_pk"]].append(_ti_row(row))
             else:
-                by_run[row["run_pk"]].append(_ti_row(row))
-        truncated: dict[int, frozenset[str]] = {}
+                read.busy.pool_slots[row["pool"]] += row["slots"]
+                read.busy.dag_tasks[row["dag_id"]] += row["n"]
+                read.busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
         windowed_set = set(windowed)
-        for pk, by_task in counts.items():
-            truncated[pk] = frozenset(
+        for pk, by_task in read.counts.items():
+            read.truncated[pk] = frozenset(
                 task_id for task_id, c in by_task.items()
                 if (pk, task_id) in windowed_set
                 and c[None] + c["scheduled"] + c["up_for_retry"] > WINDOW)
-        return by_run, counts, truncated
+        return read
 
     async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,
                                 tis: list[TIRow], counts: StateCounts, now: datetime,
@@ -266,8 +279,8 @@ class Scheduler:
             for ti_id, length in decision.expand.items():
                 log.info("task_expanded", dag_id=spec.dag_id, ti_id=ti_id, length=length)
             run = [{"id": run_pk, "dag_id": spec.dag_id}]
-            by_run, all_counts, cut = await self._read_runs(conn, run)
-            tis, counts, truncated = by_run[run_pk], all_counts[run_pk], cut[run_pk]
+            read = await self._read_runs(conn, run)
+            tis, counts, truncated = read.tis[run_pk], read.counts[run_pk], read.truncated[run_pk]
         raise RuntimeError(f"expansion of a run of {spec.dag_id!r} did not settle")
 
     async def _run_facts(self, conn: asyncpg.Connection, run_pk: int) -> RunFacts:
@@ -294,15 +307,6 @@ class Scheduler:
             if run["clear_number"] == 0:  # a cleared run has its instances (shared/clear.py)
                 await insert_task_instances(conn, run["id"], task_instance_rows(spec))
             log.info("run_started", dag_id=run["dag_id"], run_id=run["run_id"])
-
-    async def _busy(self, conn: asyncpg.Connection) -> Busy:
-        """The slots queued and running instances hold (pools, DAGs, tasks)."""
-        busy = Busy()
-        for row in await conn.fetch(q("busy_slots")):
-            busy.pool_slots[row["pool"]] += row["slots"]
-            busy.dag_tasks[row["dag_id"]] += row["n"]
-            busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
-        return busy
 
     async def _apply_limits(self, conn: asyncpg.Connection, busy: Busy,
                             candidates: list[Candidate]) -> tuple[list[int], bool]:

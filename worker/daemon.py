@@ -216,8 +216,6 @@ class Worker:
             log.info("task_result_discarded", reason="instance no longer ours")
             return
         self.done_count += 1
-        state = row["state"] if outcome != "deferred" else "deferred"
-        log.info("task_finished", state=state, error=result.get("error"))
         messages: list = [(self.streams.events, RunChanged(run_pk=req["run_pk"]))]
         if outcome == "deferred":
             messages.insert(0, (self.streams.triggers, TriggersPending()))
@@ -225,6 +223,9 @@ class Worker:
             await bus.publish(self.redis, messages)
         except bus.REDIS_ERRORS as exc:  # the scheduler's repair sweep catches up
             log.warning("wakeup_not_sent", error=str(exc))
+        # logged after the wake-up, which is on the path to the next task's start
+        log.info("task_finished", state=row["state"] if outcome != "deferred" else "deferred",
+                 error=result.get("error"))
 
     async def _record(self, req: dict, result: dict):
         if result["outcome"] == "deferred":

@@ -69,11 +69,14 @@ SELECT $1, t.task_id, t.map_index, t.max_tries, t.queue, t.pool, t.pool_slots, t
 ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 
 -- name: read_runs
--- Each run's instance counts per (task, state) ('count' rows), and its schedulable
--- instances in map_index order ('ti' rows), from one snapshot taken after the runs'
--- locks are held. The (run, task) pairs in $2/$3 are read at most $4 instances at a
--- time (ti_schedulable_window): a pass over a task of 10,000 waiting instances reads
--- a window of them, not the whole task. Other tasks are read whole.
+-- One snapshot, taken after the runs' locks are held, of:
+--   'count' rows: each run's instance counts per (task, state);
+--   'ti' rows:    its schedulable instances in map_index order; the (run, task)
+--                 pairs in $2/$3 at most $4 at a time (ti_schedulable_window), so a
+--                 pass over a task of 10,000 waiting instances reads a window of
+--                 them, not the whole task; other tasks whole;
+--   'busy' rows:  when $5, the slots queued and running instances hold, per
+--                 (pool, DAG, task), across all runs.
 WITH counts AS (
     SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
      WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
@@ -85,11 +88,12 @@ WITH counts AS (
     SELECT run_pk, task_id FROM unnest($2::bigint[], $3::text[]) AS p(run_pk, task_id)
 )
 SELECT 'count' AS kind, c.run_pk, c.task_id, c.state, c.n, NULL::bigint AS id,
-       NULL::int AS map_index, NULL::int AS try_number, NULL::timestamptz AS next_retry_at
+       NULL::int AS map_index, NULL::int AS try_number, NULL::timestamptz AS next_retry_at,
+       NULL::text AS pool, NULL::text AS dag_id, NULL::int AS slots
   FROM counts c
  UNION ALL
 SELECT 'ti', ti.run_pk, ti.task_id, ti.state, NULL, ti.id, ti.map_index, ti.try_number,
-       ti.next_retry_at
+       ti.next_retry_at, NULL, NULL, NULL
   FROM waiting w
  CROSS JOIN LATERAL (
        SELECT t.id, t.run_pk, t.task_id, t.map_index, t.state, t.try_number, t.next_retry_at
@@ -100,12 +104,12 @@ SELECT 'ti', ti.run_pk, ti.task_id, ti.state, NULL, ti.id, ti.map_index, ti.try_
         LIMIT CASE WHEN EXISTS (SELECT 1 FROM windowed x
                                  WHERE x.run_pk = w.run_pk AND x.task_id = w.task_id)
                    THEN least(w.n, $4::int) ELSE w.n END) ti
-
--- name: busy_slots
-SELECT ti.pool, ti.task_id, r.dag_id, sum(ti.pool_slots)::int AS slots, count(*)::int AS n
-  FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk
- WHERE ti.state IN ('queued', 'running')
- GROUP BY ti.pool, ti.task_id, r.dag_id
+ UNION ALL
+SELECT 'busy', NULL, b.task_id, NULL, count(*)::int, NULL, NULL, NULL, NULL,
+       b.pool, r.dag_id, sum(b.pool_slots)::int
+  FROM task_instance b JOIN dag_run r ON r.id = b.run_pk
+ WHERE $5::bool AND b.state IN ('queued', 'running')
+ GROUP BY b.pool, b.task_id, r.dag_id
 
 -- name: pools
 SELECT name, slots FROM pool
