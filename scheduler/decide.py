@@ -149,8 +149,15 @@ def in_group_states(inside: list[str], map_index: int, state_at: Callable[[str, 
 
 def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts: StateCounts,
                          facts: RunFacts) -> tuple[Verdict, int | None]:
-    """A failed producer fails the mapped task whatever its rule; RUN needs a known length."""
+    """A failed producer fails the mapped task whatever its rule; RUN needs a known length.
+
+    A mapped producer is not failed by some of its instances failing: its output
+    is the values the others returned, so the trigger rule decides (under
+    ``all_done`` the task expands over the surviving values, as in Airflow).
+    """
     for producer in mapped_producers(spec.mapped):
+        if dag.task(producer).mapped is not None:
+            continue
         mine = counts.get(producer, Counter())
         if mine["failed"] or mine["upstream_failed"]:
             return Verdict.UPSTREAM_FAILED, None

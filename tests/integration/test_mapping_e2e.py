@@ -47,6 +47,41 @@ async def test_expand_over_upstream_mapped_over_mapped_and_reduce(cluster: Clust
         "n": 2, "all": ["AA", "CC"], "last": "CC", "slice": ["AA"]}
 
 
+async def test_an_all_done_consumer_maps_over_the_values_a_partly_failed_mapped_task_left(
+        cluster: Cluster):
+    cluster.write_dag("partly.py", """
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def partly():
+            @task
+            def fetch(n):
+                if n == 2:
+                    raise ValueError("source 2 is down")
+                return n * 10
+            @task(trigger_rule="all_done")
+            def report(value):
+                return f"got {value}"
+            @task
+            def strict(value):
+                return value
+            fetched = fetch.expand(n=[1, 2, 3])
+            report.expand(value=fetched)
+            strict.expand(value=fetched)
+        partly()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("partly"))
+    assert doc["state"] == "failed"
+    assert [(t["map_index"], t["state"]) for t in instances(doc, "fetch")] == [
+        (0, "success"), (1, "failed"), (2, "success")]
+    assert [(t["map_index"], t["state"], t["return_value"]) for t in instances(doc, "report")] == [
+        (0, "success", "got 10"), (1, "success", "got 30")]
+    assert [(t["map_index"], t["state"]) for t in instances(doc, "strict")] == [
+        (-1, "upstream_failed")]
+
+
 async def test_zero_length_skips_and_run_succeeds(cluster: Cluster):
     cluster.write_dag("z.py", """
         from datetime import datetime

@@ -248,6 +248,35 @@ def test_mapped_over_mapped_expands_to_the_returned_count_or_skips_at_zero():
     assert none_returned.end == {3: "skipped"} and none_returned.expand == {}
 
 
+def mapped_over_partly_failed(rule: str):
+    """show (3 instances, index 1 failed) >> show__1 mapped over show's values."""
+    spec = spec_of(lambda: show.override(trigger_rule=rule).expand(a=show.expand(a=[1, 2, 3])))
+    tis = [TIRow(0, "show", 0, "success"), TIRow(1, "show", 1, "failed"),
+           TIRow(2, "show", 2, "success"), TIRow(3, "show__1", -1, None)]
+    return spec, tis
+
+
+def test_a_partly_failed_mapped_producer_is_expanded_over_its_surviving_values_under_all_done():
+    spec, tis = mapped_over_partly_failed("all_done")
+    d = decide(spec, tis, NOW, RunFacts(returned={"show": 2}))
+    assert d.expand == {3: 2} and d.end == {}
+
+
+@pytest.mark.parametrize("rule", ["all_success", "none_failed"])
+def test_a_partly_failed_mapped_producer_fails_a_consumer_whose_rule_needs_it(rule):
+    spec, tis = mapped_over_partly_failed(rule)
+    d = decide(spec, tis, NOW, RunFacts(returned={"show": 2}))
+    assert d.end == {3: "upstream_failed"} and d.expand == {}
+
+
+def test_a_mapped_producer_that_failed_everywhere_leaves_an_all_done_consumer_nothing_to_map():
+    spec = spec_of(lambda: show.override(trigger_rule="all_done").expand(a=show.expand(a=[1, 2])))
+    tis = [TIRow(0, "show", 0, "failed"), TIRow(1, "show", 1, "failed"),
+           TIRow(2, "show__1", -1, None)]
+    d = decide(spec, tis, NOW, RunFacts(returned={}))
+    assert d.end == {2: "skipped"} and d.expand == {}
+
+
 # --- expand_placeholders on real PostgreSQL: one statement -----------------------------------
 
 async def make_run(db) -> int:
