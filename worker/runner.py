@@ -388,19 +388,30 @@ def _open_log(path: str | None) -> int | None:
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_DIED = signal.SIGUSR2  # what the kernel sends us when the worker dies (Linux)
 
 
 def die_with_parent(parent_pid: int, pipe_fd: int) -> None:
-    """The runner, and so the task body, must not outlive its worker (SIGKILLed, OOM-killed).
+    """The runner and every program its task started must not outlive the worker.
 
-    On Linux the kernel SIGKILLs us when the parent dies (``PR_SET_PDEATHSIG``; it fires on
-    the death of the parent *thread* that forked us: the worker spawns from its event loop
-    thread, its main one). Elsewhere a thread waits for the pipe from the worker to hang up
-    or the parent pid to change. Either way a parent already gone by now is caught here.
+    The worker may be SIGKILLed or OOM-killed, and then it cannot clean up. So
+    the runner watches for its death in two ways; either one kills the runner's
+    whole process group. The runner leads that group, and a task's programs
+    (``bash -c`` and what it starts) belong to it unless they leave it.
+
+    - A thread waits for the pipe from the worker to hang up, or for the parent
+      pid to change. It acts even while the task holds the main thread in C code.
+    - On Linux, the kernel also sends ``PARENT_DIED`` (``PR_SET_PDEATHSIG``).
+      That covers a pipe some other process still holds open. It fires on the
+      death of the parent *thread* that forked us: the worker spawns from its
+      event-loop thread, which is its main one.
+
+    A parent that is already gone by now is caught here.
     """
-    if not _arm_pdeathsig():
-        threading.Thread(target=_watch_parent, args=(parent_pid, pipe_fd), daemon=True,
-                         name="sluice-parent-watch").start()
+    if _arm_pdeathsig():
+        signal.signal(PARENT_DIED, lambda signum, frame: _die())
+    threading.Thread(target=_watch_parent, args=(parent_pid, pipe_fd), daemon=True,
+                     name="sluice-parent-watch").start()
     if os.getppid() != parent_pid:
         _die()
 
@@ -410,7 +421,7 @@ def _arm_pdeathsig() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+        return libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(PARENT_DIED), ctypes.c_ulong(0),
                           ctypes.c_ulong(0), ctypes.c_ulong(0)) == 0
     except (OSError, AttributeError):
         return False
@@ -425,6 +436,9 @@ def _watch_parent(parent_pid: int, pipe_fd: int) -> None:
 
 
 def _die() -> None:
+    """SIGKILL our process group if we lead it (the worker starts us so), else just us."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

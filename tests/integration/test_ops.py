@@ -330,6 +330,48 @@ async def test_runner_dies_with_its_worker(cluster: Cluster, tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_programs_a_task_started_die_with_its_worker(cluster: Cluster, tmp_path):
+    pid_file = tmp_path / "sleep.pid"
+    cluster.write_dag("long_bash.py", f"""
+        from datetime import datetime
+        from shared.sdk import DAG, BashOperator
+
+        with DAG("long_bash", schedule=None, start_date=datetime(2026, 1, 1)):
+            BashOperator(task_id="sleeper",
+                         bash_command="sleep 300 & echo $! > {pid_file}.tmp; "
+                                      "mv {pid_file}.tmp {pid_file}; wait")
+    """)
+    cluster.start("scheduler")
+    worker = cluster.start("worker")
+    await cluster.trigger("long_bash")
+
+    async def sleeping():
+        return pid_file.exists() and int(pid_file.read_text())
+
+    sleep_pid = await wait_for(sleeping, 30, "the task's program to start")
+    assert process_alive(sleep_pid)
+    os.kill(worker.pid, signal.SIGKILL)  # the worker alone, as the OOM killer would
+    await wait_exit(worker, 10)
+
+    async def program_gone():
+        return not process_alive(sleep_pid)
+
+    try:
+        await wait_for(program_gone, 10, "the task's program to die with its worker")
+    finally:
+        if process_alive(sleep_pid):
+            os.kill(sleep_pid, signal.SIGKILL)
+
+
 # -------------------------------------------------- 3. triggerer hands back
 
 
