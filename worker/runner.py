@@ -218,6 +218,7 @@ class TaskRunner:
             task_map = self._task_map(task, value)
             if task_map is not None:
                 result["task_map"] = task_map
+            result["label"] = _label(task, context, req, strict=True)  # after success, errors fail
             _callback(task.on_success_callback, context)
         except TaskDeferred as deferred:
             try:
@@ -242,7 +243,8 @@ class TaskRunner:
         except Exception as exc:  # noqa: BLE001 - any other error is a retryable failure
             traceback.print_exc()
             result = self._retryable(task, req, context, _error(exc))
-        result["label"] = _label(task, context, req)
+        if "label" not in result:
+            result["label"] = _label(task, context, req)
         return result
 
     def _retryable(self, task: Any, req: dict, context: dict, error: str) -> dict:
@@ -327,15 +329,23 @@ def _callback(fn: Any, context: dict) -> None:
             traceback.print_exc()
 
 
-def _label(task: Any, context: dict, req: dict) -> str | None:
+def _label(task: Any, context: dict, req: dict, *, strict: bool = False) -> str | None:
+    """The instance's ``map_index_template``, rendered against the context the body left.
+
+    As in Airflow, a template that fails after a successful body fails the try
+    (``strict``); after a body that raised, skipped or deferred, the body's
+    outcome stands and the label is left empty.
+    """
     template = getattr(task, "map_index_template", None)
     if req["map_index"] < 0 or not template:
         return None
     from shared.sdk.templating import render_string
 
+    if strict:
+        return str(render_string(template, context))
     try:
         return str(render_string(template, context))
-    except Exception as exc:  # noqa: BLE001 - a bad template must not change the outcome
+    except Exception as exc:  # noqa: BLE001 - the body's own outcome must not be masked
         print(f"map_index_template failed to render: {exc}")
         return None
 

@@ -184,6 +184,10 @@ def body(x):
 def broken(x):
     raise RuntimeError("body failed")
 
+@task(map_index_template="{{ 1 / 0 }}", retries=0)
+def fine_but_badly_named(x):
+    return x
+
 def echo(x):
     return x
 
@@ -191,6 +195,7 @@ def echo(x):
 def flow():
     body.expand(x=["ok", "boom", "skip"])
     broken.expand(x=[1])
+    fine_but_badly_named.expand(x=[1])
     PythonOperator.partial(task_id="classic", python_callable=echo,
                            map_index_template="{{ task.op_args[0] }}@{{ ds }}").expand(
         op_args=[["first"], ["second"]])
@@ -212,6 +217,14 @@ def test_a_template_that_fails_to_render_after_a_failure_leaves_the_failure(tmp_
     result = run_instance(tmp_path, LABEL_DAG, "broken", 0)
     assert (result["outcome"], result["error"], result["label"]) == (
         "retry", "RuntimeError: body failed", None)
+
+
+def test_a_template_that_fails_to_render_after_a_success_fails_the_try(tmp_path):
+    """As in Airflow: after a successful body, the rendering error is the try's error."""
+    result = run_instance(tmp_path, LABEL_DAG, "fine_but_badly_named", 0)
+    assert (result["outcome"], result["label"]) == ("retry", None)
+    assert result["error"] == "ZeroDivisionError: division by zero"
+    assert "xcoms" not in result
 
 
 def test_a_classic_operator_label_sees_its_unmapped_self(tmp_path):
