@@ -197,7 +197,8 @@ class TaskRunner:
 
     def _execute(self, req: dict, task: Any, ti: RuntimeTaskInstance, context: dict) -> dict:
         timeout = _remaining_timeout(task, req)
-        self.channel.send({"op": "started", "timeout_s": timeout if timeout is None else max(timeout, 0.0)})
+        if timeout is not None:  # the worker's backstop deadline; without one it need not wake
+            self.channel.send({"op": "started", "timeout_s": max(timeout, 0.0)})
         try:
             if timeout is not None and timeout <= 0:  # e.g. spent while deferred: fail fast, as Airflow
                 raise AirflowTaskTimeout(_spent_message(task, req))

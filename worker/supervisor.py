@@ -59,8 +59,8 @@ class RunnerProcess:
     async def run(self, request: dict, on_call: CallHandler) -> dict:
         """Run one task; never raises for the task's own faults.
 
-        The runner announces the task's ``execution_timeout`` when it starts
-        it; past that plus a grace period the process is killed.
+        The runner announces the task's ``execution_timeout``, if it has one,
+        when it starts it; past that plus a grace period the process is killed.
         """
         if not self.alive:
             await self.start()
