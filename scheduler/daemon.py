@@ -37,6 +37,7 @@ from shared.serialization import DagSpec
 log = structlog.get_logger()
 PASS_GAP_PER_TI_S = 2e-6
 WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
+LOCKED_RETRY_S = 0.02  # a run another scheduler's pass holds is tried again after this
 
 
 class RunsRead(NamedTuple):
@@ -125,6 +126,8 @@ class Scheduler:
         to_send: list[tuple[str, RunTask]] = []
         async with self.pool.acquire() as conn, rederivable_transaction(conn):
             runs = await conn.fetch(q("lock_active_runs"), run_pks)
+            if len(runs) < len(run_pks):
+                await self._retry_locked_elsewhere(conn, run_pks, runs)
             if not runs:
                 return
             await self._start_queued_runs(conn, runs)
@@ -191,6 +194,19 @@ class Scheduler:
         self.stats["runs_scheduled"] += len(runs)
         self.stats["tis_queued"] += len(to_send)
         await bus.publish(self.redis, to_send)
+
+    async def _retry_locked_elsewhere(self, conn: asyncpg.Connection, run_pks: list[int],
+                                      locked: list) -> None:
+        """Come back soon to the active runs another scheduler's pass holds.
+
+        That pass may have read the run before the change that woke us, so
+        dropping the wake-up could leave the change unseen until the repair sweep.
+        """
+        held = {r["id"] for r in locked}
+        others = [pk for pk in run_pks if pk not in held]
+        retry_at = utcnow() + timedelta(seconds=LOCKED_RETRY_S)
+        for row in await conn.fetch(q("active_runs_among"), others):
+            self.timers[row["id"]] = retry_at
 
     def _start_in_triggerer(self, spec: DagSpec, run, ti: TIRow, starts: list,
                             failures: list) -> bool:
@@ -287,6 +303,8 @@ class Scheduler:
         facts = RunFacts()
         facts.task_map = {r["task_id"]: r["length"] for r in await conn.fetch(q("run_task_maps"), run_pk)}
         facts.returned = {r["task_id"]: r["n"] for r in await conn.fetch(q("run_returned_counts"), run_pk)}
+        facts.failed_unexpanded = {r["task_id"] for r in await conn.fetch(q("run_failed_unexpanded"),
+                                                                         run_pk)}
         return facts
 
     async def _start_queued_runs(self, conn: asyncpg.Connection, runs: list) -> None:

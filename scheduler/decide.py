@@ -154,9 +154,13 @@ def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts:
     A mapped producer is not failed by some of its instances failing: its output
     is the values the others returned, so the trigger rule decides (under
     ``all_done`` the task expands over the surviving values, as in Airflow).
+    It is failed when it never expanded: its ``-1`` instance failed or is
+    ``upstream_failed`` (Airflow's ``MappedTaskUpstreamDep``).
     """
     for producer in mapped_producers(spec.mapped):
         if dag.task(producer).mapped is not None:
+            if producer in facts.failed_unexpanded:
+                return Verdict.UPSTREAM_FAILED, None
             continue
         mine = counts.get(producer, Counter())
         if mine["failed"] or mine["upstream_failed"]:
@@ -211,6 +215,8 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
         set_state(ti, "queued")
 
     facts = facts or RunFacts()
+    facts.failed_unexpanded |= {ti.task_id for ti in tis if ti.map_index < 0
+                                and ti.state in ("failed", "upstream_failed")}
     counts = count_states(tis) if counts is None else counts
     edges = group_edges(dag)
     if group_states is None:
@@ -232,6 +238,8 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
         c[current[ti.id]] -= 1
         c[state] += 1
         current[ti.id] = state
+        if ti.map_index < 0 and state in ("failed", "upstream_failed"):
+            facts.failed_unexpanded.add(ti.task_id)
 
     changed = True
     while changed:

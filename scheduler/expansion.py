@@ -22,6 +22,9 @@ StateCounts = dict[str, Counter]  # task_id -> Counter(state -> instances)
 class RunFacts:
     task_map: dict[str, int] = field(default_factory=dict)   # unmapped producer -> length
     returned: dict[str, int] = field(default_factory=dict)   # mapped producer -> values returned
+    # tasks whose -1 instance failed or is upstream_failed: for a mapped task, one
+    # that never expanded (its instances' states cannot tell that apart)
+    failed_unexpanded: set[str] = field(default_factory=set)
 
 
 def literal_length(mapped: dict) -> int | None:

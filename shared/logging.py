@@ -29,7 +29,13 @@ def _redact_processor(_logger, _name, event_dict):
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=None) -> None:
-    """Configure structlog and route stdlib logging through the same renderer."""
+    """Configure structlog, and route stdlib logging through the same renderer.
+
+    Sluice's own lines go straight from structlog to the stream: the stdlib
+    ``logging`` detour (a ``LogRecord``, a handler and a formatter per line)
+    cost a worker about as much as a database round trip per task instance.
+    Libraries that log through ``logging`` get the same processors and renderer.
+    """
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
@@ -39,14 +45,12 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_processor,
     ]
-    renderer = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    )
+    # JSON wants the traceback as a string field; the console renderer prints its own
+    tail = ([structlog.processors.format_exc_info, structlog.processors.JSONRenderer()] if json
+            else [structlog.dev.ConsoleRenderer(colors=stream.isatty())])
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        processors=[*shared, *tail],
+        logger_factory=structlog.WriteLoggerFactory(stream),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         cache_logger_on_first_use=True,
     )
@@ -54,11 +58,7 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=N
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                renderer,
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
         )
     )
     root = logging.getLogger()

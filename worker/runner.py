@@ -17,6 +17,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,6 +240,11 @@ class TaskRunner:
         except SystemExit as exc:
             if exc.code in (0, None):
                 result = {"outcome": "success", "xcoms": self._xcoms(task, ti, None)}
+                try:
+                    result["label"] = _label(task, context, req, strict=True)
+                except Exception as label_exc:  # noqa: BLE001 - as after any successful body
+                    traceback.print_exc()
+                    result = self._retryable(task, req, context, _error(label_exc))
             else:
                 result = self._retryable(task, req, context, f"task exited with code {exc.code}")
         except Exception as exc:  # noqa: BLE001 - any other error is a retryable failure
@@ -400,6 +406,7 @@ def _open_log(path: str | None) -> int | None:
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_DIED = signal.SIGUSR2  # what the kernel sends us when the worker dies (Linux)
+HANGUP_GRACE_S = 2.0
 
 
 def die_with_parent(parent_pid: int, pipe_fd: int) -> None:
@@ -415,16 +422,24 @@ def die_with_parent(parent_pid: int, pipe_fd: int) -> None:
     - On Linux, the kernel also sends ``PARENT_DIED`` (``PR_SET_PDEATHSIG``).
       That covers a pipe some other process still holds open. It fires on the
       death of the parent *thread* that forked us: the worker spawns from its
-      event-loop thread, which is its main one.
+      event-loop thread, which is its main one. The same signal sent by anyone
+      else is ignored, and a task that takes the signal over for itself still
+      has the thread.
 
     A parent that is already gone by now is caught here.
     """
     if _arm_pdeathsig():
-        signal.signal(PARENT_DIED, lambda signum, frame: _die())
+        signal.signal(PARENT_DIED, lambda signum, frame: _parent_gone(parent_pid) and _die())
     threading.Thread(target=_watch_parent, args=(parent_pid, pipe_fd), daemon=True,
                      name="sluice-parent-watch").start()
-    if os.getppid() != parent_pid:
+    if _parent_gone(parent_pid):
         _die()
+
+
+def _parent_gone(parent_pid: int) -> bool:
+    """The kernel reparents us before it signals the death: a signal from anyone else is
+    not a death (a task's own ``kill -USR2 0``), and neither is a pipe the worker closed."""
+    return os.getppid() != parent_pid
 
 
 def _arm_pdeathsig() -> bool:
@@ -439,10 +454,21 @@ def _arm_pdeathsig() -> bool:
 
 
 def _watch_parent(parent_pid: int, pipe_fd: int) -> None:
+    """Die once the worker is gone; a hang-up while it lives is its ``stop()``: leave quietly.
+
+    A dying worker's pipes close a moment before the kernel reparents us, so a
+    hang-up is given ``HANGUP_GRACE_S`` to turn into a new parent. A worker that
+    closed the pipe on purpose stays our parent, and the main thread exits on EOF.
+    """
     poller = select.poll()
     poller.register(pipe_fd, 0)  # no events asked: only hang-up (the worker's end closed) or error
-    while os.getppid() == parent_pid and not poller.poll(1000):
+    while not _parent_gone(parent_pid) and not poller.poll(1000):
         pass
+    deadline = time.monotonic() + HANGUP_GRACE_S
+    while not _parent_gone(parent_pid):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
     _die()
 
 

@@ -106,8 +106,8 @@ async def rederivable_transaction(conn: asyncpg.Connection) -> AsyncIterator[asy
     past it. Saves a disk flush on the path between two tasks. ``BEGIN`` and
     the setting go in one round trip.
     """
-    await conn.execute("BEGIN; SET LOCAL synchronous_commit = off")
     try:
+        await conn.execute("BEGIN; SET LOCAL synchronous_commit = off")
         yield conn
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -116,7 +116,8 @@ async def rederivable_transaction(conn: asyncpg.Connection) -> AsyncIterator[asy
             except DB_ERRORS + (asyncpg.PostgresError,):
                 conn.terminate()  # the pool replaces it
         raise
-    await conn.execute("COMMIT")
+    with anyio.CancelScope(shield=True):  # a pass is committed whole or not at all, never "maybe"
+        await conn.execute("COMMIT")
 
 
 @cache

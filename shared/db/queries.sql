@@ -53,6 +53,9 @@ SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number
  ORDER BY r.id
    FOR UPDATE SKIP LOCKED
 
+-- name: active_runs_among
+SELECT id FROM dag_run WHERE id = any($1::bigint[]) AND state IN ('queued', 'running')
+
 -- name: running_runs_per_dag
 SELECT dag_id, count(*) AS n FROM dag_run
  WHERE state = 'running' AND dag_id = any($1::text[]) GROUP BY dag_id
@@ -378,6 +381,11 @@ SELECT task_id, length FROM task_map WHERE run_pk = $1 AND map_index = -1
 SELECT task_id, count(*)::int AS n FROM xcom
  WHERE run_pk = $1 AND key = 'return_value' AND map_index >= 0
  GROUP BY task_id
+
+-- name: run_failed_unexpanded
+-- Tasks whose -1 instance failed or is upstream_failed (a mapped one never expanded).
+SELECT task_id FROM task_instance
+ WHERE run_pk = $1 AND map_index = -1 AND state IN ('failed', 'upstream_failed')
 
 -- name: put_task_map
 INSERT INTO task_map (run_pk, task_id, map_index, length, keys) VALUES ($1, $2, $3, $4, $5)

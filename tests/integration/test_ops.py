@@ -372,6 +372,23 @@ async def test_programs_a_task_started_die_with_its_worker(cluster: Cluster, tmp
             os.kill(sleep_pid, signal.SIGKILL)
 
 
+async def test_a_task_signalling_its_own_process_group_does_not_kill_its_runner(cluster: Cluster):
+    """The runner's death signal (SIGUSR2) counts only when the worker is really gone."""
+    cluster.write_dag("usr2.py", """
+        from datetime import datetime
+        from shared.sdk import DAG, BashOperator
+
+        with DAG("usr2", schedule=None, start_date=datetime(2026, 1, 1)):
+            BashOperator(task_id="rotate_logs",
+                         bash_command="trap '' USR2; kill -USR2 0; echo survived")
+    """)
+    cluster.start("scheduler")
+    cluster.start("worker")
+    doc = await cluster.wait_run(await cluster.trigger("usr2"))
+    task_ = cluster.by_task(doc)["rotate_logs"]
+    assert (doc["state"], task_["try_number"], task_["return_value"]) == ("success", 1, "survived")
+
+
 # -------------------------------------------------- 3. triggerer hands back
 
 

@@ -277,6 +277,21 @@ def test_a_mapped_producer_that_failed_everywhere_leaves_an_all_done_consumer_no
     assert d.end == {2: "skipped"} and d.expand == {}
 
 
+def test_a_mapped_producer_that_never_expanded_fails_its_consumers_whatever_their_rule():
+    """gen fails -> show (over gen) stays an upstream_failed placeholder -> show__1 over show."""
+    spec = spec_of(lambda: show.override(trigger_rule="all_done").expand(a=show.expand(a=gen())))
+    in_one_pass = decide(spec, [TIRow(0, "gen", -1, "failed"), TIRow(1, "show", -1, None),
+                                TIRow(2, "show__1", -1, None)], NOW, RunFacts())
+    assert in_one_pass.end == {1: "upstream_failed", 2: "upstream_failed"}
+    assert in_one_pass.run_state == "failed"
+    # a later pass, holding only the consumer's row, learns it from the run's facts
+    later = decide(spec, [TIRow(2, "show__1", -1, None)], NOW,
+                   RunFacts(failed_unexpanded={"gen", "show"}),
+                   counts=states(gen={"failed": 1}, show={"upstream_failed": 1},
+                                 show__1={None: 1}))
+    assert later.end == {2: "upstream_failed"} and later.expand == {}
+
+
 # --- expand_placeholders on real PostgreSQL: one statement -----------------------------------
 
 async def make_run(db) -> int:

@@ -1,0 +1,93 @@
+"""One scheduling pass (``Scheduler.schedule``) against real PostgreSQL and Redis.
+
+Two schedulers take turns on a run through its row lock (``FOR UPDATE SKIP
+LOCKED``). Here the other scheduler is played by a transaction of the test's
+own that holds that lock, and changes the run's instances while it does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import asyncpg
+import pytest
+
+from scheduler.daemon import LOCKED_RETRY_S, Scheduler
+from scheduler.runs import insert_task_instances, task_instance_rows, utcnow
+from shared import bus
+from shared.config import Settings
+from shared.daemon import Lifecycle
+from shared.db import create_pool
+from shared.sdk import dag, task
+from shared.serialization import DagSpec, serialize_dag
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@task
+def step():
+    return 1
+
+
+@dag(dag_id="pair", start_date=datetime(2026, 1, 1))
+def pair():
+    step.override(task_id="first")() >> step.override(task_id="second")()
+
+
+SPEC = DagSpec.model_validate(serialize_dag(pair()))
+
+
+@pytest.fixture
+async def scheduler(db_url, redis_url, stream_prefix):
+    settings = Settings(database_url=db_url, redis_url=redis_url, stream_prefix=stream_prefix)
+    pool = await create_pool(db_url, max_size=2)
+    redis = bus.connect(redis_url)
+    sched = Scheduler(settings, pool, redis, Lifecycle("scheduler-test"))
+    sched.specs[SPEC.dag_id] = SPEC
+    yield sched
+    await redis.aclose()
+    await pool.close()
+
+
+async def make_run(db, state: str = "running") -> int:
+    await db.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized)"
+                     " VALUES ('pair', 'pair.py', 'h', $1::json)", SPEC.model_dump(mode="json"))
+    run_pk = await db.fetchval(
+        "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state, start_date)"
+        " VALUES ('pair', 'r1', 'manual', now(), $1, now()) RETURNING id", state)
+    await insert_task_instances(db, run_pk, task_instance_rows(SPEC))
+    return run_pk
+
+
+async def states(db, run_pk: int) -> dict[str, str | None]:
+    rows = await db.fetch("SELECT task_id, state FROM task_instance WHERE run_pk = $1", run_pk)
+    return {r["task_id"]: r["state"] for r in rows}
+
+
+async def test_a_run_another_pass_holds_is_tried_again_soon_and_sees_what_that_pass_did(
+        scheduler, db, db_url):
+    run_pk = await make_run(db)
+    other = await asyncpg.connect(db_url)  # the other scheduler, mid-pass
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("SELECT 1 FROM dag_run WHERE id = $1 FOR UPDATE", run_pk)
+        await other.execute("UPDATE task_instance SET state = 'success'"
+                            " WHERE run_pk = $1 AND task_id = 'first'", run_pk)
+        before = utcnow()
+        await scheduler.schedule([run_pk])
+        assert await states(db, run_pk) == {"first": None, "second": None}  # it skipped the run
+        due = scheduler.timers[run_pk]
+        assert before < due <= utcnow() + timedelta(seconds=LOCKED_RETRY_S)
+        await tx.commit()
+    finally:
+        await other.close()
+    await scheduler.schedule([run_pk])  # the retry: the other pass's commit is seen
+    assert await states(db, run_pk) == {"first": "success", "second": "queued"}
+    assert run_pk not in scheduler.timers
+
+
+async def test_a_finished_run_is_not_tried_again(scheduler, db):
+    run_pk = await make_run(db, state="success")
+    await scheduler.schedule([run_pk])
+    assert run_pk not in scheduler.timers
