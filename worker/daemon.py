@@ -121,7 +121,8 @@ class Worker:
         if ti["map_index"] >= 0:
             path /= f"map_index={ti['map_index']}"
         return {
-            "ti_id": ti["id"], "run_pk": ti["run_pk"], "dag_id": ti["dag_id"],
+            "ti_id": ti["id"], "run_pk": ti["run_pk"], "clear_number": ti["clear_number"],
+            "dag_id": ti["dag_id"],
             "run_id": ti["run_id"], "task_id": ti["task_id"], "map_index": ti["map_index"],
             "try_number": ti["try_number"], "max_tries": ti["max_tries"],
             "fileloc": ti["fileloc"], "run_type": ti["run_type"],

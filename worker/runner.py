@@ -64,11 +64,18 @@ class Channel:
         return reply.get("value")
 
 
+MAX_CACHED_LENGTHS = 4096  # task-map lengths one runner keeps (a few bytes each)
+
+
 class RuntimeTaskInstance:
     """The ``ti`` of the context: identity plus ``xcom_pull``/``xcom_push``."""
 
-    def __init__(self, req: dict, task: Any, channel: Channel):
+    def __init__(self, req: dict, task: Any, channel: Channel,
+                 map_lengths: dict[tuple, int] | None = None):
         self.dag_id, self.run_id, self.task_id = req["dag_id"], req["run_id"], req["task_id"]
+        # an upstream's task-map length is fixed until the run is cleared: (run, clears, task)
+        self._map_lengths = {} if map_lengths is None else map_lengths
+        self._run_key = (req.get("run_pk"), req.get("clear_number"))
         self.map_index, self.try_number = req["map_index"], req["try_number"]
         self.max_tries = req["max_tries"]
         self.task = task
@@ -106,12 +113,23 @@ class RuntimeTaskInstance:
         dag = self.task.dag
         if dag is not None and dag.has_task(task_id) and dag.get_task(task_id).is_mapped:
             return LazyXComSequence(self._channel.call, task_id, key)
-        length = self._channel.call("task_map_length", task_id=task_id)
+        length = self._map_length(task_id)
         if length is None:
             from shared.sdk.xcom_arg import as_sequence
 
             return as_sequence(self.pull(task_id, key), "expand")
         return LazyValueSequence(self._channel.call, task_id, key, int(length))
+
+    def _map_length(self, task_id: str) -> int | None:
+        key = (*self._run_key, task_id)
+        if key not in self._map_lengths:
+            length = self._channel.call("task_map_length", task_id=task_id)
+            if length is None:
+                return None
+            if len(self._map_lengths) >= MAX_CACHED_LENGTHS:
+                self._map_lengths.clear()
+            self._map_lengths[key] = int(length)
+        return self._map_lengths[key]
 
     def pull(self, task_id: str, key: str) -> Any:  # the XComArg resolver protocol
         dag = self.task.dag
@@ -166,6 +184,7 @@ class TaskRunner:
         self.max_xcom_bytes = max_xcom_bytes
         self.max_map_length = max_map_length
         self.stderr_fd = os.dup(2)
+        self.map_lengths: dict[tuple, int] = {}  # see RuntimeTaskInstance
 
     def run(self, req: dict) -> dict:
         log_fd = _open_log(req.get("log_path"))
@@ -188,7 +207,7 @@ class TaskRunner:
         except Exception as exc:  # noqa: BLE001 - reported as the try's failure
             traceback.print_exc()
             return {"outcome": "retry", "error": f"{type(exc).__name__}: {exc}", "retry_delay_s": 0}
-        ti = RuntimeTaskInstance(req, task, self.channel)
+        ti = RuntimeTaskInstance(req, task, self.channel, self.map_lengths)
         context = build_context(req, dag, task, ti)
         runtime.current_context = context
         try:

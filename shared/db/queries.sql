@@ -157,7 +157,7 @@ WITH claimed AS (
        AND x.run_pk = c.run_pk AND x.task_id = c.task_id AND x.map_index = c.map_index
 )
 SELECT c.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
-       r.data_interval_end, r.conf, r.start_date AS run_start_date, d.fileloc
+       r.data_interval_end, r.conf, r.start_date AS run_start_date, r.clear_number, d.fileloc
   FROM claimed c
   JOIN dag_run r ON r.id = c.run_pk
   JOIN dag d ON d.dag_id = r.dag_id

@@ -265,3 +265,26 @@ def test_a_skip_from_map_skips_that_instance_and_another_exception_fails_it(tmp_
     assert skipped["outcome"] == "skipped"
     failed, _ = run_instance(tmp_path, 2)
     assert (failed["outcome"], failed["error"]) == ("retry", "KeyError: 'no c'")
+
+
+def test_a_runner_asks_an_upstream_length_once_per_run_until_the_run_is_cleared(tmp_path):
+    """The length is fixed once the producer succeeded; only a clear (a new producer try) moves it."""
+    (tmp_path / "ops.py").write_text(DAG_FILE)
+    worker = FakeWorker()
+    runner = TaskRunner(tmp_path, worker, max_xcom_bytes=1 << 20)
+
+    def run(map_index: int, run_pk: int = 7, clear_number: int = 0) -> dict:
+        return runner.run({"fileloc": str(tmp_path / "ops.py"), "dag_id": "ops", "task_id": "use",
+                           "map_index": map_index, "try_number": 1, "max_tries": 0,
+                           "run_pk": run_pk, "clear_number": clear_number, "run_id": "r1",
+                           "run_type": "manual", "logical_date": "2026-01-01T00:00:00+00:00"})
+
+    try:
+        assert run(0)["outcome"] == "success" and run(1)["outcome"] == "skipped"
+        assert worker.calls == ["task_map_length", "xcom_item", "xcom_item"]
+        worker.calls.clear()
+        run(0, clear_number=1)  # the run was cleared: the producer may have returned another list
+        run(0, run_pk=8)  # another run
+        assert worker.calls == ["task_map_length", "xcom_item"] * 2
+    finally:
+        os.close(runner.stderr_fd)
