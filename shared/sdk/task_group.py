@@ -3,13 +3,20 @@
 A *mapped* task group (``@task_group`` + ``.expand()``) is built in
 ``shared.sdk.mapped_group``; here it is only a group that carries its expand
 input, so any task can find the mapped group it belongs to.
+
+Group ids are unique in a DAG, as in Airflow: a second ``TaskGroup("g")``
+raises ``DuplicateTaskIdFound``, while each call of a ``@task_group``
+function gets a fresh id (``g``, ``g__1``, ``g__2``...).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from shared.sdk.exceptions import DuplicateTaskIdFound
 
 if TYPE_CHECKING:
     from shared.sdk.baseoperator import BaseOperator
@@ -34,8 +41,12 @@ class TaskGroup:
         self.dag = dag or (parent_group.dag if parent_group else None) or current_dag()
         if self.dag is None and group_id is not None:
             raise RuntimeError(f"TaskGroup {group_id!r} must be created inside a DAG")
-        self.parent_group = parent_group or (
-            current_group() or (self.dag.task_group if group_id is not None else None)
+        self.parent_group = None if group_id is None else (
+            parent_group or current_group() or self.dag.task_group
+        )
+        # ids of every group of the DAG, shared from the root down
+        self.used_group_ids: set[str] = (
+            set() if self.parent_group is None else self.parent_group.used_group_ids
         )
         self._group_id = group_id
         self.prefix_group_id = prefix_group_id
@@ -44,7 +55,33 @@ class TaskGroup:
         self.children: dict[str, Any] = {}
         self.mapped_expand: Any = None  # the expand input of a mapped @task_group
         if self.parent_group is not None:
+            self._group_id = self._free_label(group_id, add_suffix_on_collision)
+            self.used_group_ids.add(self.group_id)
             self.parent_group.children[self.group_id] = self
+
+    def _id_for(self, label: str) -> str:
+        """The full id this group has with ``label``: its parent's prefix, if any, added."""
+        return self.parent_group.child_id(label) if self.parent_group is not None else label
+
+    def _taken_ids(self) -> set[str]:
+        """Ids a new group may not take: every group's and every task's of the DAG."""
+        return self.used_group_ids | set(getattr(self.dag, "task_dict", ()))
+
+    def _free_label(self, label: str, add_suffix: bool) -> str:
+        """``label``, or with ``add_suffix`` the next free ``label__N``, as Airflow names them.
+
+        Without ``add_suffix`` a taken id raises ``DuplicateTaskIdFound`` with
+        Airflow's message, instead of merging two groups into one.
+        """
+        taken = self._taken_ids()
+        if self._id_for(label) not in taken:
+            return label
+        if not add_suffix:
+            raise DuplicateTaskIdFound(f"group_id '{label}' has already been added to the DAG")
+        base = re.split(r"__\d+$", label)[0]
+        pattern = re.compile(re.escape(self._id_for(base)) + r"__(\d+)")
+        used = [int(m.group(1)) for m in map(pattern.fullmatch, taken) if m]
+        return f"{base}__{max(used, default=0) + 1}"
 
     @classmethod
     def root(cls, dag: DAG) -> TaskGroup:
@@ -60,12 +97,7 @@ class TaskGroup:
 
     @property
     def group_id(self) -> str | None:
-        if self.is_root:
-            return None
-        parent = self.parent_group
-        if parent is not None and not parent.is_root and parent.prefix_group_id:
-            return f"{parent.group_id}.{self._group_id}"
-        return self._group_id
+        return None if self.is_root else self._id_for(self._group_id)
 
     def child_id(self, label: str) -> str:
         if not self.is_root and self.prefix_group_id:
@@ -139,9 +171,13 @@ class TaskGroup:
 
 
 class MappedTaskGroup(TaskGroup):
-    """A task group whose every task expands together over ``expand_input``."""
+    """A task group whose every task expands together over ``expand_input``.
+
+    Only ``@task_group`` builds one, so, as in Airflow, a reused group id gets a suffix.
+    """
 
     def __init__(self, group_id: str | None, *, expand_input: Any, **kwargs: Any):
+        kwargs.setdefault("add_suffix_on_collision", True)
         super().__init__(group_id, **kwargs)
         self.mapped_expand = expand_input
 
@@ -169,6 +205,8 @@ def task_group(group_id: str | Callable | None = None, **group_kwargs: Any) -> A
 
 
 class _TaskGroupFactory:
+    """A ``@task_group`` function; each call builds a new group, named uniquely."""
+
     def __init__(self, fn: Callable, group_id: str | None, kwargs: dict):
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -176,7 +214,9 @@ class _TaskGroupFactory:
         self.kwargs = kwargs
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with TaskGroup(self.group_id, **self.kwargs) as group:
+        """The function's return value, else the group (``g``, then ``g__1``... when reused)."""
+        options = {**self.kwargs, "add_suffix_on_collision": True}
+        with TaskGroup(self.group_id, **options) as group:
             result = self.fn(*args, **kwargs)
         return group if result is None else result
 

@@ -38,7 +38,17 @@ def as_sequence(value: Any, what: str) -> Sequence:
 
 
 class XComArg(DependencyMixin):
-    """A value some upstream task produces; passing it to a task makes that task a downstream."""
+    """A value some upstream task produces; passing it to a task makes that task a downstream.
+
+    ``XComArg(op)`` / ``XComArg(op, key="k")`` is Airflow's documented way to
+    reference an operator's output: it returns the same ``PlainXComArg`` as
+    ``op.output`` / ``op.output["k"]``.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> XComArg:
+        if cls is XComArg:
+            return PlainXComArg(*args, **kwargs)
+        return super().__new__(cls)
 
     def iter_references(self) -> Iterator[PlainXComArg]:
         raise NotImplementedError
@@ -121,6 +131,17 @@ class PlainXComArg(XComArg):
 
     def __repr__(self) -> str:
         return f"XComArg({self.operator.task_id!r}, {self.key!r})"
+
+    def __str__(self) -> str:
+        """Airflow's Jinja pull of this value, so ``f"echo {op.output}"`` renders it at run time.
+
+        Only a templated field renders it; the string alone adds no dependency.
+        """
+        dag_id = getattr(self.operator.dag, "dag_id", None)
+        pull = [f"task_ids='{self.operator.task_id}'", f"dag_id='{dag_id}'"]
+        if self.key is not None:
+            pull.append(f"key='{self.key}'")
+        return "{{ task_instance.xcom_pull(" + ", ".join(pull) + ") }}"
 
     def iter_references(self) -> Iterator[PlainXComArg]:
         yield self
