@@ -16,10 +16,13 @@ from typing import Any
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
+from shared.sdk import macros
 from shared.sdk.serde import TAG
+from shared.sdk.templating import FILTERS
 from shared.serialization import TaskSpec
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined)
+_ENV.filters.update(FILTERS)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def run_context(dag_id: str, run_id: str, logical_date: datetime, conf: dict, pa
     return {"dag_id": dag_id, "run_id": run_id, "logical_date": logical_date,
             "ds": logical_date.strftime("%Y-%m-%d"), "ds_nodash": logical_date.strftime("%Y%m%d"),
             "ts": logical_date.isoformat(), "params": {**params, **conf},
-            "dag_run": {"conf": conf, "run_id": run_id}, "task_id": task_id, "map_index": map_index}
+            "dag_run": {"conf": conf, "run_id": run_id}, "task_id": task_id, "map_index": map_index,
+            "macros": macros}
 
 
 @lru_cache(maxsize=1024)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.dagbag import DagCache
-from shared.sdk import runtime, serde
+from shared.sdk import macros, runtime, serde
 from shared.sdk.exceptions import (
     AirflowFailException,
     AirflowSkipException,
@@ -165,14 +165,18 @@ def build_context(req: dict, dag: Any, task: Any, ti: RuntimeTaskInstance) -> di
     params = {**dag.params, **task.params}
     params = {k: getattr(v, "value", v) for k, v in params.items()}
     params.update(run.conf)
-    return {
+    ds_nodash = logical.strftime("%Y%m%d")
+    return {  # the DAG's user_defined_macros first: the context's own names win, as in Airflow
+        **(getattr(dag, "user_defined_macros", None) or {}),
         "dag": dag, "task": task, "ti": ti, "task_instance": ti, "run_id": run.run_id,
         "dag_run": run, "logical_date": logical, "execution_date": logical,
-        "ds": logical.strftime("%Y-%m-%d"), "ds_nodash": logical.strftime("%Y%m%d"),
+        "ds": logical.strftime("%Y-%m-%d"), "ds_nodash": ds_nodash,
         "ts": logical.isoformat(), "ts_nodash": logical.strftime("%Y%m%dT%H%M%S"),
+        "ts_nodash_with_tz": logical.isoformat().replace("-", "").replace(":", ""),
+        "task_instance_key_str": f"{run.dag_id}__{task.task_id}__{ds_nodash}",
         "data_interval_start": run.data_interval_start, "data_interval_end": run.data_interval_end,
         "params": params, "map_index": req["map_index"], "run_type": run.run_type,
-        "try_number": req["try_number"], "__resolver__": ti,
+        "try_number": req["try_number"], "macros": macros, "__resolver__": ti,
     }
 
 
@@ -228,11 +232,14 @@ class TaskRunner:
                     task = task.unmap(req["map_index"], ti, context)
                     context["task"] = ti.task = task
                 task.render_template_fields(context)
+                task.pre_execute(context)  # Airflow's order: pre_execute, on_execute_callback
+                _callback(task.on_execute_callback, context)
                 if req.get("next_method"):
                     value = task.resume_execution(req["next_method"],
                                                   serde.from_jsonable(req.get("next_kwargs")), context)
                 else:
                     value = task.execute(context)
+                task.post_execute(context, value)
             finally:
                 _arm_timeout(None)
             result = {"outcome": "success", "xcoms": self._xcoms(task, ti, value)}
@@ -251,10 +258,12 @@ class TaskRunner:
         except AirflowSkipException as exc:
             print(f"Task skipped: {exc}")
             result = {"outcome": "skipped", "xcoms": self._xcoms(task, ti, None)}
+            context["exception"] = exc
             _callback(task.on_skipped_callback, context)
         except AirflowFailException as exc:
             traceback.print_exc()
-            result = {"outcome": "failed", "error": _error(exc)}
+            result = {"outcome": "failed", "error": _error(exc), "xcoms": self._pushed(task, ti)}
+            context["exception"] = exc
             _callback(task.on_failure_callback, context)
         except SystemExit as exc:
             if exc.code in (0, None):
@@ -265,10 +274,14 @@ class TaskRunner:
                     traceback.print_exc()
                     result = self._retryable(task, req, context, _error(label_exc))
             else:
+                context["exception"] = exc
                 result = self._retryable(task, req, context, f"task exited with code {exc.code}")
+                result["xcoms"] = self._pushed(task, ti)
         except Exception as exc:  # noqa: BLE001 - any other error is a retryable failure
             traceback.print_exc()
+            context["exception"] = exc
             result = self._retryable(task, req, context, _error(exc))
+            result["xcoms"] = self._pushed(task, ti)
         if "label" not in result:
             result["label"] = _label(task, context, req)
         return result
@@ -302,6 +315,14 @@ class TaskRunner:
                     "elsewhere (files, object storage) and return a reference to it")
             out.append([key, text])
         return out
+
+    def _pushed(self, task: Any, ti: RuntimeTaskInstance) -> list[list[str]]:
+        """What the body pushed before it failed: kept, as Airflow writes each push at once."""
+        try:
+            return self._xcoms(task, ti, None)
+        except (TypeError, ValueError) as exc:  # over the size limit: the failure stands alone
+            print(f"XComs pushed before the failure were not kept: {exc}")
+            return []
 
     def _task_map(self, task: Any, value: Any) -> dict | None:
         """Length (and keys) of an output some mapped task expands over; bad outputs fail here."""
@@ -367,10 +388,11 @@ def _label(task: Any, context: dict, req: dict, *, strict: bool = False) -> str 
         return None
     from shared.sdk.templating import render_string
 
+    filters = getattr(task.dag, "user_defined_filters", None) if getattr(task, "dag", None) else None
     if strict:
-        return str(render_string(template, context))
+        return str(render_string(template, context, filters=filters))
     try:
-        return str(render_string(template, context))
+        return str(render_string(template, context, filters=filters))
     except Exception as exc:  # noqa: BLE001 - the body's own outcome must not be masked
         print(f"map_index_template failed to render: {exc}")
         return None

@@ -267,8 +267,14 @@ class BaseOperator(AbstractOperator):
             self.set_upstream(ref.operator)
 
     # --- the work -----------------------------------------------------------
+    def pre_execute(self, context: dict) -> None:
+        """Called right before ``execute`` (and before a resumed ``next_method``), as in Airflow."""
+
     def execute(self, context: dict) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement execute(context)")
+
+    def post_execute(self, context: dict, result: Any = None) -> None:
+        """Called right after ``execute`` returned ``result``, before it is pushed as XCom."""
 
     def defer(self, *, trigger: Any, method_name: str, kwargs: dict | None = None,
               timeout: timedelta | float | None = None) -> None:

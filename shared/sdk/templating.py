@@ -27,28 +27,52 @@ class ParamRef:
         return f"ParamRef({self.name!r})"
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, cache_size=400)
-_NATIVE_ENV = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
-_ENV.filters.update(ds=lambda d: d.strftime("%Y-%m-%d"), ts=lambda d: d.isoformat())
+def _ts_nodash_with_tz(d: Any) -> str:
+    return d.isoformat().replace("-", "").replace(":", "")
+
+
+# Airflow's date filters: ``{{ logical_date | ds_nodash }}``
+FILTERS = {
+    "ds": lambda d: d.strftime("%Y-%m-%d"),
+    "ds_nodash": lambda d: d.strftime("%Y%m%d"),
+    "ts": lambda d: d.isoformat(),
+    "ts_nodash": lambda d: d.strftime("%Y%m%dT%H%M%S"),
+    "ts_nodash_with_tz": _ts_nodash_with_tz,
+}
+
+
+@lru_cache(maxsize=64)
+def _environment(native: bool, user_filters: tuple = ()) -> jinja2.Environment:
+    """One environment per (native, DAG's ``user_defined_filters``), its templates cached."""
+    kind = jinja2.nativetypes.NativeEnvironment if native else jinja2.Environment
+    env = kind(undefined=jinja2.StrictUndefined, cache_size=400)
+    env.filters.update(FILTERS)
+    env.filters.update(dict(user_filters))
+    return env
 
 
 @lru_cache(maxsize=1024)
-def _compiled(source: str, native: bool) -> jinja2.Template:
-    return (_NATIVE_ENV if native else _ENV).from_string(source)
+def _compiled(source: str, native: bool, user_filters: tuple = ()) -> jinja2.Template:
+    return _environment(native, user_filters).from_string(source)
 
 
-def render_string(template: str, context: dict, *, native: bool = False) -> Any:
+def render_string(template: str, context: dict, *, native: bool = False,
+                  filters: dict | None = None) -> Any:
+    """Render one string; ``filters`` are the DAG's ``user_defined_filters``."""
     if "{{" not in template and "{%" not in template:
         return template
-    return _compiled(template, native).render(**context)
+    key = tuple(sorted(filters.items())) if filters else ()
+    return _compiled(template, native, key).render(**context)
 
 
 def render_template(value: Any, context: dict, task: Any = None) -> Any:
     from shared.sdk.xcom_arg import XComArg
 
-    native = bool(task is not None and task.dag is not None and task.dag.render_template_as_native_obj)
+    dag = task.dag if task is not None else None
+    native = bool(dag is not None and dag.render_template_as_native_obj)
     if isinstance(value, str):
-        return render_string(value, context, native=native)
+        return render_string(value, context, native=native,
+                             filters=getattr(dag, "user_defined_filters", None))
     if isinstance(value, XComArg):
         return value.resolve(context["__resolver__"])
     if isinstance(value, ParamRef):
