@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from shared.sdk.dag import DAG, current_dag
-from shared.sdk.exceptions import TaskDeferred
+from shared.sdk.exceptions import DuplicateTaskIdFound, TaskDeferred
 from shared.sdk.task_group import TaskGroup, current_group
 from shared.sdk.trigger_rule import TriggerRule
 
@@ -75,6 +75,9 @@ class AbstractOperator(DependencyMixin):
         self.task_id = group.child_id(task_id) if group is not None else task_id
         self.dag = dag
         if dag is not None and not _detached:
+            if self.task_id in group.used_group_ids:  # never silently replace a group
+                raise DuplicateTaskIdFound(
+                    f"Task id '{self.task_id}' has already been added to the DAG {dag.dag_id!r}")
             dag.add_task(self)
             group.children[self.task_id] = self
 

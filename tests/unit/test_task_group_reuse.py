@@ -244,3 +244,11 @@ def test_a_group_function_called_and_expanded_gets_one_id_each():
     assert d.task_group.children["mapped__1"].is_mapped
     assert isinstance(d.get_task("mapped__1.work"), MappedOperator)
     assert not isinstance(d.get_task("mapped.work"), MappedOperator)
+
+
+def test_a_task_named_like_a_group_is_refused_not_put_in_the_groups_place():
+    with DAG("clash", start_date=datetime(2026, 1, 1)):
+        with TaskGroup("g"):
+            EmptyOperator(task_id="inside")
+        with pytest.raises(DuplicateTaskIdFound, match="Task id 'g' has already been added"):
+            EmptyOperator(task_id="g")
