@@ -164,7 +164,8 @@ class Scheduler:
                         continue
                     candidates.append(Candidate(ti_id, spec.dag_id, t.task_id, t.pool, t.pool_slots,
                                                 t.priority_weight, ti_by_id[ti_id].map_index,
-                                                spec.max_active_tasks, t.max_active_tis_per_dag))
+                                                spec.max_active_tasks, t.max_active_tis_per_dag,
+                                                run["id"], t.max_active_tis_per_dagrun))
                 if decision.wake_at is not None:
                     self.timers[run["id"]] = decision.wake_at
                 else:
@@ -261,6 +262,7 @@ class Scheduler:
                 read.busy.pool_slots[row["pool"]] += row["slots"]
                 read.busy.dag_tasks[row["dag_id"]] += row["n"]
                 read.busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
+                read.busy.run_task_tis[(row["run_pk"], row["task_id"])] += row["n"]
         windowed_set = set(windowed)
         for pk, by_task in read.counts.items():
             read.truncated[pk] = frozenset(

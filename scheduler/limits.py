@@ -1,4 +1,4 @@
-"""Concurrency limits on queueing: pools, ``max_active_tasks``, ``max_active_tis_per_dag``.
+"""Concurrency limits on queueing: pools, ``max_active_tasks``, ``max_active_tis_per_dag(run)``.
 
 Pure: given the candidates (highest priority first) and what is already
 queued or running, keep those that fit. Deferred, scheduled and
@@ -22,6 +22,8 @@ class Candidate:
     map_index: int
     max_active_tasks: int
     max_active_tis_per_dag: int | None
+    run_pk: int = 0
+    max_active_tis_per_dagrun: int | None = None
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Busy:
     pool_slots: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dag_tasks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     task_tis: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    run_task_tis: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
 
 
 def select(candidates: list[Candidate], busy: Busy, pools: dict[str, int]) -> tuple[list[int], bool]:
@@ -40,11 +43,14 @@ def select(candidates: list[Candidate], busy: Busy, pools: dict[str, int]) -> tu
         if (total is None or busy.pool_slots[c.pool] + c.pool_slots > total
                 or busy.dag_tasks[c.dag_id] >= c.max_active_tasks
                 or (c.max_active_tis_per_dag is not None
-                    and busy.task_tis[(c.dag_id, c.task_id)] >= c.max_active_tis_per_dag)):
+                    and busy.task_tis[(c.dag_id, c.task_id)] >= c.max_active_tis_per_dag)
+                or (c.max_active_tis_per_dagrun is not None
+                    and busy.run_task_tis[(c.run_pk, c.task_id)] >= c.max_active_tis_per_dagrun)):
             held = True
             continue
         busy.pool_slots[c.pool] += c.pool_slots
         busy.dag_tasks[c.dag_id] += 1
         busy.task_tis[(c.dag_id, c.task_id)] += 1
+        busy.run_task_tis[(c.run_pk, c.task_id)] += 1
         chosen.append(c.ti_id)
     return chosen, held

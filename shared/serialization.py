@@ -38,6 +38,7 @@ class TaskSpec(_Model):
     pool_slots: int = 1
     priority_weight: int = 1
     max_active_tis_per_dag: int | None = None
+    max_active_tis_per_dagrun: int | None = None
     is_empty: bool = False
     group_id: str | None = None
     mapped: dict[str, Any] | None = None
@@ -123,6 +124,7 @@ def serialize_task(task: Any, weight: int) -> dict[str, Any]:
         "pool_slots": task.pool_slots,
         "priority_weight": weight,
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
+        "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
         "is_empty": bool(getattr(task, "_is_empty", False))
         and not (task.on_success_callback or task.on_execute_callback),
         "group_id": None if group is None or group.is_root else group.group_id,

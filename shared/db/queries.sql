@@ -79,7 +79,7 @@ ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 --                 pass over a task of 10,000 waiting instances reads a window of
 --                 them, not the whole task; other tasks whole;
 --   'busy' rows:  when $5, the slots queued and running instances hold, per
---                 (pool, DAG, task), across all runs.
+--                 (pool, DAG, task, run), across all runs.
 WITH counts AS (
     SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
      WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
@@ -108,11 +108,11 @@ SELECT 'ti', ti.run_pk, ti.task_id, ti.state, NULL, ti.id, ti.map_index, ti.try_
                                  WHERE x.run_pk = w.run_pk AND x.task_id = w.task_id)
                    THEN least(w.n, $4::int) ELSE w.n END) ti
  UNION ALL
-SELECT 'busy', NULL, b.task_id, NULL, count(*)::int, NULL, NULL, NULL, NULL,
+SELECT 'busy', b.run_pk, b.task_id, NULL, count(*)::int, NULL, NULL, NULL, NULL,
        b.pool, r.dag_id, sum(b.pool_slots)::int
   FROM task_instance b JOIN dag_run r ON r.id = b.run_pk
  WHERE $5::bool AND b.state IN ('queued', 'running')
- GROUP BY b.pool, b.task_id, r.dag_id
+ GROUP BY b.pool, b.task_id, b.run_pk, r.dag_id
 
 -- name: pools
 SELECT name, slots FROM pool

@@ -1,0 +1,54 @@
+"""Concurrency limits through the real daemons: what runs at the same time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cluster import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def overlaps(intervals: list[tuple]) -> int:
+    """The most intervals open at one moment."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals],
+                   key=lambda e: (e[0], e[1]))
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+async def test_max_active_tis_per_dagrun_runs_one_instance_at_a_time_in_each_run(cluster: Cluster):
+    cluster.write_dag("serial.py", """
+        import time
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), max_active_runs=2)
+        def serial():
+            @task(max_active_tis_per_dagrun=1)
+            def slow(x):
+                time.sleep(0.3)
+                return x
+            slow.expand(x=[1, 2, 3])
+        serial()
+    """)
+    cluster.start("scheduler")
+    run_ids = [await cluster.trigger("serial") for _ in range(2)]
+    cluster.start("worker", SLUICE_WORKER_CONCURRENCY="8")  # both runs are waiting for it
+    docs = [await cluster.wait_run(run_id) for run_id in run_ids]
+    conn = await cluster.connect()
+    try:
+        rows = await conn.fetch(
+            "SELECT r.run_id, ti.start_date, ti.end_date FROM task_instance ti"
+            " JOIN dag_run r ON r.id = ti.run_pk WHERE ti.task_id = 'slow'")
+    finally:
+        await conn.close()
+    assert [d["state"] for d in docs] == ["success", "success"]
+    for run_id in run_ids:
+        assert overlaps([(r["start_date"], r["end_date"]) for r in rows
+                         if r["run_id"] == run_id]) == 1
+    # the limit is per run: the two runs did run side by side
+    assert overlaps([(r["start_date"], r["end_date"]) for r in rows]) == 2
