@@ -45,6 +45,7 @@ _OPERATORS = ["shared.sdk.operators"]
 _PYTHON = ["shared.sdk.operators", "shared.sdk.decorators"]
 _SENSORS = ["shared.sdk.sensors"]
 _TRIGGERS = ["shared.sdk.triggers"]
+_EXCEPTIONS = ["shared.sdk.exceptions", "shared.sdk.dag:_AIRFLOW_EXCEPTIONS"]
 
 #: Airflow module -> Sluice sources its names are looked up in ("module" or
 #: "module:attribute"). Parents of these names are packages, with no names of
@@ -53,7 +54,7 @@ MODULES: dict[str, list[str]] = {
     "airflow": [_SDK],
     # Airflow 3 authoring API
     "airflow.sdk": [_SDK, "shared.sdk.sensors"],
-    "airflow.sdk.exceptions": ["shared.sdk.exceptions"],
+    "airflow.sdk.exceptions": _EXCEPTIONS,
     "airflow.sdk.timezone": ["shared.compat:_TIMEZONE"],
     "airflow.sdk.bases.operator": ["shared.sdk.baseoperator"],
     "airflow.sdk.bases.sensor": _SENSORS,
@@ -73,7 +74,7 @@ MODULES: dict[str, list[str]] = {
     "airflow.models.dag": ["shared.sdk.dag"],
     "airflow.models.mappedoperator": ["shared.sdk.mapped"],
     "airflow.models.xcom_arg": ["shared.sdk.xcom_arg"],
-    "airflow.exceptions": ["shared.sdk.exceptions"],
+    "airflow.exceptions": _EXCEPTIONS,
     "airflow.utils.trigger_rule": ["shared.sdk.trigger_rule"],
     "airflow.utils.task_group": ["shared.sdk.task_group"],
     "airflow.utils.context": ["shared.sdk.decorators"],

@@ -14,7 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.sdk.dag import DAG, collect_loaded
+from shared.sdk.dag import DAG, AirflowDagCycleException, collect_loaded
 
 
 @dataclass
@@ -87,8 +87,24 @@ def load_file(path: Path, dags_folder: Path) -> FileResult:
         seen[dag.dag_id] = dag
     for dag in seen.values():
         dag.fileloc = result.fileloc
-    result.dags = list(seen.values())
+    result.error = _check_dags(list(seen.values()), path)
+    result.dags = [] if result.error else list(seen.values())
     return result
+
+
+def _check_dags(dags: list[DAG], path: Path) -> str | None:
+    """What Airflow's DagBag checks once a file has run: no DAG's tasks form a cycle.
+
+    The first failing DAG's error is the file's import error (its other DAGs
+    are not loaded), so a cyclic DAG is refused at load instead of deadlocking
+    its runs.
+    """
+    for dag in dags:
+        try:
+            dag.check_cycle()
+        except AirflowDagCycleException as exc:
+            return f"{path}: {_describe(exc, qualified=False)}"
+    return None
 
 
 def _format_error(exc: BaseException, path: Path) -> str:
@@ -103,15 +119,20 @@ def _format_error(exc: BaseException, path: Path) -> str:
     return f"{where}: {_describe(exc)}"
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, qualified: bool = True) -> str:
     """``<Type>: <message>``, then the notes joined by ``; `` in parentheses.
 
     ``traceback.format_exception_only`` would put each note on a line of its
     own; an import error is shown as one line (``sluice dags list``, logs).
+    ``qualified=False`` names the type without its module, as Airflow's DagBag
+    does for the checks it makes after a file ran (``AirflowDagCycleException``).
     """
-    shown = traceback.TracebackException(type(exc), exc, None, compact=True)
-    shown.__notes__ = None
-    detail = "".join(shown.format_exception_only()).strip()
+    if qualified:
+        shown = traceback.TracebackException(type(exc), exc, None, compact=True)
+        shown.__notes__ = None
+        detail = "".join(shown.format_exception_only()).strip()
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
     notes = [str(n) for n in getattr(exc, "__notes__", None) or ()]
     return f"{detail} ({'; '.join(notes)})" if notes else detail
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, tzinfo
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from shared.sdk.exceptions import DuplicateTaskIdFound
+from shared.sdk.exceptions import AirflowException, DuplicateTaskIdFound
 
 if TYPE_CHECKING:
     from shared.sdk.baseoperator import BaseOperator
@@ -29,17 +32,85 @@ def collect_loaded() -> list[DAG]:
     return out
 
 
-def _utc(value: datetime | None) -> datetime | None:
+class AirflowDagCycleException(AirflowException):
+    """A DAG's dependencies form a cycle: its file fails to load (Airflow's name)."""
+
+
+#: What ``airflow.exceptions`` finds here (``shared.compat``): the load-time errors of a DAG.
+_AIRFLOW_EXCEPTIONS = SimpleNamespace(__all__=["AirflowDagCycleException"],
+                                      AirflowDagCycleException=AirflowDagCycleException)
+
+KEY_REGEX = re.compile(r"[\w.-]+")
+_NOTSET: Any = object()  # an argument the caller did not pass
+
+
+def validate_key(k: Any, max_length: int = 250) -> None:
+    """Refuse a dag_id Airflow refuses, with Airflow's messages.
+
+    A key is made of alphanumerics, dashes, dots and underscores, at most
+    ``max_length`` long: it names log folders and URLs, so ``/`` or a space
+    would break them later instead of now.
+    """
+    if not isinstance(k, str):
+        raise TypeError(f"The key has to be a string and is {type(k)}:{k}")
+    if len(k) > max_length:
+        raise AirflowException(f"The key has to be less than {max_length} characters")
+    if not KEY_REGEX.fullmatch(k):
+        raise AirflowException(
+            f"The key {k!r} has to be made of alphanumeric characters, dashes, "
+            f"dots and underscores exclusively"
+        )
+
+
+def _is_set(value: Any) -> bool:
+    """Airflow's ``at_most_one`` test: a value counts when passed and truthy."""
+    return value is not _NOTSET and bool(value)
+
+
+def _resolve_schedule(schedule: Any, schedule_interval: Any) -> Any:
+    """``schedule=``, else Airflow 2's ``schedule_interval=`` (its alias), else None.
+
+    Both given (and truthy) is refused with Airflow's message; an explicit
+    ``schedule`` wins over ``schedule_interval``, as in Airflow 2.
+    """
+    if _is_set(schedule) and _is_set(schedule_interval):
+        raise ValueError(
+            "At most one allowed for args 'schedule_interval', 'timetable', and 'schedule'.")
+    if schedule is not _NOTSET:
+        return schedule
+    return None if schedule_interval is _NOTSET else schedule_interval
+
+
+def _utc(value: datetime | None, what: str) -> datetime | None:
+    """A plain ``datetime`` in UTC (naive means UTC), as Airflow stores DAG dates.
+
+    Any ``datetime`` subclass is accepted (``pendulum.DateTime`` in any time
+    zone); the result is a stdlib ``datetime`` so serialization never meets it.
+    """
     if value is None:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        value = value.replace(tzinfo=UTC)
+    v = value.astimezone(UTC)
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond,
+                    tzinfo=UTC)
+
+
+def _timezone_of(value: datetime | None) -> tzinfo:
+    """The DAG's time zone: its start_date's (Airflow's ``DAG.timezone``), else UTC."""
+    if value is None or value.utcoffset() is None:
+        return UTC
+    return value.tzinfo
 
 
 class DAG:
     """A set of tasks and their dependencies, plus how and when it runs."""
 
     def __init__(self, dag_id: str, description: str | None = None, *,
-                 schedule: Any = None, start_date: datetime | None = None,
+                 schedule: Any = _NOTSET, schedule_interval: Any = _NOTSET,
+                 start_date: datetime | None = None,
                  end_date: datetime | None = None, catchup: bool = False,
                  default_args: dict | None = None, params: dict | None = None,
                  max_active_runs: int = 16, max_active_tasks: int = 16,
@@ -54,12 +125,18 @@ class DAG:
         from shared.schedules import parse_schedule
         from shared.sdk.task_group import TaskGroup
 
+        start_date = start_date or (default_args or {}).get("start_date")
+        end_date = end_date or (default_args or {}).get("end_date")
+        with _naming_dag(dag_id):
+            validate_key(dag_id)
+            schedule = _resolve_schedule(schedule, schedule_interval)
+            self.timetable = parse_schedule(schedule)
+            self.start_date = _utc(start_date, "start_date")
+            self.end_date = _utc(end_date, "end_date")
         self.dag_id = dag_id
         self.description = description
-        self.schedule = schedule
-        self.timetable = parse_schedule(schedule)
-        self.start_date = _utc(start_date or (default_args or {}).get("start_date"))
-        self.end_date = _utc(end_date or (default_args or {}).get("end_date"))
+        self.schedule = self.schedule_interval = schedule
+        self.timezone = _timezone_of(start_date)
         self.catchup = catchup
         self.default_args = dict(default_args or {})
         self.params = dict(params or {})
@@ -135,6 +212,65 @@ class DAG:
 
     def test(self, **kwargs: Any) -> Any:
         raise NotImplementedError("use `sluice dags test DAG_ID`")
+
+    def check_cycle(self) -> None:
+        """Raise ``AirflowDagCycleException`` if the dependencies loop (the loader calls it).
+
+        The message is Airflow's (``Cycle detected in DAG: <dag_id>. Faulty
+        task: <task_id>``, the task whose downstream closes the loop); a note
+        spells the loop out. A cycle would otherwise only show as a run that
+        deadlocks.
+        """
+        cycle = find_cycle(self.task_dict)
+        if cycle:
+            exc = AirflowDagCycleException(
+                f"Cycle detected in DAG: {self.dag_id}. Faulty task: {cycle[-2]}")
+            exc.add_note("cycle: " + " >> ".join(cycle))
+            raise exc
+
+
+def find_cycle(task_dict: dict[str, Any]) -> list[str]:
+    """One dependency loop as task ids ``[a, b, ..., a]``, or ``[]`` when there is none.
+
+    An iterative depth-first walk (no recursion limit on long chains), in
+    task order and sorted downstream order so the same file names the same loop.
+    """
+    done: set[str] = set()
+    for root in task_dict:
+        if root in done:
+            continue
+        path: list[str] = [root]
+        on_path = {root}
+        pending = [iter(sorted(task_dict[root].downstream_task_ids))]
+        while pending:
+            child = next(pending[-1], None)
+            if child is None:
+                on_path.discard(path[-1])
+                done.add(path.pop())
+                pending.pop()
+            elif child in on_path:
+                return path[path.index(child):] + [child]
+            elif child not in done and child in task_dict:
+                path.append(child)
+                on_path.add(child)
+                pending.append(iter(sorted(task_dict[child].downstream_task_ids)))
+    return []
+
+
+@contextmanager
+def _naming_dag(dag_id: Any) -> Iterator[None]:
+    """Note on a mistake in ``DAG(...)`` arguments which DAG made it.
+
+    The exception's own text stays Airflow's; the note reaches the file's
+    import error (``shared.dagbag``).
+    """
+    try:
+        yield
+    except (TypeError, ValueError, AirflowException) as exc:
+        note = f"DAG {dag_id!r}"
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+        raise
 
 
 def _caller_file() -> str:
