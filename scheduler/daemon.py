@@ -143,6 +143,10 @@ class Scheduler:
                 run_counts = counts[run["id"]]
                 if spec is None or not run_counts:
                     continue
+                deadline = _timeout_at(spec, run, now)
+                if deadline is not None and deadline <= now:
+                    await self._time_out(conn, spec, run)
+                    continue
                 self.run_sizes[run["id"]] = sum(n for c in run_counts.values() for n in c.values())
                 cap = free.setdefault(
                     spec.dag_id, max(0, spec.max_active_tasks - busy.dag_tasks[spec.dag_id]))
@@ -166,8 +170,9 @@ class Scheduler:
                                                 t.priority_weight, ti_by_id[ti_id].map_index,
                                                 spec.max_active_tasks, t.max_active_tis_per_dag,
                                                 run["id"], t.max_active_tis_per_dagrun))
-                if decision.wake_at is not None:
-                    self.timers[run["id"]] = decision.wake_at
+                wake_at = min((t for t in (decision.wake_at, deadline) if t is not None), default=None)
+                if wake_at is not None and decision.run_state is None:
+                    self.timers[run["id"]] = wake_at
                 else:
                     self.timers.pop(run["id"], None)
                 if decision.run_state is not None:
@@ -195,6 +200,14 @@ class Scheduler:
         self.stats["runs_scheduled"] += len(runs)
         self.stats["tis_queued"] += len(to_send)
         await bus.publish(self.redis, to_send)
+
+    async def _time_out(self, conn: asyncpg.Connection, spec: DagSpec, run) -> None:
+        await conn.execute(q("time_out_run"), run["id"])
+        self.timers.pop(run["id"], None)
+        self.run_sizes.pop(run["id"], None)
+        self.last_pass.pop(run["id"], None)
+        log.warning("run_timed_out", dag_id=spec.dag_id, run_id=run["run_id"],
+                    dagrun_timeout_s=spec.dagrun_timeout_s)
 
     async def _retry_locked_elsewhere(self, conn: asyncpg.Connection, run_pks: list[int],
                                       locked: list) -> None:
@@ -501,6 +514,13 @@ class Scheduler:
     def status(self) -> str:
         return (f"{len(self.specs)} dags, {self.stats['runs_scheduled']} run passes, "
                 f"{self.stats['tis_queued']} queued")
+
+
+def _timeout_at(spec: DagSpec, run, now: datetime) -> datetime | None:
+    """When ``dagrun_timeout`` fails this run (a run started by this pass counts from now)."""
+    if spec.dagrun_timeout_s is None:
+        return None
+    return (run["start_date"] or now) + timedelta(seconds=spec.dagrun_timeout_s)
 
 
 def _ti_row(row) -> TIRow:

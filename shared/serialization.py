@@ -6,7 +6,7 @@ in ``dag.serialized`` and validated by these models when read back.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -60,6 +60,7 @@ class DagSpec(_Model):
     catchup: bool = False
     max_active_runs: int = 16
     max_active_tasks: int = 16
+    dagrun_timeout_s: float | None = None
     is_paused_upon_creation: bool | None = None
     params: dict[str, Any] = {}
     tags: list[str] = []
@@ -79,6 +80,13 @@ class DagSpec(_Model):
 
 def _seconds(delta: Any) -> float | None:
     return None if delta is None else delta.total_seconds()
+
+
+def _as_delta(value: Any) -> timedelta | None:
+    """``dagrun_timeout`` as Airflow takes it: a timedelta (or seconds)."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=float(value))
 
 
 def _backoff(value: Any) -> float:
@@ -146,6 +154,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "catchup": dag.catchup,
         "max_active_runs": dag.max_active_runs,
         "max_active_tasks": dag.max_active_tasks,
+        "dagrun_timeout_s": _seconds(_as_delta(getattr(dag, "dagrun_timeout", None))),
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         "params": to_jsonable(_param_defaults(dag.params), f"DAG {dag.dag_id!r} params"),
         "tags": dag.tags,

@@ -47,7 +47,7 @@ RETURNING id
 -- Counts are read by the next statement, not here: this statement's snapshot is
 -- taken before its row locks, so it can miss what the previous holder of a lock
 -- committed a moment earlier (read_runs).
-SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number
+SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number, r.start_date
   FROM dag_run r
  WHERE r.id = any($1::bigint[]) AND r.state IN ('queued', 'running')
  ORDER BY r.id
@@ -131,6 +131,20 @@ UPDATE task_instance
  WHERE id = any($1::bigint[])
    AND (state IS NULL OR state IN ('scheduled', 'up_for_retry'))
 RETURNING id, try_number, queue
+
+-- name: time_out_run
+-- dagrun_timeout passed: the run fails and its unfinished instances are skipped, as in
+-- Airflow. A worker still running one finds it no longer its own when it finishes.
+WITH skipped AS (
+    UPDATE task_instance
+       SET state = 'skipped', end_date = now(), worker_id = NULL, next_method = NULL,
+           next_kwargs = NULL, trigger_id = NULL, trigger_timeout = NULL, next_retry_at = NULL
+     WHERE run_pk = $1
+       AND (state IS NULL OR state IN ('scheduled', 'queued', 'running', 'up_for_retry',
+                                       'deferred'))
+)
+UPDATE dag_run SET state = 'failed', end_date = now(), note = 'dagrun_timeout'
+ WHERE id = $1 AND state = 'running'
 
 -- name: finish_run
 UPDATE dag_run SET state = $2, end_date = now(), note = $3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from tests.cluster import Cluster
@@ -52,3 +54,33 @@ async def test_max_active_tis_per_dagrun_runs_one_instance_at_a_time_in_each_run
                          if r["run_id"] == run_id]) == 1
     # the limit is per run: the two runs did run side by side
     assert overlaps([(r["start_date"], r["end_date"]) for r in rows]) == 2
+
+
+async def test_dagrun_timeout_fails_the_run_and_skips_what_had_not_finished(cluster: Cluster):
+    cluster.write_dag("slow_run.py", """
+        import time
+        from datetime import datetime, timedelta
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), dagrun_timeout=timedelta(seconds=2))
+        def slow_run():
+            @task
+            def quick():
+                return 1
+            @task
+            def slow(x):
+                time.sleep(6)
+            @task
+            def after(x):
+                return x
+            after(slow(quick()))
+        slow_run()
+    """)
+    cluster.start_all()
+    doc = await cluster.wait_run(await cluster.trigger("slow_run"), 20)
+    states = {t["task_id"]: t["state"] for t in doc["tasks"]}
+    assert (doc["state"], states) == (
+        "failed", {"quick": "success", "slow": "skipped", "after": "skipped"})
+    elapsed = (datetime.fromisoformat(doc["end_date"])
+               - datetime.fromisoformat(doc["start_date"])).total_seconds()
+    assert 2 <= elapsed < 5, elapsed  # at its deadline, not at the repair sweep
