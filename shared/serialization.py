@@ -96,22 +96,56 @@ def _backoff(value: Any) -> float:
 
 
 def _downstream_weights(dag: DAG) -> dict[str, int]:
-    """Airflow's default ``weight_rule="downstream"``: own weight plus all downstream."""
-    memo: dict[str, set[str]] = {}
+    """Each task's effective priority by its ``weight_rule``, as Airflow computes it.
 
-    def below(task_id: str) -> set[str]:
-        if task_id not in memo:
-            memo[task_id] = set()
-            out: set[str] = set()
-            for d in dag.task_dict[task_id].downstream_task_ids:
-                out |= {d} | below(d)
-            memo[task_id] = out
-        return memo[task_id]
+    ``downstream`` (the default): own weight plus every downstream task's;
+    ``upstream``: own plus every upstream task's; ``absolute``: its own. The
+    tasks reachable from each one are bit sets filled in topological order, so
+    a chain of thousands of tasks needs neither recursion nor a set per task.
+    """
+    ids = list(dag.task_dict)
+    bit = {tid: 1 << i for i, tid in enumerate(ids)}
+    weights = [dag.task_dict[tid].priority_weight for tid in ids]
+    uniform = len(set(weights)) <= 1
+    order = _topological(dag)
 
-    return {
-        tid: t.priority_weight + sum(dag.task_dict[d].priority_weight for d in below(tid))
-        for tid, t in dag.task_dict.items()
-    }
+    def reach(direction: str) -> dict[str, int]:
+        edges = "downstream_task_ids" if direction == "downstream" else "upstream_task_ids"
+        masks: dict[str, int] = {}
+        for tid in (reversed(order) if direction == "downstream" else order):
+            mask = 0
+            for other in getattr(dag.task_dict[tid], edges):
+                mask |= bit[other] | masks[other]
+            masks[tid] = mask
+        return masks
+
+    def total(mask: int) -> int:
+        if uniform:
+            return (weights[0] if weights else 0) * mask.bit_count()
+        return sum(w for i, w in enumerate(weights) if mask >> i & 1)
+
+    rules = {tid: getattr(t, "weight_rule", "downstream") for tid, t in dag.task_dict.items()}
+    masks = {rule: reach(rule) for rule in set(rules.values()) - {"absolute"}}
+    return {tid: dag.task_dict[tid].priority_weight
+            + (0 if rule == "absolute" else total(masks[rule][tid]))
+            for tid, rule in rules.items()}
+
+
+def _topological(dag: DAG) -> list[str]:
+    """Task ids, every task after its upstreams (the loader has refused cycles)."""
+    waiting = {tid: len(t.upstream_task_ids) for tid, t in dag.task_dict.items()}
+    ready = [tid for tid, n in waiting.items() if n == 0]
+    order: list[str] = []
+    while ready:
+        tid = ready.pop()
+        order.append(tid)
+        for d in dag.task_dict[tid].downstream_task_ids:
+            waiting[d] -= 1
+            if waiting[d] == 0:
+                ready.append(d)
+    if len(order) != len(waiting):
+        raise ValueError(f"DAG {dag.dag_id!r} has a cycle")
+    return order
 
 
 def serialize_task(task: Any, weight: int) -> dict[str, Any]:

@@ -21,6 +21,16 @@ from shared.sdk.task_group import TaskGroup, current_group
 from shared.sdk.trigger_rule import TriggerRule
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=300)
+WEIGHT_RULES = frozenset({"downstream", "upstream", "absolute"})
+
+
+def _refuse_unsupported(task_id: str, **flags: bool) -> None:
+    """Settings Sluice does not implement fail at load, never silently ignored."""
+    for name, value in flags.items():
+        if value:
+            raise NotImplementedError(
+                f"{name}=True (task {task_id!r}) is not supported by Sluice: "
+                f"remove it or set it to False")
 
 _detached = 0  # >0 while a worker re-creates an operator outside its DAG
 
@@ -54,6 +64,12 @@ class DependencyMixin:
     def __rlshift__(self, other: Any) -> Any:
         self.set_downstream(other)
         return self
+
+    def as_setup(self, *args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("as_setup() is not supported by Sluice: setup and teardown tasks")
+
+    def as_teardown(self, *args: Any, **kwargs: Any) -> Any:
+        raise AttributeError("as_teardown() is not supported by Sluice: setup and teardown tasks")
 
 
 class AbstractOperator(DependencyMixin):
@@ -232,8 +248,14 @@ class BaseOperator(AbstractOperator):
                 f"The trigger_rule must be one of {sorted(TriggerRule.all_triggers())},"
                 f"'{task_id}'; received '{trigger_rule}'."
             )
+        _refuse_unsupported(task_id, depends_on_past=depends_on_past,
+                            wait_for_downstream=wait_for_downstream)
+        if str(weight_rule) not in WEIGHT_RULES:
+            raise ValueError(f"The weight_rule must be one of {sorted(WEIGHT_RULES)},"
+                             f"'{task_id}'; received '{weight_rule}'.")
         self._init_graph(task_id, dag, task_group)
         self.owner = owner
+        self.weight_rule = str(weight_rule)
         self.retries = int(retries or 0)
         self.retry_delay = _as_timedelta(retry_delay)
         self.retry_exponential_backoff = retry_exponential_backoff
