@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from croniter import CroniterError, croniter
 
 __all__ = [
@@ -171,23 +173,32 @@ class _IntervalSchedule(Schedule):
 
 @dataclass(frozen=True, slots=True)
 class CronSchedule(_IntervalSchedule):
-    """Intervals between consecutive ticks of a 5-field cron expression (UTC)."""
+    """Intervals between consecutive ticks of a 5-field cron expression.
+
+    The ticks are read in the DAG's time zone (``tz``, an IANA name; its
+    start_date's, as in Airflow), across daylight-saving changes; the
+    intervals are returned in UTC like every datetime here.
+    """
 
     expr: str
     """As given (normalised whitespace); may be a preset such as ``"@daily"``."""
+    tz: str | None = None
+    """The IANA time zone the expression is read in; ``None`` is UTC."""
     cron: str = field(init=False, repr=False, compare=False)
     """The 5-field expression (presets expanded)."""
+    zone: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expr = " ".join(str(self.expr).split())
         object.__setattr__(self, "expr", expr)
         object.__setattr__(self, "cron", _validate_cron(expr))
+        object.__setattr__(self, "zone", _zone(self.tz))
 
     def _next(self, dt: datetime) -> datetime:
-        return _utc(croniter(self.cron, dt).get_next(datetime))
+        return _utc(croniter(self.cron, dt.astimezone(self.zone)).get_next(datetime))
 
     def _prev(self, dt: datetime) -> datetime:
-        return _utc(croniter(self.cron, dt).get_prev(datetime))
+        return _utc(croniter(self.cron, dt.astimezone(self.zone)).get_prev(datetime))
 
     def _align_next(self, dt: datetime, anchor: datetime | None) -> datetime:
         nxt = self._next(dt)
@@ -204,12 +215,17 @@ class CronSchedule(_IntervalSchedule):
         return self._prev(last_start)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "cron", "expr": self.expr}
+        return {"kind": "cron", "expr": self.expr, **({"tz": self.tz} if self.tz else {})}
+
+    def in_zone(self, tz: str | None) -> CronSchedule:
+        """The same expression read in ``tz`` (a DAG's time zone)."""
+        return self if tz == self.tz else CronSchedule(self.expr, tz)
 
     def description(self) -> str:
+        where = self.tz or "UTC"
         if self.expr != self.cron:
-            return f"{self.expr} ({self.cron} UTC)"
-        return f"cron '{self.cron}' (UTC)"
+            return f"{self.expr} ({self.cron} {where})"
+        return f"cron '{self.cron}' ({where})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +291,27 @@ class OnceSchedule(Schedule):
 
     def description(self) -> str:
         return "@once"
+
+
+def _zone(name: str | None) -> Any:
+    if not name or name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"invalid schedule time zone {name!r}: not an IANA time zone") from exc
+
+
+def zone_name(tz: Any) -> str | None:
+    """The IANA name of a DAG's time zone (``None`` for UTC or a bare fixed offset)."""
+    name = getattr(tz, "key", None) or getattr(tz, "name", None)
+    if not isinstance(name, str) or name in ("UTC", "Etc/UTC"):
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
 
 
 def _validate_cron(expr: str) -> str:
@@ -353,7 +390,10 @@ def _from_json(data: dict[str, Any]) -> Schedule:
             raise ValueError(f"invalid schedule {data!r}: 'expr' must be a string")
         if expr.strip().lower() == "@once":
             return OnceSchedule()
-        return CronSchedule(expr)
+        tz = data.get("tz")
+        if tz is not None and not isinstance(tz, str):
+            raise ValueError(f"invalid schedule {data!r}: 'tz' must be a string")
+        return CronSchedule(expr, tz)
     if kind == "delta":
         seconds = data.get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):

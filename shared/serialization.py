@@ -82,6 +82,16 @@ def _seconds(delta: Any) -> float | None:
     return None if delta is None else delta.total_seconds()
 
 
+def _schedule_json(dag: DAG) -> dict[str, Any] | None:
+    """The DAG's schedule; a cron one is read in the DAG's time zone, as in Airflow."""
+    from shared.schedules import CronSchedule, zone_name
+
+    timetable = dag.timetable
+    if isinstance(timetable, CronSchedule):
+        timetable = timetable.in_zone(zone_name(getattr(dag, "timezone", None)))
+    return timetable.to_json() if timetable is not None else None
+
+
 def _as_delta(value: Any) -> timedelta | None:
     """``dagrun_timeout`` as Airflow takes it: a timedelta (or seconds)."""
     if value is None or isinstance(value, timedelta):
@@ -182,7 +192,7 @@ def serialize_dag(dag: DAG) -> dict[str, Any]:
         "dag_id": dag.dag_id,
         "fileloc": dag.fileloc,
         "description": dag.description,
-        "schedule": dag.timetable.to_json() if dag.timetable is not None else None,
+        "schedule": _schedule_json(dag),
         "start_date": dag.start_date.isoformat() if dag.start_date else None,
         "end_date": dag.end_date.isoformat() if dag.end_date else None,
         "catchup": dag.catchup,

@@ -723,3 +723,39 @@ def test_to_json_round_trip(value, expected_json):
 )
 def test_description(value, text):
     assert parse_schedule(value).description() == text
+
+
+# --- cron in the DAG's time zone ------------------------------------------------------------------
+
+def test_a_cron_schedule_is_read_in_the_dags_time_zone_across_daylight_saving():
+    import pendulum
+
+    from shared.sdk import DAG
+    from shared.serialization import serialize_dag
+
+    dag = DAG("paris", start_date=pendulum.datetime(2026, 3, 27, tz="Europe/Paris"),
+              schedule="0 6 * * *", catchup=True)
+    data = serialize_dag(dag)["schedule"]
+    assert data == {"kind": "cron", "expr": "0 6 * * *", "tz": "Europe/Paris"}
+    schedule = parse_schedule(json.loads(json.dumps(data)))
+    starts, interval = [], None
+    for _ in range(4):
+        interval = schedule.next_interval(after=interval, start_date=dag.start_date,
+                                          end_date=None, catchup=True,
+                                          now=datetime(2026, 4, 30, tzinfo=UTC))
+        starts.append(interval.start.strftime("%m-%d %H:%M"))
+    assert starts == ["03-27 05:00", "03-28 05:00", "03-29 04:00", "03-30 04:00"]  # 06:00 Paris
+    assert schedule.description() == "cron '0 6 * * *' (Europe/Paris)"
+
+
+def test_a_utc_start_date_keeps_the_cron_schedule_in_utc():
+    from shared.sdk import DAG
+    from shared.serialization import serialize_dag
+
+    dag = DAG("utc", start_date=datetime(2026, 1, 1, tzinfo=UTC), schedule="@daily")
+    assert serialize_dag(dag)["schedule"] == {"kind": "cron", "expr": "@daily"}
+
+
+def test_an_unknown_time_zone_is_refused():
+    with pytest.raises(ValueError, match="not an IANA time zone"):
+        parse_schedule({"kind": "cron", "expr": "@daily", "tz": "Mars/Olympus"})
