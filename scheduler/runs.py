@@ -8,7 +8,7 @@ import asyncpg
 
 from scheduler.expansion import literal_length
 from shared.db import q
-from shared.schedules import Interval, parse_schedule
+from shared.schedules import Interval, manual_interval, parse_schedule
 from shared.serialization import DagSpec
 
 
@@ -22,11 +22,18 @@ def run_id_for(run_type: str, logical_date: datetime) -> str:
 
 async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
                             logical_date: datetime | None = None) -> tuple[int, str]:
-    """Insert a queued manual run; the scheduler creates its task instances."""
+    """Insert a queued manual run; the scheduler creates its task instances.
+
+    Its data interval is the one Airflow infers from the DAG's schedule (the
+    last complete interval for a cron schedule); its logical date is the moment.
+    """
+    schedule = parse_schedule(await conn.fetchval(q("dag_schedule"), dag_id))
     while True:
         when = logical_date or utcnow()
         run_id = run_id_for("manual", when)
-        pk = await conn.fetchval(q("insert_run"), dag_id, run_id, "manual", when, when, when, conf)
+        interval = manual_interval(schedule, when)
+        pk = await conn.fetchval(q("insert_run"), dag_id, run_id, "manual", when,
+                                 interval.start, interval.end, conf)
         if pk is not None:
             return pk, run_id
         if logical_date is not None:

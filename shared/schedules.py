@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 
 __all__ = [
+    "manual_interval",
     "CronSchedule",
     "DeltaSchedule",
     "Interval",
@@ -291,6 +292,22 @@ class OnceSchedule(Schedule):
 
     def description(self) -> str:
         return "@once"
+
+
+def manual_interval(schedule: Schedule | None, run_after: datetime) -> Interval:
+    """The data interval of a run triggered by hand at ``run_after``, as Airflow infers it.
+
+    Cron: the last complete interval ending at or before ``run_after`` (a
+    ``@daily`` DAG triggered at 01:00 on the 25th covers the 24th). Timedelta:
+    the delta ending at ``run_after``. No schedule or ``@once``: the moment itself.
+    """
+    run_after = _utc(run_after)
+    if isinstance(schedule, CronSchedule):
+        end = schedule._align_prev(run_after, None)
+        return Interval(schedule._prev(end), end)
+    if isinstance(schedule, DeltaSchedule):
+        return Interval(run_after - schedule.delta, run_after)
+    return Interval(run_after, run_after)
 
 
 def _zone(name: str | None) -> Any:

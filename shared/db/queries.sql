@@ -36,6 +36,9 @@ UPDATE dag SET next_interval_start = $2, next_interval_end = $3 WHERE dag_id = $
 SELECT data_interval_start, data_interval_end FROM dag_run
  WHERE dag_id = $1 AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1
 
+-- name: dag_schedule
+SELECT serialized->'schedule' FROM dag WHERE dag_id = $1
+
 -- name: insert_run
 INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start,
                      data_interval_end, state, conf)

@@ -759,3 +759,38 @@ def test_a_utc_start_date_keeps_the_cron_schedule_in_utc():
 def test_an_unknown_time_zone_is_refused():
     with pytest.raises(ValueError, match="not an IANA time zone"):
         parse_schedule({"kind": "cron", "expr": "@daily", "tz": "Mars/Olympus"})
+
+
+# --- the data interval of a manual run -----------------------------------------------------------
+
+def test_a_manual_run_covers_the_last_complete_interval_as_in_airflow():
+    from shared.schedules import manual_interval
+
+    at = datetime(2026, 3, 25, 1, 0, tzinfo=UTC)
+    daily = manual_interval(parse_schedule("@daily"), at)
+    assert (daily.start, daily.end) == (datetime(2026, 3, 24, tzinfo=UTC),
+                                        datetime(2026, 3, 25, tzinfo=UTC))
+    on_tick = manual_interval(parse_schedule("@daily"), datetime(2026, 3, 25, tzinfo=UTC))
+    assert on_tick.end == datetime(2026, 3, 25, tzinfo=UTC)  # a tick is its own end
+    delta = manual_interval(parse_schedule(timedelta(hours=6)), at)
+    assert (delta.start, delta.end) == (at - timedelta(hours=6), at)
+    for unscheduled in (None, parse_schedule("@once")):
+        assert manual_interval(unscheduled, at) == Interval(at, at)
+
+
+async def test_create_manual_run_stores_the_inferred_interval(db):
+    from scheduler.runs import create_manual_run
+
+    await db.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized) VALUES"
+                     " ('daily', 'd.py', 'h', $1::json), ('manual', 'm.py', 'h', $2::json)",
+                     {"schedule": {"kind": "cron", "expr": "@daily"}}, {"schedule": None})
+    at = datetime(2026, 3, 25, 1, 0, tzinfo=UTC)
+    later = at + timedelta(minutes=1)  # run ids are unique across DAGs
+    rows = {}
+    for dag_id, when in (("daily", at), ("manual", later)):
+        pk, _ = await create_manual_run(db, dag_id, {}, logical_date=when)
+        rows[dag_id] = await db.fetchrow("SELECT logical_date, data_interval_start,"
+                                         " data_interval_end FROM dag_run WHERE id = $1", pk)
+    assert tuple(rows["daily"].values()) == (at, datetime(2026, 3, 24, tzinfo=UTC),
+                                             datetime(2026, 3, 25, tzinfo=UTC))
+    assert tuple(rows["manual"].values()) == (later, later, later)
