@@ -329,8 +329,30 @@ class BaseOperator(AbstractOperator):
             return
         for field in self.template_fields:
             value = getattr(self, field, None)
+            if isinstance(value, str) and value.endswith(tuple(self.template_ext)):
+                value = self._template_file(value)
             if value is not None:
                 setattr(self, field, render_template(value, context, self))
+
+    def _template_file(self, name: str) -> str:
+        """A template field naming a file with one of ``template_ext``: that file's text.
+
+        Looked up, as in Airflow, beside the DAG file and then in the DAG's
+        ``template_searchpath``. A missing file fails the try, naming where it looked.
+        """
+        import os
+
+        dag = self.dag
+        folders = [os.path.dirname(dag.fileloc)] if dag is not None and dag.fileloc else []
+        extra = getattr(dag, "template_searchpath", None) or []
+        folders += [extra] if isinstance(extra, str) else list(extra)
+        for folder in folders:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
+        raise FileNotFoundError(f"template {name!r} of task {self.task_id!r} not found in "
+                                f"{folders} (a command ending in a space is not a file)")
 
     # --- mapping --------------------------------------------------------------
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.sdk.dag import current_dag
@@ -61,6 +61,7 @@ class DecoratedBashOperator(PythonOperator):
     """
 
     custom_operator_name = "@task.bash"
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs", "env", "cwd")
     run_command = BashOperator.run_command
 
     def __init__(self, *, python_callable: Callable, multiple_outputs: bool = False,

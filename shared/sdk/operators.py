@@ -65,6 +65,7 @@ class BashOperator(BaseOperator):
     """Runs ``bash_command`` with ``bash -c``; the last line of stdout is the XCom."""
 
     template_fields: Sequence[str] = ("bash_command", "env", "cwd")
+    template_ext: Sequence[str] = (".sh", ".bash")  # bash_command="run.sh": the file's text
     ui_color = "#f0ede4"
 
     def __init__(self, *, bash_command: str, env: dict[str, str] | None = None,

@@ -152,3 +152,53 @@ def test_airflows_macros_filters_and_the_dags_own_macros_render(tmp_path):
 def test_the_date_filters_exist_in_native_rendering_too(tmp_path):
     result = run_templates(tmp_path, "native", native=True)
     assert (result["outcome"], xcoms(result)["return_value"]) == ("success", "2026-03-04")
+
+
+BASH_DAG = '''
+from datetime import datetime
+from shared.sdk import DAG, BashOperator, task
+
+with DAG("bashes", start_date=datetime(2026, 1, 1)):
+    BashOperator(task_id="script", bash_command="hello.sh", env={"WHO": "{{ ds_nodash }}"})
+    BashOperator(task_id="missing", bash_command="nowhere.sh")
+    BashOperator(task_id="not_a_file", bash_command="echo hello.sh ")
+
+    @task.bash(env={"DAY": "{{ ds_nodash }}"})
+    def decorated():
+        return "echo day=$DAY"
+
+    decorated()
+'''
+
+
+def run_bash(folder: Path, task_id: str) -> dict:
+    (folder / "bashes.py").write_text(BASH_DAG)
+    (folder / "hello.sh").write_text('echo "hello $WHO on {{ ds }}"\n')
+    runner = TaskRunner(folder, NoUpstream(), max_xcom_bytes=1 << 20)
+    try:
+        return runner.run({"fileloc": str(folder / "bashes.py"), "dag_id": "bashes",
+                           "task_id": task_id, "map_index": -1, "try_number": 1,
+                           "max_tries": 0, "run_id": "r1", "run_type": "manual",
+                           "logical_date": "2026-03-04T00:00:00+00:00"})
+    finally:
+        os.close(runner.stderr_fd)
+
+
+def test_a_bash_command_naming_a_script_runs_the_scripts_rendered_text(tmp_path):
+    result = run_bash(tmp_path, "script")
+    assert (result["outcome"], xcoms(result)["return_value"]) == (
+        "success", "hello 20260304 on 2026-03-04")
+
+
+def test_a_missing_script_fails_the_try_naming_where_it_looked(tmp_path):
+    result = run_bash(tmp_path, "missing")
+    assert result["outcome"] == "retry"
+    assert "template 'nowhere.sh' of task 'missing' not found" in result["error"]
+
+
+def test_a_command_ending_in_a_space_is_run_as_it_is(tmp_path):
+    assert xcoms(run_bash(tmp_path, "not_a_file"))["return_value"] == "hello.sh"
+
+
+def test_task_bash_renders_its_env(tmp_path):
+    assert xcoms(run_bash(tmp_path, "decorated"))["return_value"] == "day=20260304"
