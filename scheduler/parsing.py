@@ -2,12 +2,21 @@
 
 A file that fails to import (or hangs) becomes an ``import_error`` row and
 breaks nothing else. Unchanged files (same mtime) are not parsed again.
+
+A dag_id belongs to the file that defined it first, as in Airflow's DagBag:
+another file of the DAGs folder defining it too gets an
+``AirflowDagDuplicatedIdException`` import error and its DAG is ignored. When
+the owner is deleted, renamed or stops defining the dag_id, the refused file
+is parsed again and takes over.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -16,8 +25,21 @@ import structlog
 
 from shared.dagbag import list_dag_files
 from shared.db import q
+from shared.sdk.exceptions import AirflowDagDuplicatedIdException
 
 log = structlog.get_logger()
+
+#: First key of the transaction-scoped locks on the dag_ids a file stores (the two-key
+#: form is a key space of its own): two files storing one new dag_id at once cannot both win.
+DAG_ID_LOCK_KEY = 0x51_1CE_DA6
+LOCK_DAG_IDS = """
+SELECT pg_advisory_xact_lock($1, hashtext(d)) FROM unnest($2::text[]) AS d
+"""
+
+# The active owners of some dag_ids.
+ACTIVE_OWNERS = """
+SELECT dag_id, fileloc FROM dag WHERE dag_id = any($1::text[]) AND is_active
+"""
 
 
 async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
@@ -37,22 +59,72 @@ async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
                 "error": f"{path}: parser exited with code {proc.returncode}: " + "\n".join(tail)}
 
 
-async def store_result(pool: asyncpg.Pool, result: dict) -> bool:
+@dataclass(frozen=True)
+class Stored:
+    """What storing one file's outcome did."""
+
+    changed: bool  # a DAG was added, changed or retired
+    refused: tuple[str, ...] = ()  # dag_ids left to the other file that defines them
+
+
+async def store_result(pool: asyncpg.Pool, result: dict,
+                       present: Collection[str] | None = None) -> bool:
     """Write one file's outcome; True when a DAG was added or changed."""
+    return (await store_file(pool, result, present)).changed
+
+
+async def store_file(pool: asyncpg.Pool, result: dict,
+                     present: Collection[str] | None = None) -> Stored:
+    """Write one file's outcome: its DAGs, its import error, or both.
+
+    ``present`` are the DAGs folder's files (resolved); without it a file is
+    there when it exists. A dag_id whose active row belongs to another present
+    file is not stored: the file gets Airflow's duplicate import error instead.
+    """
     fileloc = result["fileloc"]
     async with pool.acquire() as conn, conn.transaction():
         if result["error"]:
             log.warning("dag_import_error", fileloc=fileloc, error=result["error"])
             await conn.execute(q("set_import_error"), fileloc, result["error"])
-            return False
-        await conn.execute(q("clear_import_error"), fileloc)
-        for dag in result["dags"]:
+            return Stored(changed=False)
+        owners = await _owned_elsewhere(conn, result, present)
+        kept = [dag for dag in result["dags"] if dag["dag_id"] not in owners]
+        for dag in kept:
             paused = bool(dag.get("is_paused_upon_creation"))
             await conn.execute(q("upsert_dag"), dag["dag_id"], fileloc, result["source_hash"],
                                dag, paused)
-        await conn.execute(q("deactivate_missing_dags"), fileloc,
-                           [d["dag_id"] for d in result["dags"]])
-    return True
+        retired = await conn.execute(q("deactivate_missing_dags"), fileloc,
+                                     [d["dag_id"] for d in kept])
+        if owners:  # one line; several refused dag_ids are joined by "; "
+            error = "; ".join(duplicate_message(d, fileloc, f) for d, f in owners.items())
+            log.warning("dag_import_error", fileloc=fileloc, error=error)
+            await conn.execute(q("set_import_error"), fileloc, error)
+        else:
+            await conn.execute(q("clear_import_error"), fileloc)
+    return Stored(changed=bool(kept) or retired != "UPDATE 0", refused=tuple(owners))
+
+
+def duplicate_message(dag_id: str, incoming: str, existing: str) -> str:
+    """Airflow's import error for a dag_id that ``existing`` already defines."""
+    exc = AirflowDagDuplicatedIdException(dag_id, incoming, existing)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _owned_elsewhere(conn: asyncpg.Connection, result: dict,
+                           present: Collection[str] | None) -> dict[str, str]:
+    """The file's dag_ids (in file order) that another present file owns -> that file."""
+    dag_ids = [d["dag_id"] for d in result["dags"]]
+    if not dag_ids:
+        return {}
+    await conn.execute(LOCK_DAG_IDS, DAG_ID_LOCK_KEY, sorted(set(dag_ids)))
+    rows = await conn.fetch(ACTIVE_OWNERS, dag_ids)
+    owner = {r["dag_id"]: r["fileloc"] for r in rows if r["fileloc"] != result["fileloc"]}
+    return {d: owner[d] for d in dag_ids
+            if d in owner and _is_present(owner[d], present)}
+
+
+def _is_present(fileloc: str, present: Collection[str] | None) -> bool:
+    return fileloc in present if present is not None else os.path.isfile(fileloc)
 
 
 class FolderParser:
@@ -63,31 +135,80 @@ class FolderParser:
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
         self.mtimes: dict[str, float] = {}
+        #: file -> (its fileloc, the dag_ids it was refused because another file has them)
+        self.refused: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     async def parse_changed(self) -> bool:
         files = list_dag_files(self.dags_folder)
-        changed = [p for p in files if self.mtimes.get(str(p)) != _mtime(p)]
+        present = {str(p.resolve()) for p in files}
+        self.mtimes = {str(p): self.mtimes[str(p)] for p in files if str(p) in self.mtimes}
+        async with self.pool.acquire() as conn:
+            await conn.execute(q("deactivate_missing_files"), list(present))
+            await conn.execute(q("clear_missing_import_errors"), list(present))
+        await self._release(present)
+        todo = [p for p in files if self.mtimes.get(str(p)) != _mtime(p)]
+        any_stored, parsed = False, 0
+        while todo:
+            any_stored |= await self._parse_in_order(todo, present)
+            parsed += len(todo)
+            freed = await self._release(present)  # an owner parsed just now gave a dag_id up
+            todo = [p for p in files if str(p) in freed]
+        if parsed:
+            log.info("dags_parsed", files=parsed, total=len(files))
+        return any_stored
+
+    async def _parse_in_order(self, paths: list[Path], present: set[str]) -> bool:
+        """Parse the files concurrently, store them one by one in folder order.
+
+        Of two files defining a new dag_id in one pass, the first in the DAGs
+        folder's order keeps it, as Airflow's DagBag.
+        """
         any_stored = False
         limiter = anyio.CapacityLimiter(4)
+        turns = [anyio.Event() for _ in paths]
 
-        async def one(path: Path) -> None:
+        async def one(i: int, path: Path) -> None:
             nonlocal any_stored
-            async with limiter:
-                mtime = _mtime(path)
-                result = await parse_file(path, self.dags_folder, self.timeout_s)
-                any_stored |= await store_result(self.pool, result)
-                self.mtimes[str(path)] = mtime
+            try:
+                async with limiter:
+                    mtime = _mtime(path)
+                    result = await parse_file(path, self.dags_folder, self.timeout_s)
+                if i:
+                    await turns[i - 1].wait()
+                stored = await store_file(self.pool, result, present)
+            finally:
+                turns[i].set()
+            any_stored |= stored.changed
+            self.mtimes[str(path)] = mtime
+            if stored.refused:
+                self.refused[str(path)] = (result["fileloc"], stored.refused)
+            else:
+                self.refused.pop(str(path), None)
 
         async with anyio.create_task_group() as tg:
-            for path in changed:
-                tg.start_soon(one, path)
-        present = [str(p.resolve()) for p in files]
-        async with self.pool.acquire() as conn:
-            await conn.execute(q("deactivate_missing_files"), present)
-            await conn.execute(q("clear_missing_import_errors"), present)
-        if changed:
-            log.info("dags_parsed", files=len(changed), total=len(files))
+            for i, path in enumerate(paths):
+                tg.start_soon(one, i, path)
         return any_stored
+
+    async def _release(self, present: set[str]) -> set[str]:
+        """Refused files one of whose dag_ids no other present file owns any more.
+
+        Their mtimes are forgotten so that they are parsed again: the dag_id is
+        theirs if nobody else took it first.
+        """
+        self.refused = {p: r for p, r in self.refused.items() if r[0] in present}
+        if not self.refused:
+            return set()
+        wanted = sorted({d for _, ids in self.refused.values() for d in ids})
+        async with self.pool.acquire() as conn:
+            owner = {r["dag_id"]: r["fileloc"] for r in await conn.fetch(ACTIVE_OWNERS, wanted)}
+        freed = {path for path, (fileloc, ids) in self.refused.items()
+                 if any(owner.get(d) in (None, fileloc) or owner[d] not in present
+                        for d in ids)}
+        for path in freed:
+            del self.refused[path]
+            self.mtimes.pop(path, None)
+        return freed
 
 
 def _mtime(path: Path) -> float:

@@ -45,7 +45,7 @@ _OPERATORS = ["shared.sdk.operators"]
 _PYTHON = ["shared.sdk.operators", "shared.sdk.decorators"]
 _SENSORS = ["shared.sdk.sensors"]
 _TRIGGERS = ["shared.sdk.triggers"]
-_EXCEPTIONS = ["shared.sdk.exceptions", "shared.sdk.dag:_AIRFLOW_EXCEPTIONS"]
+_EXCEPTIONS = ["shared.sdk.exceptions"]
 
 #: Airflow module -> Sluice sources its names are looked up in ("module" or
 #: "module:attribute"). Parents of these names are packages, with no names of

@@ -8,10 +8,9 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, tzinfo
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from shared.sdk.exceptions import AirflowException, DuplicateTaskIdFound
+from shared.sdk.exceptions import AirflowDagCycleException, AirflowException, DuplicateTaskIdFound
 
 if TYPE_CHECKING:
     from shared.sdk.baseoperator import BaseOperator
@@ -31,14 +30,6 @@ def collect_loaded() -> list[DAG]:
     _loaded.clear()
     return out
 
-
-class AirflowDagCycleException(AirflowException):
-    """A DAG's dependencies form a cycle: its file fails to load (Airflow's name)."""
-
-
-#: What ``airflow.exceptions`` finds here (``shared.compat``): the load-time errors of a DAG.
-_AIRFLOW_EXCEPTIONS = SimpleNamespace(__all__=["AirflowDagCycleException"],
-                                      AirflowDagCycleException=AirflowDagCycleException)
 
 KEY_REGEX = re.compile(r"[\w.-]+")
 _NOTSET: Any = object()  # an argument the caller did not pass

@@ -1,4 +1,4 @@
-"""Exceptions a task body raises to steer its outcome (Airflow's names)."""
+"""Exceptions a task body raises to steer its outcome, and those of DAG loading (Airflow's names)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,23 @@ class TaskDeferralTimeout(TaskDeferralError):
 
 class DuplicateTaskIdFound(AirflowException):
     """Two tasks of one DAG share a task_id."""
+
+
+class AirflowDagCycleException(AirflowException):
+    """A DAG's dependencies form a cycle: its file fails to load."""
+
+
+class AirflowDagDuplicatedIdException(AirflowException):
+    """A dag_id already defined by another file: this file's DAG is ignored (Airflow's text)."""
+
+    def __init__(self, dag_id: str, incoming: str, existing: str) -> None:
+        super().__init__(dag_id, incoming, existing)
+        self.dag_id = dag_id
+        self.incoming = incoming
+        self.existing = existing
+
+    def __str__(self) -> str:
+        return f"Ignoring DAG {self.dag_id} from {self.incoming} - also found in {self.existing}"
 
 
 class TaskDeferred(BaseException):  # noqa: N818 - Airflow's name
