@@ -295,7 +295,7 @@ class Scheduler:
         """
         facts = None
         for _ in range(len(spec.tasks) + 1):
-            if facts is None and any(ti.map_index < 0 and ti.state is None
+            if facts is None and any(ti.map_index < 0 and ti.task_id in spec.task_map
                                      and spec.task(ti.task_id).mapped for ti in tis):
                 facts = await self._run_facts(conn, run_pk)
             states = await group_states(conn, spec, run_pk, tis)

@@ -169,8 +169,17 @@ def _placeholder_verdict(dag: DagSpec, spec: TaskSpec, verdict: Verdict, counts:
         return verdict, None
     length = run_length(spec, dag, facts, counts)
     if length is None:
+        if _all_finished(mapped_producers(spec.mapped), counts):
+            # a producer ended without recording a length (e.g. from the triggerer,
+            # TaskSuccessEvent): it never will, so this task cannot expand (as Airflow)
+            return Verdict.UPSTREAM_FAILED, None
         return Verdict.WAIT, None
     return (Verdict.SKIPPED, 0) if length == 0 else (Verdict.RUN, length)
+
+
+def _all_finished(task_ids: set[str], counts: StateCounts) -> bool:
+    return all(n == 0 or s in FINISHED_STATES
+               for t in task_ids for s, n in counts.get(t, Counter()).items())
 
 
 def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None = None,

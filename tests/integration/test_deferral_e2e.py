@@ -500,3 +500,39 @@ async def test_task_function_defers_and_is_called_again_with_the_event(cluster: 
     assert cluster.by_task(doc)["no_event_argument"]["state"] == "failed"
     assert "@task 'no_event_argument' calls defer(), so its function must take an `event` " \
         "argument" in errors["no_event_argument"]
+
+
+async def test_a_task_mapped_over_a_task_ended_by_its_trigger_is_upstream_failed(cluster: Cluster):
+    """A TaskSuccessEvent's XComs record no length to map over: the run fails, not hangs."""
+    cluster.write_dag("ended.py", """
+        from datetime import datetime
+        from shared.sdk import DAG, BaseOperator, task
+        from shared.sdk.triggers import BaseTrigger, TaskSuccessEvent
+
+        class Done(BaseTrigger):
+            def serialize(self):
+                return ("ended.Done", {})
+            async def run(self):
+                yield TaskSuccessEvent(xcoms={"return_value": [1, 2, 3]})
+
+        class Produce(BaseOperator):
+            def execute(self, context):
+                self.defer(trigger=Done(), method_name="never")
+
+        with DAG("ended", schedule=None, start_date=datetime(2026, 1, 1)):
+            @task
+            def use(x):
+                return x
+            use.expand(x=Produce(task_id="produce").output)
+    """)
+    cluster.start_all()
+    run_id = await cluster.trigger("ended")
+    doc = await cluster.wait_run(run_id, 30)
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in doc["tasks"]}
+    assert (doc["state"], states) == (
+        "failed", {("produce", -1): "success", ("use", -1): "upstream_failed"})
+    conn = await cluster.connect()
+    try:
+        assert (await run_document(conn, run_id))["note"] is None  # decided, not deadlocked
+    finally:
+        await conn.close()

@@ -464,3 +464,10 @@ def test_a_good_producer_reports_its_task_map_with_its_result(tmp_path):
     assert result["outcome"] == "success"
     assert result["task_map"] == {"length": 2, "keys": ["b", "a"]}
     assert result["xcoms"] == [["return_value", '{"b":1,"a":2}']]
+
+
+def test_a_producer_that_succeeded_without_recording_a_length_fails_the_mapped_task():
+    """E.g. ended from the triggerer by TaskSuccessEvent: no length will ever come."""
+    tis = [TIRow(0, "make", -1, "success"), TIRow(1, "use", -1, None)]
+    d = decide(placeholder_dag("all_done"), tis, NOW, RunFacts())
+    assert d.end == {1: "upstream_failed"} and d.expand == {} and d.run_state == "failed"
