@@ -32,14 +32,6 @@ log = structlog.get_logger()
 #: First key of the transaction-scoped locks on the dag_ids a file stores (the two-key
 #: form is a key space of its own): two files storing one new dag_id at once cannot both win.
 DAG_ID_LOCK_KEY = 0x51_1CE_DA6
-LOCK_DAG_IDS = """
-SELECT pg_advisory_xact_lock($1, hashtext(d)) FROM unnest($2::text[]) AS d
-"""
-
-# The active owners of some dag_ids.
-ACTIVE_OWNERS = """
-SELECT dag_id, fileloc FROM dag WHERE dag_id = any($1::text[]) AND is_active
-"""
 
 
 async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
@@ -116,8 +108,8 @@ async def _owned_elsewhere(conn: asyncpg.Connection, result: dict,
     dag_ids = [d["dag_id"] for d in result["dags"]]
     if not dag_ids:
         return {}
-    await conn.execute(LOCK_DAG_IDS, DAG_ID_LOCK_KEY, sorted(set(dag_ids)))
-    rows = await conn.fetch(ACTIVE_OWNERS, dag_ids)
+    await conn.execute(q("lock_dag_ids"), DAG_ID_LOCK_KEY, sorted(set(dag_ids)))
+    rows = await conn.fetch(q("active_dag_owners"), dag_ids)
     owner = {r["dag_id"]: r["fileloc"] for r in rows if r["fileloc"] != result["fileloc"]}
     return {d: owner[d] for d in dag_ids
             if d in owner and _is_present(owner[d], present)}
@@ -201,7 +193,7 @@ class FolderParser:
             return set()
         wanted = sorted({d for _, ids in self.refused.values() for d in ids})
         async with self.pool.acquire() as conn:
-            owner = {r["dag_id"]: r["fileloc"] for r in await conn.fetch(ACTIVE_OWNERS, wanted)}
+            owner = {r["dag_id"]: r["fileloc"] for r in await conn.fetch(q("active_dag_owners"), wanted)}
         freed = {path for path, (fileloc, ids) in self.refused.items()
                  if any(owner.get(d) in (None, fileloc) or owner[d] not in present
                         for d in ids)}

@@ -36,6 +36,14 @@ UPDATE dag SET next_interval_start = $2, next_interval_end = $3 WHERE dag_id = $
 SELECT data_interval_start, data_interval_end FROM dag_run
  WHERE dag_id = $1 AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1
 
+-- name: lock_dag_ids
+-- Transaction-scoped locks on the dag_ids one file stores: two files storing one new
+-- dag_id at once cannot both win.
+SELECT pg_advisory_xact_lock($1, hashtext(d)) FROM unnest($2::text[]) AS d
+
+-- name: active_dag_owners
+SELECT dag_id, fileloc FROM dag WHERE dag_id = any($1::text[]) AND is_active
+
 -- name: dag_schedule
 SELECT serialized->'schedule' FROM dag WHERE dag_id = $1
 
