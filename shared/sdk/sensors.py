@@ -43,6 +43,10 @@ __all__ = [
 DEFAULT_SENSOR_TIMEOUT = 7 * 24 * 60 * 60  # Airflow's [sensors] default_timeout
 
 
+# next_method of a reschedule-mode wait: the worker runs ``execute`` again, so a
+# subclass's own ``execute`` around ``super().execute()`` runs on every poke.
+RESCHEDULED = "__reschedule__"
+
 class PokeReturnValue:
     """What ``poke`` may return: whether it is done, and the XCom value if so."""
 
@@ -131,7 +135,9 @@ class BaseSensorOperator(BaseOperator):
     def execute(self, context: dict) -> Any:
         """Poke until done (returns the XCom value) or timed out (raises)."""
         if self.reschedule:
-            return self._resume_poke(context, started=_utcnow().isoformat())
+            wait = getattr(self, "_rescheduled", None) or {}
+            return self._resume_poke(context, started=wait.get("started") or _utcnow().isoformat(),
+                                     poke_count=wait.get("poke_count", 1))
         start = time.monotonic()
         poke_count = 1
         while True:
@@ -157,7 +163,7 @@ class BaseSensorOperator(BaseOperator):
         self._check_timeout(elapsed)
         interval = self._next_poke_interval(started, elapsed, poke_count)
         self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=interval)),
-                   method_name="_resume_poke",
+                   method_name=RESCHEDULED,
                    kwargs={"started": started, "poke_count": poke_count + 1})
 
     def _poke_once(self, context: dict) -> tuple[bool, Any]:
@@ -215,6 +221,9 @@ class BaseSensorOperator(BaseOperator):
         any other trigger failure raises ``TaskDeferralError`` (retryable). With
         ``soft_fail`` both skip instead; with ``never_fail`` a trigger failure skips.
         """
+        if next_method == RESCHEDULED:  # as Airflow re-runs a rescheduled sensor's execute()
+            self._rescheduled = {k: v for k, v in (next_kwargs or {}).items() if k != "event"}
+            return self.execute(context)
         if next_method != "__fail__":
             return super().resume_execution(next_method, next_kwargs, context)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,6 +17,7 @@ from shared.sdk.exceptions import (
     TaskDeferred,
 )
 from shared.sdk.sensors import (
+    RESCHEDULED,
     BaseSensorOperator,
     DateTimeSensor,
     DateTimeSensorAsync,
@@ -158,7 +160,7 @@ def test_reschedule_mode_defers_between_pokes():
     deferred = info.value
     assert isinstance(deferred.trigger, TimeDeltaTrigger)
     assert before + timedelta(seconds=5) <= deferred.trigger.moment <= datetime.now(UTC) + timedelta(seconds=5)
-    assert deferred.method_name == "_resume_poke"
+    assert deferred.method_name == RESCHEDULED
     assert deferred.timeout is None
     started = deferred.kwargs["started"]
     assert before <= datetime.fromisoformat(started) <= datetime.now(UTC)
@@ -166,10 +168,36 @@ def test_reschedule_mode_defers_between_pokes():
 
     # the worker resumes with the event plus the kwargs; the start time is kept
     with pytest.raises(TaskDeferred) as info:
-        s.resume_execution("_resume_poke", {**deferred.kwargs, "event": "x"}, make_context())
+        s.resume_execution(RESCHEDULED, {**deferred.kwargs, "event": "x"}, make_context())
     assert info.value.kwargs == {"started": started, "poke_count": 3}
-    assert s.resume_execution("_resume_poke", {**info.value.kwargs, "event": "x"}, make_context()) is None
+    assert s.resume_execution(RESCHEDULED, {**info.value.kwargs, "event": "x"}, make_context()) is None
     assert s.pokes == 3
+
+
+def test_a_wait_deferred_before_the_upgrade_still_resumes():
+    s = Countdown(task_id="s", after=1, value="v", mode="reschedule")
+    started = datetime.now(UTC).isoformat()
+    assert s.resume_execution("_resume_poke", {"started": started, "poke_count": 2,
+                                               "event": None}, make_context()) == "v"
+
+
+class Wrapped(Countdown):
+    """A sensor whose own execute() wraps the poke loop, as users write them."""
+
+    def execute(self, context):
+        context["ti"].xcom_push("extra", "pushed")
+        super().execute(context)
+        return "post"
+
+
+def test_a_rescheduled_sensor_runs_its_own_execute_again_on_every_poke():
+    ti = SimpleNamespace(pushed={}, xcom_push=lambda k, v: ti.pushed.update({k: v}))
+    s = Wrapped(task_id="s", after=2, mode="reschedule")
+    with pytest.raises(TaskDeferred) as info:
+        s.execute({**make_context(), "ti": ti})
+    assert s.resume_execution(RESCHEDULED, {**info.value.kwargs, "event": None},
+                              {**make_context(), "ti": ti}) == "post"
+    assert ti.pushed == {"extra": "pushed"} and s.pokes == 2
 
 
 def test_reschedule_mode_returns_xcom_and_times_out_from_first_poke():
@@ -178,10 +206,10 @@ def test_reschedule_mode_returns_xcom_and_times_out_from_first_poke():
     s = Never(task_id="s", mode="reschedule", timeout=60)
     long_ago = (datetime.now(UTC) - timedelta(seconds=61)).isoformat()
     with pytest.raises(AirflowSensorTimeout, match="exceeds the specified timeout of 60.0"):
-        s.resume_execution("_resume_poke", {"started": long_ago, "event": None}, make_context())
+        s.resume_execution(RESCHEDULED, {"started": long_ago, "event": None}, make_context())
     s = Never(task_id="s", mode="reschedule", timeout=60, soft_fail=True)
     with pytest.raises(AirflowSkipException):
-        s.resume_execution("_resume_poke", {"started": long_ago, "event": None}, make_context())
+        s.resume_execution(RESCHEDULED, {"started": long_ago, "event": None}, make_context())
 
 
 # --- trigger failures -----------------------------------------------------------------
