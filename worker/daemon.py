@@ -63,6 +63,7 @@ class Worker:
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
+        self.scopes: dict[int, anyio.CancelScope] = {}  # each running body, to stop it
         self.done_count = 0
         self._read_scope: anyio.CancelScope | None = None
 
@@ -142,13 +143,19 @@ class Worker:
             self.running[req["ti_id"]] = req
             try:
                 log.info("task_started")
-                result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                with anyio.CancelScope() as scope:
+                    self.scopes[req["ti_id"]] = scope
+                    result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                if scope.cancelled_caught:  # see take_back_lost: the body was killed
+                    log.warning("task_killed", reason="its instance changed state elsewhere")
+                    return
                 self.finishing.add(req["ti_id"])
                 await self.finish(req, result)
                 if runner.tasks_run >= self.settings.runner_max_tasks:
                     await runner.stop()
             finally:
                 self.running.pop(req["ti_id"], None)
+                self.scopes.pop(req["ti_id"], None)
                 self.finishing.discard(req["ti_id"])
                 self.idle.append(runner)
                 self._notify()
@@ -277,12 +284,27 @@ class Worker:
             if not self.running:
                 continue
             try:
+                held = list(self.running)
                 async with self.pool.acquire() as conn:
-                    await conn.execute(q("heartbeat_tis"), list(self.running), self.id)
+                    ours = {r["id"] for r in await conn.fetch(q("heartbeat_tis"), held, self.id)}
+                self.stop_taken_away([ti_id for ti_id in held if ti_id not in ours])
                 retry_delays = None
             except DB_ERRORS as exc:
                 log.warning("heartbeat_failed", error=str(exc))
                 retry_delays = retry_delays or backoff_delays(cap_s=every_s)
+
+    def stop_taken_away(self, ti_ids: list[int]) -> None:
+        """Kill the bodies of instances that are no longer this worker's running tries.
+
+        Something else changed them: a ``dagrun_timeout`` skipped them, a clear
+        reset them, the scheduler judged this worker dead during a long pause.
+        As in Airflow, a body whose instance was changed elsewhere is stopped
+        (its process group killed) and its outcome never written.
+        """
+        for ti_id in ti_ids:
+            scope = self.scopes.get(ti_id)
+            if scope is not None and ti_id in self.running and ti_id not in self.finishing:
+                scope.cancel()
 
     async def stop_reading_on_shutdown(self) -> None:
         await self.life.stopping.wait()

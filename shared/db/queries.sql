@@ -188,8 +188,10 @@ SELECT c.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_star
   JOIN dag d ON d.dag_id = r.dag_id
 
 -- name: heartbeat_tis
+-- The instances still this worker's running tries; the others were taken away.
 UPDATE task_instance SET heartbeat_at = now()
  WHERE id = any($1::bigint[]) AND state = 'running' AND worker_id = $2
+RETURNING id
 
 -- name: finish_ti
 -- One statement: the guarded outcome of a try, with its XComs ($8 keys, $9 values)

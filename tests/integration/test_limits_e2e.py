@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,10 +57,13 @@ async def test_max_active_tis_per_dagrun_runs_one_instance_at_a_time_in_each_run
     assert overlaps([(r["start_date"], r["end_date"]) for r in rows]) == 2
 
 
-async def test_dagrun_timeout_fails_the_run_and_skips_what_had_not_finished(cluster: Cluster):
-    cluster.write_dag("slow_run.py", """
-        import time
+async def test_dagrun_timeout_fails_the_run_skips_what_had_not_finished_and_stops_it(
+        cluster: Cluster, tmp_path):
+    pid_file = tmp_path / "slow.pid"
+    cluster.write_dag("slow_run.py", f"""
+        import os, time
         from datetime import datetime, timedelta
+        from pathlib import Path
         from shared.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1), dagrun_timeout=timedelta(seconds=2))
@@ -69,7 +73,8 @@ async def test_dagrun_timeout_fails_the_run_and_skips_what_had_not_finished(clus
                 return 1
             @task
             def slow(x):
-                time.sleep(6)
+                Path({str(pid_file)!r}).write_text(str(os.getpid()))
+                time.sleep(60)
             @task
             def after(x):
                 return x
@@ -84,3 +89,10 @@ async def test_dagrun_timeout_fails_the_run_and_skips_what_had_not_finished(clus
     elapsed = (datetime.fromisoformat(doc["end_date"])
                - datetime.fromisoformat(doc["start_date"])).total_seconds()
     assert 2 <= elapsed < 5, elapsed  # at its deadline, not at the repair sweep
+    body_pid = int(pid_file.read_text())
+
+    async def body_stopped():
+        return not Path(f"/proc/{body_pid}").exists() and "task_killed" in cluster.log("worker")
+
+    await wait_for(body_stopped, 15, "the skipped task's body to be stopped")
+    assert cluster.by_task(await cluster.run_doc(doc["run_id"]))["slow"]["state"] == "skipped"
