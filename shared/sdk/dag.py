@@ -112,7 +112,8 @@ class DAG:
                  user_defined_filters: dict | None = None, is_paused_upon_creation: bool | None = None,
                  fileloc: str | None = None, **unsupported: Any):
         if unsupported:
-            raise TypeError(f"DAG {dag_id!r}: unsupported argument(s) {sorted(unsupported)}")
+            raise TypeError(f"DAG {dag_id!r}: argument(s) {sorted(unsupported)} not supported "
+                            f"by Sluice")
         from shared.schedules import parse_schedule
         from shared.sdk.task_group import TaskGroup
 
@@ -137,6 +138,7 @@ class DAG:
         self.tags = list(tags or [])
         self.doc_md = doc_md
         self.render_template_as_native_obj = render_template_as_native_obj
+        self.template_searchpath = template_searchpath  # where template files are found
         self.user_defined_macros = user_defined_macros or {}
         self.user_defined_filters = user_defined_filters or {}
         self.is_paused_upon_creation = is_paused_upon_creation
