@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from shared import compat
 from shared.dagbag import FileResult, load_file
 from shared.sdk import operators, triggers
 from shared.serialization import serialize_dag
+from tests.unit.conftest import write_dag_file
 
 AIRFLOW3 = """
 from airflow.sdk import DAG, BaseOperator, TaskGroup, TriggerRule, chain, dag, task
@@ -91,27 +91,10 @@ with DAG("classic", schedule=None, start_date=datetime(2024, 1, 1),
     chain(begin, echo, skip, finish)
 """
 
-_created: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _clean_compat():
-    path = list(sys.path)
-    compat.uninstall()
-    yield
-    compat.uninstall()
-    sys.path[:] = path
-    for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
-        del sys.modules[name]
-    while _created:
-        sys.modules.pop(_created.pop(), None)
 
 
 def load(folder: Path, name: str, source: str) -> FileResult:
-    path = folder / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    _created.append(name)
-    return load_file(path, folder)
+    return load_file(write_dag_file(folder, name, source), folder)
 
 
 def shapes(result: FileResult) -> dict[str, dict]:
@@ -126,7 +109,7 @@ def shapes(result: FileResult) -> dict[str, dict]:
 
 needs_no_real_airflow = pytest.mark.skipif(
     importlib.util.find_spec("airflow") is not None, reason="the real Airflow is installed")
-pytestmark = needs_no_real_airflow
+pytestmark = [needs_no_real_airflow, pytest.mark.usefixtures("isolated_dag_modules")]
 
 
 @pytest.mark.parametrize("imports", [AIRFLOW3, AIRFLOW2], ids=["airflow3", "airflow2"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,28 +14,10 @@ from shared.dagbag import FileResult, load_file
 from shared.sdk import DAG, EmptyOperator
 from shared.sdk.dag import AirflowDagCycleException
 from shared.serialization import DagSpec, serialize_dag
+from tests.unit.conftest import write_dag_file
 
-_created: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _clean_modules():
-    path = list(sys.path)
-    compat.uninstall()
-    yield
-    compat.uninstall()
-    sys.path[:] = path
-    for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
-        del sys.modules[name]
-    while _created:
-        sys.modules.pop(_created.pop(), None)
-
-
-def write(folder: Path, name: str, source: str) -> Path:
-    path = folder / f"{name}.py"
-    path.write_text(textwrap.dedent(source))
-    _created.append(name)
-    return path
+pytestmark = pytest.mark.usefixtures("isolated_dag_modules")
+write = write_dag_file
 
 
 def load(folder: Path, name: str, source: str) -> FileResult:
