@@ -73,16 +73,22 @@ class NoUpstream:
         raise AssertionError(f"unexpected call {method}")
 
 
-def run(folder: Path, task_id: str) -> tuple[dict, list[str]]:
-    (folder / "hooks.py").write_text(HOOKS_DAG)
+def run_task(folder: Path, dag_id: str, source: str, task_id: str, *, max_tries: int = 0,
+             logical_date: str = "2026-03-04T00:00:00+00:00") -> dict:
+    """One try of ``task_id`` of the DAG file ``folder/<dag_id>.py`` holding ``source``."""
+    (folder / f"{dag_id}.py").write_text(source)
     runner = TaskRunner(folder, NoUpstream(), max_xcom_bytes=1 << 20)
     try:
-        result = runner.run({"fileloc": str(folder / "hooks.py"), "dag_id": "hooks",
-                             "task_id": task_id, "map_index": -1, "try_number": 1,
-                             "max_tries": 1, "run_id": "r1", "run_type": "manual",
-                             "logical_date": "2026-03-04T00:00:00+00:00"})
+        return runner.run({"fileloc": str(folder / f"{dag_id}.py"), "dag_id": dag_id,
+                           "task_id": task_id, "map_index": -1, "try_number": 1,
+                           "max_tries": max_tries, "run_id": "r1", "run_type": "manual",
+                           "logical_date": logical_date})
     finally:
         os.close(runner.stderr_fd)
+
+
+def run(folder: Path, task_id: str) -> tuple[dict, list[str]]:
+    result = run_task(folder, "hooks", HOOKS_DAG, task_id, max_tries=1)
     return result, (folder / "events.txt").read_text().splitlines()
 
 
@@ -130,15 +136,8 @@ with DAG("templates", start_date=datetime(2026, 1, 1),
 def run_templates(folder: Path, task_id: str, native: bool = False) -> dict:
     source = TEMPLATES_DAG.replace('DAG("templates",', 'DAG("templates", render_template_as_native_obj=True,') \
         if native else TEMPLATES_DAG
-    (folder / "templates.py").write_text(source)
-    runner = TaskRunner(folder, NoUpstream(), max_xcom_bytes=1 << 20)
-    try:
-        return runner.run({"fileloc": str(folder / "templates.py"), "dag_id": "templates",
-                           "task_id": task_id, "map_index": -1, "try_number": 1,
-                           "max_tries": 0, "run_id": "r1", "run_type": "manual",
-                           "logical_date": "2026-03-04T05:06:07+00:00"})
-    finally:
-        os.close(runner.stderr_fd)
+    return run_task(folder, "templates", source, task_id,
+                    logical_date="2026-03-04T05:06:07+00:00")
 
 
 def test_airflows_macros_filters_and_the_dags_own_macros_render(tmp_path):
@@ -172,16 +171,8 @@ with DAG("bashes", start_date=datetime(2026, 1, 1)):
 
 
 def run_bash(folder: Path, task_id: str) -> dict:
-    (folder / "bashes.py").write_text(BASH_DAG)
     (folder / "hello.sh").write_text('echo "hello $WHO on {{ ds }}"\n')
-    runner = TaskRunner(folder, NoUpstream(), max_xcom_bytes=1 << 20)
-    try:
-        return runner.run({"fileloc": str(folder / "bashes.py"), "dag_id": "bashes",
-                           "task_id": task_id, "map_index": -1, "try_number": 1,
-                           "max_tries": 0, "run_id": "r1", "run_type": "manual",
-                           "logical_date": "2026-03-04T00:00:00+00:00"})
-    finally:
-        os.close(runner.stderr_fd)
+    return run_task(folder, "bashes", BASH_DAG, task_id)
 
 
 def test_a_bash_command_naming_a_script_runs_the_scripts_rendered_text(tmp_path):
