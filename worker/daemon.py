@@ -146,7 +146,7 @@ class Worker:
                 with anyio.CancelScope() as scope:
                     self.scopes[req["ti_id"]] = scope
                     result = await runner.run(req, lambda m, a: self.answer(req, m, a))
-                if scope.cancelled_caught:  # see take_back_lost: the body was killed
+                if scope.cancelled_caught:  # stop_taken_away killed the body
                     log.warning("task_killed", reason="its instance changed state elsewhere")
                     return
                 self.finishing.add(req["ti_id"])
