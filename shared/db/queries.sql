@@ -129,8 +129,11 @@ SELECT 'busy', b.run_pk, b.task_id, NULL, count(*)::int, NULL, NULL, NULL, NULL,
 SELECT name, slots FROM pool
 
 -- name: end_tis
+-- Instances the pass ends without running them. An EmptyOperator set straight to
+-- success still counts a try, as in Airflow; skipped and upstream_failed ones do not.
 UPDATE task_instance ti
-   SET state = v.state, end_date = now(), start_date = coalesce(ti.start_date, now())
+   SET state = v.state, end_date = now(), start_date = coalesce(ti.start_date, now()),
+       try_number = ti.try_number + (v.state = 'success')::int
   FROM unnest($1::bigint[], $2::text[]) AS v(id, state)
  WHERE ti.id = v.id AND ti.state IS NULL
 

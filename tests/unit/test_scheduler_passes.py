@@ -17,7 +17,7 @@ from scheduler.runs import insert_task_instances, task_instance_rows, utcnow
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle
-from shared.db import create_pool
+from shared.db import create_pool, q
 from shared.sdk import dag, task
 from shared.serialization import DagSpec, serialize_dag
 
@@ -91,3 +91,14 @@ async def test_a_finished_run_is_not_tried_again(scheduler, db):
     run_pk = await make_run(db, state="success")
     await scheduler.schedule([run_pk])
     assert run_pk not in scheduler.timers
+
+
+async def test_an_empty_task_ended_by_the_pass_counts_a_try_and_a_skipped_one_does_not(db):
+    run_pk = await make_run(db)
+    ids = {r["task_id"]: r["id"] for r in await db.fetch(
+        "SELECT id, task_id FROM task_instance WHERE run_pk = $1", run_pk)}
+    await db.execute(q("end_tis"), [ids["first"], ids["second"]], ["success", "skipped"])
+    rows = await db.fetch("SELECT task_id, state, try_number FROM task_instance"
+                          " WHERE run_pk = $1 ORDER BY task_id", run_pk)
+    assert [tuple(r.values()) for r in rows] == [("first", "success", 1),
+                                                 ("second", "skipped", 0)]
