@@ -29,9 +29,6 @@ DELETE FROM import_error WHERE NOT (fileloc = any($1::text[]))
 SELECT dag_id, serialized, is_paused, next_interval_start, next_interval_end
   FROM dag WHERE is_active
 
--- name: set_next_interval
-UPDATE dag SET next_interval_start = $2, next_interval_end = $3 WHERE dag_id = $1
-
 -- name: last_scheduled_interval
 SELECT data_interval_start, data_interval_end FROM dag_run
  WHERE dag_id = $1 AND run_type = 'scheduled' ORDER BY logical_date DESC LIMIT 1
@@ -391,18 +388,6 @@ SELECT id FROM dag_run WHERE state IN ('queued', 'running')
 
 -- name: unclaimed_triggers_exist
 SELECT EXISTS (SELECT 1 FROM trigger WHERE triggerer_id IS NULL) AS pending
-
--- name: expand_placeholder
-WITH moved AS (
-    UPDATE task_instance SET map_index = 0
-     WHERE id = $1 AND map_index = -1 AND state IS NULL
-    RETURNING run_pk, task_id, max_tries, queue, pool, pool_slots, priority_weight
-)
-INSERT INTO task_instance (run_pk, task_id, map_index, max_tries, queue, pool, pool_slots,
-                           priority_weight)
-SELECT m.run_pk, m.task_id, g, m.max_tries, m.queue, m.pool, m.pool_slots, m.priority_weight
-  FROM moved m, generate_series(1, $2 - 1) AS g
-ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 
 -- name: run_task_maps
 SELECT task_id, length FROM task_map WHERE run_pk = $1 AND map_index = -1
