@@ -505,7 +505,8 @@ class Scheduler:
             delay = 0.0
             if spec is not None and z["task_id"] in spec.task_map:
                 policy = spec.task(z["task_id"]).retry_policy()
-                delay = policy.next_delay(z["try_number"]) or 0.0
+                delay = policy.delay_after(z["dag_id"], z["task_id"], z["logical_date"],
+                                           z["try_number"]) or 0.0
             msg = "task instance heartbeat expired: its worker died or lost contact"
             pk = await conn.fetchval(q("fail_zombie"), z["id"], z["try_number"], msg, delay)
             if pk is not None:

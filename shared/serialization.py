@@ -99,10 +99,10 @@ def _as_delta(value: Any) -> timedelta | None:
     return timedelta(seconds=float(value))
 
 
-def _backoff(value: Any) -> float:
-    if value is True:
-        return 2.0
-    return float(value or 0.0)
+def _retry_fields(policy: RetryPolicy) -> dict[str, Any]:
+    """The task's retry settings as :meth:`TaskSpec.retry_policy` reads them back."""
+    return {"retries": policy.retries, "retry_delay_s": policy.retry_delay_s,
+            "retry_backoff": policy.backoff, "max_retry_delay_s": policy.max_retry_delay_s}
 
 
 def _downstream_weights(dag: DAG) -> dict[str, int]:
@@ -166,10 +166,7 @@ def serialize_task(task: Any, weight: int) -> dict[str, Any]:
         "upstream": sorted(task.upstream_task_ids),
         "downstream": sorted(task.downstream_task_ids),
         "trigger_rule": str(task.trigger_rule.value if hasattr(task.trigger_rule, "value") else task.trigger_rule),
-        "retries": task.retries,
-        "retry_delay_s": _seconds(task.retry_delay) or 0.0,
-        "retry_backoff": _backoff(task.retry_exponential_backoff),
-        "max_retry_delay_s": _seconds(task.max_retry_delay),
+        **_retry_fields(RetryPolicy.of_task(task)),
         "execution_timeout_s": _seconds(task.execution_timeout),
         "queue": task.queue,
         "pool": task.pool,

@@ -26,7 +26,6 @@ from shared.daemon import Lifecycle, sd_notify
 from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.serialization import DagSpec
-from shared.state.retry import jitter_key
 from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
@@ -267,9 +266,8 @@ class Worker:
         spec = await self._spec(req["dag_id"])
         if spec is None or req["task_id"] not in spec.task_map:
             return 0.0
-        key = jitter_key(req["dag_id"], req["task_id"], req["logical_date"], req["try_number"])
-        return spec.task(req["task_id"]).retry_policy().next_delay(
-            req["try_number"], jitter_key=key) or 0.0
+        return spec.task(req["task_id"]).retry_policy().delay_after(
+            req["dag_id"], req["task_id"], req["logical_date"], req["try_number"]) or 0.0
 
     # --- background ------------------------------------------------------------
     async def heartbeat(self) -> None:

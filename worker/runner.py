@@ -34,7 +34,7 @@ from shared.sdk.exceptions import (
     UnmappableXComTypePushed,
     XComForMappingNotPushed,
 )
-from shared.state.retry import RetryPolicy, jitter_key
+from shared.state.retry import RetryPolicy
 from worker.lazy import LazyValueSequence, LazyXComSequence
 
 
@@ -287,11 +287,8 @@ class TaskRunner:
         return result
 
     def _retryable(self, task: Any, req: dict, context: dict, error: str) -> dict:
-        policy = RetryPolicy(task.retries, task.retry_delay.total_seconds() if task.retry_delay else 0.0,
-                             2.0 if task.retry_exponential_backoff is True else float(task.retry_exponential_backoff or 0),
-                             task.max_retry_delay.total_seconds() if task.max_retry_delay else None)
-        key = jitter_key(req["dag_id"], req["task_id"], _dt(req["logical_date"]), req["try_number"])
-        delay = policy.next_delay(req["try_number"], jitter_key=key)
+        delay = RetryPolicy.of_task(task).delay_after(
+            req["dag_id"], req["task_id"], req["logical_date"], req["try_number"])
         retrying = delay is not None
         _callback(task.on_retry_callback if retrying else task.on_failure_callback, context)
         return {"outcome": "retry", "error": error, "retry_delay_s": delay or 0.0}

@@ -363,7 +363,7 @@ RETURNING run_pk, task_id, map_index
 DELETE FROM trigger WHERE id = $1
 
 -- name: zombies
-SELECT ti.id, ti.run_pk, ti.task_id, ti.try_number, ti.max_tries, r.dag_id
+SELECT ti.id, ti.run_pk, ti.task_id, ti.try_number, ti.max_tries, r.dag_id, r.logical_date
   FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk
  WHERE ti.state = 'running' AND ti.heartbeat_at < now() - make_interval(secs => $1)
    FOR UPDATE OF ti SKIP LOCKED

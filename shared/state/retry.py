@@ -3,6 +3,11 @@
 Reproduces Airflow 3's ``TaskInstance.is_eligible_to_retry`` and
 ``next_retry_datetime`` (without the ``retry_delay_override`` a runtime policy may
 store on the TI: a caller that has one uses it instead of :meth:`next_delay`).
+
+Every component that decides a retry (the task runner after a failed body, the
+worker after a crashed runner, the scheduler after a lost worker) builds the
+policy with :meth:`RetryPolicy.of_task` or from the serialized task that stored
+it, and asks :meth:`RetryPolicy.delay_after`: one delay per try, whoever asks.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["MAX_RETRY_DELAY_S", "RetryPolicy", "jitter_key"]
 
@@ -21,12 +27,23 @@ MAX_RETRY_DELAY_S = 86400
 def jitter_key(
     dag_id: str, task_id: str, logical_date: datetime | str | None, try_number: int
 ) -> str:
-    """The string Airflow hashes for backoff jitter.
+    """The string Airflow hashes for backoff jitter, the same for every caller.
 
-    Airflow formats ``logical_date`` with ``str()`` (``2024-01-01 00:00:00+00:00``,
-    space-separated); pass the datetime itself to get Airflow's exact delays.
+    Airflow formats ``logical_date`` with ``str()`` of the UTC datetime
+    (``2024-01-01 00:00:00+00:00``, space-separated). An ISO string (what the
+    worker sends its runner) or a datetime in another zone gives the same key.
     """
+    if isinstance(logical_date, str):
+        logical_date = datetime.fromisoformat(logical_date)
+    if isinstance(logical_date, datetime) and logical_date.tzinfo is not None:
+        logical_date = logical_date.astimezone(UTC)
     return f"{dag_id}#{task_id}#{logical_date}#{try_number}"
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,15 @@ class RetryPolicy:
             raise ValueError(f"retry_delay_s must be >= 0, got {self.retry_delay_s}")
         if self.max_retry_delay_s is not None and self.max_retry_delay_s < 0:
             raise ValueError(f"max_retry_delay_s must be >= 0, got {self.max_retry_delay_s}")
+
+    @classmethod
+    def of_task(cls, task: Any) -> RetryPolicy:
+        """The policy of an operator (``retries``, ``retry_delay``,
+        ``retry_exponential_backoff``, ``max_retry_delay``), as Sluice serializes it."""
+        backoff = task.retry_exponential_backoff
+        return cls(int(task.retries or 0), _seconds(task.retry_delay) or 0.0,
+                   2.0 if backoff is True else float(backoff or 0.0),
+                   _seconds(task.max_retry_delay))
 
     def max_tries(self) -> int:
         """Airflow's ``max_tries``: the number of retries (tries allowed = this + 1)."""
@@ -79,8 +105,8 @@ class RetryPolicy:
         Without backoff this is ``retry_delay_s`` and ``max_retry_delay_s`` is ignored.
         With backoff: ``m = max(1, ceil(retry_delay_s * backoff**(try_number-1)))``, plus
         deterministic jitter ``sha1(jitter_key) % m`` (so in ``[m, 2m)``), capped at one
-        day and then at ``max_retry_delay_s`` if set (non-zero). ``jitter_key`` should be
-        :func:`jitter_key` of the TI and this ``try_number``.
+        day and then at ``max_retry_delay_s`` if set (non-zero). The pure formula:
+        callers use :meth:`delay_after`, which derives ``jitter_key`` from the instance.
         """
         if not self.can_retry(try_number):
             return None
@@ -96,3 +122,13 @@ class RetryPolicy:
         if self.max_retry_delay_s:
             delay = min(float(self.max_retry_delay_s), delay)
         return delay
+
+    def delay_after(self, dag_id: str, task_id: str, logical_date: datetime | str | None,
+                    try_number: int) -> float | None:
+        """Seconds before the next try of this instance after try ``try_number`` failed.
+
+        The one retry delay: the jitter key is derived here from the instance's
+        identity, so the runner, the worker and the scheduler agree on every try.
+        """
+        return self.next_delay(
+            try_number, jitter_key=jitter_key(dag_id, task_id, logical_date, try_number))

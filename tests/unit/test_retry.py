@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 
@@ -195,7 +196,30 @@ def test_jitter_key_matches_airflow_format() -> None:
     ld = datetime(2024, 1, 1, tzinfo=UTC)
     assert jitter_key("dag", "task", ld, 1) == KEY
     assert jitter_key("d", "t", None, 3) == "d#t#None#3"
-    assert jitter_key("d", "t", "2024-01-01T00:00:00+00:00", 2) == "d#t#2024-01-01T00:00:00+00:00#2"
+
+
+
+def test_every_form_of_one_logical_date_gives_one_key() -> None:
+    """The worker holds an ISO string, the scheduler a datetime: one key, Airflow's."""
+    forms = [datetime(2024, 1, 1, tzinfo=UTC), "2024-01-01T00:00:00+00:00",
+             datetime(2024, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))]
+    assert {jitter_key("dag", "task", ld, 1) for ld in forms} == {KEY}
+
+
+def test_delay_after_derives_the_key_from_the_instance() -> None:
+    policy = RetryPolicy(retries=3, retry_delay_s=60, backoff=2.0)
+    expected = _airflow_backoff(60, 2.0, 1, KEY, None)
+    assert policy.delay_after("dag", "task", "2024-01-01T00:00:00+00:00", 1) == expected
+    assert policy.delay_after("dag", "task", datetime(2024, 1, 1, tzinfo=UTC), 1) == expected
+
+
+def test_of_task_reads_an_operators_settings() -> None:
+    op = SimpleNamespace(retries=None, retry_delay=timedelta(minutes=1),
+                         retry_exponential_backoff=True, max_retry_delay=timedelta(hours=1))
+    assert RetryPolicy.of_task(op) == RetryPolicy(0, 60.0, 2.0, 3600.0)
+    op = SimpleNamespace(retries=2, retry_delay=None, retry_exponential_backoff=1.5,
+                         max_retry_delay=None)
+    assert RetryPolicy.of_task(op) == RetryPolicy(2, 0.0, 1.5, None)
 
 
 @pytest.mark.parametrize(
