@@ -3,8 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Airflow's Task SDK runtime is tested in its own venv until it replaces shared/sdk
+SDK_VENV := .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: run test faults bench lint clean
+.PHONY: run test test-legacy test-sdk faults bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +18,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sluice standalone --dags-folder examples/dags
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults" $(PYTEST_ARGS)
+$(SDK_STAMP): pyproject.toml
+	test -x $(SDK_VENV)/bin/python || $(PY) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/pip install -q --upgrade pip
+	$(SDK_VENV)/bin/pip install -q -e '.[dev,airflow]'
+	touch $(SDK_STAMP)
+
+test: test-legacy test-sdk
+
+test-legacy: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults" --ignore=tests/sdk $(PYTEST_ARGS)
+
+test-sdk: $(SDK_STAMP)
+	$(SDK_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not faults" tests/sdk $(PYTEST_ARGS)
 
 faults: $(STAMP)
 	SLUICE_FAULTS_SIZE=1000 $(BIN)/python -m pytest -q -p no:cacheprovider -m faults tests/faults
@@ -28,4 +42,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SDK_VENV)
