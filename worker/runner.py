@@ -381,7 +381,7 @@ def _label(task: Any, context: dict, req: dict, *, strict: bool = False) -> str 
     outcome stands and the label is left empty.
     """
     template = getattr(task, "map_index_template", None)
-    if req["map_index"] < 0 or not template:
+    if req["map_index"] < 0 or template is None:  # "" is a template: its label is "", as in Airflow
         return None
     from shared.sdk.templating import render_string
 
