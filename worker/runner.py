@@ -431,15 +431,32 @@ def _arm_timeout(seconds: float | None) -> None:
 
 
 def _open_log(path: str | None) -> int | None:
+    """Send this process's stdout and stderr to the task's log file (mode 0600, in 0700
+    directories: a task's output may hold its data and secrets)."""
     if not path:
         return None
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _private_dirs(Path(path).parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an earlier version keeps no wider mode
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     return fd
+
+
+def _private_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each mode 0700 (``mkdir -p`` ignores the
+    mode for parents); directories that exist are left as their owner set them."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        try:
+            each.mkdir(mode=0o700)
+        except FileExistsError:  # another runner made it first, with the same mode
+            pass
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
