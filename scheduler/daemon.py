@@ -35,6 +35,7 @@ from shared.schedules import Interval
 from shared.serialization import DagSpec
 
 log = structlog.get_logger()
+TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
 PASS_GAP_PER_TI_S = 5e-7
 WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
 LOCKED_RETRY_S = 0.02  # a run another scheduler's pass holds is tried again after this
@@ -59,7 +60,8 @@ class Scheduler:
         self.consumer = bus.Consumer(redis, [self.streams.events], bus.SCHEDULER_GROUP,
                                      bus.consumer_name("scheduler"),
                                      deadletter=self.streams.deadletter,
-                                     count=settings.batch_size, claim_idle_ms=30_000)
+                                     count=settings.batch_size,
+                                     claim_interval_s=settings.claim_interval_s)
         self.specs: dict[str, DagSpec] = {}
         self.paused: set[str] = set()
         self.next_interval: dict[str, Interval | None] = {}
@@ -373,30 +375,57 @@ class Scheduler:
         if wake is not None:
             block_s = min(block_s, max(0.001, (wake - utcnow()).total_seconds()))
         entries = await self._read(int(block_s * 1000))
-        finished_something = False
+        await self.consumer.handle(entries, self._on_events, transient=TRANSIENT)
+        await self._drain_pending()
+
+    async def _on_events(self, entries: list) -> None:
+        """Schedule the runs these events name; raises if a pass over one of them raises."""
+        pks: set[int] = set()
         for _, entry in entries:
             match entry.message:
                 case RunChanged(run_pk=pk):
-                    self.pending.add(pk)
-                    finished_something = True
+                    pks.add(pk)
                 case DagsChanged():
                     self.dags_dirty = True
                 case other:
-                    log.warning("unexpected_message", kind=other.kind)
-        if finished_something and self.starved:
+                    raise ValueError(f"a {other.kind!r} message does not belong on the events stream")
+        if pks and self.starved:  # something finished: what limits held back may fit now
             self.pending |= self.starved
             self.starved = set()
         if self.dags_dirty:
             await self.refresh_dags()
-        await self._drain_pending()
-        await self.consumer.ack(entries)
+        ordered = sorted(pks)
+        for start in range(0, len(ordered), self.settings.batch_size):
+            await self._pass(self._due_now(ordered[start:start + self.settings.batch_size]))
 
     async def _drain_pending(self) -> None:
+        """Schedule what timers and earlier passes left; a run whose pass raises is logged."""
         while self.pending:
             batch = self._due_now(sorted(self.pending)[: self.settings.batch_size])
             if not batch:
                 return
-            await self.schedule(batch)
+            for pk, exc in await bus.isolate(batch, self._pass, transient=TRANSIENT):
+                log.error("run_pass_failed", run_pk=pk, error=bus.reason(exc), exc_info=exc)
+
+    async def _pass(self, run_pks: list[int]) -> None:
+        """One scheduling pass; a pass that raised counts as none (the run is not held back).
+
+        After a lost connection the runs are pending again. After any other error
+        their timers go too, so a run whose pass keeps raising comes back with the
+        next event about it (the repair sweep sends one) instead of spinning.
+        """
+        if not run_pks:
+            return
+        try:
+            await self.schedule(run_pks)
+        except TRANSIENT:
+            self.pending.update(run_pks)
+            raise
+        except Exception:
+            for pk in run_pks:
+                self.last_pass.pop(pk, None)
+                self.timers.pop(pk, None)
+            raise
 
     def _due_now(self, candidates: list[int]) -> list[int]:
         """Runs to schedule now; very large runs are re-decided at most every few ms.
@@ -482,11 +511,6 @@ class Scheduler:
         await self.consumer.ensure_groups()
         messages += [(self.streams.events, RunChanged(run_pk=pk)) for pk in set(active) | touched]
         await bus.publish(self.redis, messages)
-        reclaimed = await self.consumer.autoclaim()
-        if reclaimed:
-            self.pending.update(e.message.run_pk for _, e in reclaimed
-                                if isinstance(e.message, RunChanged))
-            await self.consumer.ack(reclaimed)
 
     async def _expire_deferrals(self, conn: asyncpg.Connection) -> set[int]:
         """Backstop for trigger timeouts when no triggerer enforced them (none alive)."""

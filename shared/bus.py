@@ -2,16 +2,21 @@
 
 Streams carry commands and wake-ups, at least once. Losing every key loses no
 data (the scheduler's reconciler re-sends what the database says is owed), so
-a missing group is recreated on the fly. Entries are acked after the database
-commit that handled them; malformed ones go to the dead-letter stream.
+a lost stream or group is recreated on the fly and no daemon exits for it.
+Entries are acked after the database commit that handled them; entries a dead
+consumer left pending are taken over by the others on a claim interval; a
+malformed entry, or one whose handling raises, goes to the dead-letter stream
+with the reason.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import redis.asyncio as aioredis
@@ -20,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.messages import Message, _Message, decode, encode
+from shared.messages import REASON_MAX_CHARS, Message, MessageRejected, _Message, decode, encode
 
 log = structlog.get_logger()
 
@@ -28,7 +33,9 @@ SCHEDULER_GROUP = "scheduler"
 WORKER_GROUP = "workers"
 TRIGGERER_GROUP = "triggerers"
 STREAM_MAXLEN = 100_000
+MAX_BLOCK_MS = 30_000  # below SOCKET_TIMEOUT_S
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,18 +89,66 @@ class Entry:
     message: Message
 
 
+Handler = Callable[[list[T]], Awaitable[None]]
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why handling failed, for the dead-letter entry and the log."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:REASON_MAX_CHARS]
+
+
+async def isolate(items: list[T], handler: Handler, *,
+                  transient: tuple[type[BaseException], ...]) -> list[tuple[T, Exception]]:
+    """Run ``handler`` on the whole batch; if it raises, on each item alone.
+
+    Returns the items that still raise, with their error: one bad item costs
+    itself, never its batch. A ``transient`` error (a lost connection) is not the
+    items' fault: it propagates, and what was not acknowledged comes back.
+    """
+    try:
+        await handler(items)
+        return []
+    except transient:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolated below, then reported by the caller
+        if len(items) == 1:
+            return [(items[0], exc)]
+    failures: list[tuple[T, Exception]] = []
+    for item in items:
+        failures += await isolate([item], handler, transient=transient)
+    return failures
+
+
+def _lost(exc: ResponseError) -> bool:
+    """The stream or its group is gone (FLUSHALL, a restart without persistence, a failover).
+
+    ``NOGROUP`` answers a read of a missing group; ``UNBLOCKED`` ends a read
+    blocked on a key that was deleted meanwhile (Redis 7; Valkey says NOGROUP).
+    """
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
+
+
 class Consumer:
-    """One consumer of one group over one or more streams."""
+    """One consumer of one group over one or more streams: the only way daemons read.
+
+    ``read`` hands out idle entries left pending by other consumers (dead ones)
+    when a claim is due, else new entries; it recreates lost streams and groups
+    on the fly. ``handle`` runs a handler over what was read, dead-letters what
+    cannot be handled with the reason, and acknowledges the rest.
+    """
 
     def __init__(self, redis: aioredis.Redis, streams: list[str], group: str, name: str,
-                 *, deadletter: str, count: int = 256, claim_idle_ms: int = 60_000):
+                 *, deadletter: str, count: int = 256, claim_interval_s: float = 30.0):
         self.redis = redis
         self.streams = streams
         self.group = group
         self.name = name
         self.deadletter = deadletter
         self.count = count
-        self.claim_idle_ms = claim_idle_ms
+        self.claim_interval_s = claim_interval_s
+        self._claim_at = 0.0  # the first read claims what a predecessor left pending
+        self._cursors = dict.fromkeys(streams, b"0-0")
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
@@ -104,35 +159,71 @@ class Consumer:
                     raise
 
     async def read(self, block_ms: int) -> list[tuple[str, Entry]]:
-        """Block up to ``block_ms`` for new entries; returns (stream, entry) pairs."""
+        """Entries to handle: idle pending ones when a claim is due, else new ones.
+
+        New entries are awaited up to ``block_ms`` (and never past the next
+        claim); returns (stream, entry) pairs, malformed entries dead-lettered.
+        """
         try:
+            if time.monotonic() >= self._claim_at:
+                claimed = await self.autoclaim()
+                if claimed:
+                    return claimed
             reply = await self.redis.xreadgroup(
                 self.group, self.name, {s: ">" for s in self.streams},
-                count=self.count, block=min(max(1, int(block_ms)), 30_000),
+                count=self.count, block=self._block_ms(block_ms),
             )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _lost(exc):
                 raise
-            log.warning("stream_group_missing", group=self.group)
+            log.warning("stream_group_recreated", group=self.group, error=str(exc))
             await self.ensure_groups()
             return []
         return await self._decode(reply or [])
 
+    def _block_ms(self, block_ms: int) -> int:
+        until_claim_ms = (self._claim_at - time.monotonic()) * 1000
+        return max(1, int(min(block_ms, until_claim_ms, MAX_BLOCK_MS)))  # 0 would block forever
+
     async def autoclaim(self) -> list[tuple[str, Entry]]:
-        """Take over entries idle in another consumer's pending list."""
+        """Take over up to ``count`` entries pending longer than the claim interval.
+
+        Each stream is scanned from where the last claim stopped; once every
+        scan is through, the next claim is due half an interval later, so an
+        entry left by a dead consumer is taken within 1.5 intervals of its read.
+        """
         out: list[tuple[str, Entry]] = []
         for stream in self.streams:
-            try:
-                reply = await self.redis.xautoclaim(
-                    stream, self.group, self.name, self.claim_idle_ms, "0-0", count=self.count
-                )
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.ensure_groups()
-                continue
-            out += await self._decode([(stream, reply[1])])
+            left = self.count - len(out)
+            if left <= 0:
+                break
+            cursor, entries, *_ = await self.redis.xautoclaim(
+                stream, self.group, self.name, int(self.claim_interval_s * 1000),
+                self._cursors[stream], count=left)
+            self._cursors[stream] = cursor
+            if entries:
+                log.info("stream_entries_reclaimed", stream=stream, count=len(entries))
+                out += await self._decode([(stream, entries)])
+        if all(c in (b"0-0", "0-0") for c in self._cursors.values()):
+            self._claim_at = time.monotonic() + self.claim_interval_s / 2
         return out
+
+    async def handle(self, entries: list[tuple[str, Entry]], handler: Handler, *,
+                     transient: tuple[type[BaseException], ...] = REDIS_ERRORS) -> None:
+        """Run ``handler`` over the entries, then acknowledge them.
+
+        An entry whose handling raises (see ``isolate``) goes to the dead-letter
+        stream with the reason, and the daemon goes on.
+        """
+        if not entries:
+            return
+        failures = await isolate(entries, handler, transient=transient)
+        failed = {id(item) for item, _ in failures}
+        for (stream, entry), exc in failures:
+            log.error("stream_message_failed", stream=stream, entry_id=entry.id.decode(),
+                      kind=entry.message.kind, error=reason(exc), exc_info=exc)
+            await self._dead_letter(stream, entry.id, encode(entry.message), reason(exc))
+        await self.ack([item for item in entries if id(item) not in failed])
 
     async def ack(self, entries: Iterable[tuple[str, Entry]]) -> None:
         by_stream: dict[str, list[bytes]] = {}
@@ -155,18 +246,23 @@ class Consumer:
                     continue
                 try:
                     good.append((stream, Entry(entry_id, decode(fields))))
-                except ValueError as exc:
-                    await self._dead_letter(stream, entry_id, fields, exc)
+                except MessageRejected as exc:
+                    log.error("stream_message_rejected", stream=stream,
+                              entry_id=entry_id.decode(), error=str(exc))
+                    await self._dead_letter(stream, entry_id, fields, str(exc))
         return good
 
-    async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict, exc: Exception) -> None:
-        log.error("stream_message_rejected", stream=stream, entry_id=entry_id.decode(),
-                  error=str(exc).splitlines()[0])
-        payload = {k: v for k, v in fields.items()}
-        payload[b"error"] = str(exc).encode()
-        payload[b"source"] = stream.encode()
+    async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict, why: str) -> None:
+        """Keep the entry, why and where from in the dead-letter stream; then ack it."""
+        payload = {_key(k): v for k, v in fields.items()}
+        payload.update({b"error": why.encode(), b"source": stream.encode(), b"entry_id": entry_id,
+                        b"group": self.group.encode()})
         await self.redis.xadd(self.deadletter, payload, maxlen=STREAM_MAXLEN, approximate=True)
         await self.redis.xack(stream, self.group, entry_id)
+
+
+def _key(key: bytes | str) -> bytes:
+    return key if isinstance(key, bytes) else key.encode()
 
 
 async def wait_for_redis(redis: aioredis.Redis) -> None:

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     logs_folder: Path | None = None
     stream_prefix: str = "sluice"
     airflow_compat: bool = True
+    # streams: an entry read but not acknowledged for this long (its consumer died)
+    # is taken over by another consumer of its group (every daemon looks twice an interval)
+    claim_interval_s: float = Field(default=30.0, gt=0)
 
     # scheduler
     parse_timeout_s: float = 30.0

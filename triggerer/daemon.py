@@ -33,6 +33,7 @@ from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
 
 log = structlog.get_logger()
+TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
 BLOCKING_WARN_S = 0.2
 START_CHUNK = 200  # claimed triggers started between two yields to the event loop
 FLUSH_TIMEOUT_S = 10.0  # on shutdown, how long first events in hand may take to be written
@@ -46,6 +47,13 @@ def load_trigger(classpath: str, kwargs_json: str):
     module_name, _, class_name = classpath.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(**serde.loads(kwargs_json))
+
+
+async def _wake_ups(entries: list) -> None:
+    """The triggers stream carries wake-ups only; claiming follows in the loop."""
+    for _, entry in entries:
+        if not isinstance(entry.message, TriggersPending):
+            raise ValueError(f"a {entry.message.kind!r} message does not belong on the triggers stream")
 
 
 def _ti_ids(row: dict) -> dict:
@@ -62,7 +70,8 @@ class Triggerer:
         self.streams = bus.Streams(settings.stream_prefix)
         self.consumer = bus.Consumer(redis, [self.streams.triggers], bus.TRIGGERER_GROUP,
                                      bus.consumer_name("triggerer"),
-                                     deadletter=self.streams.deadletter, claim_idle_ms=10_000)
+                                     deadletter=self.streams.deadletter,
+                                     claim_interval_s=settings.claim_interval_s)
         self.id: int | None = None
         self.running: dict[int, anyio.CancelScope] = {}
         self.fired = 0
@@ -82,11 +91,12 @@ class Triggerer:
         while not self.life.stopping.is_set():
             try:
                 await self.claim(tg)
+                entries = []  # stays so when shutdown cancels the read
                 with anyio.CancelScope() as scope:
                     self._read_scope = scope
                     entries = await self.consumer.read(int(self.settings.triggerer_heartbeat_s * 1000))
-                    await self.consumer.ack(entries)
-            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+                await self.consumer.handle(entries, _wake_ups, transient=TRANSIENT)
+            except TRANSIENT as exc:
                 log.warning("triggerer_connection_error", error=str(exc))
                 with anyio.move_on_after(1.0):
                     await self.life.stopping.wait()

@@ -30,6 +30,7 @@ from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
 T = TypeVar("T")
+TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
 
 
 async def until_reachable(what: str, op: Callable[[], Awaitable[T]]) -> T:
@@ -55,7 +56,7 @@ class Worker:
         self.consumer = bus.Consumer(
             redis, [self.streams.queue(n) for n in settings.queues], bus.WORKER_GROUP,
             bus.consumer_name("worker"), deadletter=self.streams.deadletter,
-            claim_idle_ms=60_000)
+            claim_interval_s=settings.claim_interval_s)
         self.idle = [RunnerProcess(Path(settings.dags_folder), settings.max_xcom_bytes,
                                   settings.max_map_length)
                      for _ in range(settings.worker_concurrency)]
@@ -81,13 +82,10 @@ class Worker:
             await self._wait_until(lambda: self.idle or self.life.stopping.is_set())
             try:
                 entries = await self._read(len(self.idle))
-                if entries:
-                    for ti in await self.claim(entries):
-                        runner = self.idle.pop()
-                        tg.start_soon(self.execute, ti, runner)
-                    await self.consumer.ack(entries)
+                await self.consumer.handle(entries, lambda batch: self.start(batch, tg),
+                                           transient=TRANSIENT)
                 delays = backoff_delays()
-            except DB_ERRORS + bus.REDIS_ERRORS as exc:  # unacked entries come back
+            except TRANSIENT as exc:  # unacked entries come back (claimed after an interval)
                 delay = next(delays)
                 log.warning("worker_connection_error", error=str(exc), retry_in_s=round(delay, 2))
                 with anyio.move_on_after(delay):
@@ -104,9 +102,21 @@ class Worker:
                 self._read_scope = None
         return []
 
+    async def start(self, entries: list, tg) -> None:
+        """Claim the delivered instances and start each on an idle runner.
+
+        Raises before starting anything when an entry is not a ``run_task`` or the
+        claim fails, so the consumer can try each entry alone (``bus.isolate``).
+        """
+        for _, entry in entries:
+            if not isinstance(entry.message, RunTask):
+                raise ValueError(f"a {entry.message.kind!r} message does not belong on a queue")
+        for req in await self.claim(entries):
+            tg.start_soon(self.execute, req, self.idle.pop())
+
     async def claim(self, entries: list) -> list[dict]:
         """Claim the delivered instances still queued at their try: one statement."""
-        msgs = [e.message for _, e in entries if isinstance(e.message, RunTask)]
+        msgs = [e.message for _, e in entries]
         if not msgs:
             return []
         async with self.pool.acquire() as conn:

@@ -1,63 +1,199 @@
-"""The stream consumer against real Redis: decode, dead-letter, lost groups, autoclaim."""
+"""The stream consumer against real Redis: validate, dead-letter, lost streams, claims."""
 
 from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
 
 from shared import bus
 from shared.messages import RunChanged, RunTask
 
 
-async def test_publish_read_ack_and_dead_letter(redis_url, stream_prefix):
-    redis = bus.connect(redis_url)
+@pytest.fixture
+async def redis(redis_url, stream_prefix):
+    client = bus.connect(redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{stream_prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def consumer(redis, streams: bus.Streams, name: str, *stream: str, **kw) -> bus.Consumer:
+    return bus.Consumer(redis, list(stream) or [streams.events], "g", name,
+                        deadletter=streams.deadletter, **kw)
+
+
+async def dead_letters(redis, streams: bus.Streams) -> list[dict]:
+    return [fields for _, fields in await redis.xrange(streams.deadletter)]
+
+
+async def test_publish_read_ack_and_dead_letter(redis, stream_prefix):
     streams = bus.Streams(stream_prefix)
-    consumer = bus.Consumer(redis, [streams.events], "g", "c1", deadletter=streams.deadletter)
-    try:
-        await consumer.ensure_groups()
-        await consumer.ensure_groups()  # BUSYGROUP tolerated
-        await bus.publish(redis, [(streams.events, RunChanged(run_pk=7))])
-        await redis.xadd(streams.events, {"m": '{"kind": "no_such_kind"}'})
-        await redis.xadd(streams.events, {"junk": "x"})
-        got = await consumer.read(100)
-        assert [e.message for _, e in got] == [RunChanged(run_pk=7)]
-        await consumer.ack(got)
-        dead = await redis.xrange(streams.deadletter)
-        assert len(dead) == 2
-        assert all(fields[b"source"] == streams.events.encode() for _, fields in dead)
-        pending = await redis.xpending(streams.events, "g")
-        assert pending["pending"] == 0
-    finally:
-        await redis.delete(streams.events, streams.deadletter)
-        await redis.aclose()
+    c = consumer(redis, streams, "c1")
+    await c.ensure_groups()
+    await c.ensure_groups()  # BUSYGROUP tolerated
+    await bus.publish(redis, [(streams.events, RunChanged(run_pk=7))])
+    await redis.xadd(streams.events, {"m": '{"kind": "no_such_kind"}'})
+    await redis.xadd(streams.events, {"junk": "x"})
+    got = await c.read(100)
+    assert [e.message for _, e in got] == [RunChanged(run_pk=7)]
+    await c.ack(got)
+    dead = await dead_letters(redis, streams)
+    assert len(dead) == 2
+    assert all(fields[b"source"] == streams.events.encode() for fields in dead)
+    assert (await redis.xpending(streams.events, "g"))["pending"] == 0
 
 
-async def test_group_lost_with_the_keys_is_recreated(redis_url, stream_prefix):
-    redis = bus.connect(redis_url)
+@pytest.mark.parametrize("raw, field", [
+    ('{"kind": "run_changed", "run_pk": 9223372036854775808}', "run_changed.run_pk"),
+    ('{"kind": "run_task", "ti_id": 9223372036854775808, "try_number": 1}', "run_task.ti_id"),
+    ('{"kind": "run_task", "ti_id": 0, "try_number": 1}', "run_task.ti_id"),
+    ('{"kind": "run_task", "ti_id": 1, "try_number": 2147483648}', "run_task.try_number"),
+    ('{"kind": "run_task", "ti_id": "12", "try_number": 1}', "run_task.ti_id"),
+    ('{"kind": "run_changed", "run_pk": true}', "run_changed.run_pk"),
+])
+async def test_ids_outside_their_columns_are_dead_lettered_with_the_field(redis, stream_prefix,
+                                                                         raw, field):
     streams = bus.Streams(stream_prefix)
-    consumer = bus.Consumer(redis, [streams.queue("default")], "workers", "w1",
-                            deadletter=streams.deadletter)
-    try:
-        await consumer.ensure_groups()
-        await redis.delete(streams.queue("default"))  # as after FLUSHALL
-        assert await consumer.read(10) == []
-        await bus.publish(redis, [(streams.queue("default"), RunTask(ti_id=1, try_number=1))])
-        got = await consumer.read(100)
-        assert [e.message for _, e in got] == [RunTask(ti_id=1, try_number=1)]
-    finally:
-        await redis.delete(streams.queue("default"))
-        await redis.aclose()
+    c = consumer(redis, streams, "c1")
+    await c.ensure_groups()
+    await redis.xadd(streams.events, {"m": raw})
+    assert await c.read(100) == []
+    [dead] = await dead_letters(redis, streams)
+    assert dead[b"m"] == raw.encode()
+    assert dead[b"error"].decode().startswith(f"{field}: "), dead[b"error"]
+    assert b"\n" not in dead[b"error"]
+    assert (await redis.xpending(streams.events, "g"))["pending"] == 0
 
 
-async def test_autoclaim_takes_over_idle_entries(redis_url, stream_prefix):
-    redis = bus.connect(redis_url)
+async def test_largest_bigint_is_a_valid_id(redis, stream_prefix):
     streams = bus.Streams(stream_prefix)
-    dead = bus.Consumer(redis, [streams.events], "g", "dead", deadletter=streams.deadletter)
-    alive = bus.Consumer(redis, [streams.events], "g", "alive", deadletter=streams.deadletter,
-                         claim_idle_ms=0)
+    c = consumer(redis, streams, "c1")
+    await c.ensure_groups()
+    await bus.publish(redis, [(streams.events, RunChanged(run_pk=2**63 - 1))])
+    assert [e.message for _, e in await c.read(100)] == [RunChanged(run_pk=2**63 - 1)]
+
+
+async def test_group_lost_with_the_keys_is_recreated(redis, stream_prefix):
+    streams = bus.Streams(stream_prefix)
+    c = consumer(redis, streams, "w1", streams.queue("default"))
+    await c.ensure_groups()
+    await redis.delete(streams.queue("default"))  # as after FLUSHALL
+    assert await c.read(10) == []
+    await bus.publish(redis, [(streams.queue("default"), RunTask(ti_id=1, try_number=1))])
+    got = await c.read(100)
+    assert [e.message for _, e in got] == [RunTask(ti_id=1, try_number=1)]
+
+
+async def test_a_read_blocked_when_its_stream_is_deleted_goes_on(redis, redis_url,
+                                                                 stream_prefix):
+    """Redis 7 ends the blocked read with UNBLOCKED (Valkey with NOGROUP): both recover."""
+    streams = bus.Streams(stream_prefix)
+    c = consumer(redis, streams, "s1")
+    await c.ensure_groups()
+    await c.read(1)  # the first read claims (nothing); the next one blocks
+    other = bus.connect(redis_url)
+    got: list = []
     try:
-        await dead.ensure_groups()
-        await bus.publish(redis, [(streams.events, RunChanged(run_pk=1))])
-        assert len(await dead.read(100)) == 1  # read, never acked: its consumer died
-        taken = await alive.autoclaim()
-        assert [e.message for _, e in taken] == [RunChanged(run_pk=1)]
+        async with anyio.create_task_group() as tg:
+            async def blocked_read():
+                got.append(await c.read(5_000))
+
+            tg.start_soon(blocked_read)
+            await _wait_blocked(other, c.name)
+            await other.delete(streams.events)
+        assert got == [[]]
+        await bus.publish(redis, [(streams.events, RunChanged(run_pk=3))])
+        assert [e.message for _, e in await c.read(1_000)] == [RunChanged(run_pk=3)]
     finally:
-        await redis.delete(streams.events)
-        await redis.aclose()
+        await other.aclose()
+
+
+async def _wait_blocked(client, name: str) -> None:
+    """Until a connection of the consumer sits in XREADGROUP (CLIENT LIST shows it)."""
+    with anyio.fail_after(5):
+        while True:
+            clients = await client.client_list()
+            if any(cl.get("cmd") == "xreadgroup" and "b" in cl.get("flags", "")
+                   for cl in clients):
+                return
+            await anyio.sleep(0.01)
+
+
+async def test_entries_of_a_dead_consumer_are_read_by_another_after_the_interval(
+        redis, stream_prefix):
+    streams = bus.Streams(stream_prefix)
+    dead = consumer(redis, streams, "dead", claim_interval_s=0.3)
+    alive = consumer(redis, streams, "alive", claim_interval_s=0.3)
+    await dead.ensure_groups()
+    await dead.read(1)  # its first claim: nothing pending yet
+    await bus.publish(redis, [(streams.events, RunChanged(run_pk=1))])
+    assert len(await dead.read(100)) == 1  # read, never acked: its consumer died
+    read_at = time.monotonic()
+    assert await alive.read(1) == []  # not idle long enough yet
+    taken: list = []
+    while not taken:
+        taken = await alive.read(100)
+        assert time.monotonic() - read_at < 0.3 * 1.5 + 0.3, "not claimed within 1.5 intervals"
+    assert [e.message for _, e in taken] == [RunChanged(run_pk=1)]
+    await alive.ack(taken)
+    assert (await redis.xpending(streams.events, "g"))["pending"] == 0
+
+
+async def test_a_claim_takes_no_more_than_the_consumer_asked_for(redis, stream_prefix):
+    streams = bus.Streams(stream_prefix)
+    queues = [streams.queue("a"), streams.queue("b")]
+    dead = consumer(redis, streams, "dead", *queues)
+    alive = consumer(redis, streams, "alive", *queues, claim_interval_s=0.01, count=3)
+    await dead.ensure_groups()
+    await bus.publish(redis, [(q, RunTask(ti_id=i, try_number=1)) for q in queues
+                              for i in range(1, 5)])
+    assert len(await dead.read(100)) == 8
+    await anyio.sleep(0.02)
+    seen = []
+    for _ in range(4):
+        batch = await alive.autoclaim()
+        assert len(batch) <= 3
+        seen += batch
+        await alive.ack(batch)
+    assert len(seen) == 8
+
+
+async def test_a_handler_that_raises_dead_letters_only_its_entry(redis, stream_prefix):
+    streams = bus.Streams(stream_prefix)
+    c = consumer(redis, streams, "c1")
+    await c.ensure_groups()
+    await bus.publish(redis, [(streams.events, RunChanged(run_pk=pk)) for pk in (1, 2, 3)])
+    handled: list[int] = []
+
+    async def handler(entries):
+        pks = [e.message.run_pk for _, e in entries]
+        if 2 in pks:
+            raise RuntimeError("run 2 cannot be scheduled\nsecond line")
+        handled.extend(pks)
+
+    await c.handle(await c.read(100), handler)
+    assert handled == [1, 3]
+    [dead] = await dead_letters(redis, streams)
+    assert dead[b"error"] == b"RuntimeError: run 2 cannot be scheduled"
+    assert dead[b"m"] == RunChanged(run_pk=2).model_dump_json().encode()
+    assert dead[b"source"] == streams.events.encode()
+    assert (await redis.xpending(streams.events, "g"))["pending"] == 0
+
+
+async def test_a_transient_error_leaves_the_entries_pending(redis, stream_prefix):
+    streams = bus.Streams(stream_prefix)
+    c = consumer(redis, streams, "c1")
+    await c.ensure_groups()
+    await bus.publish(redis, [(streams.events, RunChanged(run_pk=1))])
+
+    async def handler(entries):
+        raise ConnectionResetError("database gone")
+
+    with pytest.raises(ConnectionResetError):
+        await c.handle(await c.read(100), handler, transient=(OSError,))
+    assert await dead_letters(redis, streams) == []
+    assert (await redis.xpending(streams.events, "g"))["pending"] == 1
