@@ -13,16 +13,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import Template
 
 from shared.sdk import macros
 from shared.sdk.serde import TAG
-from shared.sdk.templating import FILTERS
+from shared.sdk.templating import environment
 from shared.serialization import TaskSpec
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined)
-_ENV.filters.update(FILTERS)
+_ENV = environment()  # the task templates' sandbox
 
 
 @dataclass(frozen=True)

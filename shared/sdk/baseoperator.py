@@ -323,7 +323,7 @@ class BaseOperator(AbstractOperator):
         return method(context, **next_kwargs)
 
     def render_template_fields(self, context: dict, jinja_env: Any = None) -> None:
-        from shared.sdk.templating import render_template
+        from shared.sdk.templating import render_field
 
         if getattr(self, "_templates_rendered", False):
             return
@@ -332,7 +332,7 @@ class BaseOperator(AbstractOperator):
             if isinstance(value, str) and value.endswith(tuple(self.template_ext)):
                 value = self._template_file(value)
             if value is not None:
-                setattr(self, field, render_template(value, context, self))
+                setattr(self, field, render_field(self, field, value, context))
 
     def _template_file(self, name: str) -> str:
         """A template field naming a file with one of ``template_ext``: that file's text.

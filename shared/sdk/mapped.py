@@ -260,17 +260,17 @@ class MappedOperator(AbstractOperator):
     def unmap(self, map_index: int, resolver: Any, context: dict) -> BaseOperator:
         """The real operator for one map index, templates rendered (Airflow's rules)."""
         from shared.sdk.baseoperator import _build_detached
-        from shared.sdk.templating import render_template
+        from shared.sdk.templating import render_field
 
         mapped, from_xcom = self.expand_input.resolve(map_index, resolver)
         fields = set(self.template_fields)
 
         def render(key: str, value: Any) -> Any:
-            return render_template(value, context, self) if key in fields else value
+            return render_field(self, key, value, context) if key in fields else value
 
         partial = {k: render(k, v) for k, v in self.partial_kwargs.items()}
         if self.into_op_kwargs:
-            expanded = {k: v if k in from_xcom else render_template(v, context, self)
+            expanded = {k: v if k in from_xcom else render_field(self, k, v, context)
                         for k, v in mapped.items()}
             self._check_strict(partial.get("op_kwargs") or {}, expanded, "mapping already partial")
             partial["op_kwargs"] = {**(partial.get("op_kwargs") or {}), **expanded}
