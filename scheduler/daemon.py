@@ -33,6 +33,7 @@ from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transac
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.schedules import Interval
 from shared.serialization import DagSpec
+from shared.textcap import cap_error
 
 log = structlog.get_logger()
 TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
@@ -190,7 +191,7 @@ class Scheduler:
                 await conn.execute(q("start_in_triggerer"), *map(list, zip(*starts, strict=True)))
                 to_send.append((self.streams.triggers, TriggersPending()))
             for ti_id, error in failures:
-                await conn.execute(q("fail_unstartable"), ti_id, error)
+                await conn.execute(q("fail_unstartable"), ti_id, cap_error(error))
                 self.pending.update(r["id"] for r in runs)
             if candidates:
                 chosen, held = await self._apply_limits(conn, busy, candidates)

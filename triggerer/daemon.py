@@ -31,6 +31,7 @@ from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
 from shared.messages import RunChanged, TriggersPending
 from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
+from shared.textcap import cap_error
 
 log = structlog.get_logger()
 TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
@@ -235,7 +236,7 @@ class Triggerer:
 
     async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
         """Resume the instance with ``__fail__`` so the worker raises and retry rules apply."""
-        tb = traceback.format_exception(exc) if exc is not None else []
+        tb = [cap_error("".join(traceback.format_exception(exc)))] if exc is not None else []
 
         async def write():
             async with self.pool.acquire() as conn, conn.transaction():

@@ -26,6 +26,7 @@ from shared.daemon import Lifecycle, sd_notify
 from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.serialization import DagSpec
+from shared.textcap import cap_error
 from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
@@ -216,6 +217,7 @@ class Worker:
         instance ours. A retry after a commit whose reply was lost matches nothing.
         """
         outcome = result["outcome"]
+        result["error"] = cap_error(result.get("error"))
         if outcome == "retry" and result.get("retry_delay_s") is None:
             result["retry_delay_s"] = await until_reachable(
                 "retry_delay", lambda: self._retry_delay(req))

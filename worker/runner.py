@@ -35,6 +35,7 @@ from shared.sdk.exceptions import (
     XComForMappingNotPushed,
 )
 from shared.state.retry import RetryPolicy
+from shared.textcap import cap_error
 from worker.lazy import LazyValueSequence, LazyXComSequence
 
 
@@ -193,7 +194,10 @@ class TaskRunner:
     def run(self, req: dict) -> dict:
         log_fd = _open_log(req.get("log_path"))
         try:
-            return self._run(req)
+            result = self._run(req)
+            if result.get("error"):  # the log file has it whole; the stored text is capped
+                result["error"] = cap_error(result["error"])
+            return result
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -210,7 +214,7 @@ class TaskRunner:
             task._sluice_records_task_map = req["task_id"] in _expanded_producers(dag)
         except Exception as exc:  # noqa: BLE001 - reported as the try's failure
             traceback.print_exc()
-            return {"outcome": "retry", "error": f"{type(exc).__name__}: {exc}", "retry_delay_s": 0}
+            return {"outcome": "retry", "error": _error(exc), "retry_delay_s": None}
         ti = RuntimeTaskInstance(req, task, self.channel, self.map_lengths)
         context = build_context(req, dag, task, ti)
         runtime.current_context = context
