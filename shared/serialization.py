@@ -44,6 +44,13 @@ class TaskSpec(_Model):
     mapped: dict[str, Any] | None = None
     mapped_group: str | None = None  # the mapped task group this task expands with
     start_trigger: dict[str, Any] | None = None
+    # Airflow's own facts of the task (the Task SDK's parser fills them)
+    is_setup: bool = False
+    is_teardown: bool = False
+    on_failure_fail_dagrun: bool = False
+    callbacks: list[str] = []  # the on_*_callback names the task has
+    inlets: list[dict[str, Any]] = []
+    outlets: list[dict[str, Any]] = []
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_delay_s, self.retry_backoff,
@@ -63,6 +70,7 @@ class DagSpec(_Model):
     dagrun_timeout_s: float | None = None
     is_paused_upon_creation: bool | None = None
     params: dict[str, Any] = {}
+    param_schemas: dict[str, dict[str, Any]] = {}  # Param name -> schema/description/required
     tags: list[str] = []
     tasks: list[TaskSpec]
 
