@@ -1,0 +1,91 @@
+"""The Task SDK's supervisor side, answering a task that runs in this same process.
+
+In Airflow a task runs in a forked child that sends each request (XCom, variable,
+terminal state ...) over a socket to its supervisor, whose
+``ActivitySubprocess._handle_request`` turns it into an Execution API call. A
+slot runs many tries in one process, so the socket is skipped: ``TryComms``
+is the task's ``SUPERVISOR_COMMS`` and hands each request straight to that same
+handler. What crosses is what would cross the socket: the reply is dumped and
+validated again as the task's decoder would, and an API error reaches the task
+as the ``AirflowRuntimeError`` it would get from a real supervisor.
+
+SDK internals relied on (pinned 1.3.2): ``ActivitySubprocess`` (its attrs
+fields, ``_handle_request``, ``send_msg``, ``_terminal_state``,
+``_should_retry``, ``_exit_code``, ``final_state``,
+``update_task_state_if_needed``), ``set_supervisor_comms``, and the reply
+types ``comms.ToTask`` / ``ErrorResponse``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import structlog
+from airflow.sdk.api.client import ServerResponseError
+from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+from airflow.sdk.execution_time.comms import ErrorResponse, ToTask
+from airflow.sdk.execution_time.supervisor import ActivitySubprocess, set_supervisor_comms
+from pydantic import TypeAdapter
+
+log = structlog.get_logger(logger_name="supervisor")
+_TO_TASK: TypeAdapter = TypeAdapter(ToTask)
+
+
+@attrs.define(kw_only=True)
+class TrySupervisor(ActivitySubprocess):
+    """The supervisor of one try run in-process: the SDK's request handler and final-state rules.
+
+    ``_exit_code`` is set by the caller to the code the task process would have
+    exited with (0, or 1 when the task runner fails closed), so ``final_state``
+    and ``update_task_state_if_needed`` apply the SDK's own rules unchanged.
+    """
+
+    stdin: Any = attrs.field(default=None, init=False)  # no child, no socket to it
+    _reply: tuple[Any, Any, dict] | None = attrs.field(default=None, init=False)
+
+    def send_msg(self, msg, request_id: int, error: ErrorResponse | None = None, **dump_opts) -> None:
+        self._reply = (msg, error, dump_opts)
+
+    def close(self) -> None:
+        self.selector.close()  # created per instance by the base class; unused in-process
+
+
+class TryComms:
+    """``SUPERVISOR_COMMS`` for a task in this process: requests go to ``TrySupervisor``."""
+
+    def __init__(self, supervisor: TrySupervisor):
+        self.supervisor = supervisor
+
+    def send(self, msg) -> Any:
+        sup = self.supervisor
+        sup._reply = None
+        try:
+            with set_supervisor_comms(None):  # the handler's own secrets lookups are the server's
+                sup._handle_request(msg, log, 0)
+        except ServerResponseError as exc:  # as WatchedSubprocess.handle_requests answers it
+            detail = exc.response.json() if exc.response is not None else None
+            log.error("API server error", status_code=exc.response.status_code, detail=detail,
+                      message=str(exc))
+            raise AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={
+                "status_code": exc.response.status_code, "message": str(exc), "detail": detail})) from None
+        except Exception as exc:  # noqa: BLE001 - a transport error reaches the task as an error reply
+            log.exception("Unhandled exception while handling task request")
+            raise AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={
+                "status_code": None, "message": str(exc), "exception_type": type(exc).__name__})) from None
+        return _decoded(sup._reply)
+
+    async def asend(self, msg) -> Any:
+        return self.send(msg)
+
+
+def _decoded(reply: tuple[Any, Any, dict] | None) -> Any:
+    """The reply as the task's ``CommsDecoder`` would decode it from the frame."""
+    if reply is None:
+        return None
+    msg, error, dump_opts = reply
+    if msg is None:
+        if error is not None:
+            raise AirflowRuntimeError(error=error)
+        return None
+    return _TO_TASK.validate_python(msg.model_dump(**dump_opts))

@@ -1,0 +1,311 @@
+"""A slot: a long-lived child of the worker running task tries with Airflow's Task SDK.
+
+Each try runs in this process through the SDK's own ``task_runner.run()`` and
+``finalize()``; the SDK's supervisor request handler answers the task by
+calling the Execution API at the request's ``api_url`` (one keep-alive client
+per slot, the try's Bearer token swapped in). DAG files are imported once per
+path and modification time.
+
+The worker speaks JSON lines over a private copy of stdin/stdout: it sends
+``{"op": "run", "request": {...}}``; the slot answers ``{"op": "started",
+"timeout_s": ...}`` when the task has an ``execution_timeout`` (the worker's
+backstop deadline) and ends each try with ``{"op": "done", "result": {...}}``:
+the state the SDK reached, whether the API took it, the error, wall and CPU
+seconds. The slot holds no database credentials. A task that exits the
+process, crashes it or wedges it costs that try only: the worker sees the
+slot die (or kills it) and starts a new one.
+
+SDK internals relied on (pinned 1.3.2), beyond those of ``sdk_inprocess``:
+``task_runner.run`` / ``finalize`` / ``RuntimeTaskInstance.model_construct``
+(as ``InProcessTestSupervisor.start`` builds it), ``_maybe_reschedule_startup_failure``
+and ``_register_deserialization_allowed_classes`` (as ``task_runner.parse``),
+``BundleDagBag``, and the ``Client``'s ``auth`` attribute.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker import sdk_tasklog
+
+BUNDLE_NAME = "dags-folder"
+
+
+class DagFiles:
+    """DAG files imported with the SDK, once per path and modification time."""
+
+    def __init__(self, dags_folder: Path):
+        self.dags_folder = dags_folder
+        self._bags: dict[str, tuple[int, Any]] = {}
+
+    def task(self, fileloc: str, dag_id: str, task_id: str, log) -> Any:
+        """The task object, or ``LookupError`` naming what is missing (and why, if the file failed)."""
+        bag = self._bag(fileloc, log)
+        dag = bag.dags.get(dag_id)
+        if dag is None:
+            errors = "; ".join(str(e).strip().splitlines()[-1] for e in bag.import_errors.values())
+            raise LookupError(f"DAG {dag_id!r} not found in {fileloc}" + (f": {errors}" if errors else ""))
+        task = dag.task_dict.get(task_id)
+        if task is None:
+            raise LookupError(f"task {task_id!r} not found in DAG {dag_id!r} ({fileloc})")
+        return task
+
+    def _bag(self, fileloc: str, log) -> Any:
+        from airflow.dag_processing.dagbag import BundleDagBag
+        from airflow.sdk.execution_time.task_runner import _register_deserialization_allowed_classes
+
+        try:
+            mtime = os.stat(fileloc).st_mtime_ns
+        except OSError:
+            mtime = -1
+        cached = self._bags.get(fileloc)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        bag = BundleDagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False,
+                           bundle_path=self.dags_folder, bundle_name=BUNDLE_NAME)
+        for dag in bag.dags.values():
+            _register_deserialization_allowed_classes(dag, log)
+        self._bags[fileloc] = (mtime, bag)
+        return bag
+
+
+class Slot:
+    """Runs one try after another in this process; never raises for a task's own faults."""
+
+    def __init__(self, sink: sdk_tasklog.LogSink, forwarders, dags_folder: Path):
+        import psutil
+        import structlog
+        from airflow.sdk.execution_time.supervisor import PsutilTracker
+
+        self.sink, self.forwarders = sink, forwarders
+        self.dags = DagFiles(dags_folder)
+        self.process = PsutilTracker(psutil.Process())
+        self.log = structlog.get_logger(logger_name="task")
+        self.client = None
+
+    def run(self, req: dict, send) -> dict:
+        """Run the try ``req`` describes, its log lines going to ``req["log_path"]``."""
+        import structlog
+
+        started, cpu_started = time.monotonic(), time.process_time()
+        saved_env = dict(os.environ)
+        self.sink.open(req["log_path"])
+        structlog.contextvars.bind_contextvars(
+            ti_id=req["ti_uuid"], dag_id=req["dag_id"], task_id=req["task_id"], run_id=req["run_id"],
+            try_number=req["try_number"], map_index=req["map_index"])
+        try:
+            state, reported, error = self._run(req, send)
+        except Exception as exc:  # noqa: BLE001 - e.g. the API refused the start: nothing ran
+            self.log.exception("Try not run")
+            state, reported, error = None, False, _describe(exc)
+        finally:
+            end_try_signals()
+            kill_leftovers()
+            for forwarder in self.forwarders:
+                forwarder.drain()
+            structlog.contextvars.clear_contextvars()
+            self.sink.close()
+            restore_environment(saved_env)
+        return {"state": state, "reported": reported, "error": error,
+                "wall_s": round(time.monotonic() - started, 6),
+                "cpu_s": round(time.process_time() - cpu_started, 6)}
+
+    def _run(self, req: dict, send) -> tuple[str | None, bool, str | None]:
+        from airflow.sdk._shared.secrets_masker import reset_secrets_masker
+        from airflow.sdk.api.datamodels._generated import TaskInstance
+        from airflow.sdk.execution_time.supervisor import set_supervisor_comms
+
+        from worker.sdk_inprocess import TryComms, TrySupervisor
+
+        what = TaskInstance(
+            id=uuid.UUID(req["ti_uuid"]), task_id=req["task_id"], dag_id=req["dag_id"],
+            run_id=req["run_id"], try_number=req["try_number"], map_index=req["map_index"],
+            dag_version_id=uuid.UUID(req.get("dag_version_id") or _version_id(req["dag_id"])),
+            queue=req.get("queue") or "default")
+        client = self._client(req)
+        sup = TrySupervisor(id=what.id, pid=os.getpid(), process=self.process,
+                            process_log=self.log, client=client)
+        sup.ti = what
+        try:
+            ti_context = client.task_instances.start(what.id, os.getpid(), now())
+            sup._should_retry = bool(ti_context.should_retry)
+            reset_secrets_masker()  # masks are per try, as they are per task process in Airflow
+            with set_supervisor_comms(TryComms(sup)):
+                sup._exit_code, error = self._execute(what, ti_context, req, send)
+            try:  # what the supervisor does once its task process has exited
+                sup.update_task_state_if_needed()
+                reported = sup._pending_terminal_state_msg is None
+            except Exception as exc:  # noqa: BLE001 - the API refused the end state: say so
+                self.log.exception("Final state not reported")
+                reported, error = False, error or _describe(exc)
+            state = sup.final_state
+            return str(getattr(state, "value", state)), reported, error
+        finally:
+            sup.close()
+
+    def _execute(self, what, ti_context, req: dict, send) -> tuple[int, str | None]:
+        """What ``task_runner.main`` does after startup; returns its exit code and the task's error."""
+        from airflow.sdk.api.datamodels._generated import TaskInstanceState
+        from airflow.sdk.exceptions import AirflowRescheduleException
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import RescheduleTask
+
+        log = self.log
+        try:
+            task = self.dags.task(req["fileloc"], req["dag_id"], req["task_id"], log)
+        except LookupError as exc:
+            log.error("Dag or task not found during start up", error=str(exc))
+            try:
+                task_runner._maybe_reschedule_startup_failure(ti_context=ti_context, log=log)
+            except AirflowRescheduleException as reschedule:
+                task_runner.SUPERVISOR_COMMS.send(RescheduleTask(
+                    reschedule_date=reschedule.reschedule_date, end_date=now()))
+                return 0, str(exc)
+            return 1, str(exc)
+        timeout = getattr(task, "execution_timeout", None)
+        if timeout is not None:
+            send({"op": "started", "timeout_s": max(timeout.total_seconds(), 0.0)})
+        try:
+            ti = task_runner.RuntimeTaskInstance.model_construct(
+                **what.model_dump(exclude_unset=True), task=task, _ti_context_from_server=ti_context,
+                max_tries=ti_context.max_tries, start_date=ti_context.start_date or now(),
+                state=TaskInstanceState.RUNNING)
+            context = ti.get_template_context()
+            state, _, error = task_runner.run(ti, context, log)
+            context["exception"] = error
+            task_runner.finalize(ti, state, context, log, error)
+        except BaseException as exc:  # noqa: BLE001 - main()'s "Top level error": the process fails
+            log.exception("Top level error")
+            return 1, _describe(exc)
+        failed_closed = getattr(ti, "_terminal_state_send_failed", False)
+        return (1 if failed_closed else 0), (_describe(error) if error is not None else None)
+
+    def _client(self, req: dict):
+        """One keep-alive client per slot (per API address); each try's own token."""
+        from airflow.sdk.api.client import BearerAuth, Client
+
+        if self.client is None or str(self.client.base_url) != _base(req["api_url"]):
+            if self.client is not None:
+                self.client.close()
+            self.client = Client(base_url=_base(req["api_url"]), token=req["token"])
+        self.client.auth = BearerAuth(req["token"])
+        return self.client
+
+
+def _base(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _version_id(dag_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sluice:dag:{dag_id}"))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def restore_environment(saved: dict[str, str]) -> None:
+    """Undo what a try did to ``os.environ`` (the SDK exports ``AIRFLOW_CTX_*`` into it)."""
+    for name in [n for n in os.environ if n not in saved]:
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def end_try_signals() -> None:
+    """The SDK points SIGTERM at the try's ``on_kill``; between tries SIGTERM ends the slot."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+# --- process hygiene ---------------------------------------------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def adopt_orphans() -> None:
+    """Programs a task starts that lose their parent become ours, so a try's end can stop them."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def kill_leftovers() -> None:
+    """End every program the try started that is still running: they die with their try.
+
+    As a subreaper the slot inherits orphaned grandchildren, so its children
+    (``/proc/self/task/*/children``) are all of them, in turn.
+    """
+    while pids := _children():
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    with suppress(FileNotFoundError):
+        for tid in os.listdir("/proc/self/task"):
+            with suppress(FileNotFoundError, ProcessLookupError):
+                pids.update(int(p) for p in Path(f"/proc/self/task/{tid}/children").read_text().split())
+    return pids
+
+
+def die_with_parent(pipe_fd: int) -> None:
+    """The slot and its programs must not outlive the worker: when the worker's end of the
+    request pipe hangs up (it died, or stopped us mid-try), a thread kills our process group.
+    A thread, so it acts even while a task holds the main thread in C code."""
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(pipe_fd, 0)  # no events asked: hang-up or error only
+        poller.poll()
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True, name="sluice-parent-watch").start()
+
+
+def main() -> None:
+    """``python -m worker.sdk_slot DAGS_FOLDER``: serve run requests until stdin closes."""
+    proto_in, proto_out = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdin = open(os.devnull)  # noqa: SIM115
+    die_with_parent(proto_in.fileno())
+    adopt_orphans()
+    sink = sdk_tasklog.LogSink(os.dup(2))
+    slot = Slot(sink, sdk_tasklog.capture(sink), Path(sys.argv[1]))
+
+    def send(message: dict) -> None:
+        proto_out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        proto_out.flush()
+
+    while line := proto_in.readline():
+        message = json.loads(line)
+        if message.get("op") == "run":
+            send({"op": "done", "result": slot.run(message["request"], send)})
+
+
+if __name__ == "__main__":
+    main()
