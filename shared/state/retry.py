@@ -75,9 +75,12 @@ class RetryPolicy:
         """The policy of an operator (``retries``, ``retry_delay``,
         ``retry_exponential_backoff``, ``max_retry_delay``), as Sluice serializes it."""
         backoff = task.retry_exponential_backoff
-        return cls(int(task.retries or 0), _seconds(task.retry_delay) or 0.0,
-                   2.0 if backoff is True else float(backoff or 0.0),
-                   _seconds(task.max_retry_delay))
+        try:
+            return cls(int(task.retries or 0), _seconds(task.retry_delay) or 0.0,
+                       2.0 if backoff is True else float(backoff or 0.0),
+                       _seconds(task.max_retry_delay))
+        except ValueError as exc:  # found when the DAG is parsed: name the task
+            raise ValueError(f"task {getattr(task, 'task_id', None)!r}: {exc}") from None
 
     def max_tries(self) -> int:
         """Airflow's ``max_tries``: the number of retries (tries allowed = this + 1)."""

@@ -244,3 +244,10 @@ def test_defaults_and_frozen() -> None:
         policy.retries = 3  # type: ignore[misc]
     assert RetryPolicy(retries=2) == RetryPolicy(retries=2)
     assert hash(RetryPolicy(retries=2)) == hash(RetryPolicy(retries=2))
+
+
+def test_of_task_names_the_task_with_a_bad_setting() -> None:
+    op = SimpleNamespace(task_id="t", retries=1, retry_delay=timedelta(seconds=-5),
+                         retry_exponential_backoff=False, max_retry_delay=None)
+    with pytest.raises(ValueError, match=r"^task 't': retry_delay_s must be >= 0, got -5.0$"):
+        RetryPolicy.of_task(op)
