@@ -1,0 +1,14 @@
+"""DAG files parsed by Airflow's own Task SDK, walked into Sluice's ``DagSpec``.
+
+Only imported where Airflow is installed. Loading uses Airflow's ``DagBag``
+(its import errors, duplicate-id, cycle and ``dagbag_import_timeout``
+behaviour) with no Airflow database and ``AIRFLOW_HOME`` under Sluice's
+home; walking turns each ``airflow.sdk`` DAG into the JSON the scheduler
+decides from, the same document ``shared.serialization.serialize_dag``
+builds from the legacy SDK objects.
+"""
+
+from shared.airflow_spec.loading import FileResult, airflow_home, load
+from shared.airflow_spec.walk import SpecError, dag_spec, validated_spec
+
+__all__ = ["FileResult", "SpecError", "airflow_home", "dag_spec", "load", "validated_spec"]
