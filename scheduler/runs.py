@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import asyncpg
+import structlog
 
 from scheduler.expansion import literal_length
 from shared.db import q
 from shared.schedules import Interval, manual_interval, parse_schedule
 from shared.serialization import DagSpec
+
+log = structlog.get_logger()
 
 
 def utcnow() -> datetime:
@@ -72,8 +75,29 @@ async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec, now: datetime
                                      end_date=spec.end_date, catchup=spec.catchup, now=now)
         if nxt is None or nxt.end > now:
             return created, nxt
-        pk = await conn.fetchval(q("insert_run"), spec.dag_id, run_id_for("scheduled", nxt.start),
-                                 "scheduled", nxt.start, nxt.start, nxt.end, {})
-        if pk is not None:
+        run_id = run_id_for("scheduled", nxt.start)
+        pk = await conn.fetchval(q("insert_run"), spec.dag_id, run_id, "scheduled", nxt.start,
+                                 nxt.start, nxt.end, {})
+        if pk is None:
+            await log_run_conflict(conn, spec.dag_id, run_id, "scheduled", nxt.start)
+        else:
             created.append(pk)
         after = nxt
+
+
+async def log_run_conflict(conn: asyncpg.Connection, dag_id: str, run_id: str, run_type: str,
+                           logical_date: datetime) -> None:
+    """Say why ``insert_run`` inserted nothing: a run is never dropped silently.
+
+    The same run already there (a second pass over one interval) is a fact at
+    info; another run of the DAG holding the run id or the logical date means
+    this one is not created, a warning naming both.
+    """
+    row = await conn.fetchrow(q("run_conflict"), dag_id, run_id, logical_date, run_type)
+    if row is not None and (row["run_id"], row["run_type"], row["logical_date"]) == (
+            run_id, run_type, logical_date):
+        log.info("run_exists", dag_id=dag_id, run_id=run_id)
+        return
+    log.warning("run_not_created", dag_id=dag_id, run_id=run_id, run_type=run_type,
+                logical_date=logical_date.isoformat(),
+                conflicting_run_id=row["run_id"] if row else None)

@@ -118,12 +118,16 @@ def _collapse(plan: ClearPlan, task: TaskSpec, rows: list[Instance]) -> None:
     plan.cleared_tasks.add(task.task_id)
 
 
-async def clear_run(conn: asyncpg.Connection, run_id: str, *, only_failed: bool = False) -> dict:
-    """Clear a finished run in one transaction; the caller wakes the scheduler."""
+async def clear_run(conn: asyncpg.Connection, run_pk: int, *, only_failed: bool = False) -> dict:
+    """Clear a finished run (by primary key: ``runview.find_run``) in one transaction.
+
+    The caller wakes the scheduler.
+    """
     async with conn.transaction():
-        run = await conn.fetchrow(q("lock_run_for_clear"), run_id)
+        run = await conn.fetchrow(q("lock_run_for_clear"), run_pk)
         if run is None:
-            raise ClearError(f"run {run_id!r} not found")
+            raise ClearError(f"run {run_pk} not found")
+        run_id = run["run_id"]
         if run["state"] not in FINISHED_RUN:
             raise ClearError(f"run {run_id!r} of DAG {run['dag_id']!r} is {run['state']}: "
                              "only a finished run can be cleared")

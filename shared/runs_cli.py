@@ -1,90 +1,112 @@
-"""The run commands of the CLI: trigger (and wait), clear, list, show."""
+"""The run commands of the CLI: trigger (and wait), clear, list, show.
+
+A run is named by ``[DAG_ID] RUN_ID`` (``runview.find_run``). Every database
+read goes through ``reconnect.Database``, so a PostgreSQL restart while a
+command waits costs a pause, not the command, and its exit code stays true.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 
 import anyio
-import asyncpg
 from rich.console import Console
 from rich.live import Live
 from rich.table import Column, Table
 
 from shared import bus
-from shared.config import Settings, load_settings
-from shared.db import _init_connection
+from shared.config import Settings
 from shared.messages import RunChanged
-from shared.runview import run_document, state_counts
+from shared.reconnect import (
+    CONNECT_BUDGET_S,
+    Database,
+    ServiceUnavailable,
+    deadline_in,
+    ping,
+    redis_call,
+)
+from shared.runview import RunLookupError, find_run, run_document_at, state_counts
 
 FINISHED = ("success", "failed")
 
 
-async def _connect(settings: Settings) -> asyncpg.Connection:
-    db_url, _ = settings.require_urls()
-    conn = await asyncpg.connect(db_url)
-    await _init_connection(conn)
-    return conn
+def _budget() -> float:
+    return deadline_in(CONNECT_BUDGET_S)
+
+
+async def _dag_is_active(conn, dag_id: str) -> bool:
+    return await conn.fetchval("SELECT 1 FROM dag WHERE dag_id = $1 AND is_active", dag_id) is not None
 
 
 async def trigger(settings: Settings, dag_id: str, conf: dict, wait: bool, as_json: bool,
                   timeout: float) -> int:
+    """Create a manual run (Redis is reached first: an unreachable one is said before
+    a run exists); with ``wait``, its outcome as the exit code."""
     from scheduler.runs import create_manual_run
 
-    conn = await _connect(settings)
+    db_url, redis_url = settings.require_urls()
+    db = Database(db_url)
     try:
-        if await conn.fetchval("SELECT 1 FROM dag WHERE dag_id = $1 AND is_active", dag_id) is None:
+        if not await db.run(_dag_is_active, dag_id, deadline=_budget()):
             print(f"DAG {dag_id!r} not found (is the scheduler running on this DAGs folder? "
                   "see `sluice dags list`)", file=sys.stderr)
             return 2
-        run_pk, run_id = await create_manual_run(conn, dag_id, conf)
+        await redis_call(redis_url, ping, deadline=_budget())
+        run_pk, run_id = await db.run_once(create_manual_run, dag_id, conf, deadline=_budget())
         await _wake_scheduler(settings, run_pk)
-        return await _report(conn, run_id, f"created run {run_id}", wait, as_json, timeout)
+        return await _report(db, run_pk, f"created run {run_id} of DAG {dag_id}", wait, as_json,
+                             timeout)
     finally:
-        await conn.close()
+        await db.close()
 
 
-async def clear(settings: Settings, run_id: str, only_failed: bool, wait: bool, as_json: bool,
-                timeout: float) -> int:
+async def clear(settings: Settings, dag_id: str | None, run_id: str, only_failed: bool,
+                wait: bool, as_json: bool, timeout: float) -> int:
     """Clear a finished run so that it runs again (see ``shared.clear``)."""
     from shared.clear import ClearError, clear_run
 
-    conn = await _connect(settings)
+    db_url, redis_url = settings.require_urls()
+    db = Database(db_url)
     try:
         try:
-            done = await clear_run(conn, run_id, only_failed=only_failed)
-        except ClearError as exc:
+            run_pk = await db.run(find_run, run_id, dag_id, deadline=_budget())
+            await redis_call(redis_url, ping, deadline=_budget())
+            done = await db.run_once(partial(clear_run, only_failed=only_failed), run_pk,
+                                  deadline=_budget())
+        except (RunLookupError, ClearError) as exc:
             print(str(exc), file=sys.stderr)
             return 2
-        await _wake_scheduler(settings, done["run_pk"])
-        summary = (f"cleared {done['cleared']} task instances of run {run_id} "
-                   f"({done['removed']} removed, {done['added']} added)")
-        return await _report(conn, run_id, summary, wait, as_json, timeout)
+        await _wake_scheduler(settings, run_pk)
+        summary = (f"cleared {done['cleared']} task instances of run {run_id} of DAG "
+                   f"{done['dag_id']} ({done['removed']} removed, {done['added']} added)")
+        return await _report(db, run_pk, summary, wait, as_json, timeout)
     finally:
-        await conn.close()
+        await db.close()
 
 
 async def _wake_scheduler(settings: Settings, run_pk: int) -> None:
+    """Tell the scheduler about the run; if Redis is gone, its repair sweep finds the run."""
     _, redis_url = settings.require_urls()
-    redis = bus.connect(redis_url)
+    item = (bus.Streams(settings.stream_prefix).events, RunChanged(run_pk=run_pk))
     try:
-        await bus.publish(redis, [(bus.Streams(settings.stream_prefix).events,
-                                   RunChanged(run_pk=run_pk))])
-    finally:
-        await redis.aclose()
+        await redis_call(redis_url, bus.publish, [item], deadline=_budget())
+    except ServiceUnavailable as exc:
+        print(f"{exc} (the scheduler's repair sweep starts the run)", file=sys.stderr)
 
 
-async def _report(conn: asyncpg.Connection, run_id: str, summary: str, wait: bool,
-                  as_json: bool, timeout: float) -> int:
+async def _report(db: Database, run_pk: int, summary: str, wait: bool, as_json: bool,
+                  timeout: float) -> int:
     """Print the run (or ``summary``); with ``wait``, its outcome as the exit code."""
     if not wait:
         if as_json:
-            print(json.dumps((await run_document(conn, run_id))["doc"]))
+            print(json.dumps((await db.run(run_document_at, run_pk, deadline=_budget()))["doc"]))
         else:
             print(summary)
         return 0
-    state = await _wait(conn, run_id, timeout, live=not as_json and sys.stdout.isatty())
-    found = await run_document(conn, run_id)
+    state = await _wait(db, run_pk, timeout, live=not as_json and sys.stdout.isatty())
+    found = await db.run(run_document_at, run_pk, deadline=_budget())
     if as_json:
         print(json.dumps(found["doc"]))
     else:
@@ -95,14 +117,19 @@ async def _report(conn: asyncpg.Connection, run_id: str, summary: str, wait: boo
     return 0 if state == "success" else 1
 
 
-async def _wait(conn: asyncpg.Connection, run_id: str, timeout: float, live: bool) -> str:
-    """Wait for the run to finish, showing counts by state on a terminal."""
+async def _wait(db: Database, run_pk: int, timeout: float, live: bool) -> str:
+    """Wait for the run to finish, showing counts by state on a terminal.
+
+    A read that loses the database is retried until the wait's own deadline:
+    a restart of PostgreSQL is a pause here, not an error.
+    """
     state = "queued"
     delay = 0.02
+    deadline = deadline_in(timeout)
     with anyio.move_on_after(timeout):
         with Live(console=Console(stderr=True), transient=True, auto_refresh=False) as view:
             while True:
-                found = await run_document(conn, run_id)
+                found = await db.run(run_document_at, run_pk, deadline=deadline)
                 state = found["doc"]["state"]
                 if live:
                     view.update(_progress(found["doc"]), refresh=True)
@@ -169,15 +196,20 @@ def _print_run(found: dict) -> None:
     console.print(table)
 
 
-async def show(run_id: str, as_json: bool) -> int:
-    conn = await _connect(load_settings())
+async def _find_document(conn, run_id: str, dag_id: str | None) -> dict:
+    return await run_document_at(conn, await find_run(conn, run_id, dag_id))
+
+
+async def show(settings: Settings, dag_id: str | None, run_id: str, as_json: bool) -> int:
+    db_url, _ = settings.require_urls()
+    db = Database(db_url)
     try:
-        found = await run_document(conn, run_id)
-    finally:
-        await conn.close()
-    if found is None:
-        print(f"run {run_id!r} not found", file=sys.stderr)
+        found = await db.run(_find_document, run_id, dag_id, deadline=_budget())
+    except RunLookupError as exc:
+        print(str(exc), file=sys.stderr)
         return 2
+    finally:
+        await db.close()
     if as_json:
         print(json.dumps(found["doc"]))
     else:
@@ -185,14 +217,19 @@ async def show(run_id: str, as_json: bool) -> int:
     return 0
 
 
-async def list_runs(dag_id: str | None, limit: int, as_json: bool) -> None:
-    conn = await _connect(load_settings())
+async def _recent_runs(conn, dag_id: str | None, limit: int) -> list:
+    return await conn.fetch(
+        "SELECT dag_id, run_id, state, run_type, logical_date, start_date, end_date FROM dag_run"
+        " WHERE ($1::text IS NULL OR dag_id = $1) ORDER BY id DESC LIMIT $2", dag_id, limit)
+
+
+async def list_runs(settings: Settings, dag_id: str | None, limit: int, as_json: bool) -> None:
+    db_url, _ = settings.require_urls()
+    db = Database(db_url)
     try:
-        rows = await conn.fetch(
-            "SELECT dag_id, run_id, state, run_type, logical_date, start_date, end_date FROM dag_run"
-            " WHERE ($1::text IS NULL OR dag_id = $1) ORDER BY id DESC LIMIT $2", dag_id, limit)
+        rows = await db.run(_recent_runs, dag_id, limit, deadline=_budget())
     finally:
-        await conn.close()
+        await db.close()
     from shared.runview import iso
 
     items = [{"dag_id": r["dag_id"], "run_id": r["run_id"], "state": r["state"],

@@ -1,6 +1,8 @@
 """Reading runs for people and tools: the JSON shape of ``runs show --json``.
 
 The shape is a contract other tools read (see the README): keep it exact.
+A run is identified by ``(dag_id, run_id)``, as in Airflow; a run id alone
+names a run only while one DAG has it (``find_run``).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import q
 from shared.sdk import serde
 
 RUN_SQL = """
-SELECT id, dag_id, run_id, state, start_date, end_date, note FROM dag_run WHERE run_id = $1
+SELECT id, dag_id, run_id, state, start_date, end_date, note FROM dag_run WHERE id = $1
 """
 TIS_SQL = """
 SELECT ti.task_id, ti.map_index, ti.label, ti.state, ti.try_number, ti.start_date, ti.end_date,
@@ -50,8 +53,53 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-async def run_document(conn: asyncpg.Connection, run_id: str) -> dict | None:
-    run = await conn.fetchrow(RUN_SQL, run_id)
+class RunLookupError(LookupError):
+    """A run id that names no run, or more than one: the message is one line for the user."""
+
+
+class RunNotFound(RunLookupError):
+    pass
+
+
+class AmbiguousRunId(RunLookupError):
+    pass
+
+
+def _dag_list(dag_ids: list[str], shown: int = 5) -> str:
+    names = ", ".join(repr(d) for d in dag_ids[:shown])
+    return names + (f" and {len(dag_ids) - shown} more" if len(dag_ids) > shown else "")
+
+
+async def find_run(conn: asyncpg.Connection, run_id: str, dag_id: str | None = None) -> int:
+    """The primary key of run ``run_id`` of ``dag_id`` (of whichever DAG has it when None).
+
+    Raises ``RunNotFound``, or ``AmbiguousRunId`` when several DAGs have a run of
+    that id and no DAG was given.
+    """
+    rows = await conn.fetch(q("find_runs"), run_id, dag_id)
+    if not rows:
+        of_dag = f" of DAG {dag_id!r}" if dag_id is not None else ""
+        raise RunNotFound(f"run {run_id!r}{of_dag} not found")
+    if len(rows) > 1:
+        raise AmbiguousRunId(
+            f"run id {run_id!r} is ambiguous: DAGs {_dag_list([r['dag_id'] for r in rows])} "
+            "each have a run of that id; give the DAG too: DAG_ID RUN_ID")
+    return rows[0]["id"]
+
+
+async def run_document(conn: asyncpg.Connection, run_id: str,
+                       dag_id: str | None = None) -> dict | None:
+    """``run_document_at`` for run ``run_id`` (of ``dag_id``); None when there is none."""
+    try:
+        run_pk = await find_run(conn, run_id, dag_id)
+    except RunNotFound:
+        return None
+    return await run_document_at(conn, run_pk)
+
+
+async def run_document_at(conn: asyncpg.Connection, run_pk: int) -> dict | None:
+    """The run's ``--json`` document (``doc``), with what only people see (``extra``, ``note``)."""
+    run = await conn.fetchrow(RUN_SQL, run_pk)
     if run is None:
         return None
     tasks = []

@@ -162,7 +162,8 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if attempts is not None and attempt >= attempts:
                 raise
-            log.warning("database_unavailable", error=str(exc), retry_in_s=round(delay, 2))
+            log.warning("database_unavailable", url=url, error=str(exc),  # url: redacted by logging
+                        retry_in_s=round(delay, 2))
             await anyio.sleep(delay)
     raise AssertionError("unreachable")
 

@@ -45,11 +45,26 @@ SELECT dag_id, fileloc FROM dag WHERE dag_id = any($1::text[]) AND is_active
 SELECT serialized->'schedule' FROM dag WHERE dag_id = $1
 
 -- name: insert_run
+-- No row when the DAG already has this run_id or a run of this type at this logical
+-- date (both keys are per DAG); the caller says which (run_conflict) and logs it.
 INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, data_interval_start,
                      data_interval_end, state, conf)
 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7)
 ON CONFLICT DO NOTHING
 RETURNING id
+
+-- name: run_conflict
+-- The run of DAG $1 that kept insert_run from inserting ($2 run_id, $3 logical_date,
+-- $4 run_type).
+SELECT id, run_id, run_type, logical_date FROM dag_run
+ WHERE dag_id = $1 AND (run_id = $2 OR (logical_date = $3 AND run_type = $4))
+ ORDER BY id LIMIT 1
+
+-- name: find_runs
+-- The runs with run id $1, of DAG $2 when given: more than one is an ambiguous id.
+SELECT id, dag_id FROM dag_run
+ WHERE run_id = $1 AND ($2::text IS NULL OR dag_id = $2)
+ ORDER BY dag_id
 
 -- name: lock_active_runs
 -- Counts are read by the next statement, not here: this statement's snapshot is
@@ -509,7 +524,7 @@ SELECT ti.task_id, ti.map_index, ti.state
  WHERE ti.run_pk = $1
 
 -- name: lock_run_for_clear
-SELECT id, dag_id, state FROM dag_run WHERE run_id = $1 FOR UPDATE
+SELECT id, dag_id, run_id, state FROM dag_run WHERE id = $1 FOR UPDATE
 
 -- name: run_instances_for_clear
 SELECT id, task_id, map_index, state, try_number FROM task_instance WHERE run_pk = $1

@@ -34,7 +34,9 @@ CREATE TABLE dag_run (
     start_date      timestamptz,
     end_date        timestamptz,
     clear_number    integer NOT NULL DEFAULT 0,
-    UNIQUE (run_id),
+    -- a run is identified by (dag_id, run_id), as in Airflow: two DAGs on one schedule
+    -- have runs of the same run_id. run_id leads, so a run id alone is found by index.
+    UNIQUE (run_id, dag_id),
     UNIQUE (dag_id, logical_date, run_type)
 );
 CREATE INDEX dag_run_active ON dag_run (dag_id, state) WHERE state IN ('queued', 'running');

@@ -83,3 +83,43 @@ async def test_concurrent_migrate_is_safe(services):
         assert sorted(len(r) for r in results) == [0, 0, len(migration_files())]
     finally:
         await _drop(admin_url, name)
+
+
+INSERT_RUN = ("INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state)"
+              " VALUES ($1, $2, 'scheduled', $3, 'success')")
+
+
+async def test_run_ids_become_unique_per_dag_on_an_existing_database(services, monkeypatch):
+    """A database migrated before runs were identified per DAG keeps its runs, then lets
+    two DAGs on one schedule have the same run id, and still refuses it twice in one DAG."""
+    from datetime import UTC, datetime
+
+    import pytest
+
+    import shared.db
+
+    admin_url, _ = services
+    name, url = await _fresh(admin_url)
+    every = migration_files()
+    before = [m for m in every if m[0] < "0006_run_id_per_dag"]
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    run_id = f"scheduled__{day.isoformat()}"
+    try:
+        conn = await asyncpg.connect(url)
+        monkeypatch.setattr(shared.db, "migration_files", lambda: before)
+        await migrate(conn)
+        await conn.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized)"
+                           " VALUES ('a', 'a.py', '', '{}'), ('b', 'b.py', '', '{}')")
+        await conn.execute(INSERT_RUN, "a", run_id, day)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(INSERT_RUN, "b", run_id, day)
+        monkeypatch.setattr(shared.db, "migration_files", lambda: every)
+        assert "0006_run_id_per_dag" in await migrate(conn)
+        await conn.execute(INSERT_RUN, "b", run_id, day)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(INSERT_RUN, "a", run_id, datetime(2026, 1, 2, tzinfo=UTC))
+        rows = await conn.fetch("SELECT dag_id, run_id FROM dag_run ORDER BY dag_id")
+        assert [tuple(r) for r in rows] == [("a", run_id), ("b", run_id)]
+        await conn.close()
+    finally:
+        await _drop(admin_url, name)
