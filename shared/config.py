@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from pydantic import Field
@@ -90,6 +91,48 @@ class Settings(BaseSettings):
 
 def standalone_file(home: Path) -> Path:
     return home / "standalone.json"
+
+
+#: Every file and folder a Sluice process creates is its user's alone.
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """Set the process umask to 077: new files 0600, new folders 0700.
+
+    Called first thing by every ``sluice`` command; the processes it starts
+    (daemons, runners, embedded servers) inherit it.
+    """
+    os.umask(PRIVATE_UMASK)
+
+
+def make_private(path: Path) -> None:
+    """Take away every group/other permission on ``path``, but others' search on a folder.
+
+    Search (``x``) on a folder lists nothing and opens nothing by itself; embedded
+    PostgreSQL, run by root as an unprivileged account, needs it to reach its data.
+    """
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    private = mode & ~0o077 | (mode & stat.S_IXOTH if path.is_dir() else 0)
+    if private != mode:
+        path.chmod(private)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600 whatever the umask, atomically.
+
+    A reader sees the old or the new content, never a part, and never a
+    moment when the file is readable by others.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def read_standalone_urls(home: Path) -> dict[str, str]:

