@@ -1,4 +1,9 @@
-"""``sluice``: the command line (daemons, standalone, DAGs and runs)."""
+"""``sluice``: the command line (daemons, standalone, DAGs and runs).
+
+Exit codes (DESIGN.md): 0 done, 1 the run failed, 3 ``--wait`` gave up, 2 a
+usage error, an unknown DAG or run, or a service that cannot be reached, said
+in one line (``_run``).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,31 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
 DagsFolder = Annotated[Path | None, typer.Option("--dags-folder", help="Folder of DAG files.")]
+RunRef = Annotated[list[str], typer.Argument(
+    metavar="[DAG_ID] RUN_ID", show_default=False,
+    help="The run: its DAG and run id, as in Airflow; the run id alone while only one DAG "
+         "has a run of that id.")]
+
+
+def _run_ref(ids: list[str]) -> tuple[str | None, str]:
+    """``(dag_id, run_id)`` of ``[DAG_ID] RUN_ID``."""
+    if len(ids) > 2:
+        raise typer.BadParameter(f"expected [DAG_ID] RUN_ID, got {len(ids)} arguments")
+    return (None, ids[0]) if len(ids) == 1 else (ids[0], ids[1])
+
+
+def _run(settings, fn, *args):
+    """``anyio.run(fn, *args)``; a service that cannot be reached is one line and exit 2."""
+    from shared.reconnect import one_line
+
+    try:
+        return anyio.run(fn, *args)
+    except Exception as exc:  # noqa: BLE001 - anything else is re-raised as it is
+        line = one_line(exc, settings.database_url, settings.redis_url)
+        if line is None:
+            raise
+        typer.echo(line, err=True)
+        raise typer.Exit(2) from None
 
 
 def _daemon(module: str, **overrides) -> None:
@@ -30,7 +60,7 @@ def _daemon(module: str, **overrides) -> None:
     configure_logging()
     settings = load_settings(**overrides)
     mod = __import__(f"{module}.daemon", fromlist=["run"])
-    anyio.run(mod.run, settings)
+    _run(settings, mod.run, settings)
 
 
 @app.command()
@@ -62,31 +92,30 @@ def standalone(dags_folder: DagsFolder = None) -> None:
     from shared.standalone import serve
 
     configure_logging()
-    raise typer.Exit(anyio.run(serve, load_settings(dags_folder=dags_folder)))
+    settings = load_settings(dags_folder=dags_folder)
+    raise typer.Exit(_run(settings, serve, settings))
 
 
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (idempotent, safe to run concurrently)."""
-    from shared.db import migrate_url
+    from shared.db import migrate
 
-    db_url, _ = load_settings().require_urls()
-    applied = anyio.run(migrate_url, db_url)
+    settings = load_settings()
+    applied = _run(settings, _with_conn, settings, migrate)  # idempotent: retried through restarts
     typer.echo(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
-async def _with_conn(fn, *args):
-    import asyncpg
+async def _with_conn(settings, fn, *args):
+    """``fn(conn, *args)`` (safe to repeat), reconnecting through a restart of the database."""
+    from shared.reconnect import CONNECT_BUDGET_S, Database, deadline_in
 
-    from shared.db import _init_connection
-
-    db_url, _ = load_settings().require_urls()
-    conn = await asyncpg.connect(db_url)
-    await _init_connection(conn)
+    db_url, _ = settings.require_urls()
+    db = Database(db_url)
     try:
-        return await fn(conn, *args)
+        return await db.run(fn, *args, deadline=deadline_in(CONNECT_BUDGET_S))
     finally:
-        await conn.close()
+        await db.close()
 
 
 @dags_app.command("list")
@@ -98,7 +127,8 @@ def dags_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         errors = await conn.fetch("SELECT fileloc, message FROM import_error ORDER BY fileloc")
         return dags, errors
 
-    dags, errors = anyio.run(_with_conn, fetch)
+    settings = load_settings()
+    dags, errors = _run(settings, _with_conn, settings, fetch)
     if as_json:
         typer.echo(json.dumps({
             "dags": [{"dag_id": d["dag_id"], "fileloc": d["fileloc"], "is_paused": d["is_paused"],
@@ -135,7 +165,8 @@ def dags_trigger(
         raise typer.BadParameter(f"--conf is not valid JSON: {exc}") from None
     if not isinstance(conf_obj, dict):
         raise typer.BadParameter("--conf must be a JSON object")
-    raise typer.Exit(anyio.run(trigger, load_settings(), dag_id, conf_obj, wait, as_json, timeout))
+    settings = load_settings()
+    raise typer.Exit(_run(settings, trigger, settings, dag_id, conf_obj, wait, as_json, timeout))
 
 
 @dags_app.command("test")
@@ -143,7 +174,8 @@ def dags_test(dag_id: str, timeout: float = 3600.0) -> None:
     """Trigger a run and wait for it, printing its outcome (needs running daemons)."""
     from shared.runs_cli import trigger
 
-    raise typer.Exit(anyio.run(trigger, load_settings(), dag_id, {}, True, False, timeout))
+    settings = load_settings()
+    raise typer.Exit(_run(settings, trigger, settings, dag_id, {}, True, False, timeout))
 
 
 @runs_app.command("list")
@@ -152,12 +184,13 @@ def runs_list(dag_id: Annotated[str | None, typer.Option("--dag-id")] = None,
     """Most recent runs first."""
     from shared.runs_cli import list_runs
 
-    anyio.run(list_runs, dag_id, limit, as_json)
+    settings = load_settings()
+    _run(settings, list_runs, settings, dag_id, limit, as_json)
 
 
 @runs_app.command("clear")
 def runs_clear(
-    run_id: str,
+    run: RunRef,
     only_failed: Annotated[bool, typer.Option(
         "--only-failed", help="Clear only failed and upstream_failed task instances.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
@@ -167,16 +200,18 @@ def runs_clear(
     """Run a finished run again against the DAG as it is now (Airflow's "Clear")."""
     from shared.runs_cli import clear
 
-    raise typer.Exit(anyio.run(clear, load_settings(), run_id, only_failed, wait, as_json,
-                               timeout))
+    settings = load_settings()
+    raise typer.Exit(_run(settings, clear, settings, *_run_ref(run), only_failed, wait, as_json,
+                          timeout))
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runs_show(run: RunRef, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One run and every task instance (mapped ones as ``task [n]``)."""
     from shared.runs_cli import show
 
-    raise typer.Exit(anyio.run(show, run_id, as_json))
+    settings = load_settings()
+    raise typer.Exit(_run(settings, show, settings, *_run_ref(run), as_json))
 
 
 def main() -> None:
