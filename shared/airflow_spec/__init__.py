@@ -8,7 +8,9 @@ decides from, the same document ``shared.serialization.serialize_dag``
 builds from the legacy SDK objects.
 """
 
+from shared.airflow_spec.errors import SpecError
 from shared.airflow_spec.loading import FileResult, airflow_home, load
-from shared.airflow_spec.walk import SpecError, dag_spec, validated_spec
+from shared.airflow_spec.parse import parse
+from shared.airflow_spec.walk import dag_spec, validated_spec
 
-__all__ = ["FileResult", "SpecError", "airflow_home", "dag_spec", "load", "validated_spec"]
+__all__ = ["FileResult", "SpecError", "airflow_home", "dag_spec", "load", "parse", "validated_spec"]

@@ -29,7 +29,7 @@ WEIGHT_RULES = ("downstream", "upstream", "absolute")
 CALLBACKS = ("on_execute_callback", "on_failure_callback", "on_success_callback",
              "on_retry_callback", "on_skipped_callback")
 
-__all__ = ["SpecError", "dag_spec", "validated_spec"]
+__all__ = ["dag_spec", "task_spec", "validated_spec"]
 
 
 def validated_spec(dag: Any) -> DagSpec:
