@@ -145,7 +145,8 @@ SELECT name, slots FROM pool
 -- success still counts a try, as in Airflow; skipped and upstream_failed ones do not.
 UPDATE task_instance ti
    SET state = v.state, end_date = now(), start_date = coalesce(ti.start_date, now()),
-       try_number = ti.try_number + (v.state = 'success')::int
+       try_number = ti.try_number + (v.state = 'success')::int,
+       uuid = CASE WHEN v.state = 'success' THEN gen_random_uuid() ELSE ti.uuid END
   FROM unnest($1::bigint[], $2::text[]) AS v(id, state)
  WHERE ti.id = v.id AND ti.state IS NULL
 
@@ -153,6 +154,7 @@ UPDATE task_instance ti
 UPDATE task_instance
    SET state = 'queued', queued_at = now(),
        try_number = CASE WHEN state = 'scheduled' THEN try_number ELSE try_number + 1 END,
+       uuid = CASE WHEN state = 'scheduled' THEN uuid ELSE gen_random_uuid() END,
        next_retry_at = NULL
  WHERE id = any($1::bigint[])
    AND (state IS NULL OR state IN ('scheduled', 'up_for_retry'))
@@ -444,7 +446,8 @@ WITH x AS (
     RETURNING id, ti_id
 )
 UPDATE task_instance t
-   SET state = 'deferred', try_number = t.try_number + 1, trigger_id = trig.id,
+   SET state = 'deferred', try_number = t.try_number + 1, uuid = gen_random_uuid(),
+       trigger_id = trig.id,
        next_method = x.next_method, next_kwargs = x.next_kwargs::json,
        trigger_timeout = CASE WHEN x.timeout_s IS NULL THEN NULL
                               ELSE now() + make_interval(secs => x.timeout_s) END,
@@ -468,7 +471,8 @@ RETURNING run_pk
 
 -- name: fail_unstartable
 UPDATE task_instance
-   SET state = 'failed', error = $2, try_number = try_number + 1, start_date = now(),
+   SET state = 'failed', error = $2, try_number = try_number + 1, uuid = gen_random_uuid(),
+       start_date = now(),
        end_date = now()
  WHERE id = $1 AND (state IS NULL OR state = 'up_for_retry')
 
@@ -562,3 +566,300 @@ UPDATE task_instance t
 UPDATE dag_run SET state = 'queued', start_date = NULL, end_date = NULL, note = NULL,
        clear_number = clear_number + 1
  WHERE id = $1
+
+-- ===========================================================================================
+-- Execution API (worker/execution_api): the Task SDK's calls, keyed by the task-instance
+-- UUID of the try ($1 in the api_ti_* blocks). Writes are guarded by "still this worker's
+-- ($2) running try"; a guard that matches nothing is explained by api_ti_state_of.
+-- ===========================================================================================
+
+-- name: api_ti_state_of
+-- Where an instance stands, to explain a guarded write that matched nothing.
+SELECT t.id, t.state, t.worker_id, t.hostname, t.pid, t.run_pk, t.task_id, t.map_index,
+       t.try_number, t.max_tries, r.dag_id, r.run_id, r.logical_date
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+ WHERE t.uuid = $1
+
+-- name: api_ti_run
+-- PATCH {id}/run: process $3 on host $4 as user $5 starts the try at $6. A queued instance
+-- becomes this worker's running one; an instance this worker already claimed is taken as
+-- is (a repeated start too). A fresh start (no next_method, or a reschedule's) gets the
+-- try's start date and lists the instance's XCom keys, which the SDK deletes first; a
+-- resumed one keeps its start date.
+WITH ti AS (
+    UPDATE task_instance t
+       SET state = 'running', worker_id = $2, pid = $3, hostname = $4, unixname = $5,
+           heartbeat_at = now(), end_date = NULL,
+           start_date = CASE WHEN t.state = 'queued' AND (t.next_method IS NULL
+                                  OR t.next_method = '__reschedule__' OR t.start_date IS NULL)
+                             THEN $6 ELSE t.start_date END,
+           first_start_date = coalesce(t.first_start_date, $6)
+     WHERE t.uuid = $1 AND (t.state = 'queued' OR (t.state = 'running' AND t.worker_id = $2))
+    RETURNING t.run_pk, t.task_id, t.map_index, t.try_number, t.max_tries, t.next_method,
+              t.next_kwargs, t.start_date
+)
+SELECT ti.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
+       r.data_interval_end, r.start_date AS run_start_date, r.end_date AS run_end_date,
+       r.created_at AS run_created_at, r.state AS run_state, r.conf, r.note, r.clear_number,
+       CASE WHEN ti.next_method IS NULL OR ti.next_method = '__reschedule__' THEN
+            ARRAY(SELECT x.key FROM xcom x
+                   WHERE x.run_pk = ti.run_pk AND x.task_id = ti.task_id
+                     AND x.map_index = ti.map_index ORDER BY x.key)
+       END AS xcom_keys
+  FROM ti JOIN dag_run r ON r.id = ti.run_pk
+
+-- name: api_ti_finish
+-- PATCH {id}/state to success, failed, skipped, removed, upstream_failed or up_for_retry
+-- ($3) at $4, labelled $5; a retry waits $6 s and becomes failed when no try is left.
+UPDATE task_instance
+   SET state = CASE WHEN $3 = 'up_for_retry' AND try_number > max_tries THEN 'failed'
+                    ELSE $3 END,
+       end_date = $4, label = coalesce($5, label),
+       next_retry_at = CASE WHEN $3 = 'up_for_retry' THEN now() + make_interval(secs => $6) END,
+       error = coalesce($7, error), next_method = NULL, next_kwargs = NULL, worker_id = NULL
+ WHERE uuid = $1 AND state = 'running' AND worker_id = $2
+RETURNING run_pk, state
+
+-- name: api_ti_retry_facts
+-- What the retry delay of an instance's try is derived from: its task's spec and identity.
+SELECT r.dag_id, t.task_id, r.logical_date, t.try_number,
+       (SELECT s FROM json_array_elements(d.serialized -> 'tasks') AS s
+         WHERE s ->> 'task_id' = t.task_id LIMIT 1) AS task_spec
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk JOIN dag d ON d.dag_id = r.dag_id
+ WHERE t.uuid = $1
+
+-- name: api_ti_defer
+-- PATCH {id}/state to deferred, as the worker's defer_ti: one statement writes the trigger
+-- ($3 classpath, $4 kwargs) and parks the instance with $5 next_method, $6 next_kwargs and
+-- a timeout of $7 s. A reschedule (next_method '__reschedule__') counts its reschedules in
+-- this try and keeps the start of the first one in next_kwargs instead.
+WITH ti AS (
+    SELECT id, priority_weight, next_method, next_kwargs, start_date FROM task_instance
+     WHERE uuid = $1 AND state = 'running' AND worker_id = $2
+       FOR UPDATE
+), trig AS (
+    INSERT INTO trigger (classpath, kwargs, ti_id, priority)
+    SELECT $3, $4::text::json, ti.id, ti.priority_weight FROM ti
+    RETURNING id, ti_id
+)
+UPDATE task_instance t
+   SET state = 'deferred', worker_id = NULL, trigger_id = trig.id, next_method = $5,
+       next_kwargs = CASE WHEN $5 <> '__reschedule__' THEN $6::text::json
+                          WHEN ti.next_method = '__reschedule__' THEN json_build_object(
+                               'reschedule_count',
+                               coalesce((ti.next_kwargs ->> 'reschedule_count')::int, 0) + 1,
+                               'first_reschedule_start', ti.next_kwargs -> 'first_reschedule_start')
+                          ELSE json_build_object('reschedule_count', 1,
+                                                 'first_reschedule_start', to_json(ti.start_date))
+                     END,
+       trigger_timeout = now() + make_interval(secs => $7), label = coalesce($8, t.label)
+  FROM ti JOIN trig ON trig.ti_id = ti.id
+ WHERE t.id = ti.id
+RETURNING t.run_pk
+
+-- name: api_ti_heartbeat
+-- PUT {id}/heartbeat: still this worker's running try, started by this process ($3, $4).
+UPDATE task_instance SET heartbeat_at = now()
+ WHERE uuid = $1 AND state = 'running' AND worker_id = $2 AND hostname = $3 AND pid = $4
+RETURNING id
+
+-- name: api_ti_rtif
+UPDATE task_instance SET rendered_fields = $2::text::json WHERE uuid = $1 RETURNING id
+
+-- name: api_ti_rendered_map_index
+UPDATE task_instance SET label = $2 WHERE uuid = $1 RETURNING id
+
+-- name: api_ti_skip_downstream
+-- PATCH {id}/skip-downstream: skip ($2 task, $3 map index) of the instance's run unless
+-- running or finished, as Airflow. Index -1 names every instance of the task: a mapped
+-- downstream of an unmapped branch is skipped whole, where Airflow's scheduler gets there
+-- later through the branch's skipmixin XCom. No row when the instance does not exist.
+WITH me AS (
+    SELECT run_pk FROM task_instance WHERE uuid = $1
+), skipped AS (
+    UPDATE task_instance t SET state = 'skipped', start_date = now(), end_date = now()
+      FROM me, unnest($2::text[], $3::int[]) AS s(task_id, map_index)
+     WHERE t.run_pk = me.run_pk AND t.task_id = s.task_id
+       AND (t.map_index = s.map_index OR s.map_index = -1)
+       AND (t.state IS NULL OR t.state NOT IN ('running', 'success', 'failed'))
+    RETURNING t.id
+)
+SELECT me.run_pk, (SELECT count(*) FROM skipped)::int AS skipped FROM me
+
+-- name: api_ti_reschedule_start
+-- GET task-reschedules/{id}/start_date: when the first poke of this try's reschedules began.
+SELECT CASE WHEN next_method = '__reschedule__' THEN next_kwargs ->> 'first_reschedule_start'
+       END AS start_date
+  FROM task_instance WHERE uuid = $1
+
+-- name: api_ti_prev_success_run
+-- The latest successful run of the instance's DAG before the instance's own run.
+SELECT p.data_interval_start, p.data_interval_end, p.start_date, p.end_date
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+  JOIN dag_run p ON p.dag_id = r.dag_id AND p.logical_date < r.logical_date
+ WHERE t.uuid = $1 AND p.state = 'success'
+ ORDER BY p.logical_date DESC LIMIT 1
+
+-- name: api_group_task_ids
+-- The tasks of DAG $1 inside task group $2 (nested groups included).
+SELECT s ->> 'task_id' AS task_id
+  FROM dag d, json_array_elements(d.serialized -> 'tasks') AS s
+ WHERE d.dag_id = $1
+   AND (s ->> 'group_id' = $2 OR starts_with(s ->> 'group_id', $2 || '.'))
+
+-- name: api_ti_select
+-- Instances of DAG $1 matching the given filters (NULL: any): tasks $2, map index $3,
+-- logical dates $4, run ids $5, states $6 (with NULL states when $7).
+SELECT r.run_id, t.task_id, t.map_index, t.state
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+ WHERE r.dag_id = $1
+   AND ($2::text[] IS NULL OR t.task_id = any($2::text[]))
+   AND ($3::int IS NULL OR t.map_index = $3)
+   AND ($4::timestamptz[] IS NULL OR r.logical_date = any($4::timestamptz[]))
+   AND ($5::text[] IS NULL OR r.run_id = any($5::text[]))
+   AND ($6::text[] IS NULL OR t.state = any($6::text[]) OR ($7 AND t.state IS NULL))
+
+-- name: api_ti_count
+SELECT count(*)::int
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+ WHERE r.dag_id = $1
+   AND ($2::text[] IS NULL OR t.task_id = any($2::text[]))
+   AND ($3::int IS NULL OR t.map_index = $3)
+   AND ($4::timestamptz[] IS NULL OR r.logical_date = any($4::timestamptz[]))
+   AND ($5::text[] IS NULL OR r.run_id = any($5::text[]))
+   AND ($6::text[] IS NULL OR t.state = any($6::text[]) OR ($7 AND t.state IS NULL))
+
+-- name: api_ti_previous
+-- The latest instance of DAG $1 task $2 index $3, before logical date $4 and in state $5
+-- when given.
+SELECT t.task_id, r.dag_id, r.run_id, r.logical_date, t.start_date, t.end_date, t.state,
+       t.try_number, t.map_index
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+ WHERE r.dag_id = $1 AND t.task_id = $2 AND t.map_index = $3
+   AND ($4::timestamptz IS NULL OR r.logical_date < $4)
+   AND ($5::text IS NULL OR t.state = $5)
+ ORDER BY r.logical_date DESC LIMIT 1
+
+-- name: api_xcom_get
+-- One XCom value as stored (json text): of run $2, or with $6 the latest of the DAG's runs
+-- up to run $2's logical date.
+SELECT x.value::text AS value
+  FROM xcom x JOIN dag_run r ON r.id = x.run_pk
+ WHERE r.dag_id = $1 AND x.task_id = $3 AND x.key = $4 AND x.map_index = $5
+   AND (r.run_id = $2 OR ($6 AND r.logical_date <= (SELECT logical_date FROM dag_run
+                                                     WHERE dag_id = $1 AND run_id = $2)))
+ ORDER BY r.logical_date DESC LIMIT 1
+
+-- name: api_xcom_values
+-- Every value of a (mapped) task's key in map_index order, as stored; with $5 also those
+-- of the DAG's earlier runs, as Airflow's slice with include_prior_dates.
+SELECT x.value::text AS value
+  FROM xcom x JOIN dag_run r ON r.id = x.run_pk
+ WHERE r.dag_id = $1 AND x.task_id = $3 AND x.key = $4
+   AND (r.run_id = $2 OR ($5 AND r.logical_date <= (SELECT logical_date FROM dag_run
+                                                     WHERE dag_id = $1 AND run_id = $2)))
+ ORDER BY x.map_index, r.logical_date DESC
+
+-- name: api_xcom_count
+SELECT count(*)::int
+  FROM xcom x JOIN dag_run r ON r.id = x.run_pk
+ WHERE r.dag_id = $1 AND r.run_id = $2 AND x.task_id = $3 AND x.key = $4
+
+-- name: api_xcom_set
+-- POST xcoms/...: the value ($8, json text as sent) of key $7, written only by the running
+-- try ($1, this worker $2) of that very instance ($3 dag, $4 run, $5 task, $6 map index),
+-- with its task-map row when $9 (mapped_length) is given, as finish_ti writes them (a
+-- dict's keys in insertion order). Stale xcom_element rows of the key go.
+WITH me AS (
+    SELECT t.run_pk, t.task_id, t.map_index
+      FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+     WHERE t.uuid = $1 AND t.state = 'running' AND t.worker_id = $2
+       AND r.dag_id = $3 AND r.run_id = $4 AND t.task_id = $5 AND t.map_index = $6
+), pushed AS (
+    INSERT INTO xcom (run_pk, task_id, map_index, key, value)
+    SELECT me.run_pk, me.task_id, me.map_index, $7, $8::text::json FROM me
+    ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
+        created_at = now()
+), stale AS (
+    DELETE FROM xcom_element e USING me
+     WHERE e.run_pk = me.run_pk AND e.task_id = me.task_id AND e.key = $7
+       AND e.map_index = me.map_index
+), mapped AS (
+    INSERT INTO task_map (run_pk, task_id, map_index, length, keys)
+    SELECT me.run_pk, me.task_id, me.map_index, $9,
+           CASE WHEN json_typeof($8::text::json) = 'object' THEN
+                (SELECT json_agg(k.key ORDER BY k.n)
+                   FROM json_object_keys($8::text::json) WITH ORDINALITY AS k(key, n)) END
+      FROM me WHERE $9::int IS NOT NULL
+    ON CONFLICT (run_pk, task_id, map_index) DO UPDATE SET length = EXCLUDED.length,
+        keys = EXCLUDED.keys
+)
+SELECT count(*)::int FROM me
+
+-- name: api_xcom_delete
+-- DELETE xcoms/...: as api_xcom_set, only by the running try of that instance.
+WITH me AS (
+    SELECT t.run_pk, t.task_id, t.map_index
+      FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+     WHERE t.uuid = $1 AND t.state = 'running' AND t.worker_id = $2
+       AND r.dag_id = $3 AND r.run_id = $4 AND t.task_id = $5 AND t.map_index = $6
+), gone AS (
+    DELETE FROM xcom x USING me
+     WHERE x.run_pk = me.run_pk AND x.task_id = me.task_id AND x.map_index = me.map_index
+       AND x.key = $7
+)
+SELECT count(*)::int FROM me
+
+-- name: api_variable_get
+SELECT val, is_encrypted FROM variable WHERE key = $1
+
+-- name: api_variable_set
+INSERT INTO variable (key, val, description, is_encrypted) VALUES ($1, $2, $3, true)
+ON CONFLICT (key) DO UPDATE SET val = EXCLUDED.val, is_encrypted = true,
+    description = coalesce(EXCLUDED.description, variable.description), updated_at = now()
+
+-- name: api_variable_delete
+DELETE FROM variable WHERE key = $1
+
+-- name: api_variable_keys
+-- Keys starting with $1 (any when NULL), $2 from offset $3, with the total count.
+SELECT key, count(*) OVER ()::int AS total FROM variable
+ WHERE $1::text IS NULL OR starts_with(key, $1)
+ ORDER BY key LIMIT $2 OFFSET $3
+
+-- name: api_connection_get
+SELECT conn_id, conn_type, host, schema, login, password, port, extra
+  FROM connection WHERE conn_id = $1
+
+-- name: api_run_detail
+SELECT dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end,
+       start_date AS run_start_date, end_date AS run_end_date, created_at AS run_created_at,
+       state AS run_state, conf, note, clear_number
+  FROM dag_run WHERE dag_id = $1 AND run_id = $2
+
+-- name: api_run_count
+SELECT count(*)::int FROM dag_run
+ WHERE dag_id = $1
+   AND ($2::timestamptz[] IS NULL OR logical_date = any($2::timestamptz[]))
+   AND ($3::text[] IS NULL OR run_id = any($3::text[]))
+   AND ($4::text[] IS NULL OR state = any($4::text[]))
+
+-- name: api_run_previous
+SELECT dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end,
+       start_date AS run_start_date, end_date AS run_end_date, created_at AS run_created_at,
+       state AS run_state, conf, note, clear_number
+  FROM dag_run
+ WHERE dag_id = $1 AND logical_date < $2 AND ($3::text IS NULL OR state = $3)
+ ORDER BY logical_date DESC LIMIT 1
+
+-- name: api_dag
+SELECT dag_id, is_paused, fileloc, serialized -> 'tags' AS tags, next_interval_start
+  FROM dag WHERE dag_id = $1
+
+-- name: api_xcom_item
+-- Value $5 of a mapped task's key in map_index order (negative: from the end), as stored.
+SELECT x.value::text AS value
+  FROM xcom x JOIN dag_run r ON r.id = x.run_pk
+ WHERE r.dag_id = $1 AND r.run_id = $2 AND x.task_id = $3 AND x.key = $4
+ ORDER BY CASE WHEN $5::int >= 0 THEN x.map_index ELSE -x.map_index END
+ OFFSET CASE WHEN $5::int >= 0 THEN $5::int ELSE -1 - $5::int END LIMIT 1

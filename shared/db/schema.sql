@@ -68,6 +68,14 @@ CREATE TABLE task_instance (
     worker_id       text,
     heartbeat_at    timestamptz,
     error           text,
+    -- the Execution API's identity of the current try: a new one each time try_number is
+    -- bumped, as Airflow 3 gives each try a new task-instance id; the task process that
+    -- started it (hostname, unixname, pid) and its rendered template fields
+    uuid            uuid NOT NULL DEFAULT gen_random_uuid() UNIQUE,
+    hostname        text,
+    unixname        text,
+    pid             integer,
+    rendered_fields json,
     UNIQUE (run_pk, task_id, map_index)
 );
 CREATE INDEX ti_unfinished ON task_instance (state)
@@ -136,3 +144,26 @@ CREATE TABLE pool (
     description text
 );
 INSERT INTO pool (name, slots, description) VALUES ('default_pool', 128, 'Default pool');
+
+-- Airflow Variables and Connections, served to tasks by the Execution API. Secret values
+-- (a variable's val, a connection's password and extra) are Fernet tokens, never plain.
+CREATE TABLE variable (
+    key          text PRIMARY KEY,
+    val          text,
+    description  text,
+    is_encrypted boolean NOT NULL DEFAULT true,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE connection (
+    conn_id      text PRIMARY KEY,
+    conn_type    text NOT NULL,
+    description  text,
+    host         text,
+    schema       text,
+    login        text,
+    password     text,
+    port         integer,
+    extra        text,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);

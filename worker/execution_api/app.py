@@ -1,0 +1,92 @@
+"""The Execution API app: Airflow's Task SDK talks to Sluice through it.
+
+Every route ``airflow.sdk.api.client.Client`` calls is mounted; one Sluice does not
+implement answers 501 with a detail naming it (never a hang, never a silent 404).
+A database outage answers 503, which the SDK's client retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from shared.db import DB_ERRORS
+from worker.execution_api import dag_runs, task_instances, variables, xcoms
+from worker.execution_api.common import Api, Wake, problem
+from worker.execution_api.config import ApiSettings
+from worker.execution_api.fernet import Secrets, SecretsError, load_key_text
+from worker.execution_api.gate import Gate
+
+log = structlog.get_logger()
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None = None) -> FastAPI:
+    """The app over ``pool``; ``wake`` sends wake-ups after state changes (none: sweeps)."""
+    fernet_key = settings.fernet_key.get_secret_value() if settings.fernet_key else None
+    secret = settings.api_token_secret.get_secret_value().encode()
+    app = FastAPI(title="Sluice Execution API", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.api = Api(pool, settings, Secrets(load_key_text(fernet_key, settings.home)),
+                        secret, wake)
+    app.include_router(task_instances.router, prefix="/task-instances")
+    app.include_router(task_instances.reschedules, prefix="/task-reschedules")
+    app.include_router(xcoms.router, prefix="/xcoms")
+    app.include_router(variables.variables, prefix="/variables")
+    app.include_router(variables.connections, prefix="/connections")
+    app.include_router(dag_runs.runs, prefix="/dag-runs")
+    app.include_router(dag_runs.dags, prefix="/dags")
+    app.add_api_route("/health/ping", lambda: {"ok": True}, methods=["GET"])
+    app.add_api_route("/{path:path}", not_implemented, methods=ALL_METHODS)
+    for error in DB_ERRORS:
+        app.add_exception_handler(error, database_unavailable)
+    app.add_exception_handler(SecretsError, undecryptable)
+    app.add_middleware(Gate, secret=secret, ttl_s=settings.api_token_ttl_s)
+    return app
+
+
+async def not_implemented(request: Request, path: str) -> None:
+    raise problem(501, "not_implemented", f"Sluice does not implement {request.method} /{path} "
+                  "of Airflow's Execution API")
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("execution_api_database_unavailable", path=request.url.path, error=str(exc))
+    return JSONResponse({"detail": {"reason": "database_unavailable",
+                                    "message": "PostgreSQL is unreachable; retry"}}, status_code=503)
+
+
+async def undecryptable(request: Request, exc: SecretsError) -> JSONResponse:
+    log.error("execution_api_secret_undecryptable", path=request.url.path)
+    return JSONResponse({"detail": {"reason": "undecryptable", "message": str(exc)}},
+                        status_code=500)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free one); connections queue before serving starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a daemon's event loop: the daemon owns the signals."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+async def serve(app: FastAPI, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` until cancelled (keep-alive, no access log)."""
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
+                            timeout_keep_alive=75)
+    await _EmbeddedServer(config).serve(sockets=[sock])

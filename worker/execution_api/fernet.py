@@ -1,0 +1,66 @@
+"""Secret values at rest: Fernet tokens, with the key Airflow users know how to rotate.
+
+The key comes from ``SLUICE_FERNET_KEY`` (several, comma-separated: the first
+encrypts, all decrypt, as Airflow's ``fernet_key``) or from ``$SLUICE_HOME/fernet.key``,
+created on first use with mode 0600. Plain values and keys are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from shared.config import write_private
+
+KEY_FILE = "fernet.key"
+
+
+class SecretsError(Exception):
+    """A stored secret cannot be decrypted with the configured keys."""
+
+
+def load_key_text(configured: str | None, home: Path) -> str:
+    """The configured key(s), else the key file's, created (0600) when missing."""
+    if configured:
+        return configured
+    path = home / KEY_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.new")
+        write_private(tmp, Fernet.generate_key().decode())
+        try:  # two processes starting at once: the first complete file linked wins
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
+
+class Secrets:
+    """Encrypts and decrypts secret column values (``None`` stays ``None``)."""
+
+    def __init__(self, key_text: str) -> None:
+        keys = [Fernet(k.strip().encode()) for k in key_text.split(",") if k.strip()]
+        if not keys:
+            raise SecretsError("no Fernet key configured")
+        self._fernet = MultiFernet(keys)
+
+    def encrypt(self, value: str | None) -> str | None:
+        return None if value is None else self._fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretsError("a stored secret does not decrypt with the configured "
+                               "Fernet key(s)") from None
+
+    def __repr__(self) -> str:
+        return "Secrets(<keys hidden>)"

@@ -1,0 +1,69 @@
+"""Before any route: the API version the client speaks and the bearer token of its try.
+
+A pure ASGI middleware (cheap on every call): an unknown ``airflow-api-version`` is
+400, a missing or invalid token 401, each with a JSON detail; a valid token's try is
+put in ``request.state.ti_uuid``. A token past half its life is renewed through the
+``Refreshed-API-Token`` header, which the SDK's client adopts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from airflow.sdk.api.datamodels._generated import API_VERSION
+
+from worker.execution_api.tokens import TokenError, mint, verify
+
+OPEN_PATHS = frozenset({"/health/ping"})
+VERSION_HEADER = b"airflow-api-version"
+
+
+class Gate:
+    def __init__(self, app, *, secret: bytes, ttl_s: float) -> None:
+        self.app, self.secret, self.ttl_s = app, secret, ttl_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        version = headers.get(VERSION_HEADER, API_VERSION.encode()).decode("latin-1")
+        if version != API_VERSION:
+            return await _refuse(send, 400, "unsupported_api_version",
+                                 f"Sluice serves Execution API version {API_VERSION}; "
+                                 f"the client asked for {version!r}")
+        try:
+            claims = verify(_bearer(headers), self.secret)
+        except TokenError as exc:
+            return await _refuse(send, 401, "unauthorized", str(exc),
+                                 [(b"www-authenticate", b"Bearer")])
+        scope.setdefault("state", {})["ti_uuid"] = claims.sub
+        extra = [(VERSION_HEADER, API_VERSION.encode())]
+        if claims.exp - time.time() < self.ttl_s / 2:
+            extra.append((b"refreshed-api-token",
+                          mint(claims.sub, self.secret, self.ttl_s).encode()))
+        await self.app(scope, receive, _adding(send, extra))
+
+
+def _bearer(headers: dict[bytes, bytes]) -> str:
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("Missing auth token")
+    return token.strip()
+
+
+def _adding(send, extra: list[tuple[bytes, bytes]]):
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+    return wrapped
+
+
+async def _refuse(send, status: int, reason: str, message: str,
+                  headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": {"reason": reason, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})

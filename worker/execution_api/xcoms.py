@@ -1,0 +1,124 @@
+"""``/xcoms``: values as the SDK's serde wrote them, stored and served as that JSON text.
+
+Reads are open to any task of the deployment (as Airflow); writes and deletes only to
+the running try of the instance the XCom belongs to, guarded in the same statement.
+A pushed value with ``mapped_length`` also records the task-map row the scheduler
+expands downstream mapped tasks from.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+
+from shared.db import q
+from worker.execution_api.common import Api, api, caller, json_text, not_found, problem
+
+router = APIRouter()
+Key = Annotated[str, Path(min_length=1)]
+PREFIX = "/{dag_id}/{run_id}/{task_id}/{key:path}"
+
+
+def _where(dag_id: str, run_id: str, task_id: str, key: str, **more) -> str:
+    extra = "".join(f" {k}={v}" for k, v in more.items())
+    return f"XCom with key={key!r}{extra} not found for task {task_id!r} in DAG run {run_id!r} " \
+           f"of {dag_id!r}"
+
+
+@router.get(PREFIX + "/item/{offset}")
+async def xcom_item(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                    offset: int) -> Response:
+    value = await api(request).pool.fetchval(q("api_xcom_item"), dag_id, run_id, task_id, key,
+                                             offset)
+    if value is None:
+        raise not_found(_where(dag_id, run_id, task_id, key, offset=offset))
+    return json_text(value)
+
+
+@router.get(PREFIX + "/slice")
+async def xcom_slice(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                     start: int | None = None, stop: int | None = None, step: int | None = None,
+                     include_prior_dates: bool = False) -> Response:
+    rows = await api(request).pool.fetch(q("api_xcom_values"), dag_id, run_id, task_id, key,
+                                         include_prior_dates)
+    values = [r["value"] for r in rows][slice(start, stop, step)]
+    return json_text("[" + ",".join(values) + "]")
+
+
+@router.head(PREFIX)
+async def xcom_head(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                    map_index: int | None = None) -> Response:
+    if map_index is not None:
+        raise problem(400, "invalid_request", "Cannot specify map_index in a HEAD request")
+    count = await api(request).pool.fetchval(q("api_xcom_count"), dag_id, run_id, task_id, key)
+    return Response(headers={"Content-Range": f"map_indexes {count}"})
+
+
+@router.get(PREFIX)
+async def xcom_get(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                   map_index: int = -1, include_prior_dates: bool = False) -> Response:
+    value = await api(request).pool.fetchval(q("api_xcom_get"), dag_id, run_id, task_id, key,
+                                             map_index, include_prior_dates)
+    if value is None:
+        raise not_found(_where(dag_id, run_id, task_id, key, map_index=map_index))
+    return json_text('{"key":' + json.dumps(key) + ',"value":' + value + "}")
+
+
+def _checked_value(a: Api, body: bytes) -> str:
+    """The pushed JSON text, as sent: valid JSON (no NaN) within max_xcom_bytes."""
+    if len(body) > a.settings.max_xcom_bytes:
+        raise problem(400, "too_large", f"XCom value of {len(body)} bytes exceeds "
+                      f"max_xcom_bytes={a.settings.max_xcom_bytes}")
+    text = body.decode() if body else "null"
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise problem(400, "invalid_format", f"XCom value is not a valid JSON: {exc}") from None
+    return text
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+@router.post(PREFIX, status_code=201)
+async def xcom_set(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                   map_index: int = -1, mapped_length: int | None = None,
+                   dag_result: bool = False) -> dict:
+    a = api(request)
+    value = _checked_value(a, await request.body())
+    if mapped_length is not None and mapped_length > a.settings.max_map_length:
+        raise problem(400, "unmappable_return_value_length",
+                      f"pushed value is too large to map as a downstream's dependency: "
+                      f"{mapped_length} > {a.settings.max_map_length}")
+    found = await a.pool.fetchval(q("api_xcom_set"), caller(request), a.settings.worker_id,
+                                  dag_id, run_id, task_id, map_index, key, value, mapped_length)
+    if not found:
+        await _explain_write_miss(a, request, dag_id, run_id, task_id, map_index)
+    return {"message": "XCom successfully set"}
+
+
+@router.delete(PREFIX)
+async def xcom_delete(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
+                      map_index: int = -1) -> dict:
+    a = api(request)
+    found = await a.pool.fetchval(q("api_xcom_delete"), caller(request), a.settings.worker_id,
+                                  dag_id, run_id, task_id, map_index, key)
+    if not found:
+        await _explain_write_miss(a, request, dag_id, run_id, task_id, map_index)
+    return {"message": f"XCom with key: {key} successfully deleted."}
+
+
+async def _explain_write_miss(a: Api, request: Request, dag_id: str, run_id: str,
+                              task_id: str, map_index: int) -> None:
+    row = await a.pool.fetchrow(q("api_ti_state_of"), caller(request))
+    if row is None:
+        raise not_found("Task Instance not found")
+    if (row["dag_id"], row["run_id"], row["task_id"], row["map_index"]) != \
+            (dag_id, run_id, task_id, map_index):
+        raise problem(403, "access_denied", "A task instance may write and delete only its own "
+                      f"XComs, not those of {dag_id}/{run_id}/{task_id}[{map_index}]")
+    raise problem(409, "invalid_state", "XComs are written only by this worker's running try",
+                  previous_state=row["state"])
