@@ -624,7 +624,7 @@ class EmbeddedServer:
         """
         self._check_exited()
         await anyio.to_thread.run_sync(self._recipe.prepare, abandon_on_cancel=True)
-        offset = self._spawn()  # here, in the caller's thread: see _death_signal_preexec
+        offset = self._spawn()  # here, in the caller's thread: see _server_preexec
         try:
             await anyio.to_thread.run_sync(self._wait_ready, offset, abandon_on_cancel=True)
         except _Exited as exc:
