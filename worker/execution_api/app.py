@@ -68,10 +68,16 @@ async def undecryptable(request: Request, exc: SecretsError) -> JSONResponse:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket (port 0: any free one); connections queue before serving starts."""
+    """A listening socket (port 0: any free one); connections queue before serving starts.
+
+    Made with ``IPPROTO_TCP`` and ``TCP_NODELAY``: asyncio disables Nagle only on
+    sockets whose protocol says TCP, and a response sent as headers then body would
+    otherwise wait for the client's delayed ACK (measured: 40 ms per call).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
