@@ -14,6 +14,7 @@ from typing import Annotated
 
 import anyio
 import typer
+from typer.core import TyperCommand
 
 from shared.config import load_settings
 
@@ -27,17 +28,25 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
 DagsFolder = Annotated[Path | None, typer.Option("--dags-folder", help="Folder of DAG files.")]
-RunRef = Annotated[list[str], typer.Argument(
+# A run is named as in Airflow (`dags state DAG_ID RUN_ID`); the run id alone while only
+# one DAG has a run of that id.
+FirstRunArg = Annotated[str, typer.Argument(
     metavar="[DAG_ID] RUN_ID", show_default=False,
-    help="The run: its DAG and run id, as in Airflow; the run id alone while only one DAG "
-         "has a run of that id.")]
+    help="The run's DAG, then its run id; or the run id alone while only one DAG has a run "
+         "of that id.")]
+SecondRunArg = Annotated[str | None, typer.Argument(show_default=False, hidden=True)]
 
 
-def _run_ref(ids: list[str]) -> tuple[str | None, str]:
+class RunCommand(TyperCommand):
+    """A command on one run: its usage line reads ``[OPTIONS] [DAG_ID] RUN_ID``."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [self.options_metavar, "[DAG_ID] RUN_ID"]
+
+
+def _run_ref(first: str, second: str | None) -> tuple[str | None, str]:
     """``(dag_id, run_id)`` of ``[DAG_ID] RUN_ID``."""
-    if len(ids) > 2:
-        raise typer.BadParameter(f"expected [DAG_ID] RUN_ID, got {len(ids)} arguments")
-    return (None, ids[0]) if len(ids) == 1 else (ids[0], ids[1])
+    return (None, first) if second is None else (first, second)
 
 
 def _run(settings, fn, *args):
@@ -188,9 +197,10 @@ def runs_list(dag_id: Annotated[str | None, typer.Option("--dag-id")] = None,
     _run(settings, list_runs, settings, dag_id, limit, as_json)
 
 
-@runs_app.command("clear")
+@runs_app.command("clear", cls=RunCommand)
 def runs_clear(
-    run: RunRef,
+    first: FirstRunArg,
+    second: SecondRunArg = None,
     only_failed: Annotated[bool, typer.Option(
         "--only-failed", help="Clear only failed and upstream_failed task instances.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to finish.")] = False,
@@ -201,17 +211,18 @@ def runs_clear(
     from shared.runs_cli import clear
 
     settings = load_settings()
-    raise typer.Exit(_run(settings, clear, settings, *_run_ref(run), only_failed, wait, as_json,
-                          timeout))
+    raise typer.Exit(_run(settings, clear, settings, *_run_ref(first, second), only_failed, wait,
+                          as_json, timeout))
 
 
-@runs_app.command("show")
-def runs_show(run: RunRef, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """One run and every task instance (mapped ones as ``task [n]``)."""
+@runs_app.command("show", cls=RunCommand)
+def runs_show(first: FirstRunArg, second: SecondRunArg = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One run and every task instance, mapped ones with their map index."""
     from shared.runs_cli import show
 
     settings = load_settings()
-    raise typer.Exit(_run(settings, show, settings, *_run_ref(run), as_json))
+    raise typer.Exit(_run(settings, show, settings, *_run_ref(first, second), as_json))
 
 
 def main() -> None:
