@@ -335,7 +335,6 @@ async def test_tokens_are_checked_on_every_call(server, db):
                    Client(base_url=server[0], token=mint(mine, b"forged", TTL_S)),
                    Client(base_url=server[0], token=mint(mine, SECRET.encode(), -5))):
         with pytest.raises(ServerResponseError) as refused:
-            client.variables.get("anything")  # the SDK maps 401 to permission denied...
             start(client, mine)
         response = refused.value.response
         assert response.status_code == 401 and response.headers["content-type"] == \
@@ -344,6 +343,7 @@ async def test_tokens_are_checked_on_every_call(server, db):
     with pytest.raises(ServerResponseError) as foreign:
         client_for(server, mine).task_instances.heartbeat(other, 1)
     assert foreign.value.response.status_code == 403
+    # the SDK turns a refused secret into "permission denied", never "not found"
     assert client_for(server, None).variables.get("x").error.value == "PERMISSION_DENIED"
 
     # a token past half its life is renewed, and the SDK's client adopts the new one
@@ -416,8 +416,16 @@ async def test_xcoms_set_get_head_item_slice_and_delete(server, db):
         == "XCOM_NOT_FOUND"
     assert client.xcoms.get_sequence_slice("xc", "run-1", "load", "return_value",
                                            None, None, None).root == [0, 10, 20]
-    assert client.xcoms.get_sequence_slice("xc", "run-1", "load", "return_value",
-                                           -2, None, -1).root == [10, 0]
+    for start_, stop, step in [(None, None, None), (None, None, -2), (None, 2, None),
+                               (None, 2, -1), (None, -2, None), (None, -2, -1), (1, None, None),
+                               (2, None, -1), (1, 2, None), (2, 1, -1), (1, -1, None),
+                               (2, -2, -1), (-2, None, None), (-1, None, -1), (-2, -1, None),
+                               (-1, -3, -1)]:  # Airflow's own cases: Python's slicing
+        assert client.xcoms.get_sequence_slice("xc", "run-1", "load", "return_value", start_,
+                                               stop, step).root == [0, 10, 20][start_:stop:step]
+    with pytest.raises(ServerResponseError) as too_long:
+        client.xcoms.set("xc", "run-1", "extract", "return_value", [0], mapped_length=2000)
+    assert too_long.value.detail["reason"] == "unmappable_return_value_length"
 
     client_for(server, tis[("load", 1)]).xcoms.delete("xc", "run-1", "load", "return_value", 1)
     assert client.xcoms.head("xc", "run-1", "load", "return_value").len == 2
