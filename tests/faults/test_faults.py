@@ -71,7 +71,7 @@ def record(ti):
         delay = 0.05
         for _ in range(300):
             try:
-                conn = await asyncpg.connect(os.environ["SLUICE_FAULTS_DB"], timeout=5)
+                conn = await asyncpg.connect(os.environ["FAULTS_DB"], timeout=5)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -107,7 +107,7 @@ class Sentinel(Work):
 
     def execute(self, context):
         record(context["ti"])
-        release = os.environ["SLUICE_FAULTS_RELEASE"]
+        release = os.environ["FAULTS_RELEASE"]
         deadline = time.monotonic() + 600
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -322,8 +322,9 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     dags.mkdir()
     cluster = Cluster(tmp_path, db_url=pg.url, redis_url=valkey.url,
                       prefix=f"f{uuid.uuid4().hex[:10]}", dags_folder=dags)
-    cluster.env.update(SLUICE_FAULTS_DB=pg.url, SLUICE_WORKER_CONCURRENCY=concurrency,
-                       SLUICE_FAULTS_RELEASE=str(tmp_path / "release"))
+    # not SLUICE_*: a task never sees Sluice's settings (worker.supervisor.task_environment)
+    cluster.env.update(FAULTS_DB=pg.url, SLUICE_WORKER_CONCURRENCY=concurrency,
+                       FAULTS_RELEASE=str(tmp_path / "release"))
     faults = FaultRun(cluster, pg, valkey, size, skip)
     try:
         cluster.write_dag("faults.py", DAG_SOURCE.format(n=size, work_s=work_s,
