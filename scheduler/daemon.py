@@ -29,6 +29,7 @@ from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
+from shared.dagbag import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.schedules import Interval
@@ -559,6 +560,7 @@ def _ti_row(row) -> TIRow:
 
 async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
     """Run the scheduler until SIGTERM (finishing its current batch)."""
+    require_dags_folder(settings.dags_folder)
     db_url, redis_url = settings.require_urls()
     life = Lifecycle("scheduler")
     pool = await create_pool(db_url, max_size=5)
@@ -567,8 +569,10 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await bus.wait_for_redis(redis)
         sched = Scheduler(settings, pool, redis, life)
         await sched.consumer.ensure_groups()
-        parser = FolderParser(pool, settings.dags_folder, settings.parse_timeout_s)
-        await parser.parse_changed()
+        # parsing runs beside scheduling: the DAGs stored already are scheduled meanwhile
+        parser = FolderParser(pool, settings.dags_folder, settings.parse_timeout_s,
+                              on_change=lambda: bus.publish(redis, [(sched.streams.events,
+                                                                     DagsChanged())]))
         await sched.refresh_dags()
         async with pool.acquire() as conn:
             sched.pending.update(r["id"] for r in await conn.fetch(q("active_run_pks")))

@@ -1,7 +1,9 @@
 """Child process that imports one DAG file and prints its serialized DAGs as JSON.
 
-``python -m scheduler.parse_child FILE DAGS_FOLDER``. User code's own prints go
-to stderr; stdout carries exactly one JSON document.
+``python -m scheduler.parse_child FILE DAGS_FOLDER [TIMEOUT_S]``. User code's own
+prints go to stderr; stdout carries exactly one JSON document. An import that
+runs past ``TIMEOUT_S`` becomes the file's import error (Airflow's
+``dagbag_import_timeout``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     path, dags_folder = Path(sys.argv[1]), Path(sys.argv[2])
+    timeout_s = float(sys.argv[3]) if len(sys.argv) > 3 else None
     from shared.dagbag import load_file
     from shared.serialization import serialize_dag
 
-    result = load_file(path, dags_folder)
+    result = load_file(path, dags_folder, timeout_s)
     dags, error = [], result.error
     if error is None:
         try:

@@ -8,6 +8,12 @@ another file of the DAGs folder defining it too gets an
 ``AirflowDagDuplicatedIdException`` import error and its DAG is ignored. When
 the owner is deleted, renamed or stops defining the dag_id, the refused file
 is parsed again and takes over.
+
+A slow file holds back only what it could change: each file's outcome is
+stored (and announced through ``on_change``) as soon as it is known, and
+waits for the files before it only when it claims a dag_id nobody owns.
+A DAGs folder that is not there changes nothing in the database: one error
+line, and the DAGs stay as they were until it is back.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,32 +29,46 @@ import anyio
 import asyncpg
 import structlog
 
-from shared.dagbag import list_dag_files
+from shared import bus
+from shared.dagbag import DagsFolderMissing, import_timeout_error, list_dag_files
 from shared.db import q
 from shared.sdk.exceptions import AirflowDagDuplicatedIdException
+from shared.textcap import cap_error
 
 log = structlog.get_logger()
 
 #: First key of the transaction-scoped locks on the dag_ids a file stores (the two-key
 #: form is a key space of its own): two files storing one new dag_id at once cannot both win.
 DAG_ID_LOCK_KEY = 0x51_1CE_DA6
+#: Time a parsing child gets beyond the import timeout (its own start, serializing)
+#: before it is killed: the child's import timeout names the line, this is the backstop.
+KILL_AFTER_TIMEOUT_S = 10.0
+#: Stored outcomes are announced at most this often while a pass goes on.
+ANNOUNCE_GAP_S = 0.5
 
 
 async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
     """Run the parsing child for one file; never raises for the file's own faults."""
-    cmd = [sys.executable, "-m", "scheduler.parse_child", str(path), str(dags_folder)]
+    cmd = [sys.executable, "-m", "scheduler.parse_child", str(path), str(dags_folder),
+           str(timeout_s)]
     try:
-        with anyio.fail_after(timeout_s):
+        with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S):
             proc = await anyio.run_process(cmd, check=False)
     except TimeoutError:
-        return {"fileloc": str(path.resolve()), "dags": [], "source_hash": "",
-                "error": f"{path}: DAG file import timed out after {timeout_s:g}s"}
+        return _failed(path, import_timeout_error(path, timeout_s))
     try:
-        return json.loads(proc.stdout)
+        result = json.loads(proc.stdout)
     except ValueError:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        return {"fileloc": str(path.resolve()), "dags": [], "source_hash": "",
-                "error": f"{path}: parser exited with code {proc.returncode}: " + "\n".join(tail)}
+        return _failed(path, f"{path}: parser exited with code {proc.returncode}: "
+                             + "\n".join(tail))
+    result["error"] = cap_error(result["error"])
+    return result
+
+
+def _failed(path: Path, error: str) -> dict:
+    return {"fileloc": str(path.resolve()), "dags": [], "source_hash": "",
+            "error": cap_error(error)}
 
 
 @dataclass(frozen=True)
@@ -120,18 +140,40 @@ def _is_present(fileloc: str, present: Collection[str] | None) -> bool:
 
 
 class FolderParser:
-    """Parses changed files of the DAGs folder; remembers mtimes between passes."""
+    """Parses changed files of the DAGs folder; remembers mtimes between passes.
 
-    def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float):
+    ``on_change`` is awaited (at most every ``ANNOUNCE_GAP_S``, and once more
+    at the end of a pass) after a stored file added, changed or retired a DAG.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float,
+                 on_change: Callable[[], Awaitable[object]] | None = None):
         self.pool = pool
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
+        self.on_change = on_change
         self.mtimes: dict[str, float] = {}
         #: file -> (its fileloc, the dag_ids it was refused because another file has them)
         self.refused: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self.folder_missing = False
+        self._unannounced = False
 
     async def parse_changed(self) -> bool:
-        files = list_dag_files(self.dags_folder)
+        """One pass over the folder; True when a DAG was added, changed or retired."""
+        try:
+            files = list_dag_files(self.dags_folder)
+        except DagsFolderMissing as exc:
+            if not self.folder_missing:  # one line per disappearance, not one per pass
+                log.error("dags_folder_missing", dags_folder=str(self.dags_folder),
+                          error=f"{exc}: its DAGs are kept as they are until it is back")
+            self.folder_missing = True
+            return False
+        if self.folder_missing:
+            log.info("dags_folder_back", dags_folder=str(self.dags_folder))
+            self.folder_missing = False
+        return await self._parse_files(files)
+
+    async def _parse_files(self, files: list[Path]) -> bool:
         present = {str(p.resolve()) for p in files}
         self.mtimes = {str(p): self.mtimes[str(p)] for p in files if str(p) in self.mtimes}
         async with self.pool.acquire() as conn:
@@ -150,14 +192,18 @@ class FolderParser:
         return any_stored
 
     async def _parse_in_order(self, paths: list[Path], present: set[str]) -> bool:
-        """Parse the files concurrently, store them one by one in folder order.
+        """Parse the files concurrently; store each as soon as it may be stored.
 
         Of two files defining a new dag_id in one pass, the first in the DAGs
-        folder's order keeps it, as Airflow's DagBag.
+        folder's order keeps it, as Airflow's DagBag: a file claiming a dag_id
+        that no present file owns is stored after every file before it. Any
+        other outcome (the file's own DAGs, an import error) is stored at once,
+        so a file that hangs until its timeout holds back no other.
         """
         any_stored = False
         limiter = anyio.CapacityLimiter(4)
         turns = [anyio.Event() for _ in paths]
+        done = anyio.Event()
 
         async def one(i: int, path: Path) -> None:
             nonlocal any_stored
@@ -165,22 +211,60 @@ class FolderParser:
                 async with limiter:
                     mtime = _mtime(path)
                     result = await parse_file(path, self.dags_folder, self.timeout_s)
-                if i:
-                    await turns[i - 1].wait()
+                if await self._claims_unowned(result, present):
+                    for turn in turns[:i]:
+                        await turn.wait()
                 stored = await store_file(self.pool, result, present)
             finally:
                 turns[i].set()
             any_stored |= stored.changed
+            self._unannounced |= stored.changed
             self.mtimes[str(path)] = mtime
             if stored.refused:
                 self.refused[str(path)] = (result["fileloc"], stored.refused)
             else:
                 self.refused.pop(str(path), None)
 
-        async with anyio.create_task_group() as tg:
-            for i, path in enumerate(paths):
-                tg.start_soon(one, i, path)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._announce_while, done)
+            try:
+                async with anyio.create_task_group() as tg:
+                    for i, path in enumerate(paths):
+                        tg.start_soon(one, i, path)
+            finally:
+                done.set()
         return any_stored
+
+    async def _claims_unowned(self, result: dict, present: set[str]) -> bool:
+        """Whether the file defines a dag_id that no present file owns (a file earlier
+        in the folder may define it too)."""
+        dag_ids = [d["dag_id"] for d in result["dags"]]
+        if result["error"] or not dag_ids:
+            return False
+        async with self.pool.acquire() as conn:
+            owner = {r["dag_id"]: r["fileloc"]
+                     for r in await conn.fetch(q("active_dag_owners"), dag_ids)}
+        return any(owner.get(d) not in present for d in dag_ids)
+
+    async def _announce_while(self, done: anyio.Event) -> None:
+        """Announce stored outcomes while a pass goes on, and once when it ends."""
+        while True:
+            with anyio.move_on_after(ANNOUNCE_GAP_S):
+                await done.wait()
+            await self._announce()
+            if done.is_set():
+                return
+
+    async def _announce(self) -> None:
+        """Tell ``on_change``; a bus that is down leaves it to the end of the pass."""
+        if not self._unannounced or self.on_change is None:
+            return
+        self._unannounced = False
+        try:
+            await self.on_change()
+        except bus.REDIS_ERRORS as exc:
+            self._unannounced = True
+            log.warning("dags_changed_not_announced", error=str(exc))
 
     async def _release(self, present: set[str]) -> set[str]:
         """Refused files one of whose dag_ids no other present file owns any more.

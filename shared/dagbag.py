@@ -9,12 +9,20 @@ worker's task runner does it in its own process and caches by mtime.
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from shared.sdk.dag import DAG, AirflowDagCycleException, collect_loaded
+from shared.sdk.exceptions import AirflowTaskTimeout
+
+log = structlog.get_logger()
 
 
 @dataclass
@@ -38,11 +46,34 @@ def module_name_for(path: Path, dags_folder: Path) -> str:
     return ".".join(rel.with_suffix("").parts)
 
 
+class DagsFolderMissing(FileNotFoundError):
+    """The DAGs folder is not there: a configuration error, not a folder without DAGs."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(f"DAGs folder {folder} does not exist or is not a directory")
+
+
+def require_dags_folder(dags_folder: Path) -> None:
+    """Exit with code 2 and one error line when the DAGs folder is not there.
+
+    Called at the start of the scheduler and of standalone: started on a typo,
+    the scheduler would otherwise take every DAG for deleted.
+    """
+    if not Path(dags_folder).is_dir():
+        log.error("dags_folder_missing", dags_folder=str(dags_folder),
+                  error=str(DagsFolderMissing(dags_folder)))
+        raise SystemExit(2)
+
+
 def list_dag_files(dags_folder: Path) -> list[Path]:
-    """Python files that look like DAG files (mention ``dag``/``DAG``), as Airflow's safe mode."""
+    """Python files that look like DAG files (mention ``dag``/``DAG``), as Airflow's safe mode.
+
+    Raises :class:`DagsFolderMissing` when the folder is not there, so that a
+    folder that vanished is never read as "every DAG file was deleted".
+    """
     folder = Path(dags_folder)
     if not folder.is_dir():
-        return []
+        raise DagsFolderMissing(folder)
     out = []
     for path in sorted(folder.rglob("*.py")):
         if any(part.startswith((".", "__")) for part in path.relative_to(folder).parts):
@@ -56,8 +87,12 @@ def list_dag_files(dags_folder: Path) -> list[Path]:
     return out
 
 
-def load_file(path: Path, dags_folder: Path) -> FileResult:
-    """Import one DAG file fresh; a failure becomes ``FileResult.error``, never an exception."""
+def load_file(path: Path, dags_folder: Path, timeout_s: float | None = None) -> FileResult:
+    """Import one DAG file fresh; a failure becomes ``FileResult.error``, never an exception.
+
+    With ``timeout_s`` (the scheduler's parsing child; main thread only), an
+    import that runs longer fails with Airflow's ``dagbag_import_timeout`` error.
+    """
     from shared import compat
 
     compat.install_if_enabled()
@@ -71,7 +106,8 @@ def load_file(path: Path, dags_folder: Path) -> FileResult:
             raise ImportError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        with import_timeout(path, timeout_s):
+            spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - a broken DAG file must not escape
         sys.modules.pop(name, None)
         collect_loaded()
@@ -90,6 +126,39 @@ def load_file(path: Path, dags_folder: Path) -> FileResult:
     result.error = _check_dags(list(seen.values()), path)
     result.dags = [] if result.error else list(seen.values())
     return result
+
+
+def import_timeout_message(path: Path, timeout_s: float) -> str:
+    """Airflow's text for a DAG file whose import outlived ``dagbag_import_timeout``."""
+    return f"DagBag import timeout for {path} after {float(timeout_s)}s."
+
+
+def import_timeout_error(path: Path, timeout_s: float) -> str:
+    """The import error of a file whose parsing process had to be killed (no line known)."""
+    return f"{path}: {_describe(AirflowTaskTimeout(import_timeout_message(path, timeout_s)))}"
+
+
+@contextmanager
+def import_timeout(path: Path, timeout_s: float | None) -> Iterator[None]:
+    """Raise ``AirflowTaskTimeout`` inside the file's code once ``timeout_s`` has passed.
+
+    A ``SIGALRM``, as Airflow's DagBag does: the exception unwinds through the
+    user's frames, so the import error names the line the file hung on.
+    """
+    if not timeout_s or timeout_s <= 0:
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise AirflowTaskTimeout(import_timeout_message(path, timeout_s))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _check_dags(dags: list[DAG], path: Path) -> str | None:

@@ -24,6 +24,7 @@ import structlog
 
 from shared.config import Settings, make_private, standalone_file, write_private
 from shared.daemon import SUPERVISOR_PID_ENV
+from shared.dagbag import require_dags_folder
 from shared.db import migrate_url
 
 log = structlog.get_logger()
@@ -58,6 +59,7 @@ class RestartBackoff:
 
 
 async def serve(settings: Settings) -> int:
+    require_dags_folder(settings.dags_folder)
     _private_home(settings)
     embedded = None
     db_url, redis_url = settings.database_url, settings.redis_url
