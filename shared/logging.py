@@ -3,22 +3,40 @@
 Task-instance identity (dag_id, run_id, task_id, map_index, try_number) is
 bound with ``structlog.contextvars.bound_contextvars`` by whoever handles a
 task instance, so every line about it carries those keys.
+
+A line is at most ``MAX_LINE_CHARS`` long: a huge field (a 20 MB exception
+text) keeps its head and tail around ``… [truncated 19.9 MB] …``.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import re
 import sys
+import traceback
 
 import structlog
 
-_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.I)
+from shared.textcap import cap_text
+
+#: Longest log line written; longer events have their largest fields cut.
+MAX_LINE_CHARS = 64 * 1024
+#: Room kept for the timestamp, level and keys when fields share a line.
+_LINE_ROOM = 1024
+#: Tracebacks a terminal shows with rich; its layout is quadratic in a line's length
+#: (6 s for a 20 KB message), so a bigger one is printed plain and capped.
+_RICH_MAX_CHARS, _RICH_MAX_LINE = 16 * 1024, 1024
+
+# Linear time: anchored on ``://`` (``[a-z][a-z0-9+.-]*://`` tried from every letter of
+# a long run was quadratic, 15 s for 64 KB), and no part crosses a ``/`` (a URL's
+# user and password cannot hold one unescaped), so no scan runs past the next ``://``.
+_PASSWORD_IN_URL = re.compile(r"(?P<user>://[^:/@\s]*):[^/@\s]*@")
 
 
 def redact(text: str) -> str:
     """Hide passwords embedded in URLs (``scheme://user:secret@host`` -> ``user:***@``)."""
-    return _PASSWORD_IN_URL.sub(r"\g<scheme>:***@", text)
+    return _PASSWORD_IN_URL.sub(r"\g<user>:***@", text)
 
 
 def _redact_processor(_logger, _name, event_dict):
@@ -26,6 +44,67 @@ def _redact_processor(_logger, _name, event_dict):
         if isinstance(value, str) and "://" in value:
             event_dict[key] = redact(value)
     return event_dict
+
+
+class CappedRenderer:
+    """A renderer whose lines are at most ``MAX_LINE_CHARS``.
+
+    Most lines are rendered once and measured. An oversize one (a huge field,
+    many big ones, a traceback) is rendered again from its whole fields, its
+    exception formatted as text, the fields sharing the line: small ones whole,
+    the largest cut once around the marker (so it counts what was really cut).
+    The line stays valid JSON. Redaction ran before on the whole texts (it is
+    linear), so a password is never cut in two.
+    """
+
+    def __init__(self, renderer) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger, name, event_dict):
+        original = dict(event_dict)  # the console renderer pops what it prints
+        line = self.renderer(logger, name, event_dict)
+        budget = MAX_LINE_CHARS - _LINE_ROOM
+        while len(line) > MAX_LINE_CHARS and budget >= _LINE_ROOM:
+            line = self.renderer(logger, name, _share_line(original, budget))
+            budget //= 2  # escaping (``\uXXXX``, quotes) can outgrow the share
+        return line
+
+
+def _share_line(event_dict: dict, budget: int) -> dict:
+    """The event with its fields cut so that together they fit ``budget`` characters."""
+    event = structlog.processors.format_exc_info(None, "", dict(event_dict))
+    texts = {k: v if isinstance(v, str) else _as_text(v) for k, v in event.items()}
+    left, shares = budget, len(texts)
+    for key, text in sorted(texts.items(), key=lambda kv: len(kv[1])):
+        limit = max(left // shares, 0)
+        if len(text) > limit:
+            event[key] = cap_text(text, limit)
+        left -= min(len(text), limit)
+        shares -= 1
+    return event
+
+
+def _capped_exceptions(fancy):
+    """A console exception formatter: ``fancy`` for ordinary tracebacks, capped plain text
+    for huge ones."""
+
+    def format_exception(sio, exc_info) -> None:
+        plain = "".join(traceback.format_exception(*exc_info))
+        if len(plain) <= _RICH_MAX_CHARS and max(map(len, plain.splitlines())) <= _RICH_MAX_LINE:
+            fancy(sio, exc_info)
+        else:
+            sio.write("\n" + cap_text(plain, MAX_LINE_CHARS - _LINE_ROOM))
+
+    return format_exception
+
+
+def _as_text(value) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)
+    try:
+        return jsonlib.dumps(value, default=repr)
+    except ValueError:  # a circular structure
+        return repr(value)
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=None) -> None:
@@ -45,9 +124,12 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact_processor,
     ]
-    # JSON wants the traceback as a string field; the console renderer prints its own
-    tail = ([structlog.processors.format_exc_info, structlog.processors.JSONRenderer()] if json
-            else [structlog.dev.ConsoleRenderer(colors=stream.isatty())])
+    # JSON wants the traceback as a string field (redacted too); the console prints its own
+    tail = ([structlog.processors.format_exc_info, _redact_processor,
+             CappedRenderer(structlog.processors.JSONRenderer())] if json
+            else [CappedRenderer(structlog.dev.ConsoleRenderer(
+                colors=stream.isatty(),
+                exception_formatter=_capped_exceptions(structlog.dev.default_exception_formatter)))])
     structlog.configure(
         processors=[*shared, *tail],
         logger_factory=structlog.WriteLoggerFactory(stream),
