@@ -232,6 +232,15 @@ class FaultRun:
     async def flush_redis(self) -> None:
         """FLUSHALL with every daemon running; they recreate the bus and go on, as they are."""
         pids = self.pids()
+
+        async def blocked():  # scheduler and triggerer at least (a busy worker reads nothing)
+            self.check_alive()
+            clients = await self.valkey.command("CLIENT", "LIST")
+            text = clients.decode() if isinstance(clients, bytes) else str(clients)
+            return sum(1 for line in text.splitlines()
+                       if "cmd=xreadgroup" in line and "flags=b" in line) >= 2
+
+        await wait_for(blocked, 30, "the daemons to block in XREADGROUP")
         _, done_before = await self.progress(self.run_id)
         await self.valkey.flushall()
         more = max(20, self.size // 20)
