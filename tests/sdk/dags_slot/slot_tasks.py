@@ -1,0 +1,89 @@
+"""Tasks the slot tests run: one of each way a try can end, and every way a task logs."""
+
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.sdk import BaseOperator, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+
+class Chatty(BaseOperator):
+    def execute(self, context):
+        self.log.info("operator self.log line %s", context["ti"].map_index)
+        logging.getLogger("user.module").warning("stdlib logging line")
+        print("a print line")
+        print("a stderr line", file=sys.stderr)
+        os.system("echo a child program line")
+        return "chatty"
+
+
+def classic_callable(greeting):
+    return f"{greeting} from PythonOperator"
+
+
+@dag(schedule=None, start_date=datetime(2026, 1, 1))
+def slot_tasks():
+    @task
+    def plain():
+        return {"answer": 42, "home": os.environ.get("AIRFLOW_HOME"),
+                "sluice": sorted(n for n in os.environ if n.startswith("SLUICE_"))}
+
+    @task
+    def numbers():
+        return [10, 20, 30]
+
+    @task
+    def doubled(x):
+        return x * 2
+
+    @task(retries=2, retry_delay=timedelta(seconds=30))
+    def flaky():
+        raise ValueError("not this time")
+
+    @task
+    def skipper():
+        raise AirflowSkipException("nothing to do")
+
+    @task
+    def exits():
+        os._exit(3)
+
+    @task(execution_timeout=timedelta(seconds=1))
+    def wedged():
+        os.system("sleep 300 &")
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # the SDK's own timeout cannot fire
+        time.sleep(300)
+
+    @task
+    def noop():
+        pass
+
+    @task
+    def leaves_a_program():
+        import subprocess
+
+        return subprocess.Popen(["sleep", "300"], start_new_session=True).pid
+
+    PythonOperator(task_id="classic", python_callable=classic_callable,
+                   op_kwargs={"greeting": "{{ dag.dag_id }}"})
+    BashOperator(task_id="bash", bash_command="echo bash says {{ ti.try_number }}")
+    DateTimeSensorAsync(task_id="deferring", target_time="2099-01-01T00:00:00+00:00")
+    Chatty(task_id="chatty")
+    plain()
+    doubled.expand(x=numbers())
+    flaky()
+    skipper()
+    exits()
+    wedged()
+    noop()
+    leaves_a_program()
+
+
+slot_tasks()

@@ -1,0 +1,234 @@
+"""Slots run task tries with Airflow's Task SDK against Sluice's Execution API on PostgreSQL.
+
+Each test serves the real API (``worker.execution_api``) over a fresh database seeded
+with Sluice's own queries, and runs tries in a real slot process through its handle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import psutil
+import uvicorn
+from pydantic import SecretStr
+
+from shared.db import create_pool, q
+from worker.execution_api import ApiSettings, bind, create_app, token_for
+from worker.sdk_slots import SdkSlot, TryResult
+
+DAGS = Path(__file__).parent / "dags_slot"
+FILELOC = str(DAGS / "slot_tasks.py")
+DAG_ID = "slot_tasks"
+RUN_ID = "manual__slot"
+MAX_TRIES = {"flaky": 2}
+
+
+@dataclass
+class Api:
+    url: str
+    settings: ApiSettings
+    pool: object
+
+
+class _Server(uvicorn.Server):
+    """uvicorn in the test's event loop, told to exit rather than cancelled: a cancelled
+    server leaves its listener registered with the loop, which then mistakes a later
+    socket on the same descriptor number for it."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+@asynccontextmanager
+async def execution_api(db_url: str, home: Path) -> AsyncIterator[Api]:
+    """The worker's Execution API on ``db_url``, served on a free local port."""
+    settings = ApiSettings(home=home, worker_id="test-worker",
+                           api_token_secret=SecretStr("s" * 32))
+    pool = await create_pool(db_url)
+    sock = bind("127.0.0.1", 0)
+    server = _Server(uvicorn.Config(create_app(pool, settings), lifespan="off", log_config=None,
+                                    access_log=False))
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            try:
+                yield Api(f"http://127.0.0.1:{sock.getsockname()[1]}/", settings, pool)
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
+        await pool.close()
+
+
+@asynccontextmanager
+async def slot_for(tmp_path: Path) -> AsyncIterator[SdkSlot]:
+    slot = SdkSlot(DAGS, tmp_path / "airflow", kill_grace_s=1.0)
+    try:
+        yield slot
+    finally:
+        await slot.stop()
+
+
+async def seed(pool, tasks: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """A running manual run of ``slot_tasks`` with ``tasks`` queued at their first try."""
+    async with pool.acquire() as conn:
+        await conn.execute(q("upsert_dag"), DAG_ID, FILELOC, "h", {"tasks": []}, False)
+        run_pk = await conn.fetchval(q("insert_run"), DAG_ID, RUN_ID, "manual",
+                                     _now(), None, None, {})
+        await conn.execute(q("start_run"), run_pk)
+        ids, indexes = [t for t, _ in tasks], [m for _, m in tasks]
+        n = len(tasks)
+        await conn.execute(q("insert_tis"), run_pk, ids, indexes,
+                           [MAX_TRIES.get(t, 0) for t in ids], ["default"] * n,
+                           ["default_pool"] * n, [1] * n, [1] * n)
+        rows = await conn.fetch("SELECT id FROM task_instance WHERE run_pk = $1", run_pk)
+        await conn.execute(q("queue_tis"), [r["id"] for r in rows])
+        rows = await conn.fetch("SELECT task_id, map_index, uuid, try_number FROM task_instance "
+                                "WHERE run_pk = $1", run_pk)
+    return {(r["task_id"], r["map_index"]): {"uuid": str(r["uuid"]), "try": r["try_number"]}
+            for r in rows}
+
+
+def request(api: Api, tis: dict, tmp_path: Path, task_id: str, map_index: int = -1) -> dict:
+    ti = tis[(task_id, map_index)]
+    folder = tmp_path / "logs" / f"task_id={task_id}" / f"map_index={map_index}"
+    return {"ti_uuid": ti["uuid"], "token": token_for(api.settings, ti["uuid"]),
+            "api_url": api.url, "dag_id": DAG_ID, "run_id": RUN_ID, "task_id": task_id,
+            "map_index": map_index, "try_number": ti["try"], "fileloc": FILELOC,
+            "log_path": str(folder / f"attempt={ti['try']}.log")}
+
+
+async def state_of(api: Api, task_id: str, map_index: int = -1) -> str:
+    return await api.pool.fetchval(
+        "SELECT state FROM task_instance WHERE task_id = $1 AND map_index = $2", task_id, map_index)
+
+
+async def xcom(api: Api, task_id: str, map_index: int = -1):
+    raw = await api.pool.fetchval(
+        "SELECT value::text FROM xcom WHERE task_id = $1 AND map_index = $2 "
+        "AND key = 'return_value'", task_id, map_index)
+    return None if raw is None else json.loads(raw)
+
+
+def _now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def log_lines(req: dict) -> list[dict]:
+    return [json.loads(line) for line in Path(req["log_path"]).read_text().splitlines()]
+
+
+# --- tests ---------------------------------------------------------------------------------
+async def test_plain_classic_bash_and_mapped_tries_succeed_with_their_xcoms(db_url, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("SLUICE_DATABASE_URL", "postgresql://sluice:secret@db/sluice")
+    tasks = [("plain", -1), ("classic", -1), ("bash", -1), ("numbers", -1),
+             *[("doubled", i) for i in range(3)]]
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, tasks)
+        results: dict[tuple[str, int], TryResult] = {}
+        for task_id, map_index in tasks:
+            results[task_id, map_index] = await slot.run(
+                request(api, tis, tmp_path, task_id, map_index))
+        assert {k: (r.state, r.reported, r.error) for k, r in results.items()} == {
+            k: ("success", True, None) for k in tasks}
+        assert [await state_of(api, *k) for k in tasks] == ["success"] * len(tasks)
+        plain = await xcom(api, "plain")
+        assert plain == {"answer": 42, "home": str(tmp_path / "airflow"), "sluice": []}
+        assert await xcom(api, "classic") == "slot_tasks from PythonOperator"
+        assert await xcom(api, "bash") == "bash says 1"
+        assert [await xcom(api, "doubled", i) for i in range(3)] == [20, 40, 60]
+        assert slot.tries_run == len(tasks)  # one slot process ran them all
+
+
+async def test_every_line_a_task_writes_is_in_its_log_with_time_and_level(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("chatty", -1), ("noop", -1)])
+        req = request(api, tis, tmp_path, "chatty")
+        assert (await slot.run(req)).state == "success"
+        lines = log_lines(req)
+        assert all(line["timestamp"].endswith("Z") and line["level"] for line in lines)
+        seen = {(line["event"], line["level"], line.get("logger")) for line in lines}
+        assert any(e == "operator self.log line -1" and lvl == "info"
+                   and name.startswith("airflow.task.operators.") for e, lvl, name in seen)
+        assert ("stdlib logging line", "warning", "user.module") in seen
+        assert ("a print line", "info", "task.stdout") in seen
+        assert ("a stderr line", "error", "task.stderr") in seen
+        assert ("a child program line", "info", "task.stdout") in seen
+        assert any(e == "::group::Post Execute" for e, _, _ in seen)  # the SDK's own lines
+        assert stat.S_IMODE(os.stat(req["log_path"]).st_mode) == 0o600
+        noop = request(api, tis, tmp_path, "noop")
+        assert (await slot.run(noop)).state == "success"
+        assert not any("print line" in line["event"] for line in log_lines(noop))
+
+
+async def test_failing_skipping_and_deferring_tries_end_as_the_sdk_says(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("flaky", -1), ("skipper", -1), ("deferring", -1)])
+        flaky = await slot.run(request(api, tis, tmp_path, "flaky"))
+        assert (flaky.state, flaky.reported, flaky.error) == (
+            "up_for_retry", True, "ValueError: not this time")
+        assert await state_of(api, "flaky") == "up_for_retry"
+        assert (await slot.run(request(api, tis, tmp_path, "skipper"))).state == "skipped"
+        assert await state_of(api, "skipper") == "skipped"
+        assert (await slot.run(request(api, tis, tmp_path, "deferring"))).state == "deferred"
+        assert await state_of(api, "deferring") == "deferred"
+        trigger = await api.pool.fetchrow("SELECT classpath, kwargs FROM trigger")
+        assert trigger["classpath"].endswith("DateTimeTrigger")
+
+
+async def test_a_task_that_exits_the_slot_costs_its_try_only(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("noop", -1), ("exits", -1), ("plain", -1)])
+        assert (await slot.run(request(api, tis, tmp_path, "noop"))).state == "success"
+        first_pid = slot.pid
+        lost = await slot.run(request(api, tis, tmp_path, "exits"))
+        assert (lost.state, lost.slot_lost, lost.error) == (
+            None, True, "task process exited unexpectedly (exit code 3)")
+        assert not slot.alive
+        assert await state_of(api, "exits") == "running"  # the caller's to fail
+        after = await slot.run(request(api, tis, tmp_path, "plain"))
+        assert after.state == "success" and slot.pid != first_pid
+
+
+async def test_a_program_a_try_started_ends_with_the_try(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("leaves_a_program", -1)])
+        assert (await slot.run(request(api, tis, tmp_path, "leaves_a_program"))).state == "success"
+        pid = await xcom(api, "leaves_a_program")
+        assert slot.alive and not psutil.pid_exists(pid)  # its own session did not save it
+
+
+async def test_a_wedged_task_is_killed_past_its_timeout_with_its_programs(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("noop", -1), ("wedged", -1)])
+        await slot.run(request(api, tis, tmp_path, "noop"))
+        group = slot.pid
+        with anyio.fail_after(30):
+            lost = await slot.run(request(api, tis, tmp_path, "wedged"))
+        assert lost.slot_lost and lost.error.startswith(
+            "AirflowTaskTimeout: execution_timeout of 1s exceeded")
+        assert 2.0 <= lost.wall_s < 10
+        assert not _living_in_group(group)  # the `sleep 300 &` it started died with it
+
+
+def _living_in_group(pgid: int) -> list[psutil.Process]:
+    """Processes of group ``pgid`` not yet dead (a zombie is dead, waiting for its reaper)."""
+    living = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                living.append(proc)
+        except ProcessLookupError:
+            pass
+    return living
