@@ -18,8 +18,7 @@ slot die (or kills it) and starts a new one.
 SDK internals relied on (pinned 1.3.2), beyond those of ``sdk_inprocess``:
 ``task_runner.run`` / ``finalize`` / ``RuntimeTaskInstance.model_construct``
 (as ``InProcessTestSupervisor.start`` builds it), ``_maybe_reschedule_startup_failure``
-and ``_register_deserialization_allowed_classes`` (as ``task_runner.parse``),
-``BundleDagBag``, the ``Client``'s ``auth`` attribute, and ``task_runner``'s
+and ``_register_deserialization_allowed_classes`` (as ``task_runner.parse``), the ``Client``'s ``auth`` attribute, and ``task_runner``'s
 module-level ``TypeAdapter`` name (see ``share_json_adapter``).
 """
 
@@ -41,45 +40,45 @@ from typing import Any
 
 from worker import sdk_tasklog
 
-BUNDLE_NAME = "dags-folder"
-
 
 class DagFiles:
     """DAG files imported with the SDK, once per path and modification time."""
 
     def __init__(self, dags_folder: Path):
         self.dags_folder = dags_folder
-        self._bags: dict[str, tuple[int, Any]] = {}
+        self._files: dict[str, tuple[int, Any]] = {}
 
     def task(self, fileloc: str, dag_id: str, task_id: str, log) -> Any:
         """The task object, or ``LookupError`` naming what is missing (and why, if the file failed)."""
-        bag = self._bag(fileloc, log)
-        dag = bag.dags.get(dag_id)
+        result = self._file(fileloc, log)
+        dag = next((d for d in result.dags if d.dag_id == dag_id), None)
         if dag is None:
-            errors = "; ".join(str(e).strip().splitlines()[-1] for e in bag.import_errors.values())
-            raise LookupError(f"DAG {dag_id!r} not found in {fileloc}" + (f": {errors}" if errors else ""))
+            why = f": {result.error.strip().splitlines()[-1]}" if result.error else ""
+            raise LookupError(f"DAG {dag_id!r} not found in {fileloc}{why}")
         task = dag.task_dict.get(task_id)
         if task is None:
             raise LookupError(f"task {task_id!r} not found in DAG {dag_id!r} ({fileloc})")
         return task
 
-    def _bag(self, fileloc: str, log) -> Any:
-        from airflow.dag_processing.dagbag import BundleDagBag
+    def _file(self, fileloc: str, log) -> Any:
+        """The file as the scheduler's parse loads it (``shared.airflow_spec.load``), cached."""
         from airflow.sdk.execution_time.task_runner import _register_deserialization_allowed_classes
 
+        from shared.airflow_spec.loading import FileResult, load
+
+        path = str(Path(fileloc).resolve())
         try:
-            mtime = os.stat(fileloc).st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except OSError:
             mtime = -1
-        cached = self._bags.get(fileloc)
+        cached = self._files.get(path)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        bag = BundleDagBag(dag_folder=fileloc, safe_mode=False, load_op_links=False,
-                           bundle_path=self.dags_folder, bundle_name=BUNDLE_NAME)
-        for dag in bag.dags.values():
+        result = load(Path(path), self.dags_folder).get(path) or FileResult(path)
+        for dag in result.dags:
             _register_deserialization_allowed_classes(dag, log)
-        self._bags[fileloc] = (mtime, bag)
-        return bag
+        self._files[path] = (mtime, result)
+        return result
 
 
 class Slot:
