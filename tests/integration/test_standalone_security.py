@@ -164,16 +164,17 @@ async def test_a_killed_embedded_server_is_restarted_and_the_daemons_reconnect(
     assert sorted(daemons.values()) == ["scheduler", "triggerer", "worker"]
     urls = standalone.urls
 
-    for name in ("postgres", "valkey-server"):
+    for count, name in enumerate(("postgres", "valkey-server"), start=1):
         old = standalone.server_pid(name)
         assert old is not None
         os.kill(old, signal.SIGKILL)
 
-        async def restarted(name: str = name, old: int = old) -> bool:
-            pid = standalone.server_pid(name)
-            return pid is not None and pid != old
+        async def restarted(count: int = count) -> bool:
+            # logged once the new server accepts connections (crash recovery done)
+            return standalone.log_path.read_text().count('"embedded_server_restarted"') == count
 
         await wait_for(restarted, timeout=60, what=f"{name} restarted")
+        assert standalone.server_pid(name) not in (None, old)
         assert not psutil.pid_exists(old)  # reaped, not left a zombie
         assert standalone.urls == urls  # the same ports and passwords
         assert (await standalone.trigger())["state"] == "success"
