@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared.db import DB_ERRORS
+from shared.secrets import Secrets, SecretsError, load_key_text
 from worker.execution_api import dag_runs, task_instances, variables, xcoms
 from worker.execution_api.common import Api, Wake, problem
 from worker.execution_api.config import ApiSettings
-from worker.execution_api.fernet import Secrets, SecretsError, load_key_text
 from worker.execution_api.gate import Gate
 
 log = structlog.get_logger()

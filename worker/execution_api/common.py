@@ -13,8 +13,8 @@ from airflow.sdk.api.datamodels._generated import DagRun
 from fastapi import HTTPException, Request, Response
 
 from shared.messages import RunChanged, TriggersPending
+from shared.secrets import Secrets
 from worker.execution_api.config import ApiSettings
-from worker.execution_api.fernet import Secrets
 
 log = structlog.get_logger()
 

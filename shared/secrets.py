@@ -2,7 +2,10 @@
 
 The key comes from ``SLUICE_FERNET_KEY`` (several, comma-separated: the first
 encrypts, all decrypt, as Airflow's ``fernet_key``) or from ``$SLUICE_HOME/fernet.key``,
-created on first use with mode 0600. Plain values and keys are never logged.
+created on first use with mode 0600 (it may hold several keys the same way). The
+Execution API, the triggerer and the ``sluice variables`` / ``sluice connections``
+commands all read the key here, so a value one writes the others read. Plain
+values and keys are never logged, nor put in an error message.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from shared.config import write_private
 
+KEY_ENV = "SLUICE_FERNET_KEY"
 KEY_FILE = "fernet.key"
 
 
 class SecretsError(Exception):
-    """A stored secret cannot be decrypted with the configured keys."""
+    """The configured key is not a Fernet key, or a stored secret does not decrypt with it."""
 
 
 def load_key_text(configured: str | None, home: Path) -> str:
@@ -41,11 +45,23 @@ def load_key_text(configured: str | None, home: Path) -> str:
         return path.read_text().strip()
 
 
+def secrets_for(home: Path) -> Secrets:
+    """This installation's ``Secrets``: ``SLUICE_FERNET_KEY`` if set, else ``home``'s key file.
+
+    Read when called (a command's or a daemon's start), never at import.
+    """
+    return Secrets(load_key_text(os.environ.get(KEY_ENV), home))
+
+
 class Secrets:
     """Encrypts and decrypts secret column values (``None`` stays ``None``)."""
 
     def __init__(self, key_text: str) -> None:
-        keys = [Fernet(k.strip().encode()) for k in key_text.split(",") if k.strip()]
+        try:
+            keys = [Fernet(k.strip().encode()) for k in key_text.split(",") if k.strip()]
+        except ValueError:  # the key's text stays out of the message
+            raise SecretsError(f"{KEY_ENV} (or $SLUICE_HOME/{KEY_FILE}) holds a value that is "
+                               "not a Fernet key (32 url-safe base64-encoded bytes)") from None
         if not keys:
             raise SecretsError("no Fernet key configured")
         self._fernet = MultiFernet(keys)
@@ -58,6 +74,16 @@ class Secrets:
             return None
         try:
             return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise SecretsError("a stored secret does not decrypt with the configured "
+                               "Fernet key(s)") from None
+
+    def rotate(self, token: str | None) -> str | None:
+        """``token`` encrypted again with the first key (it may be under any configured one)."""
+        if token is None:
+            return None
+        try:
+            return self._fernet.rotate(token.encode()).decode()
         except InvalidToken:
             raise SecretsError("a stored secret does not decrypt with the configured "
                                "Fernet key(s)") from None
