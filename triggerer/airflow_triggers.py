@@ -251,7 +251,7 @@ class TriggerComms:
 
     def __init__(self, pool, secrets=None) -> None:
         self.pool = pool
-        self.secrets = secrets  # worker.execution_api.fernet.Secrets, for connections/variables
+        self.secrets = secrets  # shared.secrets.Secrets, for connections/variables
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 

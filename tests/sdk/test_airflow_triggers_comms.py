@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from cryptography.fernet import Fernet
 
 from shared.db import create_pool, q
+from shared.secrets import Secrets
 from tests.sdk.test_airflow_triggers import DAGS, Recorder, deferral, resumed, row_of, sent_by_sdk
 from triggerer.airflow_triggers import (
     Fired,
@@ -28,7 +29,6 @@ from triggerer.airflow_triggers import (
     load_trigger,
     next_kwargs_with_event,
 )
-from worker.execution_api.fernet import Secrets
 
 SECRETS = Secrets(Fernet.generate_key().decode())
 TASKS = ["extract", "load"]
