@@ -14,6 +14,11 @@ stored (and announced through ``on_change``) as soon as it is known, and
 waits for the files before it only when it claims a dag_id nobody owns.
 A DAGs folder that is not there changes nothing in the database: one error
 line, and the DAGs stay as they were until it is back.
+
+In the Task SDK runtime the files are imported by Airflow's own DagBag in a
+parse server (Airflow imported once, a fork per file). A file may then have
+DAGs and an import error both (Airflow keeps a file's other DAGs when it
+refuses one): both are stored, and the refused DAG keeps its last good version.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import asyncpg
 import structlog
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from shared import bus
 from shared.dagbag import DagsFolderMissing, import_timeout_error, list_dag_files
 from shared.db import q
+from shared.runtime import airflow_runtime
 from shared.sdk.exceptions import AirflowDagDuplicatedIdException
 from shared.textcap import cap_error
 
@@ -43,6 +51,8 @@ DAG_ID_LOCK_KEY = 0x51_1CE_DA6
 #: Time a parsing child gets beyond the import timeout (its own start, serializing)
 #: before it is killed: the child's import timeout names the line, this is the backstop.
 KILL_AFTER_TIMEOUT_S = 10.0
+#: The longest answer the parse server may give (one file's DAGs as JSON).
+MAX_ANSWER = 256 * 1024 * 1024
 #: Stored outcomes are announced at most this often while a pass goes on.
 ANNOUNCE_GAP_S = 0.5
 
@@ -64,6 +74,75 @@ async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
                              + "\n".join(tail))
     result["error"] = cap_error(result["error"])
     return result
+
+
+class ParseServer:
+    """The Task SDK runtime's parse server (``parse_child --serve``): Airflow imported once,
+    a fork per file. Started on first use and again after it died or wedged."""
+
+    def __init__(self, dags_folder: Path):
+        self.dags_folder = dags_folder
+        self.proc: anyio.abc.Process | None = None
+        self.reader: BufferedByteReceiveStream | None = None
+        self.answers: dict[int, dict] = {}
+        self.read_lock = anyio.Lock()
+        self.next_id = 0
+
+    async def parse(self, path: Path, timeout_s: float) -> dict:
+        """Like :func:`parse_file`; never raises for the file's own faults."""
+        self.next_id += 1
+        job = self.next_id
+        try:
+            with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S + 5):
+                proc = await self._started()
+                await proc.stdin.send(json.dumps(
+                    {"id": job, "path": str(path), "timeout_s": timeout_s}).encode() + b"\n")
+                answer = await self._answer(job, proc)
+        except TimeoutError:  # the server itself is wedged: a new one serves the next file
+            await self.stop()
+            return _failed(path, import_timeout_error(path, timeout_s))
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, ValueError) as exc:
+            await self.stop()
+            return _failed(path, f"{path}: the parse server died: {type(exc).__name__}: {exc}")
+        if answer.get("timed_out"):
+            return _failed(path, import_timeout_error(path, timeout_s))
+        if "failed" in answer:
+            return _failed(path, answer["failed"])
+        result = answer["result"]
+        result["error"] = cap_error(result["error"])
+        return result
+
+    async def _started(self) -> anyio.abc.Process:
+        if self.proc is None or self.proc.returncode is not None:
+            self.proc = await anyio.open_process(
+                [sys.executable, "-m", "scheduler.parse_child", "--serve", str(self.dags_folder)],
+                stderr=None)
+            self.reader = BufferedByteReceiveStream(self.proc.stdout)
+            self.answers = {}
+        return self.proc
+
+    async def _answer(self, job: int, proc: anyio.abc.Process) -> dict:
+        """Read answers (whoever holds the lock reads for all) until this job's is in."""
+        while job not in self.answers:
+            async with self.read_lock:
+                if job in self.answers or self.proc is not proc:
+                    break
+                answer = json.loads(await self.reader.receive_until(b"\n", MAX_ANSWER))
+                self.answers[answer["id"]] = answer
+        if job not in self.answers:
+            raise anyio.EndOfStream
+        return self.answers.pop(job)
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            await proc.aclose()
 
 
 def _failed(path: Path, error: str) -> dict:
@@ -95,7 +174,7 @@ async def store_file(pool: asyncpg.Pool, result: dict,
     """
     fileloc = result["fileloc"]
     async with pool.acquire() as conn, conn.transaction():
-        if result["error"]:
+        if result["error"] and not result["dags"]:
             log.warning("dag_import_error", fileloc=fileloc, error=result["error"])
             await conn.execute(q("set_import_error"), fileloc, result["error"])
             return Stored(changed=False)
@@ -105,10 +184,16 @@ async def store_file(pool: asyncpg.Pool, result: dict,
             paused = bool(dag.get("is_paused_upon_creation"))
             await conn.execute(q("upsert_dag"), dag["dag_id"], fileloc, result["source_hash"],
                                dag, paused)
-        retired = await conn.execute(q("deactivate_missing_dags"), fileloc,
-                                     [d["dag_id"] for d in kept])
-        if owners:  # one line; several refused dag_ids are joined by "; "
-            error = "; ".join(duplicate_message(d, fileloc, f) for d, f in owners.items())
+        retired = "UPDATE 0"
+        if not result["error"]:  # a DAG refused with an error keeps its last good version
+            retired = await conn.execute(q("deactivate_missing_dags"), fileloc,
+                                         [d["dag_id"] for d in kept])
+        # one line per cause; several refused dag_ids are joined by "; "
+        errors = [result["error"]] if result["error"] else []
+        if owners:
+            errors.append("; ".join(duplicate_message(d, fileloc, f) for d, f in owners.items()))
+        if errors:
+            error = cap_error("\n".join(errors))
             log.warning("dag_import_error", fileloc=fileloc, error=error)
             await conn.execute(q("set_import_error"), fileloc, error)
         else:
@@ -147,10 +232,14 @@ class FolderParser:
     """
 
     def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float,
-                 on_change: Callable[[], Awaitable[object]] | None = None):
+                 on_change: Callable[[], Awaitable[object]] | None = None,
+                 airflow: bool | None = None):
         self.pool = pool
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
+        #: the Task SDK runtime parses through one server (Airflow imported once)
+        use_server = airflow_runtime() if airflow is None else airflow
+        self.server = ParseServer(self.dags_folder) if use_server else None
         self.on_change = on_change
         self.mtimes: dict[str, float] = {}
         #: file -> (its fileloc, the dag_ids it was refused because another file has them)
@@ -210,7 +299,7 @@ class FolderParser:
             try:
                 async with limiter:
                     mtime = _mtime(path)
-                    result = await parse_file(path, self.dags_folder, self.timeout_s)
+                    result = await self._parse(path)
                 if await self._claims_unowned(result, present):
                     for turn in turns[:i]:
                         await turn.wait()
@@ -235,11 +324,21 @@ class FolderParser:
                 done.set()
         return any_stored
 
+    async def _parse(self, path: Path) -> dict:
+        if self.server is not None:
+            return await self.server.parse(path, self.timeout_s)
+        return await parse_file(path, self.dags_folder, self.timeout_s)
+
+    async def aclose(self) -> None:
+        """Stop the parse server, if there is one (it also ends when the scheduler does)."""
+        if self.server is not None:
+            await self.server.stop()
+
     async def _claims_unowned(self, result: dict, present: set[str]) -> bool:
         """Whether the file defines a dag_id that no present file owns (a file earlier
         in the folder may define it too)."""
         dag_ids = [d["dag_id"] for d in result["dags"]]
-        if result["error"] or not dag_ids:
+        if not dag_ids:
             return False
         async with self.pool.acquire() as conn:
             owner = {r["dag_id"]: r["fileloc"]

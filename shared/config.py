@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
     logs_folder: Path | None = None
     stream_prefix: str = "sluice"
     airflow_compat: bool = True
+    # which task runtime the daemons use: Airflow's Task SDK when it is installed
+    # ("auto"), or forced ("airflow", "legacy"); see shared.runtime
+    runtime: Literal["auto", "airflow", "legacy"] = "auto"
     # streams: an entry read but not acknowledged for this long (its consumer died)
     # is taken over by another consumer of its group (every daemon looks twice an interval)
     claim_interval_s: float = Field(default=30.0, gt=0)
@@ -54,6 +58,12 @@ class Settings(BaseSettings):
     worker_grace_period_s: float = 30.0
     runner_max_tasks: int = 1000
     max_xcom_bytes: int = 1024 * 1024
+    # the Execution API the worker serves its task processes (Task SDK runtime);
+    # port 0: any free port, told to the tasks with each try
+    execution_api_host: str = "127.0.0.1"
+    execution_api_port: int = Field(default=0, ge=0, le=65535)
+    # the id the worker claims instances with (default host:pid); unique per worker
+    worker_id: str | None = None
 
     # triggerer
     triggerer_capacity: int = Field(default=1000, gt=0)
