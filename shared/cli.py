@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import typer
@@ -223,6 +223,160 @@ def runs_show(first: FirstRunArg, second: SecondRunArg = None,
 
     settings = load_settings()
     raise typer.Exit(_run(settings, show, settings, *_run_ref(first, second), as_json))
+
+
+# --- variables and connections: Airflow's `variables` / `connections` commands ---------------
+variables_app = typer.Typer(no_args_is_help=True, help="Manage variables (Airflow's formats).")
+connections_app = typer.Typer(no_args_is_help=True,
+                              help="Manage connections (Airflow's URI and JSON formats).")
+app.add_typer(variables_app, name="variables")
+app.add_typer(connections_app, name="connections")
+
+Output = Annotated[Literal["table", "json", "yaml", "plain"], typer.Option(
+    "-o", "--output", help="Output format.")]
+ShowValues = Annotated[bool, typer.Option("--show-values", help="Show the values too.")]
+HideSensitive = Annotated[bool, typer.Option(
+    "--hide-sensitive", help="With --show-values, mask the secret values.")]
+
+
+def _secrets(name: str, *args, **kwargs) -> None:
+    """Run ``shared.secrets_cli.<name>``; a refusal is one line and its exit code."""
+    from functools import partial
+
+    from shared import secrets_cli
+
+    settings = load_settings()
+    try:
+        code = _run(settings, partial(getattr(secrets_cli, name), settings, *args, **kwargs))
+    except secrets_cli.Refused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.code) from None
+    raise typer.Exit(code or 0)
+
+
+@variables_app.command("set")
+def variables_set(
+    key: str, value: str,
+    description: Annotated[str | None, typer.Option(help="The variable's description.")] = None,
+    as_json: Annotated[bool, typer.Option("-j", "--json", help="VALUE is JSON.")] = False,
+) -> None:
+    """Create or replace a variable (its value is stored encrypted)."""
+    _secrets("variables_set", key, value, description, as_json)
+
+
+@variables_app.command("get")
+def variables_get(
+    key: str,
+    as_json: Annotated[bool, typer.Option("-j", "--json", help="Print the value as JSON.")] = False,
+    default: Annotated[str | None, typer.Option(
+        "-d", "--default", metavar="VAL", help="Printed if the variable does not exist.")] = None,
+) -> None:
+    """Print a variable's value (AIRFLOW_VAR_<KEY> first); exit 1 if it does not exist."""
+    _secrets("variables_get", key, as_json, default)
+
+
+@variables_app.command("list")
+def variables_list(output: Output = "table", show_values: ShowValues = False,
+                   hide_sensitive: HideSensitive = False) -> None:
+    """List variables (keys only, unless --show-values)."""
+    _secrets("variables_list", output, show_values, hide_sensitive)
+
+
+@variables_app.command("delete")
+def variables_delete(key: str) -> None:
+    """Delete a variable; exit 1 if it does not exist."""
+    _secrets("variables_delete", key)
+
+
+@variables_app.command("import")
+def variables_import(
+    file: Annotated[Path, typer.Argument(help="A .env, .json, .yaml or .yml file.")],
+    action: Annotated[Literal["overwrite", "fail", "skip"], typer.Option(
+        "-a", "--action-on-existing-key", help="For a key that already exists.")] = "overwrite",
+) -> None:
+    """Import variables from a file, in Airflow's format."""
+    _secrets("variables_import", file, action)
+
+
+@variables_app.command("export")
+def variables_export(
+    file: Annotated[str, typer.Argument(help="The JSON file to write, or - for stdout.")],
+) -> None:
+    """Export every variable, decrypted, to a JSON file (mode 0600)."""
+    _secrets("variables_export", file)
+
+
+@connections_app.command("get")
+def connections_get(conn_id: str, output: Output = "table") -> None:
+    """Show a connection, password included (AIRFLOW_CONN_<ID> first); exit 1 if none."""
+    _secrets("connections_get", conn_id, output)
+
+
+@connections_app.command("list")
+def connections_list(output: Output = "table", show_values: ShowValues = False,
+                     hide_sensitive: HideSensitive = False) -> None:
+    """List connections (ids and types only, unless --show-values)."""
+    _secrets("connections_list", output, show_values, hide_sensitive)
+
+
+def _conn_option(what: str):
+    return typer.Option(help=f"Connection {what}.", show_default=False)
+
+
+@connections_app.command("add")
+def connections_add(
+    conn_id: str,
+    conn_uri: Annotated[str | None, _conn_option("URI, e.g. postgres://user:pw@host:5432/db")] = None,
+    conn_json: Annotated[str | None, _conn_option("as a JSON object of its fields")] = None,
+    conn_type: Annotated[str | None, _conn_option("type, without a URI or JSON")] = None,
+    conn_description: Annotated[str | None, _conn_option("description")] = None,
+    conn_host: Annotated[str | None, _conn_option("host")] = None,
+    conn_login: Annotated[str | None, _conn_option("login")] = None,
+    conn_password: Annotated[str | None, _conn_option("password")] = None,
+    conn_schema: Annotated[str | None, _conn_option("schema")] = None,
+    conn_port: Annotated[str | None, _conn_option("port")] = None,
+    conn_extra: Annotated[str | None, _conn_option("extra, a JSON object")] = None,
+) -> None:
+    """Add a connection (a URI, JSON, or separate fields); exit 1 if the id exists."""
+    _secrets("connections_add", conn_id, uri=conn_uri, json_text=conn_json, extra=conn_extra,
+             description=conn_description, conn_type=conn_type, conn_host=conn_host,
+             conn_login=conn_login, conn_password=conn_password, conn_schema=conn_schema,
+             conn_port=conn_port)
+
+
+@connections_app.command("delete")
+def connections_delete(conn_id: str) -> None:
+    """Delete a connection; exit 1 if it does not exist."""
+    _secrets("connections_delete", conn_id)
+
+
+@connections_app.command("import")
+def connections_import(
+    file: Annotated[Path, typer.Argument(help="A .env, .json, .yaml or .yml file.")],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace connections that already exist.")] = False,
+) -> None:
+    """Import connections from a file, in Airflow's format."""
+    _secrets("connections_import", file, overwrite)
+
+
+@connections_app.command("export")
+def connections_export(
+    file: Annotated[str, typer.Argument(help="The file to write (mode 0600), or - for stdout.")],
+    file_format: Annotated[Literal["json", "yaml", "env"] | None, typer.Option(
+        "--file-format", help="Else the file's extension.")] = None,
+    serialization_format: Annotated[Literal["json", "uri"] | None, typer.Option(
+        "--serialization-format", help="For .env files: each connection as a URI "
+        "(default) or JSON.")] = None,
+) -> None:
+    """Export every connection, decrypted, as .json, .yaml or .env."""
+    _secrets("connections_export", file, file_format, serialization_format)
+
+
+@app.command("rotate-fernet-key")
+def rotate_fernet_key() -> None:
+    """Encrypt stored secrets again with the first key of SLUICE_FERNET_KEY (NEW,OLD)."""
+    _secrets("rotate_fernet_key")
 
 
 def main() -> None:

@@ -339,7 +339,7 @@ RETURNING t.id
 -- name: load_triggers
 SELECT t.id, t.classpath, t.kwargs::text AS kwargs, ti.id AS ti_id, ti.task_id,
        ti.map_index, ti.try_number, ti.trigger_timeout, ti.next_kwargs, r.dag_id, r.run_id,
-       ti.run_pk
+       ti.run_pk, ti.uuid AS ti_uuid, ti.max_tries
   FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id AND ti.state = 'deferred'
   JOIN dag_run r ON r.id = ti.run_pk
  WHERE t.id = any($1::bigint[])
@@ -373,6 +373,15 @@ DELETE FROM trigger WHERE id = any($1::bigint[])
 UPDATE task_instance
    SET state = $3, end_date = now(), trigger_id = NULL, trigger_timeout = NULL,
        next_method = NULL, next_kwargs = NULL
+ WHERE id = $1 AND trigger_id = $2 AND state = 'deferred'
+RETURNING run_pk, task_id, map_index
+
+-- name: retry_deferred_ti
+-- A trigger's TaskFailedEvent with tries left ends the try as a failed try would: up for
+-- retry after the task's delay ($3 s).
+UPDATE task_instance
+   SET state = 'up_for_retry', end_date = now(), trigger_id = NULL, trigger_timeout = NULL,
+       next_method = NULL, next_kwargs = NULL, next_retry_at = now() + make_interval(secs => $3)
  WHERE id = $1 AND trigger_id = $2 AND state = 'deferred'
 RETURNING run_pk, task_id, map_index
 
@@ -863,3 +872,57 @@ SELECT x.value::text AS value
  WHERE r.dag_id = $1 AND r.run_id = $2 AND x.task_id = $3 AND x.key = $4
  ORDER BY CASE WHEN $5::int >= 0 THEN x.map_index ELSE -x.map_index END
  OFFSET CASE WHEN $5::int >= 0 THEN $5::int ELSE -1 - $5::int END LIMIT 1
+
+-- name: cli_variable_list
+-- Every variable for `sluice variables list / export`; val is a Fernet token when is_encrypted.
+SELECT key, val, description, is_encrypted FROM variable ORDER BY key
+
+-- name: cli_variable_keys_among
+SELECT key FROM variable WHERE key = any($1::text[]) ORDER BY key
+
+-- name: cli_connection_get
+SELECT conn_id, conn_type, description, host, schema, login, password, port, extra
+  FROM connection WHERE conn_id = $1
+
+-- name: cli_connection_list
+SELECT conn_id, conn_type, description, host, schema, login, password, port, extra
+  FROM connection ORDER BY conn_id
+
+-- name: cli_connection_add
+-- A new connection; nothing (no row returned) when the id is taken.
+INSERT INTO connection (conn_id, conn_type, description, host, schema, login, password, port,
+                        extra)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (conn_id) DO NOTHING
+RETURNING conn_id
+
+-- name: cli_connection_put
+-- A connection, replacing one of the same id whole (`connections import --overwrite`).
+INSERT INTO connection (conn_id, conn_type, description, host, schema, login, password, port,
+                        extra)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (conn_id) DO UPDATE SET
+    conn_type = EXCLUDED.conn_type, description = EXCLUDED.description, host = EXCLUDED.host,
+    schema = EXCLUDED.schema, login = EXCLUDED.login, password = EXCLUDED.password,
+    port = EXCLUDED.port, extra = EXCLUDED.extra, updated_at = now()
+RETURNING conn_id
+
+-- name: cli_connection_delete
+DELETE FROM connection WHERE conn_id = $1 RETURNING conn_id
+
+-- name: cli_variable_delete
+DELETE FROM variable WHERE key = $1 RETURNING key
+
+-- name: cli_variables_to_rotate
+-- Encrypted values, locked until the rotation's transaction commits.
+SELECT key, val FROM variable WHERE is_encrypted AND val IS NOT NULL ORDER BY key FOR UPDATE
+
+-- name: cli_variable_rotated
+UPDATE variable SET val = $2 WHERE key = $1
+
+-- name: cli_connections_to_rotate
+SELECT conn_id, password, extra FROM connection
+ WHERE password IS NOT NULL OR extra IS NOT NULL ORDER BY conn_id FOR UPDATE
+
+-- name: cli_connection_rotated
+UPDATE connection SET password = $2, extra = $3 WHERE conn_id = $1
