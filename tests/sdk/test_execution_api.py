@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -370,20 +371,35 @@ async def test_the_api_version_header_is_honoured(server, db):
                    "the client asked for '2025-04-11'"}
 
 
-async def test_a_route_sluice_does_not_implement_answers_501_naming_it(server, db):
+async def test_a_route_sluice_does_not_implement_answers_400_naming_it(server, db):
     _, tis = await seed(db, "unknown", "run-1", [("extract", -1)])
     client = client_for(server, tis[("extract", -1)])
     for method, path, named in [
-            ("GET", "assets/by-name", "GET /assets/by-name"),
-            ("GET", "asset-events/by-asset", "GET /asset-events/by-asset"),
-            ("PUT", "store/ti/x/k", "PUT /store/ti/x/k"),
-            ("POST", "dag-runs/unknown/new-run", "POST /dag-runs/{dag_id}/{run_id}"),
-            ("GET", "no/such/route", "GET /no/such/route")]:
+            ("GET", "assets/by-name", "GET /assets/by-name yet"),
+            ("GET", "asset-events/by-asset", "GET /asset-events/by-asset yet"),
+            ("PUT", "store/ti/x/k", "PUT /store/ti/x/k yet"),
+            ("POST", "dag-runs/unknown/new-run", "POST /dag-runs/{dag_id}/{run_id} (triggering"),
+            ("GET", "no/such/route", "GET /no/such/route yet")]:
         with pytest.raises(ServerResponseError) as refused:
             once(client, method, path, params={"name": "a"})
-        assert refused.value.response.status_code == 501
+        assert refused.value.response.status_code == 400
         assert refused.value.detail["reason"] == "not_implemented"
+        assert refused.value.detail["message"].startswith("Sluice does not implement ")
         assert named in refused.value.detail["message"]
+    assert refused.value.detail == {"reason": "not_implemented",
+                                    "message": "Sluice does not implement GET /no/such/route yet"}
+
+
+async def test_the_sdk_client_fails_at_once_on_a_route_sluice_does_not_implement(server, db):
+    """A 5xx would be retried by the client for about 15 s; the 400 ends the call at once."""
+    _, tis = await seed(db, "unknown2", "run-1", [("extract", -1)])
+    client = client_for(server, tis[("extract", -1)])
+    started = time.monotonic()
+    with pytest.raises(ServerResponseError) as refused:
+        client.get("assets/by-name", params={"name": "a"})
+    assert time.monotonic() - started < 2.0
+    assert refused.value.response.status_code == 400
+    assert refused.value.detail["message"] == "Sluice does not implement GET /assets/by-name yet"
 
 
 # --- XComs ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The Execution API app: Airflow's Task SDK talks to Sluice through it.
 
 Every route ``airflow.sdk.api.client.Client`` calls is mounted; one Sluice does not
-implement answers 501 with a detail naming it (never a hang, never a silent 404).
+implement answers 400 with a detail naming it (never a hang, never a silent 404, never
+a 5xx the SDK would retry for 15 s).
 A database outage answers 503, which the SDK's client retries.
 """
 
@@ -19,7 +20,8 @@ from fastapi.responses import JSONResponse
 from shared.db import DB_ERRORS
 from shared.secrets import Secrets, SecretsError, load_key_text
 from worker.execution_api import dag_runs, task_instances, variables, xcoms
-from worker.execution_api.common import Api, Wake, problem
+from worker.execution_api.common import Api, Wake
+from worker.execution_api.common import not_implemented as unimplemented
 from worker.execution_api.config import ApiSettings
 from worker.execution_api.gate import Gate
 
@@ -51,8 +53,7 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
 
 
 async def not_implemented(request: Request, path: str) -> None:
-    raise problem(501, "not_implemented", f"Sluice does not implement {request.method} /{path} "
-                  "of Airflow's Execution API")
+    raise unimplemented(request.method, f"/{path}")
 
 
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -54,6 +54,15 @@ def problem(status: int, reason: str, message: str, **extra: Any) -> HTTPExcepti
     return HTTPException(status_code=status, detail={"reason": reason, "message": message, **extra})
 
 
+def not_implemented(method: str, route: str, what: str | None = None) -> HTTPException:
+    """A route or request Sluice does not serve: 400, so the task fails at once naming it.
+
+    Not a 5xx: the SDK's client retries those (five times, about 15 s) before failing.
+    """
+    about = f" ({what})" if what else ""
+    return problem(400, "not_implemented", f"Sluice does not implement {method} {route}{about} yet")
+
+
 def not_found(message: str) -> HTTPException:
     return problem(404, "not_found", message)
 

@@ -1,6 +1,6 @@
 """``/dag-runs`` and ``/dags``: what a task may read about runs and DAGs.
 
-Triggering and clearing a run from a task (``TriggerDagRunOperator``) answer 501 until
+Triggering and clearing a run from a task (``TriggerDagRunOperator``) answer 400 (not implemented) until
 Sluice's run creation is reachable from here.
 """
 
@@ -13,7 +13,14 @@ from airflow.sdk.api.datamodels._generated import DagResponse, DagRunStateRespon
 from fastapi import APIRouter, Query, Request, Response
 
 from shared.db import q
-from worker.execution_api.common import api, dag_run, json_text, model_response, not_found, problem
+from worker.execution_api.common import (
+    api,
+    dag_run,
+    json_text,
+    model_response,
+    not_found,
+    not_implemented,
+)
 
 runs = APIRouter()
 dags = APIRouter()
@@ -57,14 +64,12 @@ async def run_state(request: Request, dag_id: str, run_id: str) -> Response:
 
 @runs.post("/{dag_id}/{run_id}")
 async def run_trigger(dag_id: str, run_id: str) -> None:
-    raise problem(501, "not_implemented", "Sluice does not implement POST /dag-runs/{dag_id}/"
-                  "{run_id} (triggering a DAG run from a task) yet")
+    raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}", "triggering a DAG run from a task")
 
 
 @runs.post("/{dag_id}/{run_id}/clear")
 async def run_clear(dag_id: str, run_id: str) -> None:
-    raise problem(501, "not_implemented", "Sluice does not implement POST /dag-runs/{dag_id}/"
-                  "{run_id}/clear (clearing a DAG run from a task) yet")
+    raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}/clear", "clearing a DAG run from a task")
 
 
 @dags.get("/{dag_id}")

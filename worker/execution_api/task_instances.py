@@ -40,6 +40,7 @@ from worker.execution_api.common import (
     json_text,
     model_response,
     not_found,
+    not_implemented,
     problem,
 )
 
@@ -116,8 +117,8 @@ def parse_state_payload(body: bytes) -> BaseModel:
         raise RequestValidationError([{"type": "json_invalid", "loc": ["body"],
                                        "msg": f"JSON decode error: {exc}", "input": None}]) from None
     if state == "awaiting_input":
-        raise problem(501, "not_implemented",
-                      "Sluice does not implement human-in-the-loop (awaiting_input) yet")
+        raise not_implemented("PATCH", "/task-instances/{task_instance_id}/state",
+                              "human-in-the-loop: awaiting_input")
     model = PAYLOADS.get(state)
     if model is None:
         raise RequestValidationError([{"type": "literal_error", "loc": ["body", "state"],
