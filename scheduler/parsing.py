@@ -86,6 +86,7 @@ class ParseServer:
         self.reader: BufferedByteReceiveStream | None = None
         self.answers: dict[int, dict] = {}
         self.read_lock = anyio.Lock()
+        self.start_lock = anyio.Lock()
         self.next_id = 0
 
     async def parse(self, path: Path, timeout_s: float) -> dict:
@@ -114,13 +115,14 @@ class ParseServer:
         return result
 
     async def _started(self) -> anyio.abc.Process:
-        if self.proc is None or self.proc.returncode is not None:
-            self.proc = await anyio.open_process(
-                [sys.executable, "-m", "scheduler.parse_child", "--serve", str(self.dags_folder)],
-                stderr=None)
-            self.reader = BufferedByteReceiveStream(self.proc.stdout)
-            self.answers = {}
-        return self.proc
+        async with self.start_lock:
+            if self.proc is None or self.proc.returncode is not None:
+                self.proc = await anyio.open_process(
+                    [sys.executable, "-m", "scheduler.parse_child", "--serve",
+                     str(self.dags_folder)], stderr=None)
+                self.reader = BufferedByteReceiveStream(self.proc.stdout)
+                self.answers = {}
+            return self.proc
 
     async def _answer(self, job: int, proc: anyio.abc.Process) -> dict:
         """Read answers (whoever holds the lock reads for all) until this job's is in."""

@@ -5,6 +5,13 @@ guarded ``UPDATE`` (a duplicate delivery claims nothing), acks after that
 commit, and heartbeats what it runs. On SIGTERM it stops reading, lets
 running tasks finish within the grace period and hands the rest back as
 ``queued`` at the same try, for another worker.
+
+In the Task SDK runtime (``shared.runtime``) the worker also serves Airflow's
+Execution API, and each claimed try runs in a slot process (``worker.sdk_slots``)
+with Airflow's own task runner: the try's outcome, XComs and wake-ups are
+written by the API calls the SDK makes. A try whose end never reached the API
+(its slot died, wedged past ``execution_timeout`` or could not report) is
+failed by the worker through the same guarded write as the legacy runner's.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
+from shared.runtime import airflow_runtime, use_airflow_home
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
 from worker.supervisor import RunnerProcess
@@ -52,21 +60,30 @@ class Worker:
         self.pool = pool
         self.redis = redis
         self.life = life
-        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.airflow = airflow_runtime(settings)
         self.streams = bus.Streams(settings.stream_prefix)
         self.consumer = bus.Consumer(
             redis, [self.streams.queue(n) for n in settings.queues], bus.WORKER_GROUP,
             bus.consumer_name("worker"), deadletter=self.streams.deadletter,
             claim_interval_s=settings.claim_interval_s)
-        self.idle = [RunnerProcess(Path(settings.dags_folder), settings.max_xcom_bytes,
-                                  settings.max_map_length)
-                     for _ in range(settings.worker_concurrency)]
+        self.idle = [self._new_runner() for _ in range(settings.worker_concurrency)]
+        self.api: SdkApi | None = None  # the Execution API, in the Task SDK runtime
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
         self.scopes: dict[int, anyio.CancelScope] = {}  # each running body, to stop it
         self.done_count = 0
         self._read_scope: anyio.CancelScope | None = None
+
+    def _new_runner(self):
+        if not self.airflow:
+            return RunnerProcess(Path(self.settings.dags_folder), self.settings.max_xcom_bytes,
+                                 self.settings.max_map_length)
+        from shared.airflow_spec.loading import airflow_home
+        from worker.sdk_slots import SdkSlot
+
+        return SdkSlot(Path(self.settings.dags_folder).resolve(), airflow_home(self.settings.home))
 
     def _notify(self) -> None:
         self._changed.set()
@@ -144,10 +161,17 @@ class Worker:
             "next_method": ti["next_method"], "next_kwargs": ti["next_kwargs"],
             "start_date": iso(ti["start_date"]),
             "log_path": str(path / f"attempt={ti['try_number']}.log"),
+            "uuid": str(ti["uuid"]) if ti.get("uuid") else None,
         }
 
     # --- running ------------------------------------------------------------
-    async def execute(self, req: dict, runner: RunnerProcess) -> None:
+    async def execute(self, req: dict, runner) -> None:
+        """Run one claimed try on ``runner`` and see its outcome written.
+
+        Never raises but for cancellation: a fault while handling this try
+        (writing its outcome, say) is logged and costs this try only; the
+        instance, no longer heartbeated, is failed by the scheduler's repair.
+        """
         ids = {k: req[k] for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
         with bound_contextvars(**ids):
             self.running[req["ti_id"]] = req
@@ -155,20 +179,47 @@ class Worker:
                 log.info("task_started")
                 with anyio.CancelScope() as scope:
                     self.scopes[req["ti_id"]] = scope
-                    result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                    if self.api is not None:
+                        result = await self.api.run(req, runner)
+                    else:
+                        result = await runner.run(req, lambda m, a: self.answer(req, m, a))
                 if scope.cancelled_caught:  # stop_taken_away killed the body
                     log.warning("task_killed", reason="its instance changed state elsewhere")
                     return
                 self.finishing.add(req["ti_id"])
-                await self.finish(req, result)
-                if runner.tasks_run >= self.settings.runner_max_tasks:
+                if self.api is not None:
+                    await self.finish_sdk(req, result)
+                else:
+                    await self.finish(req, result)
+                if _tries_run(runner) >= self.settings.runner_max_tasks:
                     await runner.stop()
+            except Exception as exc:  # noqa: BLE001 - one try's fault must not stop the others
+                log.exception("task_handling_failed", error=f"{type(exc).__name__}: {exc}")
+                with anyio.CancelScope(shield=True):
+                    await _kill_quietly(runner)
             finally:
                 self.running.pop(req["ti_id"], None)
                 self.scopes.pop(req["ti_id"], None)
                 self.finishing.discard(req["ti_id"])
+                if self.api is not None:
+                    self.api.forget(req)
                 self.idle.append(runner)
                 self._notify()
+
+    async def finish_sdk(self, req: dict, result) -> None:
+        """A try the Task SDK ran: recorded already, unless its end never reached the API.
+
+        Then (its slot died or wedged, or the API could not take the end) the try
+        fails here, as a legacy runner's lost process does: up_for_retry or failed
+        by the task's retry rule, guarded on the instance still being ours.
+        """
+        if result.reported:
+            self.done_count += 1
+            log.info("task_finished", state=result.state, error=result.error,
+                     wall_s=result.wall_s, cpu_s=result.cpu_s)
+            return
+        error = result.error or f"the try ended in state {result.state} without reporting it"
+        await self.finish(req, {"outcome": "retry", "xcoms": [], "error": error})
 
     async def _spec(self, dag_id: str) -> DagSpec | None:
         async with self.pool.acquire() as conn:
@@ -359,25 +410,104 @@ class Worker:
     def status(self) -> str:
         return f"{len(self.running)} running, {len(self.idle)} idle, {self.done_count} done"
 
+    async def wake(self, messages: list) -> None:
+        """Route the Execution API's wake-ups: triggers to the triggerer, the rest to the scheduler."""
+        await bus.publish(self.redis, [
+            (self.streams.triggers if isinstance(m, TriggersPending) else self.streams.events, m)
+            for m in messages])
+
+    def ended(self, ti_uuid) -> None:
+        """The Execution API committed this try's end: it is no longer to be killed or handed back."""
+        ti_id = self.api.by_uuid.get(str(ti_uuid)) if self.api is not None else None
+        if ti_id is not None:
+            self.finishing.add(ti_id)
+
+
+def _tries_run(runner) -> int:
+    return getattr(runner, "tries_run", None) or getattr(runner, "tasks_run", 0)
+
+
+async def _kill_quietly(runner) -> None:
+    try:
+        await runner.kill()
+    except Exception as exc:  # noqa: BLE001 - the next run starts a new process anyway
+        log.warning("runner_kill_failed", error=str(exc))
+
+
+class SdkApi:
+    """The Task SDK runtime's side of the worker: the Execution API it serves, and the
+    requests its slots run tries from (each with its try's token and the API's URL)."""
+
+    def __init__(self, worker: Worker):
+        from worker.execution_api import ApiSettings, bind
+
+        s = worker.settings
+        self.settings = ApiSettings(home=s.home, worker_id=worker.id,
+                                    api_host=s.execution_api_host, api_port=s.execution_api_port,
+                                    max_map_length=s.max_map_length,
+                                    max_xcom_bytes=s.max_xcom_bytes)
+        self.sock = bind(s.execution_api_host, s.execution_api_port)
+        self.url = api_url(s.execution_api_host, self.sock.getsockname()[1])
+        self.by_uuid: dict[str, int] = {}  # running tries' uuid -> task instance id
+
+    async def serve(self, worker: Worker) -> None:
+        from worker.execution_api import create_app, serve
+
+        app = create_app(worker.pool, self.settings, wake=worker.wake, ended=worker.ended)
+        await serve(app, self.sock)
+
+    async def run(self, req: dict, slot):
+        from worker.execution_api import token_for
+
+        self.by_uuid[req["uuid"]] = req["ti_id"]
+        return await slot.run({
+            "ti_uuid": req["uuid"], "token": token_for(self.settings, req["uuid"]),
+            "api_url": self.url, "dag_id": req["dag_id"], "run_id": req["run_id"],
+            "task_id": req["task_id"], "map_index": req["map_index"],
+            "try_number": req["try_number"], "fileloc": req["fileloc"],
+            "log_path": req["log_path"]})
+
+    def forget(self, req: dict) -> None:
+        self.by_uuid.pop(req.get("uuid"), None)
+
+
+def api_url(host: str, port: int) -> str:
+    """The URL a slot on this machine reaches the API at (a wildcard bind: loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
 
 async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
     """Run a worker until SIGTERM (draining) or a second signal (at once)."""
     db_url, redis_url = settings.require_urls()
     life = Lifecycle("worker")
-    pool = await create_pool(db_url, max_size=max(4, settings.worker_concurrency + 2))
+    airflow = airflow_runtime(settings)
+    if airflow:  # before anything imports Airflow, which reads its configuration then
+        use_airflow_home(settings)
+    # in the Task SDK runtime the Execution API's calls share the pool
+    size = settings.worker_concurrency * (2 if airflow else 1) + 2
+    pool = await create_pool(db_url, max_size=max(4, size))
     redis = bus.connect(redis_url)
     worker = Worker(settings, pool, redis, life)
     try:
         await bus.wait_for_redis(redis)
         await worker.consumer.ensure_groups()
         async with anyio.create_task_group() as tg:
+            if airflow:
+                worker.api = SdkApi(worker)
+                tg.start_soon(worker.api.serve, worker)
+                for slot in worker.idle:  # their imports (about 2 s of CPU each) start now
+                    await slot.start()
+                log.info("execution_api_serving", url=worker.api.url)
             tg.start_soon(life.watch_signals, tg.cancel_scope)
             tg.start_soon(worker.stop_reading_on_shutdown)
             tg.start_soon(worker.heartbeat)
             tg.start_soon(worker.drain, tg.cancel_scope)
             tg.start_soon(life.watchdog, worker.status)
             log.info("worker_ready", worker_id=worker.id, queues=settings.queues,
-                     concurrency=settings.worker_concurrency)
+                     concurrency=settings.worker_concurrency,
+                     runtime="airflow" if airflow else "legacy")
             sd_notify("READY=1", f"STATUS={worker.status()}")
             task_status.started()
             await worker.consume(tg)
@@ -386,6 +516,8 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             for runner in worker.idle:
                 await runner.stop()
             await redis.aclose()
+            if worker.api is not None:
+                worker.api.sock.close()
             with anyio.move_on_after(5):  # a half-open connection must not hold the exit: terminate
                 await pool.close()
         log.info("worker_stopped")

@@ -191,7 +191,7 @@ WITH claimed AS (
            first_start_date = coalesce(ti.first_start_date, now()), end_date = NULL
       FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
      WHERE ti.id = c.id AND ti.try_number = c.try_number AND ti.state = 'queued'
-    RETURNING ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.try_number, ti.max_tries,
+    RETURNING ti.id, ti.uuid, ti.run_pk, ti.task_id, ti.map_index, ti.try_number, ti.max_tries,
               ti.next_method, ti.next_kwargs, ti.start_date, ti.first_start_date
 ), cleared AS (
     DELETE FROM xcom x USING claimed c

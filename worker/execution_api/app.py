@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from shared.db import DB_ERRORS
 from shared.secrets import Secrets, SecretsError, load_key_text
 from worker.execution_api import dag_runs, task_instances, variables, xcoms
-from worker.execution_api.common import Api, Wake
+from worker.execution_api.common import Api, Ended, Wake
 from worker.execution_api.common import not_implemented as unimplemented
 from worker.execution_api.config import ApiSettings
 from worker.execution_api.gate import Gate
@@ -29,13 +29,15 @@ log = structlog.get_logger()
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None = None) -> FastAPI:
-    """The app over ``pool``; ``wake`` sends wake-ups after state changes (none: sweeps)."""
+def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None = None,
+               ended: Ended | None = None) -> FastAPI:
+    """The app over ``pool``; ``wake`` sends wake-ups after state changes (none: sweeps);
+    ``ended`` is told each try whose end or deferral was committed."""
     fernet_key = settings.fernet_key.get_secret_value() if settings.fernet_key else None
     secret = settings.api_token_secret.get_secret_value().encode()
     app = FastAPI(title="Sluice Execution API", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.api = Api(pool, settings, Secrets(load_key_text(fernet_key, settings.home)),
-                        secret, wake)
+                        secret, wake, ended)
     app.include_router(task_instances.router, prefix="/task-instances")
     app.include_router(task_instances.reschedules, prefix="/task-reschedules")
     app.include_router(xcoms.router, prefix="/xcoms")

@@ -20,6 +20,8 @@ log = structlog.get_logger()
 
 #: Sends wake-ups after a commit (the worker routes them to their streams).
 Wake = Callable[[list[RunChanged | TriggersPending]], Awaitable[None]]
+#: Told the try whose end (or deferral) was just committed: its worker must not kill it now.
+Ended = Callable[[uuid.UUID], None]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Api:
     secrets: Secrets
     token_secret: bytes
     wake: Wake | None = None
+    ended: Ended | None = None
 
     async def notify(self, *messages: RunChanged | TriggersPending) -> None:
         """Wake the scheduler/triggerer; a lost wake-up is caught up by their sweeps."""

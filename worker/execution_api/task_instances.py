@@ -145,6 +145,8 @@ async def ti_update_state(request: Request, ti: TiId) -> Response:
     if run_pk is None:
         return await explain_miss(a, ti, target_state(payload),
                                   "TI was not in the running state so it cannot be updated")
+    if a.ended is not None:
+        a.ended(ti)
     messages = [RunChanged(run_pk=run_pk)]
     if isinstance(payload, TIDeferredStatePayload | TIRescheduleStatePayload):
         messages.insert(0, TriggersPending())
