@@ -175,6 +175,9 @@ class Slot:
                     reschedule_date=reschedule.reschedule_date, end_date=now()))
                 return 0, str(exc)
             return 1, str(exc)
+        except BaseException as exc:  # noqa: BLE001 - main()'s "Top level error": the process fails
+            log.exception("Top level error")
+            return 1, _describe(exc)
         timeout = getattr(task, "execution_timeout", None)
         if timeout is not None:
             send({"op": "started", "timeout_s": max(timeout.total_seconds(), 0.0)})
@@ -187,7 +190,7 @@ class Slot:
             state, _, error = task_runner.run(ti, context, log)
             context["exception"] = error
             task_runner.finalize(ti, state, context, log, error)
-        except BaseException as exc:  # noqa: BLE001 - main()'s "Top level error": the process fails
+        except BaseException as exc:  # noqa: BLE001 - as above
             log.exception("Top level error")
             return 1, _describe(exc)
         failed_closed = getattr(ti, "_terminal_state_send_failed", False)

@@ -175,6 +175,7 @@ async def test_every_line_a_task_writes_is_in_its_log_with_time_and_level(db_url
 async def test_failing_skipping_and_deferring_tries_end_as_the_sdk_says(db_url, tmp_path):
     async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
         tis = await seed(api.pool, [("flaky", -1), ("skipper", -1), ("deferring", -1)])
+        assert await api.pool.fetchval("SELECT count(*) FROM trigger") == 0
         flaky = await slot.run(request(api, tis, tmp_path, "flaky"))
         assert (flaky.state, flaky.reported, flaky.error) == (
             "up_for_retry", True, "ValueError: not this time")
@@ -183,8 +184,17 @@ async def test_failing_skipping_and_deferring_tries_end_as_the_sdk_says(db_url, 
         assert await state_of(api, "skipper") == "skipped"
         assert (await slot.run(request(api, tis, tmp_path, "deferring"))).state == "deferred"
         assert await state_of(api, "deferring") == "deferred"
-        trigger = await api.pool.fetchrow("SELECT classpath, kwargs FROM trigger")
-        assert trigger["classpath"].endswith("DateTimeTrigger")
+        trigger = await api.pool.fetchval("SELECT classpath FROM trigger")
+        assert trigger == "airflow.providers.standard.triggers.temporal.DateTimeTrigger"
+
+
+async def test_a_task_missing_from_its_file_is_rescheduled_as_airflow_does(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("gone", -1)])
+        result = await slot.run(request(api, tis, tmp_path, "gone"))
+        assert (result.state, result.reported, result.error) == (
+            "up_for_reschedule", True, f"task 'gone' not found in DAG 'slot_tasks' ({FILELOC})")
+        assert await state_of(api, "gone") == "deferred"  # Sluice's reschedule: a timed wait
 
 
 async def test_a_task_that_exits_the_slot_costs_its_try_only(db_url, tmp_path):
