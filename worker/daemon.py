@@ -449,12 +449,20 @@ class SdkApi:
         self.sock = bind(s.execution_api_host, s.execution_api_port)
         self.url = api_url(s.execution_api_host, self.sock.getsockname()[1])
         self.by_uuid: dict[str, int] = {}  # running tries' uuid -> task instance id
+        self.server = None
 
     async def serve(self, worker: Worker) -> None:
-        from worker.execution_api import create_app, serve
+        """Serve until cancelled, or until :meth:`stop` (which also closes the socket)."""
+        from worker.execution_api import create_app
+        from worker.execution_api.app import embedded_server
 
         app = create_app(worker.pool, self.settings, wake=worker.wake, ended=worker.ended)
-        await serve(app, self.sock)
+        self.server = embedded_server(app)
+        await self.server.serve(sockets=[self.sock])
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
 
     async def run(self, req: dict, slot):
         from worker.execution_api import token_for

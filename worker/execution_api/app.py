@@ -94,8 +94,13 @@ class _EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-async def serve(app: FastAPI, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until cancelled (keep-alive, no access log)."""
+def embedded_server(app: FastAPI) -> uvicorn.Server:
+    """A server for ``app`` (keep-alive, no access log); ``should_exit = True`` stops it."""
     config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
                             timeout_keep_alive=75)
-    await _EmbeddedServer(config).serve(sockets=[sock])
+    return _EmbeddedServer(config)
+
+
+async def serve(app: FastAPI, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` until cancelled."""
+    await embedded_server(app).serve(sockets=[sock])
