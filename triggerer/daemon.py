@@ -6,6 +6,11 @@ woken by the triggers stream; hands the first event of each trigger back to
 its task instance (``deferred -> scheduled``) and wakes the scheduler. A
 trigger that fails, ends without an event or times out resumes the task with
 ``next_method="__fail__"``. On SIGTERM it hands its triggers back at once.
+
+In the Task SDK runtime (``shared.runtime``) the triggers are Airflow's own
+classes, decoded, run and resumed by ``triggerer.airflow_triggers``, imported
+only then; their calls to the server are answered from PostgreSQL through a
+pool they never hold a connection of. Otherwise they are the legacy SDK's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.dagbag import add_dags_folder_to_path
 from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
+from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
+from shared.runtime import airflow_runtime, use_airflow_home
 from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
 from shared.textcap import cap_error
@@ -63,8 +70,10 @@ def _ti_ids(row: dict) -> dict:
 
 
 class Triggerer:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle):
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle,
+                 airflow=None):
         self.settings = settings
+        self.airflow = airflow  # triggerer.airflow_triggers in the Task SDK runtime, else None
         self.pool = pool
         self.redis = redis
         self.life = life
@@ -128,6 +137,58 @@ class Triggerer:
                 self.running.pop(row["id"], None)
 
     async def _run(self, row: dict) -> None:
+        if self.airflow is not None:
+            await self._run_airflow(row)
+        else:
+            await self._run_legacy(row)
+
+    async def _run_airflow(self, row: dict) -> None:
+        """An Airflow trigger to its outcome, written as Airflow 3.3's triggerer writes it."""
+        af = self.airflow
+        try:
+            trigger = af.load_trigger(row)
+        except af.TriggerLoadError as exc:
+            log.error("trigger_load_failed", error=str(exc))
+            outcome = af.Failed(af.TRIGGER_FAILURE, exc)
+        else:
+            outcome = await af.first_event(trigger, row["trigger_timeout"])
+            if isinstance(outcome, af.Failed) and outcome.error is not None:
+                log.error("trigger_failed",
+                          error=f"{type(outcome.error).__name__}: {outcome.error}")
+        await self._settle_airflow(row, outcome)
+
+    async def _settle_airflow(self, row: dict, outcome) -> None:
+        """A failure resumes with ``__fail__``; a task-end event ends the try here; any other
+        first event goes to the batch writer, its payload in ``next_kwargs["event"]``."""
+        af = self.airflow
+        if isinstance(outcome, af.Failed):
+            await self._resume_failed(row, af.failure_next_kwargs(outcome.reason, outcome.error),
+                                      outcome.reason)
+        elif af.is_task_end(outcome.event):
+            await self._end_airflow(row, outcome.event)
+        else:
+            try:
+                next_kwargs = af.next_kwargs_with_event(row["next_kwargs"], outcome.event.payload)
+            except af.Unresumable as exc:
+                log.error("trigger_event_unresumable", error=str(exc))
+                await self._resume_failed(row, af.failure_next_kwargs(str(exc), exc.__cause__),
+                                          str(exc))
+                return
+            self._hand_to_writer(row, next_kwargs)
+
+    async def _end_airflow(self, row: dict, event) -> None:
+        """A TaskSuccess/Failed/SkippedEvent ends the try here; a failure with tries left retries
+        after the task's own delay (``retry_delay``, backoff), as a failed try would."""
+        from worker.execution_api.task_instances import retry_delay
+
+        retries_left = row["max_tries"] != 0 and row["try_number"] <= row["max_tries"]
+        end = self.airflow.task_end(event, retries_left=retries_left)
+        delay = None
+        if end.state == "up_for_retry":
+            delay = await persist(lambda: retry_delay(self, row["ti_uuid"]), what="retry_delay")
+        await self._end_task(row, end.state, end.xcoms, delay)
+
+    async def _run_legacy(self, row: dict) -> None:
         try:
             trigger = load_trigger(row["classpath"], row["kwargs"])
         except Exception as exc:  # noqa: BLE001 - the task fails, the triggerer lives on
@@ -166,21 +227,30 @@ class Triggerer:
         if not isinstance(event, BaseTaskEndEvent):
             payload = serde.to_jsonable(event.payload, "trigger event payload")
             next_kwargs = {**(row.get("next_kwargs") or {}), "event": payload}
-            self._unwritten += 1
-            if self._all_written.is_set():
-                self._all_written = anyio.Event()
-            self._fired_in.send_nowait((row, json.dumps(next_kwargs)))
+            self._hand_to_writer(row, json.dumps(next_kwargs))
             return
+        xcoms = {k: serde.dumps(v) for k, v in (event.xcoms or {}).items()}
+        await self._end_task(row, event.task_instance_state, xcoms)
 
+    def _hand_to_writer(self, row: dict, next_kwargs_json: str) -> None:
+        """Queue a first event (the resumed instance's ``next_kwargs``) for the batch writer."""
+        self._unwritten += 1
+        if self._all_written.is_set():
+            self._all_written = anyio.Event()
+        self._fired_in.send_nowait((row, next_kwargs_json))
+
+    async def _end_task(self, row: dict, state: str, xcoms: dict[str, str],
+                        retry_delay_s: float | None = None) -> None:
+        """End the instance from its trigger's event, with its XComs (JSON texts), on its own."""
         async def write():
             async with self.pool.acquire() as conn, conn.transaction():
-                run_pk = await self._end(conn, row, event)
+                run_pk = await self._end(conn, row, state, xcoms, retry_delay_s)
                 await conn.execute(q("delete_trigger"), row["id"])
                 return run_pk
 
         run_pk = await persist(write, what="trigger_event")
         self.fired += 1
-        log.info("trigger_fired", resumed=run_pk is not None)
+        log.info("trigger_fired", resumed=run_pk is not None, state=state)
         await self._wake({run_pk} - {None})
 
     async def write_fired(self) -> None:
@@ -220,28 +290,34 @@ class Triggerer:
             while self._unwritten:
                 await self._all_written.wait()
 
-    async def _end(self, conn, row: dict, event: BaseTaskEndEvent) -> int | None:
-        done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"],
-                                   event.task_instance_state)
-        if done is not None and event.xcoms:
-            keys = list(event.xcoms)
+    async def _end(self, conn, row: dict, state: str, xcoms: dict[str, str],
+                   retry_delay_s: float | None) -> int | None:
+        if state == "up_for_retry":
+            done = await conn.fetchrow(q("retry_deferred_ti"), row["ti_id"], row["id"],
+                                       float(retry_delay_s or 0.0))
+        else:
+            done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"], state)
+        if done is not None and xcoms:
+            keys = list(xcoms)
             await conn.execute(q("put_xcoms"), done["run_pk"], done["task_id"],
-                               done["map_index"], keys,
-                               [serde.dumps(event.xcoms[k]) for k in keys])
+                               done["map_index"], keys, [xcoms[k] for k in keys])
         return done["run_pk"] if done else None
 
-    async def _resume(self, conn, row: dict, extra: dict, next_method: str | None = None):
-        return await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"],
-                                   {**(row.get("next_kwargs") or {}), **extra}, next_method)
+    async def _resume(self, conn, row: dict, next_kwargs: dict, next_method: str | None = None):
+        return await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"], next_kwargs,
+                                   next_method)
 
     async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
         """Resume the instance with ``__fail__`` so the worker raises and retry rules apply."""
         tb = [cap_error("".join(traceback.format_exception(exc)))] if exc is not None else []
+        await self._resume_failed(row, {**(row.get("next_kwargs") or {}), "error": error,
+                                        "traceback": tb}, error)
 
+    async def _resume_failed(self, row: dict, next_kwargs: dict, error: str) -> None:
+        """Resume with ``next_method="__fail__"`` and ``next_kwargs`` (the error, its traceback)."""
         async def write():
             async with self.pool.acquire() as conn, conn.transaction():
-                run_pk = await self._resume(conn, row, {"error": error, "traceback": tb},
-                                            "__fail__")
+                run_pk = await self._resume(conn, row, next_kwargs, "__fail__")
                 await conn.execute(q("delete_trigger"), row["id"])
                 return run_pk
 
@@ -275,8 +351,11 @@ class Triggerer:
                     if self.db_continuity.longer_than(self.settings.triggerer_heartbeat_timeout_s):
                         dead = await conn.fetch(q("release_dead_triggerers"),
                                                 self.settings.triggerer_heartbeat_timeout_s)
+                    # only triggers claimed before the read can be judged by it: one claimed
+                    # meanwhile is ours but not in ``owned``, and cancelling it would strand it
+                    judged = dict(self.running)
                     owned = {r["id"] for r in await conn.fetch(q("owned_triggers"), self.id)}
-                for trigger_id, scope in list(self.running.items()):
+                for trigger_id, scope in judged.items():
                     if trigger_id not in owned:
                         scope.cancel()
                 if dead:
@@ -322,15 +401,39 @@ class Triggerer:
         return f"{len(self.running)} triggers running, {self.fired} fired"
 
 
+def airflow_triggers(settings: Settings):
+    """``triggerer.airflow_triggers`` in the Task SDK runtime (Airflow's home set first), else None.
+
+    Importing Airflow configures logging its own way; Sluice's is put back, so the
+    daemon's lines and the triggers' own (``self.log``) stay one JSON stream.
+    """
+    if not airflow_runtime(settings):
+        return None
+    use_airflow_home(settings)
+    module = importlib.import_module("triggerer.airflow_triggers")
+    configure_logging()
+    return module
+
+
+def install_comms(airflow, settings: Settings, pool: asyncpg.Pool) -> None:
+    """Answer the triggers' calls to the server (connections, variables, states) from PostgreSQL."""
+    from shared.secrets import secrets_for
+
+    airflow.TriggerComms(pool, secrets_for(settings.home)).install()
+
+
 async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
     db_url, redis_url = settings.require_urls()
+    airflow = airflow_triggers(settings)
     add_dags_folder_to_path(settings.dags_folder)
     life = Lifecycle("triggerer")
     pool = await create_pool(db_url, max_size=10)
     redis = bus.connect(redis_url)
     try:
         await bus.wait_for_redis(redis)
-        trig = Triggerer(settings, pool, redis, life)
+        if airflow is not None:
+            install_comms(airflow, settings, pool)
+        trig = Triggerer(settings, pool, redis, life, airflow)
         await trig.consumer.ensure_groups()
         await trig.register()
         async with anyio.create_task_group() as tg:
@@ -338,7 +441,8 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             trig.start_loops(tg)
             tg.start_soon(life.watchdog, trig.status)
             log.info("triggerer_ready", triggerer_id=trig.id,
-                     capacity=settings.triggerer_capacity)
+                     capacity=settings.triggerer_capacity,
+                     runtime="airflow" if airflow is not None else "legacy")
             sd_notify("READY=1", f"STATUS={trig.status()}")
             task_status.started()
             await trig.claim_loop(tg)
