@@ -211,6 +211,33 @@ async def test_a_task_that_exits_the_slot_costs_its_try_only(db_url, tmp_path):
         assert after.state == "success" and slot.pid != first_pid
 
 
+async def test_a_try_killed_on_request_ends_with_its_slot(db_url, tmp_path):
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        tis = await seed(api.pool, [("sleeps", -1)])
+        req = request(api, tis, tmp_path, "sleeps")
+        results = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(results, slot.run(req)))
+            with anyio.fail_after(30):
+                while not any(line["event"] == "sleeping now" for line in _lines_so_far(req)):
+                    await anyio.sleep(0.05)
+            await slot.kill()
+        [lost] = results
+        assert (lost.state, lost.slot_lost, lost.error) == (None, True, "killed on request")
+        assert not slot.alive
+
+
+async def _append(results: list, awaitable) -> None:
+    results.append(await awaitable)
+
+
+def _lines_so_far(req: dict) -> list[dict]:
+    """The log's complete lines so far (the last may still be being written)."""
+    path = Path(req["log_path"])
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
 async def test_a_program_a_try_started_ends_with_the_try(db_url, tmp_path):
     async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
         tis = await seed(api.pool, [("leaves_a_program", -1)])

@@ -66,6 +66,11 @@ def slot_tasks():
         pass
 
     @task
+    def sleeps():
+        print("sleeping now")
+        time.sleep(300)
+
+    @task
     def leaves_a_program():
         import subprocess
 
@@ -84,6 +89,7 @@ def slot_tasks():
     wedged()
     noop()
     leaves_a_program()
+    sleeps()
 
 
 slot_tasks()
