@@ -115,17 +115,29 @@ class SdkSlot:
         return TryResult(state=None, reported=False, error=reason, slot_lost=True,
                          wall_s=round(anyio.current_time() - started, 6))
 
-    async def kill(self, reason: str | None = "killed on request") -> int | None:
-        """SIGKILL the slot's process group (the slot and the programs its task started)."""
+    async def kill(self, reason: str | None = "killed on request", *, grace_s: float = 0.0) -> int | None:
+        """Kill the slot's process group (the slot and the programs its task started).
+
+        With ``grace_s``, SIGTERM first, as Airflow's supervisor stops a task: the SDK
+        calls the running operator's ``on_kill`` (say, to delete the pod it started);
+        SIGKILL follows if the slot has not exited by then.
+        """
         if self.proc is None:
             return None
         self._lost_reason = reason
-        if self.proc.returncode is None:
+        if grace_s > 0:
+            self._signal_group(signal.SIGTERM)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(grace_s):
+                await self.proc.wait()
+        self._signal_group(signal.SIGKILL)
+        return await self._reap()
+
+    def _signal_group(self, signum: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(self.proc.pid, signum)
             except ProcessLookupError:
                 pass
-        return await self._reap()
 
     async def stop(self) -> None:
         """Close the slot's stdin so an idle slot exits; kill it if it does not."""

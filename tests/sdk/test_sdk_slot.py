@@ -211,20 +211,21 @@ async def test_a_task_that_exits_the_slot_costs_its_try_only(db_url, tmp_path):
         assert after.state == "success" and slot.pid != first_pid
 
 
-async def test_a_try_killed_on_request_ends_with_its_slot(db_url, tmp_path):
+async def test_a_try_stopped_on_request_runs_on_kill_and_ends_with_its_slot(db_url, tmp_path):
     async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
-        tis = await seed(api.pool, [("sleeps", -1)])
-        req = request(api, tis, tmp_path, "sleeps")
+        tis = await seed(api.pool, [("killable", -1)])
+        req = request(api, tis, tmp_path, "killable")
         results = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: _append(results, slot.run(req)))
             with anyio.fail_after(30):
                 while not any(line["event"] == "sleeping now" for line in _lines_so_far(req)):
                     await anyio.sleep(0.05)
-            await slot.kill()
+            await slot.kill(grace_s=1.0)
         [lost] = results
         assert (lost.state, lost.slot_lost, lost.error) == (None, True, "killed on request")
         assert not slot.alive
+        assert (tmp_path / "airflow" / "on_kill_ran").read_text() == "killable"
 
 
 async def _append(results: list, awaitable) -> None:

@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator
@@ -22,6 +23,17 @@ class Chatty(BaseOperator):
         print("a stderr line", file=sys.stderr)
         os.system("echo a child program line")
         return "chatty"
+
+
+class Killable(BaseOperator):
+    """Waits; when stopped, leaves a mark in Airflow's home (where the test looks)."""
+
+    def execute(self, context):
+        print("sleeping now")
+        time.sleep(300)
+
+    def on_kill(self):
+        (Path(os.environ["AIRFLOW_HOME"]) / "on_kill_ran").write_text(self.task_id)
 
 
 def classic_callable(greeting):
@@ -65,10 +77,6 @@ def slot_tasks():
     def noop():
         pass
 
-    @task
-    def sleeps():
-        print("sleeping now")
-        time.sleep(300)
 
     @task
     def leaves_a_program():
@@ -81,6 +89,7 @@ def slot_tasks():
     BashOperator(task_id="bash", bash_command="echo bash says {{ ti.try_number }}")
     DateTimeSensorAsync(task_id="deferring", target_time="2099-01-01T00:00:00+00:00")
     Chatty(task_id="chatty")
+    Killable(task_id="killable")
     plain()
     doubled.expand(x=numbers())
     flaky()
@@ -89,7 +98,6 @@ def slot_tasks():
     wedged()
     noop()
     leaves_a_program()
-    sleeps()
 
 
 slot_tasks()
