@@ -102,11 +102,11 @@ class Slot:
 
         started, cpu_started = time.monotonic(), time.process_time()
         saved_env = dict(os.environ)
-        self.sink.open(req["log_path"])
         structlog.contextvars.bind_contextvars(
             ti_id=req["ti_uuid"], dag_id=req["dag_id"], task_id=req["task_id"], run_id=req["run_id"],
             try_number=req["try_number"], map_index=req["map_index"])
         try:
+            self.sink.open(req["log_path"])
             state, reported, error = self._run(req, send)
         except Exception as exc:  # noqa: BLE001 - e.g. the API refused the start: nothing ran
             self.log.exception("Try not run")
