@@ -11,7 +11,8 @@ The scenario
 
 What is measured (per run)
     end to end   the run's ``end_date - start_date``: the issue's figure (200 x 5 s <= 5.5 s)
-    first leg    last instance's first start minus the run's start (all ``execute()`` begun)
+    deferred     first and last instance's trigger creation in ``execute()`` (its due moment
+                 minus ``--seconds``) minus the run's start: the worker's first leg
     fire lag     triggerer's ``trigger_fired`` line minus the instance's due moment
     resume lag   the instance's ``end_date`` minus its due moment
 """
@@ -21,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -75,7 +78,8 @@ async def one_run(cluster: Cluster, args: argparse.Namespace) -> dict:
     return {
         "state": doc["state"], "failed": len(failed), "count": len(naps),
         "end_to_end_s": (ts(doc["end_date"]) - start).total_seconds(),
-        "first_leg_s": max((ts(t["start_date"]) - start).total_seconds() for t in naps),
+        "deferred_s": [round(f((d - start).total_seconds() - args.seconds for d in due.values()),
+                             3) for f in (min, max)],
         "fire_lag_s": summary([(fired[i] - d).total_seconds() for i, d in due.items()
                                if i in fired]),
         "resume_lag_s": summary([(ts(t["end_date"]) - due[t["map_index"]]).total_seconds()
@@ -104,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    import tempfile
-
     root = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
-    results = asyncio.run(bench(args, root))
+    try:
+        results = asyncio.run(bench(args, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(results, indent=1))
     return 0 if all(r["failed"] == 0 and r["state"] == "success" for r in results) else 1
 
