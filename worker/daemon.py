@@ -439,8 +439,10 @@ class SdkApi:
     requests its slots run tries from (each with its try's token and the API's URL)."""
 
     def __init__(self, worker: Worker):
+        from shared.logging import configure_logging
         from worker.execution_api import ApiSettings, bind
 
+        configure_logging()  # importing Airflow set its own console format: keep one JSON stream
         s = worker.settings
         self.settings = ApiSettings(home=s.home, worker_id=worker.id,
                                     api_host=s.execution_api_host, api_port=s.execution_api_port,
