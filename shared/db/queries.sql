@@ -926,3 +926,14 @@ SELECT conn_id, password, extra FROM connection
 
 -- name: cli_connection_rotated
 UPDATE connection SET password = $2, extra = $3 WHERE conn_id = $1
+
+-- name: task_log_try
+-- The instance whose log is read: its current try and state (a try is live while it is
+-- the current one and not ended).
+SELECT ti.id, ti.try_number, ti.state
+  FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk
+ WHERE r.dag_id = $1 AND r.run_id = $2 AND ti.task_id = $3 AND ti.map_index = $4
+
+-- name: task_log_locations
+-- The log servers of the workers that ran this try, in the order they started it.
+SELECT log_url FROM task_log WHERE ti_id = $1 AND try_number = $2 ORDER BY created_at, log_url

@@ -83,6 +83,17 @@ CREATE INDEX ti_unfinished ON task_instance (state)
 CREATE INDEX ti_schedulable_window ON task_instance (run_pk, task_id, map_index)
     WHERE state IS NULL OR state IN ('scheduled', 'up_for_retry');
 
+-- Where each try's log was written: the log server of each worker that ran it (a try
+-- resumed after a deferral may have run on two workers). `sluice tasks logs`, the API and
+-- the UI read a try's log from there when the file is not on their own host.
+CREATE TABLE task_log (
+    ti_id       bigint NOT NULL REFERENCES task_instance (id) ON DELETE CASCADE,
+    try_number  integer NOT NULL,
+    log_url     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (ti_id, try_number, log_url)
+);
+
 CREATE TABLE xcom (
     run_pk      bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
     task_id     text NOT NULL,
