@@ -105,6 +105,26 @@ def standalone(dags_folder: DagsFolder = None) -> None:
     raise typer.Exit(_run(settings, serve, settings))
 
 
+@app.command("api-server")
+def api_server(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
+) -> None:
+    """Serve Airflow's REST API (/api/v2) and the web UI; every route but health needs a login."""
+    from apiserver.auth import AuthError
+    from apiserver.config import load_api_settings
+    from apiserver.server import serve
+    from shared.logging import configure_logging
+
+    configure_logging()
+    settings = load_api_settings(api_host=host, api_port=port)
+    try:
+        raise typer.Exit(_run(settings, serve, settings))
+    except AuthError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
 @db_app.command("migrate")
 def db_migrate() -> None:
     """Apply pending migrations (idempotent, safe to run concurrently)."""
