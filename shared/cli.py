@@ -164,17 +164,12 @@ def dags_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                       "schedule": d["schedule"]} for d in dags],
             "import_errors": [{"fileloc": e["fileloc"], "message": e["message"]} for e in errors]}))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from shared.tables import print_notes, print_table
 
-    console = Console()
-    table = Table("dag_id", "schedule", "paused", "fileloc")
-    for d in dags:
-        sched = d["schedule"]
-        table.add_row(d["dag_id"], json.dumps(sched) if sched else "-", str(d["is_paused"]), d["fileloc"])
-    console.print(table)
-    for e in errors:
-        console.print(f"[red]import error[/red] {e['fileloc']}:\n  {e['message']}")
+    print_table(("dag_id", "schedule", "paused", "fileloc"),
+                [[d["dag_id"], json.dumps(d["schedule"]) if d["schedule"] else "-",
+                  str(d["is_paused"]), d["fileloc"]] for d in dags], whole=("dag_id",))
+    print_notes("import error", [(e["fileloc"], e["message"]) for e in errors])
 
 
 @dags_app.command("trigger")
@@ -237,12 +232,16 @@ def runs_clear(
 
 @runs_app.command("show", cls=RunCommand)
 def runs_show(first: FirstRunArg, second: SecondRunArg = None,
-              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """One run and every task instance, mapped ones with their map index."""
+              as_json: Annotated[bool, typer.Option("--json")] = False,
+              every_instance: Annotated[bool, typer.Option(
+                  "--all", help="List every mapped instance, not one summary row per task.")]
+              = False) -> None:
+    """One run: its tasks in graph order, each mapped task summarised (--json: every instance)."""
     from shared.runs_cli import show
 
     settings = load_settings()
-    raise typer.Exit(_run(settings, show, settings, *_run_ref(first, second), as_json))
+    raise typer.Exit(_run(settings, show, settings, *_run_ref(first, second), as_json,
+                          every_instance))
 
 
 # --- variables and connections: Airflow's `variables` / `connections` commands ---------------
@@ -397,6 +396,29 @@ def connections_export(
 def rotate_fernet_key() -> None:
     """Encrypt stored secrets again with the first key of SLUICE_FERNET_KEY (NEW,OLD)."""
     _secrets("rotate_fernet_key")
+
+
+# --- task instances ----------------------------------------------------------------------
+tasks_app = typer.Typer(no_args_is_help=True, help="Inspect task instances.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("logs")
+def tasks_logs(
+    dag_id: str, run_id: str, task_id: str,
+    map_index: Annotated[int, typer.Option("--map-index", help="A mapped instance's index.")] = -1,
+    try_number: Annotated[int | None, typer.Option(
+        "--try", help="Which try (default: the current one).")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print new lines as they come, until the try ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Raw JSON lines.")] = False,
+) -> None:
+    """A try's log, from this host's logs folder or the worker that ran it."""
+    from shared.tasklogs_cli import logs
+
+    settings = load_settings()
+    raise typer.Exit(_run(settings, logs, settings, dag_id, run_id, task_id, map_index,
+                          try_number, follow, as_json))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import anyio
 from rich.console import Console
 from rich.live import Live
 from rich.table import Column, Table
+from rich.text import Text
 
 from shared import bus
 from shared.config import Settings
@@ -28,6 +29,7 @@ from shared.reconnect import (
     redis_call,
 )
 from shared.runview import RunLookupError, find_run, run_document_at, state_counts
+from shared.tables import print_lines, print_table
 
 FINISHED = ("success", "failed")
 
@@ -132,7 +134,7 @@ async def _wait(db: Database, run_pk: int, timeout: float, live: bool) -> str:
                 found = await db.run(run_document_at, run_pk, deadline=deadline)
                 state = found["doc"]["state"]
                 if live:
-                    view.update(_progress(found["doc"]), refresh=True)
+                    view.update(_progress(found), refresh=True)
                 if state in FINISHED:
                     break
                 await anyio.sleep(delay)
@@ -140,18 +142,13 @@ async def _wait(db: Database, run_pk: int, timeout: float, live: bool) -> str:
     return state
 
 
-def _progress(doc: dict) -> Table:
-    table = Table(title=f"{doc['dag_id']} {doc['run_id']}: {doc['state']}")
-    table.add_column("task")
-    table.add_column("states")
-    by_task: dict[str, list[dict]] = {}
-    for t in doc["tasks"]:
-        by_task.setdefault(t["task_id"], []).append(t)
-    for task_id, tis in by_task.items():
-        mapped = any(t["map_index"] >= 0 for t in tis)
-        name = f"{task_id} [{len(tis)}]" if mapped else task_id
-        counts = state_counts(tis)
-        table.add_row(name, ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+def _progress(found: dict) -> Table:
+    """The live view of ``--wait``: each task's state, mapped ones summarised."""
+    doc = found["doc"]
+    table = Table(Column("task", overflow="fold"), Column("states", overflow="fold"),
+                  title=Text(f"{doc['dag_id']} {doc['run_id']}: {doc['state']}"))
+    for row in _rows(found, every_instance=False):
+        table.add_row(Text(row[0]), Text(row[1]))
     return table
 
 
@@ -165,42 +162,75 @@ def _deferral_detail(extra: dict) -> str:
     return " ".join(parts)
 
 
-def _print_run(found: dict) -> None:
-    """The run as a table for people: one row per task instance.
+ROW_HEADERS = ("task", "state", "try", "label", "return_value", "detail")
+
+
+def _print_run(found: dict, every_instance: bool = False) -> None:
+    """The run for people: its tasks in graph order, a mapped task as one summary row
+    unless ``every_instance``, every value whole (``shared.tables``).
 
     The label column shows a mapped instance's index when it has no rendered
     ``map_index_template`` (SEMANTICS §1: without a template the label is the
     index); the JSON keeps ``label`` null then (DESIGN.md: other tools read it).
     """
     doc = found["doc"]
-    console = Console()
-    title = f"{doc['dag_id']}  {doc['run_id']}  [bold]{doc['state']}[/bold]"
-    if found.get("note"):
-        title += f" ({found['note']})"
-    console.print(title)
-    console.print(f"started {doc['start_date']}  ended {doc['end_date']}")
     counts = state_counts(doc["tasks"])
-    console.print("counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    table = Table("task", "state", "try", "label", "return_value",
-                  Column("detail", overflow="fold"))
-    for t, extra in zip(doc["tasks"], found["extra"], strict=True):
-        name = t["task_id"] if t["map_index"] < 0 else f"{t['task_id']} [{t['map_index']}]"
-        detail = ""
-        if t["state"] == "deferred":
-            detail = _deferral_detail(extra)
-        elif extra["error"]:
-            detail = extra["error"].splitlines()[0][:80]
-        value = "" if t["return_value"] is None else json.dumps(t["return_value"])[:40]
-        label = t["label"] if t["label"] is not None else str(t["map_index"]) if t["map_index"] >= 0 else ""
-        table.add_row(name, t["state"] or "none", str(t["try_number"]), label, value, detail)
-    console.print(table)
+    head = [f"{doc['dag_id']}  {doc['run_id']}  {doc['state']}"
+            + (f" ({found['note']})" if found.get("note") else ""),
+            f"started {doc['start_date']}  ended {doc['end_date']}",
+            "counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))]
+    print_lines("\n".join(head))
+    print_table(ROW_HEADERS, _rows(found, every_instance), whole=("task",))
+
+
+def _rows(found: dict, every_instance: bool) -> list[list[str]]:
+    """One row per task, in graph order; a mapped task with several instances is one
+    summary row (``load [0..999]``) unless ``every_instance``."""
+    by_task: dict[str, list[tuple[dict, dict]]] = {}
+    for t, extra in zip(found["doc"]["tasks"], found["extra"], strict=True):
+        by_task.setdefault(t["task_id"], []).append((t, extra))
+    rows = []
+    for task_id in found["order"]:
+        tis = by_task[task_id]
+        if every_instance or len(tis) == 1:
+            rows += [_instance_row(t, extra) for t, extra in tis]
+        else:
+            rows.append(_summary_row(task_id, tis))
+    return rows
+
+
+def _instance_row(t: dict, extra: dict) -> list[str]:
+    name = t["task_id"] if t["map_index"] < 0 else f"{t['task_id']} [{t['map_index']}]"
+    label = t["label"] if t["label"] is not None else str(t["map_index"]) if t["map_index"] >= 0 else ""
+    value = "" if t["return_value"] is None else json.dumps(t["return_value"])
+    if t["state"] == "deferred":
+        detail = _deferral_detail(extra)
+    else:
+        detail = extra["error"] or ""
+    return [name, t["state"] or "none", str(t["try_number"]), label, value, detail]
+
+
+def _summary_row(task_id: str, tis: list[tuple[dict, dict]]) -> list[str]:
+    """``load [0..999]  success 997, failed 2, running 1``, and the first error in full."""
+    indexes = [t["map_index"] for t, _ in tis]
+    counts = state_counts([t for t, _ in tis]).most_common()
+    failing = [(t["map_index"], extra["error"]) for t, extra in tis
+               if extra["error"] and t["state"] not in ("success", "skipped")]
+    detail = ""
+    if failing:
+        detail = f"[{failing[0][0]}] {failing[0][1]}"
+        if len(failing) > 1:
+            detail += f"\n{len(failing) - 1} more with errors (--all lists every instance)"
+    return [f"{task_id} [{min(indexes)}..{max(indexes)}]",
+            ", ".join(f"{state} {n}" for state, n in counts), "", "", "", detail]
 
 
 async def _find_document(conn, run_id: str, dag_id: str | None) -> dict:
     return await run_document_at(conn, await find_run(conn, run_id, dag_id))
 
 
-async def show(settings: Settings, dag_id: str | None, run_id: str, as_json: bool) -> int:
+async def show(settings: Settings, dag_id: str | None, run_id: str, as_json: bool,
+               every_instance: bool = False) -> int:
     db_url, _ = settings.require_urls()
     db = Database(db_url)
     try:
@@ -213,7 +243,7 @@ async def show(settings: Settings, dag_id: str | None, run_id: str, as_json: boo
     if as_json:
         print(json.dumps(found["doc"]))
     else:
-        _print_run(found)
+        _print_run(found, every_instance)
     return 0
 
 
@@ -238,7 +268,6 @@ async def list_runs(settings: Settings, dag_id: str | None, limit: int, as_json:
     if as_json:
         print(json.dumps(items))
         return
-    table = Table("dag_id", "run_id", "state", "start_date", "end_date")
-    for i in items:
-        table.add_row(i["dag_id"], i["run_id"], i["state"], i["start_date"] or "", i["end_date"] or "")
-    Console().print(table)
+    print_table(("dag_id", "run_id", "state", "start_date", "end_date"),
+                [[i["dag_id"], i["run_id"], i["state"], i["start_date"] or "-", i["end_date"] or "-"]
+                 for i in items], whole=("run_id",))

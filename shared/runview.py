@@ -8,7 +8,7 @@ names a run only while one DAG has it (``find_run``).
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +17,16 @@ import asyncpg
 from shared.db import q
 from shared.sdk import serde
 
+# ``structure``: each task's id, upstreams and group, in the DAG's own task order (what
+# ``graph_order`` needs; null for a DAG that is no longer stored).
 RUN_SQL = """
-SELECT id, dag_id, run_id, state, start_date, end_date, note FROM dag_run WHERE id = $1
+SELECT r.id, r.dag_id, r.run_id, r.state, r.start_date, r.end_date, r.note,
+       (SELECT json_agg(json_build_object('task_id', t.value ->> 'task_id',
+                                          'upstream', t.value -> 'upstream',
+                                          'group_id', t.value ->> 'group_id') ORDER BY t.n)
+          FROM dag d, json_array_elements(d.serialized -> 'tasks') WITH ORDINALITY AS t (value, n)
+         WHERE d.dag_id = r.dag_id) AS structure
+  FROM dag_run r WHERE r.id = $1
 """
 TIS_SQL = """
 SELECT ti.task_id, ti.map_index, ti.label, ti.state, ti.try_number, ti.start_date, ti.end_date,
@@ -98,7 +106,8 @@ async def run_document(conn: asyncpg.Connection, run_id: str,
 
 
 async def run_document_at(conn: asyncpg.Connection, run_pk: int) -> dict | None:
-    """The run's ``--json`` document (``doc``), with what only people see (``extra``, ``note``)."""
+    """The run's ``--json`` document (``doc``), with what only people see (``extra``, ``note``,
+    and ``order``: its task ids in graph order)."""
     run = await conn.fetchrow(RUN_SQL, run_pk)
     if run is None:
         return None
@@ -116,8 +125,94 @@ async def run_document_at(conn: asyncpg.Connection, run_pk: int) -> dict | None:
                       "trigger_timeout": iso(row["trigger_timeout"])})
     doc = {"dag_id": run["dag_id"], "run_id": run["run_id"], "state": run["state"],
            "start_date": iso(run["start_date"]), "end_date": iso(run["end_date"]), "tasks": tasks}
-    return {"doc": doc, "extra": extra, "note": run["note"]}
+    order = graph_order(run["structure"] or [], {t["task_id"] for t in tasks})
+    return {"doc": doc, "extra": extra, "note": run["note"], "order": order}
 
 
 def state_counts(tasks: list[dict]) -> Counter:
     return Counter(t["state"] or "none" for t in tasks)
+
+
+def graph_order(structure: list[dict], present: set[str]) -> list[str]:
+    """The task ids of ``present`` as Airflow's grid lists them: by the DAG's structure.
+
+    ``structure`` is the DAG's tasks in its own order, each with ``task_id``,
+    ``upstream`` and ``group_id``. In each task group (the DAG first) the children,
+    tasks and groups, are ordered as Airflow's ``TaskGroup.topological_sort``: by
+    pass, then creation order, where a child's pass is the first sweep in creation
+    order that finds its upstreams (a group's: those of its roots) taken. A group's
+    tasks stay together; a group is nested in the group whose id prefixes its own
+    (``outer.inner``). Tasks the DAG no longer has come last, by name.
+    """
+    children = _group_tree(structure)
+    upstream = {t["task_id"]: set(t.get("upstream") or ()) for t in structure}
+    known = [tid for tid in _flatten(children, upstream, None) if tid in present]
+    return known + sorted(present - set(known))
+
+
+def _group_tree(structure: list[dict]) -> dict[str | None, list[tuple[bool, str]]]:
+    """Each group's children in creation order: ``(is_group, id)``; the DAG is ``None``."""
+    children: dict[str | None, list[tuple[bool, str]]] = {None: []}
+    for task in structure:
+        parent = None
+        for group in _group_chain(task.get("group_id")):
+            if group not in children:
+                children[group] = []
+                children[parent].append((True, group))
+            parent = group
+        children[parent].append((False, task["task_id"]))
+    return children
+
+
+def _group_chain(group_id: str | None) -> list[str]:
+    """``a.b`` -> ``["a", "a.b"]``: the groups a task of group ``a.b`` is in, outermost first."""
+    parts = group_id.split(".") if group_id else []
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _flatten(children: dict, upstream: dict[str, set[str]], group: str | None) -> list[str]:
+    nodes = children[group]
+    members = [_tasks_in(children, node) for node in nodes]
+    owner = {tid: i for i, tids in enumerate(members) for tid in tids}
+    deps = [{owner[u] for tid in _roots(tids, upstream) for u in upstream[tid]
+             if owner.get(u, i) != i} for i, tids in enumerate(members)]
+    order: list[str] = []
+    for i in _pass_order(deps):
+        is_group, node = nodes[i]
+        order += _flatten(children, upstream, node) if is_group else [node]
+    return order
+
+
+def _tasks_in(children: dict, node: tuple[bool, str]) -> list[str]:
+    is_group, name = node
+    if not is_group:
+        return [name]
+    return [tid for child in children[name] for tid in _tasks_in(children, child)]
+
+
+def _roots(tids: list[str], upstream: dict[str, set[str]]) -> list[str]:
+    """The tasks of ``tids`` with no upstream among them (Airflow's ``get_roots``)."""
+    inside = set(tids)
+    return [tid for tid in tids if upstream[tid].isdisjoint(inside)]
+
+
+def _pass_order(deps: list[set[int]]) -> list[int]:
+    """Indexes by (pass, index): a child waits for the pass after that of an upstream
+    created after it, and for the same pass as one created before (Airflow's pass
+    numbering). Children in a cycle between groups (not between tasks) come last."""
+    waiting = [len(d) for d in deps]
+    after: list[list[int]] = [[] for _ in deps]
+    for i, d in enumerate(deps):
+        for j in d:
+            after[j].append(i)
+    pass_of = [0] * len(deps)
+    ready = deque(i for i, n in enumerate(waiting) if n == 0)
+    while ready:
+        i = ready.popleft()
+        pass_of[i] = max([1, *(pass_of[j] + (j > i) for j in deps[i])])
+        for k in after[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                ready.append(k)
+    last = len(deps) + 1
+    return sorted(range(len(deps)), key=lambda i: (pass_of[i] or last, i))

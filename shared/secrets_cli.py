@@ -491,7 +491,7 @@ def render(rows: list[dict[str, Any]], output: str) -> None:
         _out(fmt.yaml_dump(rows).rstrip("\n"))
     elif not rows:
         _out("No data found")
-    elif output == "plain":
+    elif output == "plain" or not sys.stdout.isatty():  # a table is for a terminal: no folds
         _out(_plain(rows))
     else:
         _table(rows)

@@ -239,10 +239,13 @@ def test_no_template_and_no_map_index_give_no_rendered_label(tmp_path):
 
 
 def label_column(printed: str) -> dict[str, str]:
-    """The ``label`` cell of each row of the ``runs show`` table, by its task cell."""
-    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in printed.splitlines()
-            if line.startswith("│")]
-    return {row[0]: row[3] for row in rows}
+    """The ``label`` cell of each row of the ``runs show`` table (plain lines when piped),
+    by its task cell: the cells under the header's ``label`` and ``return_value``."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("task "))
+    state, label, after = (lines[start].index(f" {name} ") + 1
+                           for name in ("state", "label", "return_value"))
+    return {line[:state].strip(): line[label:after].strip() for line in lines[start + 1:]}
 
 
 async def test_without_a_template_the_label_shown_is_the_index(db, capsys, monkeypatch):
@@ -264,6 +267,6 @@ async def test_without_a_template_the_label_shown_is_the_index(db, capsys, monke
     assert [(t["task_id"], t["map_index"], t["label"]) for t in found["doc"]["tasks"]] == [
         ("t", 0, "named"), ("t", 1, None), ("t", 2, ""), ("u", -1, None), ("v", -1, None)]
     monkeypatch.setenv("COLUMNS", "200")
-    _print_run(found)
+    _print_run(found, every_instance=True)
     assert label_column(capsys.readouterr().out) == {
         "t [0]": "named", "t [1]": "1", "t [2]": "", "u": "", "v": ""}
