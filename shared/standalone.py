@@ -3,8 +3,9 @@
 Starts an embedded PostgreSQL and Valkey in ``$SLUICE_HOME`` when no URLs are
 configured, applies migrations, writes ``standalone.json`` (mode 0600: it holds
 the passwords, so other ``sluice`` commands of the same user find the
-services) and runs the scheduler, triggerer and worker as three child
-processes. SIGINT/SIGTERM stops them all cleanly. A daemon or an embedded
+services) and runs the scheduler, triggerer, worker and api-server as four
+child processes (the api-server prints the password it generates for
+``admin`` at its first start). SIGINT/SIGTERM stops them all cleanly. A daemon or an embedded
 server that dies on its own is reaped and restarted, after a delay that
 doubles while it keeps dying young and starts over once it has run healthy.
 """
@@ -28,7 +29,7 @@ from shared.dagbag import require_dags_folder
 from shared.db import migrate_url
 
 log = structlog.get_logger()
-DAEMONS = ("scheduler", "triggerer", "worker")
+DAEMONS = ("scheduler", "triggerer", "worker", "apiserver")
 STOP_TIMEOUT_S = 40.0
 
 
@@ -79,7 +80,8 @@ async def serve(settings: Settings) -> int:
                "SLUICE_DAGS_FOLDER": str(settings.dags_folder.resolve()),
                "SLUICE_HOME": str(settings.home)}
         log.info("standalone_ready", dags_folder=str(settings.dags_folder),
-                 hint=f"SLUICE_HOME={settings.home} sluice dags trigger DAG_ID --wait")
+                 hint=f"SLUICE_HOME={settings.home} sluice dags trigger DAG_ID --wait",
+                 api_server=_api_url())
         await _supervise(env, embedded.servers if embedded is not None else ())
     finally:
         standalone_file(settings.home).unlink(missing_ok=True)
@@ -87,6 +89,14 @@ async def serve(settings: Settings) -> int:
             embedded.stop()
         log.info("standalone_stopped")
     return 0
+
+
+def _api_url() -> str:
+    """Where the api-server child listens (``SLUICE_API_HOST`` / ``SLUICE_API_PORT``)."""
+    from apiserver.config import ApiSettings
+
+    api = ApiSettings()
+    return f"http://{api.api_host}:{api.api_port}"
 
 
 def _private_home(settings: Settings) -> None:

@@ -161,7 +161,7 @@ async def test_a_killed_embedded_server_is_restarted_and_the_daemons_reconnect(
 ):
     assert (await standalone.trigger())["state"] == "success"
     daemons = standalone.daemons()
-    assert sorted(daemons.values()) == ["scheduler", "triggerer", "worker"]
+    assert sorted(daemons.values()) == ["apiserver", "scheduler", "triggerer", "worker"]
     urls = standalone.urls
 
     for count, name in enumerate(("postgres", "valkey-server"), start=1):
