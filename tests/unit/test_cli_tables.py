@@ -256,3 +256,47 @@ async def test_a_run_document_carries_the_graph_order(db):
     _, run_id = await store_run(db, build_dag())
     assert (await run_document(db, run_id))["order"] == GRAPH_ORDER
     assert sorted(GRAPH_ORDER) != GRAPH_ORDER
+
+
+# --- with real daemons ---------------------------------------------------------------------------
+async def test_a_real_mapped_run_reads_whole(cluster):
+    """Errors as a worker stores them, a mapped task as the scheduler expands it."""
+    cluster.write_dag("crunch.py", '''
+        from datetime import datetime
+        from shared.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def crunch():
+            @task
+            def sizes():
+                return list(range(12))
+            @task
+            def parse(n):
+                if n in (4, 9):
+                    raise ValueError(f"row {n}: " + "the value is not a number, " * 6 + f"END{n}")
+                return n
+            @task
+            def aaa_total(values):
+                return sum(values)
+            aaa_total(parse.expand(n=sizes()))
+        crunch()
+    ''')
+    cluster.start_all()
+    run_id = await cluster.trigger("crunch")
+    assert (await cluster.wait_run(run_id))["state"] == "failed"
+    listed = cluster.cli("runs", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["run_id"] for r in plain_rows(listed.stdout, "dag_id")] == [run_id]
+    shown = cluster.cli("runs", "show", "crunch", run_id)
+    assert shown.returncode == 0, shown.stderr
+    rows = plain_rows(shown.stdout, "task")
+    assert [(r["task"], r["state"]) for r in rows] == [
+        ("sizes", "success"), ("parse [0..11]", "success 10, failed 2"),
+        ("aaa_total", "upstream_failed")]
+    first = "ValueError: row 4: " + "the value is not a number, " * 6 + "END4"
+    assert rows[1]["detail"].splitlines() == [
+        f"[4] {first}", "1 more with errors (--all lists every instance)"]
+    every = plain_rows(cluster.cli("runs", "show", "crunch", run_id, "--all").stdout, "task")
+    assert [r["task"] for r in every] == ["sizes", *(f"parse [{i}]" for i in range(12)),
+                                          "aaa_total"]
+    assert every[1 + 9]["detail"] == "ValueError: row 9: " + "the value is not a number, " * 6 + "END9"
