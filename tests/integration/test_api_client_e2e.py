@@ -7,15 +7,11 @@ reads a mapped instance's log, as a script written for Airflow would.
 
 from __future__ import annotations
 
-import json
-import socket
-import urllib.request
-
 import anyio
 import pytest
 from airflow_client import client as af
 
-from apiserver.auth import set_password
+from tests.api_server import login, start_api_server
 from tests.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,53 +34,6 @@ DAG = """
         double.expand(x=numbers())
     api_mapped()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_json(url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
-    """One HTTP request (POST with ``body``), its status and JSON answer (errors too)."""
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except OSError:
-        return 0, {}
-
-
-async def start_api_server(cluster: Cluster, users: dict[str, tuple[str, str]]) -> str:
-    """``sluice api-server`` on a free port with ``users`` (name: (role, password));
-    its base URL once it answers."""
-    home = cluster.root / "home"
-    for name, (_, password) in users.items():
-        set_password(home, name, password)
-    port = free_port()
-    cluster.start("apiserver", SLUICE_API_PORT=str(port),
-                  SLUICE_API_USERS=",".join(f"{n}:{r}" for n, (r, _) in users.items()))
-    base = f"http://127.0.0.1:{port}"
-
-    async def up():
-        status, _ = await anyio.to_thread.run_sync(http_json, f"{base}/api/v2/version")
-        return status == 200
-
-    await wait_for(up, 30, "the api-server to answer")
-    return base
-
-
-def login(base: str, name: str, password: str) -> str:
-    status, body = http_json(f"{base}/auth/token", {"username": name, "password": password})
-    assert status == 201, body
-    return body["access_token"]
 
 
 async def test_airflow_client_lists_triggers_waits_lists_mapped_and_reads_a_log(cluster: Cluster):
