@@ -93,6 +93,18 @@ class _EmbeddedServer(uvicorn.Server):
     def capture_signals(self):
         return contextlib.nullcontext()
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until told to exit or cancelled; either way its listeners leave the loop
+        (a cancelled uvicorn keeps them registered, and a later socket given the same
+        descriptor number would never be served) and its connections close."""
+        try:
+            await super().serve(sockets)
+        finally:
+            for server in getattr(self, "servers", []):
+                server.close()
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
+
 
 def embedded_server(app: FastAPI) -> uvicorn.Server:
     """A server for ``app`` (keep-alive, no access log); ``should_exit = True`` stops it."""
