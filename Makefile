@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SDK_VENV := .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: run test test-legacy test-sdk faults bench lint clean
+.PHONY: run test test-legacy test-sdk faults bench lint clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +26,12 @@ $(SDK_STAMP): pyproject.toml
 
 test: test-legacy test-sdk
 
-test-legacy: $(STAMP)
+# the web UI's tests drive Debian's Chromium through its chromedriver, never a downloaded browser
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test-legacy: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults" --ignore=tests/sdk $(PYTEST_ARGS)
 
 test-sdk: $(SDK_STAMP)
