@@ -565,6 +565,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     life = Lifecycle("scheduler")
     pool = await create_pool(db_url, max_size=5)
     redis = bus.connect(redis_url)
+    parser: FolderParser | None = None
     try:
         await bus.wait_for_redis(redis)
         sched = Scheduler(settings, pool, redis, life)
@@ -589,6 +590,8 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
+            if parser is not None:  # its parse server: stopped, not left to notice our exit
+                await parser.aclose()
             await redis.aclose()
             await pool.close()
         log.info("scheduler_stopped")
