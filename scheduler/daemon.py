@@ -32,6 +32,7 @@ from shared.daemon import Lifecycle, sd_notify
 from shared.dagbag import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
+from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler
 from shared.schedules import Interval
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
@@ -419,7 +420,8 @@ class Scheduler:
         if not run_pks:
             return
         try:
-            await self.schedule(run_pks)
+            with SCHEDULING_PASS_SECONDS.time():
+                await self.schedule(run_pks)
         except TRANSIENT:
             self.pending.update(run_pks)
             raise
@@ -582,6 +584,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             tg.start_soon(sched.stop_reading_on_shutdown)
             tg.start_soon(sched.parse_loop, parser)
             tg.start_soon(sched.repair_loop)
+            tg.start_soon(serve_scheduler, sched)  # /metrics and /health
             tg.start_soon(life.watchdog, sched.status)
             log.info("scheduler_ready", dags_folder=str(settings.dags_folder))
             sd_notify("READY=1", "STATUS=scheduling")

@@ -398,6 +398,29 @@ def rotate_fernet_key() -> None:
     _secrets("rotate_fernet_key")
 
 
+# --- task instances ----------------------------------------------------------------------
+tasks_app = typer.Typer(no_args_is_help=True, help="Inspect task instances.")
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("logs")
+def tasks_logs(
+    dag_id: str, run_id: str, task_id: str,
+    map_index: Annotated[int, typer.Option("--map-index", help="A mapped instance's index.")] = -1,
+    try_number: Annotated[int | None, typer.Option(
+        "--try", help="Which try (default: the current one).")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print new lines as they come, until the try ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Raw JSON lines.")] = False,
+) -> None:
+    """A try's log, from this host's logs folder or the worker that ran it."""
+    from shared.tasklogs_cli import logs
+
+    settings = load_settings()
+    raise typer.Exit(_run(settings, logs, settings, dag_id, run_id, task_id, map_index,
+                          try_number, follow, as_json))
+
+
 def main() -> None:
     from shared.config import keep_files_private
 

@@ -70,6 +70,20 @@ class Settings(BaseSettings):
     triggerer_heartbeat_s: float = 5.0
     triggerer_heartbeat_timeout_s: float = 30.0
 
+    # HTTP sides (README "Task logs", "Metrics"). A port of 0 takes any free port and -1
+    # turns that server off; a default port that is taken falls back to a free one.
+    # The worker serves the logs of the tries it ran (token-authenticated) on
+    # worker_log_host:worker_log_port, and tells others it is at worker_log_hostname
+    # (default: the bind address, or this host's fully qualified name for a wildcard).
+    worker_log_host: str = "0.0.0.0"
+    worker_log_port: int = Field(default=8793, ge=-1, le=65535)
+    worker_log_hostname: str | None = None
+    # /metrics (Prometheus) and /health of each daemon
+    metrics_host: str = "127.0.0.1"
+    scheduler_metrics_port: int = Field(default=8790, ge=-1, le=65535)
+    triggerer_metrics_port: int = Field(default=8791, ge=-1, le=65535)
+    worker_metrics_port: int = Field(default=8792, ge=-1, le=65535)
+
     def resolved(self) -> Settings:
         """Fill missing URLs from ``standalone.json`` (written by ``sluice standalone``)."""
         if self.database_url and self.redis_url:

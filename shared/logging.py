@@ -118,7 +118,10 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None, stream=N
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
+    from shared.metrics import count_connection_errors  # counts, for the daemons' /metrics
+
     shared = [
+        count_connection_errors,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

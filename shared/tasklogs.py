@@ -42,6 +42,8 @@ from shared.db import q
 MAX_CHUNK_BYTES = 1024 * 1024
 #: A try is live (its log may still grow) while it is the current one in these states.
 LIVE_STATES = frozenset({"scheduled", "queued", "running", "deferred"})
+#: An instance in these states will try no more (until cleared).
+ENDED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 TOKEN_TTL_S = 60.0
 FETCH_TIMEOUT_S = 10.0
 _AUDIENCE = "sluice-task-logs"
@@ -218,8 +220,8 @@ class LogChunk:
     """What one read returned: records in order, and how to go on.
 
     ``continuation`` resumes the next read after the last record returned;
-    ``live`` says the try may still write; ``complete`` that nothing more was
-    there when read (a follower stops once a try is neither live nor has more);
+    ``live`` says the try may still write; ``more`` that more was there than
+    one read returns (a follower stops once a try is neither live nor has more);
     ``problems`` names servers that could not be read (the records of the others
     are still returned).
     """
@@ -228,7 +230,7 @@ class LogChunk:
     records: list[dict[str, Any]] = field(default_factory=list)
     continuation: str = ""
     live: bool = False
-    complete: bool = True
+    more: bool = False
     problems: list[str] = field(default_factory=list)
 
 
@@ -249,9 +251,9 @@ async def read_log(db, settings: Settings, dag_id: str, run_id: str, task_id: st
     if number < 0 or number > ti["try_number"] or (try_number is not None and number == 0):
         raise LogNotFound(f"task {task_id!r} (map_index {map_index}) of run {run_id!r} has no "
                           f"try {number} (its tries: 1 to {ti['try_number']})")
+    if number == 0:  # no try has started yet: live while one may
+        return LogChunk(0, live=ti["state"] not in ENDED_STATES)
     chunk = LogChunk(number, live=number == ti["try_number"] and ti["state"] in LIVE_STATES)
-    if number == 0:  # no try has started yet
-        return chunk
     urls = [r["log_url"] for r in await db.fetch(q("task_log_locations"), ti["id"], number)]
     relpath = relative_path(dag_id, run_id, task_id, map_index, number)
     positions = _positions(continuation)
@@ -273,11 +275,12 @@ async def follow_log(db, settings: Settings, dag_id: str, run_id: str, task_id: 
     while True:
         chunk = await read_log(db, settings, dag_id, run_id, task_id, map_index, try_number,
                                continuation=continuation)
-        try_number, continuation = chunk.try_number, chunk.continuation
+        if chunk.try_number > 0:  # an instance not started yet: its first try, once it is
+            try_number, continuation = chunk.try_number, chunk.continuation
         yield chunk
-        if not chunk.live and chunk.complete:
-            return
-        if chunk.complete:
+        if not chunk.more:
+            if not chunk.live:
+                return
             await anyio.sleep(poll_s)
 
 
@@ -315,7 +318,6 @@ async def _read_source(settings: Settings, source: str, relpath: str,
             data = await anyio.to_thread.run_sync(_fetch, settings, source, relpath, offset)
         except OSError as exc:
             chunk.problems.append(f"cannot read the log from {source}: {_reason(exc)}")
-            chunk.complete = False
             return
     if data is None:  # not written yet, or removed
         if not chunk.live:
@@ -323,8 +325,7 @@ async def _read_source(settings: Settings, source: str, relpath: str,
         return
     chunk.records += parse_lines(data.data)
     positions[source] = offset + len(data.data)
-    if data.more:
-        chunk.complete = False
+    chunk.more = chunk.more or data.more
 
 
 #: Response header of the log server: 1 when the file had more than the response holds.
@@ -343,6 +344,8 @@ def _fetch(settings: Settings, base_url: str, relpath: str, offset: int) -> Piec
         if exc.code == 404:
             return None
         detail = exc.read().decode(errors="replace").strip()[:200]
+        if exc.code in (401, 403):
+            detail += " (every host of an installation must share SLUICE_FERNET_KEY)"
         raise OSError(f"HTTP {exc.code}: {detail}") from None
 
 

@@ -35,6 +35,7 @@ from shared.dagbag import add_dags_folder_to_path
 from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
 from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
+from shared.metrics import observe_fire_lag, serve_triggerer
 from shared.runtime import airflow_runtime, use_airflow_home
 from shared.sdk import serde
 from shared.sdk.triggers import BaseTaskEndEvent
@@ -235,6 +236,7 @@ class Triggerer:
     def _hand_to_writer(self, row: dict, next_kwargs_json: str) -> None:
         """Queue a first event (the resumed instance's ``next_kwargs``) for the batch writer."""
         self._unwritten += 1
+        row["handed_at"] = anyio.current_time()  # for sluice_trigger_fire_lag_seconds
         if self._all_written.is_set():
             self._all_written = anyio.Event()
         self._fired_in.send_nowait((row, next_kwargs_json))
@@ -278,6 +280,7 @@ class Triggerer:
                 return {r["id"]: r["run_pk"] for r in resumed}
 
         resumed = await persist(write, what="trigger_events")
+        observe_fire_lag(r["handed_at"] for r in rows)
         self.fired += len(batch)
         for row in rows:
             with bound_contextvars(**_ti_ids(row), trigger_id=row["id"]):
@@ -439,6 +442,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         async with anyio.create_task_group() as tg:
             tg.start_soon(life.watch_signals, tg.cancel_scope)
             trig.start_loops(tg)
+            tg.start_soon(serve_triggerer, trig)  # /metrics and /health
             tg.start_soon(life.watchdog, trig.status)
             log.info("triggerer_ready", triggerer_id=trig.id,
                      capacity=settings.triggerer_capacity,

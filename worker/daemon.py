@@ -34,7 +34,9 @@ from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.runtime import airflow_runtime, use_airflow_home
 from shared.serialization import DagSpec
+from shared.tasklogs import log_path
 from shared.textcap import cap_error
+from worker.logserver import record_log_locations, serve_sides
 from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
@@ -69,6 +71,7 @@ class Worker:
             claim_interval_s=settings.claim_interval_s)
         self.idle = [self._new_runner() for _ in range(settings.worker_concurrency)]
         self.api: SdkApi | None = None  # the Execution API, in the Task SDK runtime
+        self.log_url: str | None = None  # where this worker serves task logs (worker.logserver)
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
@@ -140,14 +143,13 @@ class Worker:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
                                     [m.try_number for m in msgs], self.id)
+            await record_log_locations(conn, rows, self.log_url)
         return [self._request(row) for row in rows]
 
     def _request(self, ti) -> dict:
         iso = lambda d: d.isoformat() if d else None  # noqa: E731
-        path = self.settings.logs_dir / f"dag_id={ti['dag_id']}" / f"run_id={ti['run_id']}" \
-            / f"task_id={ti['task_id']}"
-        if ti["map_index"] >= 0:
-            path /= f"map_index={ti['map_index']}"
+        path = log_path(self.settings.logs_dir, ti["dag_id"], ti["run_id"], ti["task_id"],
+                        ti["map_index"], ti["try_number"])
         return {
             "ti_id": ti["id"], "run_pk": ti["run_pk"], "clear_number": ti["clear_number"],
             "dag_id": ti["dag_id"],
@@ -160,7 +162,7 @@ class Worker:
             "run_start_date": iso(ti["run_start_date"]), "conf": ti["conf"],
             "next_method": ti["next_method"], "next_kwargs": ti["next_kwargs"],
             "start_date": iso(ti["start_date"]),
-            "log_path": str(path / f"attempt={ti['try_number']}.log"),
+            "log_path": str(path),
             "uuid": str(ti["uuid"]) if ti.get("uuid") else None,
         }
 
@@ -504,6 +506,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await bus.wait_for_redis(redis)
         await worker.consumer.ensure_groups()
         async with anyio.create_task_group() as tg:
+            await tg.start(serve_sides, worker)  # task logs, metrics, health: before any claim
             if airflow:
                 worker.api = SdkApi(worker)
                 tg.start_soon(worker.api.serve, worker)

@@ -1,7 +1,8 @@
 """The task runner: a child process of the worker that runs task bodies.
 
 It speaks JSON lines with its worker over a private copy of stdout (the
-task's own prints go to the task's log file). The worker sends ``run``
+task's own output goes to the try's log file, each line with its time and
+level: ``worker.legacy_tasklog``). The worker sends ``run``
 requests; the runner asks back for upstream values (``call``) and ends each
 task with one ``done`` result. It holds no database connection: everything
 it needs comes through the worker. A task that crashes or wedges this
@@ -37,6 +38,7 @@ from shared.sdk.exceptions import (
 from shared.state.retry import RetryPolicy
 from shared.textcap import cap_error
 from worker.lazy import LazyValueSequence, LazyXComSequence
+from worker.legacy_tasklog import TaskOutput
 
 
 class Channel:
@@ -183,28 +185,30 @@ def build_context(req: dict, dag: Any, task: Any, ti: RuntimeTaskInstance) -> di
 
 class TaskRunner:
     def __init__(self, dags_folder: Path, channel: Channel, max_xcom_bytes: int,
-                 max_map_length: int = 1024):
+                 max_map_length: int = 1024, output: TaskOutput | None = None):
         self.cache = DagCache(dags_folder)
         self.channel = channel
         self.max_xcom_bytes = max_xcom_bytes
         self.max_map_length = max_map_length
-        self.stderr_fd = os.dup(2)
+        self.stderr_fd = os.dup(2)  # the runner's own stderr (the worker's log)
+        self.output = output  # the tries' log files; None: output stays where it is (tests)
         self.map_lengths: dict[tuple, int] = {}  # see RuntimeTaskInstance
 
     def run(self, req: dict) -> dict:
-        log_fd = _open_log(req.get("log_path"))
+        if self.output is not None:
+            try:
+                self.output.start_try(req.get("log_path"))
+            except OSError as exc:  # the try is refused with the reason; the runner lives on
+                return {"outcome": "retry", "retry_delay_s": None, "xcoms": [],
+                        "error": f"cannot open the task log {req.get('log_path')}: {exc}"}
         try:
             result = self._run(req)
             if result.get("error"):  # the log file has it whole; the stored text is capped
                 result["error"] = cap_error(result["error"])
             return result
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if log_fd is not None:
-                os.dup2(self.stderr_fd, 1)
-                os.dup2(self.stderr_fd, 2)
-                os.close(log_fd)
+            if self.output is not None:
+                self.output.end_try()
 
     def _run(self, req: dict) -> dict:
         try:
@@ -434,35 +438,6 @@ def _arm_timeout(seconds: float | None) -> None:
     signal.setitimer(signal.ITIMER_REAL, seconds or 0)
 
 
-def _open_log(path: str | None) -> int | None:
-    """Send this process's stdout and stderr to the task's log file (mode 0600, in 0700
-    directories: a task's output may hold its data and secrets)."""
-    if not path:
-        return None
-    _private_dirs(Path(path).parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)  # a file left by an earlier version keeps no wider mode
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    return fd
-
-
-def _private_dirs(folder: Path) -> None:
-    """Create ``folder`` and its missing parents, each mode 0700 (``mkdir -p`` ignores the
-    mode for parents); directories that exist are left as their owner set them."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        try:
-            each.mkdir(mode=0o700)
-        except FileExistsError:  # another runner made it first, with the same mode
-            pass
-
-
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_DIED = signal.SIGUSR2  # what the kernel sends us when the worker dies (Linux)
 HANGUP_GRACE_S = 2.0
@@ -551,7 +526,8 @@ def main() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _leave_to_the_worker)
     channel = Channel(proto_in, proto_out)
-    runner = TaskRunner(Path(sys.argv[1]), channel, int(sys.argv[2]), int(sys.argv[3]))
+    output = TaskOutput(os.dup(2))  # fds 1 and 2 become pipes: each line timed and levelled
+    runner = TaskRunner(Path(sys.argv[1]), channel, int(sys.argv[2]), int(sys.argv[3]), output)
     while (message := channel.receive()) is not None:
         if message.get("op") == "run":
             result = runner.run(message["request"])

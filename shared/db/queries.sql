@@ -937,3 +937,23 @@ SELECT ti.id, ti.try_number, ti.state
 -- name: task_log_locations
 -- The log servers of the workers that ran this try, in the order they started it.
 SELECT log_url FROM task_log WHERE ti_id = $1 AND try_number = $2 ORDER BY created_at, log_url
+
+-- name: metrics_ti_states
+-- Unfinished task instances by state, for /metrics: the ti_unfinished partial index
+-- holds exactly these rows, so the count never scans finished history.
+SELECT state, count(*)::int AS n FROM task_instance
+ WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'deferred')
+ GROUP BY state
+
+-- name: metrics_run_states
+-- Active runs by state (the dag_run_active partial index).
+SELECT state, count(*)::int AS n FROM dag_run WHERE state IN ('queued', 'running') GROUP BY state
+
+-- name: health_ping
+SELECT 1
+
+-- name: record_task_logs
+-- Where the claiming worker serves the logs of the tries it just claimed.
+INSERT INTO task_log (ti_id, try_number, log_url)
+SELECT id, try_number, $3 FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
+ON CONFLICT DO NOTHING
