@@ -30,7 +30,8 @@ async def serve(settings: ApiSettings) -> int:
     print_new_passwords(new, state.users)
     app = create_app(settings, state)
     config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_config=None, access_log=False, lifespan="on")
+                            log_config=None, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)  # open live pages (SSE) end then
     server = uvicorn.Server(config)
     await server.serve()
     return 0 if server.started else 2
