@@ -275,3 +275,13 @@ DELETE FROM pool WHERE name = $1 RETURNING name
 -- the daemons alive; the scheduler's last parse shows it working.
 SELECT (SELECT max(heartbeat_at) FROM triggerer) AS triggerer_heartbeat,
        (SELECT max(updated_at) FROM dag) AS last_parse
+
+-- name: dag_exists
+-- $2: only an active one (a DAG still in its file)
+SELECT 1 FROM dag WHERE dag_id = $1 AND (is_active OR NOT $2)
+
+-- name: tis_to_mark
+-- Instances of run $1 of tasks $2; of task $4 only map index $3 (when given).
+SELECT id, task_id FROM task_instance
+ WHERE run_pk = $1 AND task_id = any($2::text[])
+   AND ($3::int IS NULL OR task_id <> $4 OR map_index = $3)

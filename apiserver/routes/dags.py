@@ -112,18 +112,17 @@ async def get_dags(
     order = order.replace("dag_display_name", "dag_id")
     match_all = tags_match_mode == "all"
     names = patterns(dag_id_pattern) or patterns(dag_display_name_pattern)
-    rows = await db(request).fetch(
-        q("dags"), names, prefixes(dag_id_prefix_pattern), paused, exclude_stale,
-        None if match_all else tags, tags if match_all else None, has_import_errors,
-        last_dag_run_state, order, limit, offset)
+    filters = (names, prefixes(dag_id_prefix_pattern), paused, exclude_stale,
+               None if match_all else tags, tags if match_all else None, has_import_errors,
+               last_dag_run_state, order)
+    rows = await db(request).fetch(q("dags"), *filters, limit, offset)
+    if not rows and offset:  # past the end: the total still counts what matched
+        rows_total = await db(request).fetch(q("dags"), *filters, 1, 0)
+        total = rows_total[0]["total"] if rows_total else 0
+    else:
+        total = rows[0]["total"] if rows else 0
     folder = state_of(request).settings.dags_folder
-    return {"dags": [dag_response(r, folder) for r in rows],
-            "total_entries": rows[0]["total"] if rows else await _count(request, offset)}
-
-
-async def _count(request: Request, offset: int) -> int:
-    """The total when a page came back empty: only an offset past the end does that."""
-    return 0 if offset == 0 else await db(request).fetchval("SELECT count(*)::int FROM dag")
+    return {"dags": [dag_response(r, folder) for r in rows], "total_entries": total}
 
 
 async def dag_row(request: Request, dag_id: str):

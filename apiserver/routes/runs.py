@@ -55,8 +55,7 @@ async def run_row(request: Request, dag_id: str, run_id: str):
 
 
 async def require_dag(request: Request, dag_id: str | None) -> None:
-    if dag_id is not None and await db(request).fetchval(
-            "SELECT 1 FROM dag WHERE dag_id = $1", dag_id) is None:
+    if dag_id is not None and await db(request).fetchval(q("dag_exists"), dag_id, False) is None:
         raise not_found(f"The Dag with ID: `{dag_id}` was")
 
 
@@ -105,8 +104,7 @@ async def trigger_dag_run(request: Request, dag_id: str, body: m.TriggerDAGRunPo
         if getattr(body, name) is not None:
             raise unsupported(f"'{name}' when triggering a run (Sluice names a manual run "
                               "manual__<logical date> and infers its data interval)")
-    if await db(request).fetchval("SELECT 1 FROM dag WHERE dag_id = $1 AND is_active",
-                                  dag_id) is None:
+    if await db(request).fetchval(q("dag_exists"), dag_id, True) is None:
         raise not_found(f"Dag with dag_id: '{dag_id}'")
     async with db(request).acquire() as conn:
         try:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.convertors import IntegerConvertor, register_url_convertor
 
 from apiserver import logs
 from apiserver import models as m
@@ -30,6 +31,16 @@ from apiserver.routes.runs import require_dag, run_row
 from apiserver.sql import q
 
 router = APIRouter(tags=["Task Instance"])
+
+
+class _MapIndex(IntegerConvertor):
+    """``{map_index:map_index}``: a signed integer path segment, so that Airflow's other
+    ``.../{task_id}/<name>`` paths fall through to the "not in Sluice" answer."""
+
+    regex = "-?[0-9]+"
+
+
+register_url_convertor("map_index", _MapIndex())
 TI_ORDER = {"map_index", "task_id", "start_date", "end_date", "state", "id"}
 ALL = 2**31 - 1  # "no limit" for the statement's LIMIT
 
@@ -195,19 +206,19 @@ async def get_log(request: Request, dag_id: str, dag_run_id: str, task_id: str,
     return {"content": list(logs.messages(path)), "continuation_token": None}
 
 
-@router.get(_TI + "/{map_index}", response_model=m.TaskInstanceResponse)
+@router.get(_TI + "/{map_index:map_index}", response_model=m.TaskInstanceResponse)
 async def get_mapped_task_instance(request: Request, dag_id: str, dag_run_id: str,
                                    task_id: str, map_index: int) -> dict:
     return await one_ti(request, dag_id, dag_run_id, task_id, map_index)
 
 
-@router.get(_TI + "/{map_index}/tries", response_model=m.TaskInstanceHistoryCollectionResponse)
+@router.get(_TI + "/{map_index:map_index}/tries", response_model=m.TaskInstanceHistoryCollectionResponse)
 async def get_mapped_task_instance_tries(request: Request, dag_id: str, dag_run_id: str,
                                          task_id: str, map_index: int) -> dict:
     return await get_task_instance_tries(request, dag_id, dag_run_id, task_id, map_index)
 
 
-@router.get(_TI + "/{map_index}/tries/{task_try_number}",
+@router.get(_TI + "/{map_index:map_index}/tries/{task_try_number}",
             response_model=m.TaskInstanceHistoryResponse)
 async def get_mapped_task_instance_try_details(request: Request, dag_id: str, dag_run_id: str,
                                                task_id: str, map_index: int,
@@ -243,13 +254,11 @@ async def _mark(request: Request, dag_id: str, run_id: str, task_id: str,
     if body.new_state is None:
         raise HTTPException(400, "'new_state' should not be empty")
     run = await run_row(request, dag_id, run_id)
-    tasks = await db(request).fetchval(
-        "SELECT serialized -> 'tasks' FROM dag WHERE dag_id = $1", dag_id) or []
+    found = await db(request).fetchrow(q("dag_tasks"), [dag_id])
+    tasks = (found["tasks"] if found else None) or []
     wanted = _relatives(tasks, task_id, body.include_upstream, body.include_downstream)
-    rows = await db(request).fetch(
-        "SELECT id, task_id FROM task_instance WHERE run_pk = $1 AND task_id = any($2::text[])"
-        " AND ($3::int IS NULL OR task_id <> $4 OR map_index = $3)",
-        run["id"], sorted(wanted), map_index, task_id)
+    rows = await db(request).fetch(q("tis_to_mark"), run["id"], sorted(wanted), map_index,
+                                   task_id)
     if not any(r["task_id"] == task_id for r in rows):
         raise not_found(f"Task instance {task_id!r} (map index {map_index}) of run {run_id!r}")
     async with db(request).acquire() as conn, conn.transaction():
@@ -271,7 +280,7 @@ async def patch_task_instance(request: Request, dag_id: str, dag_run_id: str, ta
     return await _mark(request, dag_id, dag_run_id, task_id, map_index, body, update_mask)
 
 
-@router.patch(_TI + "/{map_index}", response_model=m.TaskInstanceCollectionResponse)
+@router.patch(_TI + "/{map_index:map_index}", response_model=m.TaskInstanceCollectionResponse)
 async def patch_task_instance_by_map_index(
         request: Request, dag_id: str, dag_run_id: str, task_id: str, map_index: int,
         body: m.PatchTaskInstanceBody,
