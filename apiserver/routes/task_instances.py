@@ -2,7 +2,7 @@
 
 Sluice keeps the current try of an instance (``task_instance``) and the log of
 every try; ``/tries`` lists the current try, and ``/logs/{try_number}`` reads
-any try's log.
+any try's log wherever its worker wrote it (``shared.tasklogs``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.convertors import IntegerConvertor, register_url_convertor
 
-from apiserver import logs
 from apiserver import models as m
 from apiserver.common import (
     db,
@@ -196,14 +195,35 @@ async def get_log(request: Request, dag_id: str, dag_run_id: str, task_id: str,
                   try_number: int, map_index: int = -1, full_content: bool = False,
                   token: str | None = None,
                   accept: Annotated[str, Header()] = "*/*"):
-    """A try's log lines: JSON (``TaskInstancesLogResponse``), or NDJSON when asked."""
-    await one_ti(request, dag_id, dag_run_id, task_id, map_index)
-    path = logs.log_path(state_of(request).settings.logs_dir, dag_id, dag_run_id, task_id,
-                         map_index, try_number)
+    """A try's log (``shared.tasklogs``: the local file or the worker that ran it), from
+    the continuation ``token`` on; JSON, or NDJSON when asked."""
+    records, continuation = await _log_records(request, dag_id, dag_run_id, task_id, map_index,
+                                               try_number, token, full_content)
     if "application/x-ndjson" in accept:
-        lines = (json.dumps(msg, default=str) + "\n" for msg in logs.messages(path))
+        lines = (json.dumps(r, default=str) + "\n" for r in records)
         return StreamingResponse(lines, media_type="application/x-ndjson")
-    return {"content": list(logs.messages(path)), "continuation_token": None}
+    return {"content": records, "continuation_token": continuation}
+
+
+async def _log_records(request: Request, dag_id: str, run_id: str, task_id: str,
+                       map_index: int, try_number: int, token: str | None,
+                       full: bool) -> tuple[list[dict], str]:
+    from shared.tasklogs import LogNotFound, read_log
+
+    records: list[dict] = []
+    while True:
+        try:
+            chunk = await read_log(db(request), state_of(request).settings, dag_id, run_id,
+                                   task_id, map_index, try_number, continuation=token)
+        except LogNotFound as exc:
+            raise not_found(str(exc)) from None
+        # a line without a time (written before lines had one) leaves the key out, as
+        # Airflow's StructuredLogMessage has a timestamp or none
+        records += [{k: v for k, v in r.items() if v is not None or k != "timestamp"}
+                    for r in chunk.records]
+        token = chunk.continuation
+        if not (full and chunk.more):
+            return records, token
 
 
 @router.get(_TI + "/{map_index:map_index}", response_model=m.TaskInstanceResponse)
