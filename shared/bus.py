@@ -21,8 +21,14 @@ from typing import TypeVar
 import anyio
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.messages import REASON_MAX_CHARS, Message, MessageRejected, _Message, decode, encode
@@ -34,7 +40,13 @@ WORKER_GROUP = "workers"
 TRIGGERER_GROUP = "triggerers"
 STREAM_MAXLEN = 100_000
 MAX_BLOCK_MS = 30_000  # below SOCKET_TIMEOUT_S
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Redis unusable for a while, not a message's fault: retried, never dead-lettered. Beside a
+#: lost connection (``LOADING`` is a ConnectionError), the server states a failover or a
+#: full memory answer with: READONLY, OOM, MASTERDOWN and CLUSTERDOWN, TRYAGAIN.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, ReadOnlyError,
+                OutOfMemoryError, ClusterDownError, TryAgainError)
+#: The longest pause of a consumer whose reads Redis keeps refusing (a key of the wrong type).
+REFUSED_BACKOFF_MAX_S = 30.0
 T = TypeVar("T")
 
 
@@ -80,7 +92,15 @@ async def publish(redis: aioredis.Redis, items: Iterable[tuple[str, _Message]]) 
     async with redis.pipeline(transaction=False) as pipe:
         for stream, message in items:
             pipe.xadd(stream, encode(message), maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
+    refused = {}
+    for (stream, _), reply in zip(items, replies, strict=True):
+        if isinstance(reply, REDIS_ERRORS):
+            raise reply
+        if isinstance(reply, Exception):
+            refused[stream] = reason(reply)
+    for stream, why in refused.items():  # the reconciler re-sends what the database says is owed
+        log.error("stream_refused", stream=stream, error=why)
 
 
 @dataclass
@@ -139,7 +159,8 @@ class Consumer:
     """
 
     def __init__(self, redis: aioredis.Redis, streams: list[str], group: str, name: str,
-                 *, deadletter: str, count: int = 256, claim_interval_s: float = 30.0):
+                 *, deadletter: str, count: int = 256, claim_interval_s: float = 30.0,
+                 refused_backoff_s: float = 0.5):
         self.redis = redis
         self.streams = streams
         self.group = group
@@ -149,14 +170,20 @@ class Consumer:
         self.claim_interval_s = claim_interval_s
         self._claim_at = 0.0  # the first read claims what a predecessor left pending
         self._cursors = dict.fromkeys(streams, b"0-0")
+        self.refused_backoff_s = refused_backoff_s
+        self._refusals = 0  # reads refused in a row (see ``_refused``)
 
     async def ensure_groups(self) -> None:
+        """Create the streams and the group where missing; a key Redis refuses is logged."""
         for stream in self.streams:
             try:
                 await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+            except REDIS_ERRORS:
+                raise
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
-                    raise
+                    log.error("stream_unusable", stream=stream, group=self.group,
+                              error=reason(exc))
 
     async def read(self, block_ms: int) -> list[tuple[str, Entry]]:
         """Entries to handle: idle pending ones when a claim is due, else new ones.
@@ -173,13 +200,31 @@ class Consumer:
                 self.group, self.name, {s: ">" for s in self.streams},
                 count=self.count, block=self._block_ms(block_ms),
             )
+        except REDIS_ERRORS:
+            raise
         except ResponseError as exc:
-            if not _lost(exc):
-                raise
-            log.warning("stream_group_recreated", group=self.group, error=str(exc))
-            await self.ensure_groups()
+            if _lost(exc):
+                log.warning("stream_group_recreated", group=self.group, error=str(exc))
+                await self.ensure_groups()
+            else:
+                await self._refused(exc)
             return []
+        self._refusals = 0
         return await self._decode(reply or [])
+
+    async def _refused(self, exc: ResponseError) -> None:
+        """Redis refused the read itself (WRONGTYPE: someone wrote another kind of value
+        under a stream's name): one line naming the keys, a growing pause, the groups
+        recreated where they can be. The key is not Sluice's to delete: the read is retried
+        until whoever owns it moves it away."""
+        self._refusals += 1
+        delay = min(self.refused_backoff_s * 2 ** (self._refusals - 1), REFUSED_BACKOFF_MAX_S)
+        wrong = [s for s in self.streams if (await self.redis.type(s)) not in (b"stream", b"none",
+                                                                              "stream", "none")]
+        log.error("stream_read_refused", group=self.group, keys_not_streams=wrong,
+                  error=reason(exc), retry_in_s=round(delay, 2))
+        await anyio.sleep(delay)
+        await self.ensure_groups()
 
     def _block_ms(self, block_ms: int) -> int:
         until_claim_ms = (self._claim_at - time.monotonic()) * 1000
@@ -253,11 +298,24 @@ class Consumer:
         return good
 
     async def _dead_letter(self, stream: str, entry_id: bytes, fields: dict, why: str) -> None:
-        """Keep the entry, why and where from in the dead-letter stream; then ack it."""
+        """Keep the entry, why and where from in the dead-letter stream; then ack it.
+
+        When Redis refuses the dead-letter stream itself (a key of another type), the
+        entry is logged whole instead, then acked. A lost connection propagates (the
+        entry stays pending and comes back).
+        """
         payload = {_key(k): v for k, v in fields.items()}
         payload.update({b"error": why.encode(), b"source": stream.encode(), b"entry_id": entry_id,
                         b"group": self.group.encode()})
-        await self.redis.xadd(self.deadletter, payload, maxlen=STREAM_MAXLEN, approximate=True)
+        try:
+            await self.redis.xadd(self.deadletter, payload, maxlen=STREAM_MAXLEN,
+                                  approximate=True)
+        except REDIS_ERRORS:
+            raise
+        except ResponseError as exc:
+            log.error("deadletter_refused", stream=self.deadletter, source=stream,
+                      entry_id=entry_id.decode(), error=reason(exc), reason=why,
+                      fields={k.decode(errors="replace"): v for k, v in payload.items()})
         await self.redis.xack(stream, self.group, entry_id)
 
 
