@@ -42,15 +42,17 @@ from shared.db import q
 
 log = structlog.get_logger()
 
-#: What this process measured, whichever daemon runs in it.
+#: What this process measured, whichever daemon runs in it; and what only one daemon does.
 PROCESS = CollectorRegistry(auto_describe=True)
+SCHEDULING = CollectorRegistry(auto_describe=True)
+TRIGGERING = CollectorRegistry(auto_describe=True)
 SCHEDULING_PASS_SECONDS = Histogram(
     "sluice_scheduling_pass_seconds", "Time of one scheduling pass (one transaction over the "
-    "runs an event or timer touched).", registry=PROCESS,
+    "runs an event or timer touched).", registry=SCHEDULING,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
 TRIGGER_FIRE_LAG_SECONDS = Histogram(
     "sluice_trigger_fire_lag_seconds", "Time from a trigger's first event to its task "
-    "instance being scheduled again (committed).", registry=PROCESS,
+    "instance being scheduled again (committed).", registry=TRIGGERING,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 READ_ERRORS = Counter("sluice_metrics_read_errors", "Scrapes whose reads of PostgreSQL or "
                       "Redis failed (their samples were left out).", ["source"], registry=PROCESS)
@@ -119,6 +121,7 @@ class Side:
     stopping: anyio.Event
     probes: dict[str, Probe] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
+    measured: tuple[CollectorRegistry, ...] = ()  # what this daemon measures as it works
 
 
 def gauge(name: str, doc: str, samples: Iterable[tuple[dict[str, str], float]],
@@ -220,7 +223,7 @@ async def exposition(side: Side) -> bytes:
             log.debug("metrics_read_failed", source=source, error=str(exc))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Samples(families))
-    return generate_latest(PROCESS) + generate_latest(registry)
+    return b"".join(generate_latest(r) for r in (PROCESS, *side.measured, registry))
 
 
 async def health(side: Side) -> tuple[bool, dict]:
@@ -301,7 +304,8 @@ async def serve_scheduler(sched, *, task_status=anyio.TASK_STATUS_IGNORED) -> No
     side = Side("scheduler", f"{socket.gethostname()}:{os.getpid()}", sched.pool, sched.redis,
                 sched.life.stopping,
                 {"database": states_probe(sched.pool),
-                 "redis": streams_probe(sched.redis, pairs, streams.deadletter)})
+                 "redis": streams_probe(sched.redis, pairs, streams.deadletter)},
+                measured=(SCHEDULING,))
     await serve(side, s.metrics_host, s.scheduler_metrics_port,
                 setting="SLUICE_SCHEDULER_METRICS_PORT",
                 explicit=explicit(s, "scheduler_metrics_port"), task_status=task_status)
@@ -325,7 +329,7 @@ async def serve_triggerer(trig, *, task_status=anyio.TASK_STATUS_IGNORED) -> Non
 
     side = Side("triggerer", f"{socket.gethostname()}:{os.getpid()}", trig.pool, trig.redis,
                 trig.life.stopping, {"triggerer": own, "redis": streams_probe(trig.redis, pairs)},
-                {"runtime": "airflow" if trig.airflow is not None else "legacy"})
+                {"runtime": "airflow" if trig.airflow is not None else "legacy"}, (TRIGGERING,))
     await serve(side, s.metrics_host, s.triggerer_metrics_port,
                 setting="SLUICE_TRIGGERER_METRICS_PORT",
                 explicit=explicit(s, "triggerer_metrics_port"), task_status=task_status)
@@ -341,7 +345,7 @@ def worker_side(worker) -> Side:
         return [gauge("sluice_worker_slots", "This worker's task slots, running a try or free.",
                       [({"state": "running"}, running),
                        ({"state": "free"}, max(0, s.worker_concurrency - running))], ("state",)),
-                counter("sluice_worker_tries", "Tries this worker ran to an outcome.",
+                counter("sluice_worker_tries", "Tries this worker ran to an outcome (a deferral too).",
                         worker.done_count)]
 
     async def pairs() -> list[tuple[str, str]]:

@@ -131,18 +131,21 @@ def parse_lines(data: bytes) -> list[dict[str, Any]]:
     return [parse_line(each) for each in text.splitlines() if each.strip()]
 
 
-_SHOWN = ("timestamp", "level", "event", "logger", "filename", "lineno", "error_detail")
+#: Fields a terminal line leaves out: shown in its own way, or the same on every line.
+_SHOWN = frozenset({"timestamp", "level", "event", "logger", "filename", "lineno",
+                    "error_detail", "exception", "ti_id", "dag_id", "run_id", "task_id",
+                    "map_index", "try_number"})
 
 
 def render(record: dict[str, Any]) -> str:
     """A record as a terminal shows it: ``time LEVEL message``, then its other fields and
-    a traceback (Airflow's ``error_detail``), if any."""
+    a traceback (Airflow's ``exception`` / ``error_detail``), if any."""
     stamp = (record.get("timestamp") or "").replace("T", " ").rstrip("Z")[:23]
     level = (record.get("level") or "").upper()
     head = f"{stamp:<23} {level:<7} " if stamp or level else ""
     extra = " ".join(f"{k}={_text(v)}" for k, v in record.items() if k not in _SHOWN)
     out = head + _text(record.get("event")) + (f" {extra}" if extra else "")
-    for error in record.get("error_detail") or []:
+    for error in record.get("exception") or record.get("error_detail") or []:
         out += "\n" + _traceback(error)
     return out
 

@@ -114,8 +114,8 @@ async def test_logs_read_from_the_worker_that_ran_each_try(cluster: Cluster):
     assert out.returncode == 0, out.stderr
     lines = [LINE.match(x) for x in out.stdout.splitlines()]
     assert all(lines), out.stdout
-    assert [(m[1], m[2]) for m in lines] == [("INFO", "hello from alpha"),
-                                           ("ERROR", "something went wrong on purpose")]
+    assert sorted((m[1], m[2]) for m in lines) == [("ERROR", "something went wrong on purpose"),
+                                                 ("INFO", "hello from alpha")]
     assert not log_files(Path(reader["SLUICE_HOME"]))
 
     out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "square",
