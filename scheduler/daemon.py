@@ -474,8 +474,8 @@ class Scheduler:
             try:
                 if await parser.parse_changed():
                     await bus.publish(self.redis, [(self.streams.events, DagsChanged())])
-            except DB_ERRORS + bus.REDIS_ERRORS as exc:
-                log.warning("parse_loop_connection_error", error=str(exc))
+            except* DB_ERRORS + bus.REDIS_ERRORS as lost:  # also from inside a task group
+                log.warning("parse_loop_connection_error", error=str(lost.exceptions[0]))
             with anyio.move_on_after(self.settings.dag_dir_list_interval_s):
                 await self.life.stopping.wait()
 
@@ -574,7 +574,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await sched.consumer.ensure_groups()
         # parsing runs beside scheduling: the DAGs stored already are scheduled meanwhile
         parser = FolderParser(pool, settings.dags_folder, settings.parse_timeout_s,
-                              on_change=lambda: bus.publish(redis, [(sched.streams.events,
+                              home=settings.home, on_change=lambda: bus.publish(redis, [(sched.streams.events,
                                                                      DagsChanged())]))
         await sched.refresh_dags()
         async with pool.acquire() as conn:

@@ -8,8 +8,8 @@ stdout carries exactly one JSON document. An import that runs past
 Task SDK runtime: ``python -m scheduler.parse_child --serve DAGS_FOLDER`` is a
 parse server. It imports Airflow once (about 1.8 s of CPU) and forks one child
 per file, so a file costs a fork, not an interpreter: requests are JSON lines
-``{"id", "path", "timeout_s"}`` on stdin, answers JSON lines on stdout, in the
-order the files finish: ``{"id", "result": {fileloc, source_hash, dags, error}}``,
+``{"id", "path", "timeout_s"}`` on stdin, answers JSON lines on stdout: first
+``{"started": true}`` once Airflow is imported, then, in the order the files finish: ``{"id", "result": {fileloc, source_hash, dags, error}}``,
 ``{"id", "failed": "<why>"}`` (the child died; the tail of its output) or
 ``{"id", "timed_out": true}`` (killed ``KILL_AFTER_TIMEOUT_S`` past its
 timeout: Airflow's own timeout names the line first). A child's prints are
@@ -230,6 +230,8 @@ def serve(dags_folder: Path) -> None:
     os.dup2(2, 1)
     use_airflow_home(Settings())
     preload()
+    out.write(b'{"started": true}\n')  # the client's deadlines start now, not at our exec
+    out.flush()
     Server(dags_folder, out).run()
 
 

@@ -37,8 +37,10 @@ import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from shared import bus
+from shared.config import default_home
+from shared.daemon import task_environment
 from shared.dagbag import DagsFolderMissing, import_timeout_error, list_dag_files
-from shared.db import q
+from shared.db import DB_ERRORS, q
 from shared.runtime import airflow_runtime
 from shared.sdk.exceptions import AirflowDagDuplicatedIdException
 from shared.textcap import cap_error
@@ -55,6 +57,22 @@ KILL_AFTER_TIMEOUT_S = 10.0
 MAX_ANSWER = 256 * 1024 * 1024
 #: Stored outcomes are announced at most this often while a pass goes on.
 ANNOUNCE_GAP_S = 0.5
+#: What the parse server gets beyond a file's kill time to answer: past it, it is wedged.
+ANSWER_GRACE_S = 5.0
+#: How long the parse server may take to start (import Airflow) before it counts as wedged.
+SERVER_START_TIMEOUT_S = 120.0
+#: A lost database or Redis: the pass is retried later, never blamed on a file.
+TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS
+
+
+def parse_environment(home: Path | None = None) -> dict[str, str]:
+    """The environment of parsing processes: DAG files are user code, so they get no more
+    than a task (no database or Redis URL, no password); Airflow's home is explicit."""
+    from shared.airflow_spec.loading import airflow_home
+
+    env = task_environment(os.environ)
+    env.setdefault("AIRFLOW_HOME", str(airflow_home(home or default_home())))
+    return env
 
 
 async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
@@ -63,7 +81,7 @@ async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
            str(timeout_s)]
     try:
         with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S):
-            proc = await anyio.run_process(cmd, check=False)
+            proc = await anyio.run_process(cmd, check=False, env=parse_environment())
     except TimeoutError:
         return _failed(path, import_timeout_error(path, timeout_s))
     try:
@@ -78,10 +96,16 @@ async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
 
 class ParseServer:
     """The Task SDK runtime's parse server (``parse_child --serve``): Airflow imported once,
-    a fork per file. Started on first use and again after it died or wedged."""
+    a fork per file. Started on first use and again after it died or wedged.
 
-    def __init__(self, dags_folder: Path):
+    A file whose answer the server failed to give (it died, or did not start or
+    answer in time) gets a result marked ``server_failed``: not the file's fault."""
+
+    def __init__(self, dags_folder: Path, home: Path | None = None):
         self.dags_folder = dags_folder
+        self.command = [sys.executable, "-m", "scheduler.parse_child", "--serve",
+                        str(dags_folder)]
+        self.env = parse_environment(home)
         self.proc: anyio.abc.Process | None = None
         self.reader: BufferedByteReceiveStream | None = None
         self.answers: dict[int, dict] = {}
@@ -94,18 +118,19 @@ class ParseServer:
         self.next_id += 1
         job = self.next_id
         try:
-            with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S + 5):
-                proc = await self._started()
+            proc = await self._started()
+            # the file's time starts once the server is up: its start is not the file's
+            with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S + ANSWER_GRACE_S):
                 await proc.stdin.send(json.dumps(
                     {"id": job, "path": str(path), "timeout_s": timeout_s}).encode() + b"\n")
                 answer = await self._answer(job, proc)
         except TimeoutError:  # the server itself is wedged: a new one serves the next file
             await self.stop()
-            return _failed(path, import_timeout_error(path, timeout_s))
+            return _server_failed(path, "the parse server did not answer in time")
         except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, ValueError) as exc:
             await self.stop()
-            return _failed(path, f"{path}: the parse server died: {type(exc).__name__}: {exc}")
+            return _server_failed(path, f"the parse server died: {type(exc).__name__}: {exc}")
         if answer.get("timed_out"):
             return _failed(path, import_timeout_error(path, timeout_s))
         if "failed" in answer:
@@ -115,13 +140,17 @@ class ParseServer:
         return result
 
     async def _started(self) -> anyio.abc.Process:
+        """The running server; a new one is started and awaited until it says it is ready
+        (raises TimeoutError past ``SERVER_START_TIMEOUT_S``)."""
         async with self.start_lock:
             if self.proc is None or self.proc.returncode is not None:
-                self.proc = await anyio.open_process(
-                    [sys.executable, "-m", "scheduler.parse_child", "--serve",
-                     str(self.dags_folder)], stderr=None)
+                self.proc = await anyio.open_process(self.command, stderr=None, env=self.env)
                 self.reader = BufferedByteReceiveStream(self.proc.stdout)
                 self.answers = {}
+                with anyio.fail_after(SERVER_START_TIMEOUT_S):
+                    ready = json.loads(await self.reader.receive_until(b"\n", MAX_ANSWER))
+                if not ready.get("started"):
+                    raise ValueError(f"unexpected first line: {ready!r}")
             return self.proc
 
     async def _answer(self, job: int, proc: anyio.abc.Process) -> dict:
@@ -150,6 +179,11 @@ class ParseServer:
 def _failed(path: Path, error: str) -> dict:
     return {"fileloc": str(path.resolve()), "dags": [], "source_hash": "",
             "error": cap_error(error)}
+
+
+def _server_failed(path: Path, why: str) -> dict:
+    """No answer for ``path`` because of the parse server: parsed again next pass."""
+    return {**_failed(path, f"{path}: {why}"), "server_failed": True}
 
 
 @dataclass(frozen=True)
@@ -235,13 +269,13 @@ class FolderParser:
 
     def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float,
                  on_change: Callable[[], Awaitable[object]] | None = None,
-                 airflow: bool | None = None):
+                 airflow: bool | None = None, home: Path | None = None):
         self.pool = pool
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
         #: the Task SDK runtime parses through one server (Airflow imported once)
         use_server = airflow_runtime() if airflow is None else airflow
-        self.server = ParseServer(self.dags_folder) if use_server else None
+        self.server = ParseServer(self.dags_folder, home) if use_server else None
         self.on_change = on_change
         self.mtimes: dict[str, float] = {}
         #: file -> (its fileloc, the dag_ids it was refused because another file has them)
@@ -302,6 +336,10 @@ class FolderParser:
                 async with limiter:
                     mtime = _mtime(path)
                     result = await self._parse(path)
+                if result.get("server_failed"):  # not the file's import error
+                    log.warning("dag_file_not_parsed", file=str(path), error=result["error"],
+                                retry="next pass")
+                    return
                 if await self._claims_unowned(result, present):
                     for turn in turns[:i]:
                         await turn.wait()
@@ -316,14 +354,17 @@ class FolderParser:
             else:
                 self.refused.pop(str(path), None)
 
-        async with anyio.create_task_group() as outer:
-            outer.start_soon(self._announce_while, done)
-            try:
-                async with anyio.create_task_group() as tg:
-                    for i, path in enumerate(paths):
-                        tg.start_soon(one, i, path)
-            finally:
-                done.set()
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._announce_while, done)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        for i, path in enumerate(paths):
+                            tg.start_soon(one, i, path)
+                finally:
+                    done.set()
+        except BaseExceptionGroup as group:
+            raise _lost_connection(group) or group from None
         return any_stored
 
     async def _parse(self, path: Path) -> dict:
@@ -386,6 +427,18 @@ class FolderParser:
             del self.refused[path]
             self.mtimes.pop(path, None)
         return freed
+
+
+def _lost_connection(group: BaseExceptionGroup) -> BaseException | None:
+    """The first error of a group made only of lost connections (the database or Redis
+    went away during the pass): raised bare, as the callers' ``except`` expects."""
+    lost, rest = group.split(TRANSIENT)
+    if lost is None or rest is not None:
+        return None
+    first: BaseException = lost
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _mtime(path: Path) -> float:

@@ -1,4 +1,5 @@
-"""What the three daemons share: systemd notify, signals and the shutdown sequence.
+"""What the three daemons share: systemd notify, signals, the shutdown sequence, and
+keeping their credentials from the user code they run.
 
 First SIGTERM/SIGINT sets ``stopping`` (stop claiming, drain within the grace
 period, hand back the rest); a second one cancels everything at once.
@@ -10,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 
 import anyio
 import structlog
@@ -19,6 +21,42 @@ log = structlog.get_logger()
 #: Set by ``sluice standalone`` for its children: the pid they must not outlive.
 SUPERVISOR_PID_ENV = "SLUICE_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+
+#: Sluice settings user code may see (none carries a credential); every other ``SLUICE_*``
+#: variable -- database and Redis URLs with their passwords, the home -- is Sluice's own.
+TASK_VISIBLE_SETTINGS = frozenset({"SLUICE_AIRFLOW_COMPAT"})
+#: Other variables user code must not inherit: the password libpq clients (asyncpg) read
+#: for Sluice's database, and systemd's channel to the daemon itself.
+DAEMON_ONLY = frozenset({"PGPASSWORD", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
+
+
+def task_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment user code starts with (task processes, DAG-file parsing): the
+    daemon's, without Sluice's credentials.
+
+    A task body runs in the runner process and BashOperator commands inherit it, so
+    whatever is here a task can print to its log or send anywhere. PATH, HOME,
+    ``AIRFLOW_*`` (connections, variables) and the rest of the user's setup stay.
+    """
+    return {name: value for name, value in environ.items()
+            if name not in DAEMON_ONLY
+            and (not name.startswith("SLUICE_") or name in TASK_VISIBLE_SETTINGS)}
+
+
+def protect_process() -> None:
+    """Make this process non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``; Linux only).
+
+    Tasks run as the daemons' user; without this a task could read the worker's
+    ``/proc/<pid>/environ`` (the database URL with its password), its memory and
+    its open files. Non-dumpable, those belong to root. ``execve`` makes a process
+    dumpable again: the task and parsing processes Sluice execs hold no credentials.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def die_with_supervisor() -> None:

@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +20,13 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from shared.daemon import task_environment  # noqa: F401 - also imported from here
+
 MAX_LINE = 256 * 1024 * 1024
 KILL_GRACE_S = 5.0
 
-#: Sluice settings a task may see (none carries a credential); every other ``SLUICE_*``
-#: variable -- database and Redis URLs with their passwords, the home -- is Sluice's own.
-TASK_VISIBLE_SETTINGS = frozenset({"SLUICE_AIRFLOW_COMPAT"})
-#: Other variables a task must not inherit: the password libpq clients (asyncpg) read
-#: for Sluice's database, and systemd's channel to the worker itself.
-DAEMON_ONLY = frozenset({"PGPASSWORD", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
 
 CallHandler = Callable[[str, dict], Awaitable[Any]]
-
-
-def task_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment task processes start with: the worker's, without Sluice's credentials.
-
-    A task body runs in the runner process and BashOperator commands inherit it, so
-    whatever is here a task can print to its log or send anywhere. PATH, HOME,
-    ``AIRFLOW_*`` (connections, variables) and the rest of the user's setup stay.
-    """
-    return {name: value for name, value in environ.items()
-            if name not in DAEMON_ONLY
-            and (not name.startswith("SLUICE_") or name in TASK_VISIBLE_SETTINGS)}
 
 
 class RunnerProcess:
