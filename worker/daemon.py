@@ -69,6 +69,7 @@ class Worker:
             redis, [self.streams.queue(n) for n in settings.queues], bus.WORKER_GROUP,
             bus.consumer_name("worker"), deadletter=self.streams.deadletter,
             claim_interval_s=settings.claim_interval_s)
+        self.fork_server = None  # Task SDK runtime: the slots' fork server (worker.sdk_zygote)
         self.idle = [self._new_runner() for _ in range(settings.worker_concurrency)]
         self.api: SdkApi | None = None  # the Execution API, in the Task SDK runtime
         self.log_url: str | None = None  # where this worker serves task logs (worker.logserver)
@@ -84,9 +85,13 @@ class Worker:
             return RunnerProcess(Path(self.settings.dags_folder), self.settings.max_xcom_bytes,
                                  self.settings.max_map_length)
         from shared.airflow_spec.loading import airflow_home
-        from worker.sdk_slots import SdkSlot
+        from worker.sdk_slots import SdkSlot, slot_environment
+        from worker.sdk_zygote import ForkServer
 
-        return SdkSlot(Path(self.settings.dags_folder).resolve(), airflow_home(self.settings.home))
+        dags, home = Path(self.settings.dags_folder).resolve(), airflow_home(self.settings.home)
+        if self.fork_server is None:  # one per worker: Airflow imported once, every slot forked
+            self.fork_server = ForkServer(dags, slot_environment(os.environ, home, dags))
+        return SdkSlot(dags, home, fork_server=self.fork_server)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -510,8 +515,10 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             if airflow:
                 worker.api = SdkApi(worker)
                 tg.start_soon(worker.api.serve, worker)
-                for slot in worker.idle:  # their imports (about 2 s of CPU each) start now
-                    await slot.start()
+                from worker.sdk_slots import start_slots
+
+                tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
+                tg.start_soon(start_slots, list(worker.idle))  # forked once Airflow is imported
                 log.info("execution_api_serving", url=worker.api.url)
             tg.start_soon(life.watch_signals, tg.cancel_scope)
             tg.start_soon(worker.stop_reading_on_shutdown)
@@ -528,6 +535,8 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         with anyio.CancelScope(shield=True):
             for runner in worker.idle:
                 await runner.stop()
+            if worker.fork_server is not None:
+                await worker.fork_server.stop()
             await redis.aclose()
             if worker.api is not None:
                 worker.api.sock.close()

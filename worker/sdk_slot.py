@@ -1,4 +1,4 @@
-"""A slot: a long-lived child of the worker running task tries with Airflow's Task SDK.
+"""A slot: a long-lived process of the worker running task tries with Airflow's Task SDK.
 
 Each try runs in this process through the SDK's own ``task_runner.run()`` and
 ``finalize()``; the SDK's supervisor request handler answers the task by
@@ -6,14 +6,16 @@ calling the Execution API at the request's ``api_url`` (one keep-alive client
 per slot, the try's Bearer token swapped in). DAG files are imported once per
 path and modification time.
 
-The worker speaks JSON lines over a private copy of stdin/stdout: it sends
+Slots are forked by the worker's fork server (``worker.sdk_zygote``), Airflow
+already imported. The worker speaks JSON lines over the slot's channel (a
+socket; see ``serve``): it sends
 ``{"op": "run", "request": {...}}``; the slot answers ``{"op": "started",
 "timeout_s": ...}`` when the task has an ``execution_timeout`` (the worker's
 backstop deadline) and ends each try with ``{"op": "done", "result": {...}}``:
 the state the SDK reached, whether the API took it, the error, wall and CPU
 seconds. The slot holds no database credentials. A task that exits the
 process, crashes it or wedges it costs that try only: the worker sees the
-slot die (or kills it) and starts a new one.
+slot die (or kills it) and forks a new one.
 
 SDK internals relied on (pinned 1.3.2), beyond those of ``sdk_inprocess``:
 ``task_runner.run`` / ``finalize`` / ``RuntimeTaskInstance.model_construct``
@@ -29,7 +31,6 @@ import json
 import os
 import select
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -293,14 +294,18 @@ def _children() -> set[int]:
     return pids
 
 
-def die_with_parent(pipe_fd: int) -> None:
-    """The slot and its programs must not outlive the worker: when the worker's end of the
-    request pipe hangs up (it died, or stopped us mid-try), a thread kills our process group.
-    A thread, so it acts even while a task holds the main thread in C code."""
+def die_with(*fds: int) -> None:
+    """The slot and its programs must not outlive the worker nor the fork server: when
+    one of ``fds`` hangs up (the worker's end of the channel: it died, or stopped us
+    mid-try; the fork server's lifeline), a thread kills our programs, those that left
+    our process group too, then the group. A thread, so it acts even while a task
+    holds the main thread in C code."""
     def watch() -> None:
         poller = select.poll()
-        poller.register(pipe_fd, 0)  # no events asked: hang-up or error only
+        for fd in fds:
+            poller.register(fd, 0)  # no events asked: hang-up or error only
         poller.poll()
+        kill_leftovers()
         if os.getpgrp() == os.getpid():
             os.killpg(os.getpid(), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -308,17 +313,17 @@ def die_with_parent(pipe_fd: int) -> None:
     threading.Thread(target=watch, daemon=True, name="sluice-parent-watch").start()
 
 
-def main() -> None:
-    """``python -m worker.sdk_slot DAGS_FOLDER``: serve run requests until stdin closes."""
-    proto_in, proto_out = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    sys.stdin = open(os.devnull)  # noqa: SIM115
-    die_with_parent(proto_in.fileno())
+def serve(channel: int, lifeline: int, dags_folder: Path) -> None:
+    """Serve the worker's run requests on ``channel`` (a socket) until it closes.
+
+    Runs in a process ``worker.sdk_zygote`` forked: fd 0 is /dev/null, 1 and 2 the
+    worker's log, ``lifeline`` hangs up when the fork server dies.
+    """
+    proto_in, proto_out = os.fdopen(channel, "rb"), os.fdopen(os.dup(channel), "wb")
+    die_with(channel, lifeline)
     adopt_orphans()
     sink = sdk_tasklog.LogSink(os.dup(2))
-    slot = Slot(sink, sdk_tasklog.capture(sink), Path(sys.argv[1]))
+    slot = Slot(sink, sdk_tasklog.capture(sink), dags_folder)
 
     def send(message: dict) -> None:
         proto_out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
@@ -328,7 +333,3 @@ def main() -> None:
         message = json.loads(line)
         if message.get("op") == "run":
             send({"op": "done", "result": slot.run(message["request"], send)})
-
-
-if __name__ == "__main__":
-    main()

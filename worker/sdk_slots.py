@@ -1,11 +1,13 @@
 """The worker's handle on one slot process (``worker.sdk_slot``), which runs tries with the Task SDK.
 
-``run`` sends one request and returns the try's ``TryResult``; it never raises
-for the task's own faults. A slot that dies mid-try (``os._exit``, a segfault,
-the OOM killer), overruns the task's ``execution_timeout`` by more than the
-grace period, or is killed on request costs that try only: the result says
-the slot was lost (the try's end was never reported to the Execution API --
-the caller's to record) and the next ``run`` starts a fresh slot.
+Slots are forked by the worker's fork server (``worker.sdk_zygote``). ``run``
+sends one request and returns the try's ``TryResult``; it never raises for the
+task's own faults. A slot that dies mid-try (``os._exit``, a segfault, the OOM
+killer, its fork server's death), overruns the task's ``execution_timeout`` by
+more than the grace period, or is killed on request costs that try only: the
+result says the slot was lost (the try's end was never reported to the
+Execution API -- the caller's to record) and the next ``run`` forks a fresh
+slot. So does a try for which no slot could be forked.
 """
 
 from __future__ import annotations
@@ -13,17 +15,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from anyio.abc import Process
+import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from worker.sdk_zygote import Forked, ForkServer, SlotStartError
 from worker.supervisor import task_environment
 
+log = structlog.get_logger()
 KILL_GRACE_S = 5.0
 MAX_LINE = 16 * 1024 * 1024
 
@@ -57,41 +60,53 @@ def slot_environment(environ: Mapping[str, str], airflow_home: Path,
 
 
 class SdkSlot:
-    def __init__(self, dags_folder: Path, airflow_home: Path, kill_grace_s: float = KILL_GRACE_S):
+    """One slot, forked by ``fork_server`` (a fork server of its own when none is given,
+    stopped with the slot)."""
+
+    def __init__(self, dags_folder: Path, airflow_home: Path, kill_grace_s: float = KILL_GRACE_S,
+                 fork_server: ForkServer | None = None):
         self.dags_folder, self.airflow_home = dags_folder, airflow_home
         self.kill_grace_s = kill_grace_s
-        self.proc: Process | None = None
+        self.own_server = fork_server is None
+        self.fork_server = fork_server or ForkServer(
+            dags_folder, slot_environment(os.environ, airflow_home, dags_folder))
+        self.child: Forked | None = None
         self.reader: BufferedByteReceiveStream | None = None
         self.tries_run = 0
         self._lost_reason: str | None = None
+        self._starting = anyio.Lock()
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.child is not None and not self.child.exited()
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        return self.child.pid if self.child is not None else None
 
     async def start(self) -> None:
-        self.airflow_home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.proc = await anyio.open_process(
-            [sys.executable, "-m", "worker.sdk_slot", str(self.dags_folder)], stderr=None,
-            env=slot_environment(os.environ, self.airflow_home, self.dags_folder),
-            start_new_session=True,  # its own group: killed with every program its tasks start
-        )
-        self.reader = BufferedByteReceiveStream(self.proc.stdout)
-        self.tries_run = 0
-        self._lost_reason = None
+        """Fork the slot, unless it runs already; ``SlotStartError`` if it cannot be."""
+        async with self._starting:
+            if self.alive:
+                return
+            await self._reap()
+            self.airflow_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.child = await self.fork_server.fork()
+            self.reader = BufferedByteReceiveStream(self.child.channel)
+            self.tries_run = 0
+            self._lost_reason = None
 
     async def run(self, request: dict) -> TryResult:
         """Run one try: ``request`` holds ``ti_uuid``, ``token``, ``api_url``, ``dag_id``,
         ``run_id``, ``task_id``, ``map_index``, ``try_number``, ``fileloc``, ``log_path``."""
-        if not self.alive:
+        started = anyio.current_time()
+        try:
             await self.start()
+        except SlotStartError as exc:
+            return TryResult(state=None, reported=False, error=f"no slot to run the try: {exc}",
+                             slot_lost=True, wall_s=round(anyio.current_time() - started, 6))
         self.tries_run += 1
         self._lost_reason = None
-        started = anyio.current_time()
         timeout_s = None
         try:
             with anyio.CancelScope() as scope:
@@ -122,49 +137,44 @@ class SdkSlot:
         calls the running operator's ``on_kill`` (say, to delete the pod it started);
         SIGKILL follows if the slot has not exited by then.
         """
-        if self.proc is None:
+        child = self.child
+        if child is None:
             return None
         self._lost_reason = reason
         if grace_s > 0:
-            self._signal_group(signal.SIGTERM)
+            child.signal_group(signal.SIGTERM)
             with anyio.CancelScope(shield=True), anyio.move_on_after(grace_s):
-                await self.proc.wait()
-        self._signal_group(signal.SIGKILL)
+                await child.wait()
+        child.signal_group(signal.SIGKILL)
         return await self._reap()
 
-    def _signal_group(self, signum: int) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            try:
-                os.killpg(self.proc.pid, signum)
-            except ProcessLookupError:
-                pass
-
     async def stop(self) -> None:
-        """Close the slot's stdin so an idle slot exits; kill it if it does not."""
-        if self.proc is None:
-            return
+        """Close the slot's channel so an idle slot exits; kill it if it does not."""
         with anyio.CancelScope(shield=True):
-            try:
-                await self.proc.stdin.aclose()
-            except anyio.BrokenResourceError:
-                pass
-            with anyio.move_on_after(2):
-                await self.proc.wait()
-            await self.kill(None)
+            if (child := self.child) is not None:
+                await child.channel.aclose()
+                with anyio.move_on_after(2):
+                    await child.wait()
+                await self.kill(None)
+            if self.own_server:
+                await self.fork_server.stop()
 
     async def _reap(self) -> int | None:
-        proc = self.proc
-        if proc is None:
+        """Wait for the slot to have exited; its exit code (``None``: unknown, its server died)."""
+        child = self.child
+        if child is None:
             return None
         with anyio.CancelScope(shield=True):
-            code = await proc.wait()
-            if self.proc is proc:
-                self.proc = self.reader = None
-                await proc.aclose()
+            code = await child.exit_code()
+            if self.child is child:
+                self.child = self.reader = None
+                await child.channel.aclose()
+        if code is None:
+            self._lost_reason = self._lost_reason or "task process lost: the slot fork server died"
         return code
 
     async def _send(self, message: dict) -> None:
-        await self.proc.stdin.send((json.dumps(message, separators=(",", ":")) + "\n").encode())
+        await self.child.channel.send((json.dumps(message, separators=(",", ":")) + "\n").encode())
 
     async def _receive(self) -> dict:
         return json.loads(await self.reader.receive_until(b"\n", MAX_LINE))
@@ -178,3 +188,14 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+async def start_slots(slots: list[SdkSlot]) -> None:
+    """Fork ``slots`` ahead of their first try; a slot that cannot be forked is left for
+    its first try to retry (and fail with the reason)."""
+    for slot in slots:
+        try:
+            await slot.start()
+        except SlotStartError as exc:
+            log.warning("slot_not_started", error=str(exc))
+            return

@@ -6,7 +6,6 @@ with Sluice's own queries, and runs tries in a real slot process through its han
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import anyio
 import psutil
-import uvicorn
 from pydantic import SecretStr
 
 from shared.db import create_pool, q
 from worker.execution_api import ApiSettings, bind, create_app, token_for
+from worker.execution_api.app import embedded_server
 from worker.sdk_slots import SdkSlot, TryResult
 
 DAGS = Path(__file__).parent / "dags_slot"
@@ -38,15 +37,6 @@ class Api:
     pool: object
 
 
-class _Server(uvicorn.Server):
-    """uvicorn in the test's event loop, told to exit rather than cancelled: a cancelled
-    server leaves its listener registered with the loop, which then mistakes a later
-    socket on the same descriptor number for it."""
-
-    def capture_signals(self):
-        return contextlib.nullcontext()
-
-
 @asynccontextmanager
 async def execution_api(db_url: str, home: Path) -> AsyncIterator[Api]:
     """The worker's Execution API on ``db_url``, served on a free local port."""
@@ -54,8 +44,7 @@ async def execution_api(db_url: str, home: Path) -> AsyncIterator[Api]:
                            api_token_secret=SecretStr("s" * 32))
     pool = await create_pool(db_url)
     sock = bind("127.0.0.1", 0)
-    server = _Server(uvicorn.Config(create_app(pool, settings), lifespan="off", log_config=None,
-                                    access_log=False))
+    server = embedded_server(create_app(pool, settings))  # cancelled when a test fails: fine
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve, [sock])
@@ -69,19 +58,20 @@ async def execution_api(db_url: str, home: Path) -> AsyncIterator[Api]:
 
 
 @asynccontextmanager
-async def slot_for(tmp_path: Path) -> AsyncIterator[SdkSlot]:
-    slot = SdkSlot(DAGS, tmp_path / "airflow", kill_grace_s=1.0)
+async def slot_for(tmp_path: Path, fork_server=None) -> AsyncIterator[SdkSlot]:
+    slot = SdkSlot(DAGS, tmp_path / "airflow", kill_grace_s=1.0, fork_server=fork_server)
     try:
         yield slot
     finally:
         await slot.stop()
 
 
-async def seed(pool, tasks: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
-    """A running manual run of ``slot_tasks`` with ``tasks`` queued at their first try."""
+async def seed(pool, tasks: list[tuple[str, int]], dag_id: str = DAG_ID,
+               fileloc: str = FILELOC) -> dict[tuple[str, int], dict]:
+    """A running manual run of ``dag_id`` with ``tasks`` queued at their first try."""
     async with pool.acquire() as conn:
-        await conn.execute(q("upsert_dag"), DAG_ID, FILELOC, "h", {"tasks": []}, False)
-        run_pk = await conn.fetchval(q("insert_run"), DAG_ID, RUN_ID, "manual",
+        await conn.execute(q("upsert_dag"), dag_id, fileloc, "h", {"tasks": []}, False)
+        run_pk = await conn.fetchval(q("insert_run"), dag_id, RUN_ID, "manual",
                                      _now(), None, None, {})
         await conn.execute(q("start_run"), run_pk)
         ids, indexes = [t for t, _ in tasks], [m for _, m in tasks]
@@ -97,12 +87,13 @@ async def seed(pool, tasks: list[tuple[str, int]]) -> dict[tuple[str, int], dict
             for r in rows}
 
 
-def request(api: Api, tis: dict, tmp_path: Path, task_id: str, map_index: int = -1) -> dict:
+def request(api: Api, tis: dict, tmp_path: Path, task_id: str, map_index: int = -1,
+            dag_id: str = DAG_ID, fileloc: str = FILELOC) -> dict:
     ti = tis[(task_id, map_index)]
     folder = tmp_path / "logs" / f"task_id={task_id}" / f"map_index={map_index}"
     return {"ti_uuid": ti["uuid"], "token": token_for(api.settings, ti["uuid"]),
-            "api_url": api.url, "dag_id": DAG_ID, "run_id": RUN_ID, "task_id": task_id,
-            "map_index": map_index, "try_number": ti["try"], "fileloc": FILELOC,
+            "api_url": api.url, "dag_id": dag_id, "run_id": RUN_ID, "task_id": task_id,
+            "map_index": map_index, "try_number": ti["try"], "fileloc": fileloc,
             "log_path": str(folder / f"attempt={ti['try']}.log")}
 
 

@@ -84,6 +84,7 @@ async def test_a_fault_handling_one_try_neither_stops_the_others_nor_the_worker(
     finally:
         for slot in worker.idle:
             await slot.stop()
+        await worker.fork_server.stop()
         worker.api.sock.close()
         await redis.aclose()
         await pool.close()
