@@ -423,8 +423,10 @@ def tasks_logs(
 
 def main() -> None:
     from shared.config import keep_files_private
+    from shared.daemon import protect_process
 
     keep_files_private()  # umask 077 for this process and every one it starts
+    protect_process()  # no task of the same user reads its environment or memory
     app(prog_name="sluice")
 
 

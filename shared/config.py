@@ -135,11 +135,16 @@ def make_private(path: Path) -> None:
 
     Search (``x``) on a folder lists nothing and opens nothing by itself; embedded
     PostgreSQL, run by root as an unprivileged account, needs it to reach its data.
+    A symlink is left alone: its own mode means nothing, and following it would
+    change (or fail on) whatever it points to, which a task may have chosen.
     """
-    mode = stat.S_IMODE(path.lstat().st_mode)
-    private = mode & ~0o077 | (mode & stat.S_IXOTH if path.is_dir() else 0)
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    private = mode & ~0o077 | (mode & stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else 0)
     if private != mode:
-        path.chmod(private)
+        os.chmod(path, private, follow_symlinks=False)
 
 
 def write_private(path: Path, text: str) -> None:

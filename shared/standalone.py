@@ -39,13 +39,18 @@ class RestartBackoff:
 
     The delay doubles from ``first_s`` up to ``max_s`` while the process keeps
     dying young, and is back to ``first_s`` once a run lasted ``healthy_s``:
-    a crash an hour after the last one is not punished for it.
+    a crash an hour after the last one is not punished for it. With
+    ``immediate_first``, the first exit (or the first after a healthy run) is
+    restarted at once: an embedded server's port is not left free for another
+    local user to take while the daemons reconnect with the password.
     """
 
     first_s: float = 1.0
     max_s: float = 30.0
     healthy_s: float = 60.0
+    immediate_first: bool = False
     _next_s: float = field(init=False, repr=False)
+    _young_exits: int = field(init=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         self._next_s = self.first_s
@@ -54,6 +59,10 @@ class RestartBackoff:
         """The delay before the next start, given how long the last run lasted."""
         if ran_for_s >= self.healthy_s:
             self._next_s = self.first_s
+            self._young_exits = 0
+        self._young_exits += 1
+        if self.immediate_first and self._young_exits == 1:
+            return 0.0
         delay = self._next_s
         self._next_s = min(delay * 2, self.max_s)
         return delay
@@ -184,7 +193,7 @@ async def _keep_serving(server, stopping: anyio.Event) -> None:
 
     The daemons hold its URL, so they reconnect to the new process.
     """
-    backoff = RestartBackoff()
+    backoff = RestartBackoff(immediate_first=True)
     started = anyio.current_time()
     while True:
         code = await server.wait_exit()
@@ -199,9 +208,9 @@ async def _keep_serving(server, stopping: anyio.Event) -> None:
         started = anyio.current_time()
         try:
             await server.restart()
-        except RuntimeError as exc:
+        except (RuntimeError, OSError) as exc:  # tried again after the next delay
             log.error("embedded_server_restart_failed", server=server.name,
-                      error=str(exc)[-2000:])
+                      error=f"{type(exc).__name__}: {exc}"[-2000:])
         else:
             log.info("embedded_server_restarted", server=server.name, pid=server.pid,
                      port=server.port)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import anyio
 
 from shared.config import keep_files_private, load_settings
+from shared.daemon import protect_process
 from shared.logging import configure_logging
 from triggerer.daemon import run
 
 
 def main() -> None:
     keep_files_private()  # as every sluice command: files it makes are private
+    protect_process()  # as every sluice command: its credentials are its own
     configure_logging()
     anyio.run(run, load_settings())
 
