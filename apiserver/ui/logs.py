@@ -28,7 +28,7 @@ def line_json(record: dict[str, Any]) -> dict[str, Any]:
 
 def chunk_json(chunk: tasklogs.LogChunk) -> dict[str, Any]:
     return {"try_number": chunk.try_number, "lines": [line_json(r) for r in chunk.records],
-            "continuation": chunk.continuation, "live": chunk.live, "complete": chunk.complete,
+            "continuation": chunk.continuation, "live": chunk.live, "complete": not chunk.more,
             "problems": chunk.problems}
 
 
@@ -50,10 +50,10 @@ async def follow(pool: Any, settings: Settings, hub: EventHub, run_pk: int, wher
             continuation = chunk.continuation
             if chunk.records or chunk.problems:
                 yield _event("log", chunk_json(chunk))
-            if not chunk.live and chunk.complete:
+            if not chunk.live and not chunk.more:
                 yield _event("end", {"continuation": continuation})
                 return
-            if chunk.complete:
+            if not chunk.more:
                 await _changed(queue, run_pk, tail_s)
 
 

@@ -8,11 +8,13 @@ roles and checks. Every endpoint needs a logged-in user (any role).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -134,8 +136,28 @@ def build_router(ctx: UiContext) -> APIRouter:
     return router
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events that end as soon as the page goes.
+
+    Under ASGI 2.4 Starlette notices a gone client only at its next write, which
+    for a quiet feed is the next heartbeat: until then the stream would hold its
+    subscription, and a stopping server would wait for it.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        async with anyio.create_task_group() as tg:
+            async def stream() -> None:
+                with contextlib.suppress(OSError):  # the client went while we wrote
+                    await self.stream_response(send)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+
 def _sse(stream: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStream(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _dag(ctx: UiContext, dag_id: str) -> tuple[asyncpg.Record, DagSpec]:

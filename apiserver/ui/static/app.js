@@ -60,4 +60,7 @@ document.getElementById("logout").addEventListener("click", () => {
   location.hash = "#/login";
 });
 window.addEventListener("hashchange", route);
+// leaving the page closes its streams at once (a cached page would otherwise keep them open)
+window.addEventListener("pagehide", () => { if (teardown) teardown(); teardown = null; live.stop(); });
+window.addEventListener("pageshow", ev => { if (ev.persisted) route(); });
 route();

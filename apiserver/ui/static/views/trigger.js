@@ -1,7 +1,7 @@
 // Trigger a run: one field per DAG Param (its JSON schema, else its default's type),
 // sent as the run's conf through Airflow's REST API.
 import { api, enc } from "../api.js";
-import { flash, h } from "../util.js";
+import { append, flash, h } from "../util.js";
 
 function kindOf(schema, value) {
   const type = Array.isArray(schema.type) ? schema.type.find(t => t !== "null") : schema.type;
@@ -60,10 +60,8 @@ function read(input) {
 export async function triggerView(main, [dagId]) {
   const dag = await api(`/ui/api/dags/${enc(dagId)}`);
   const names = [...new Set([...Object.keys(dag.params || {}), ...Object.keys(dag.param_schemas || {})])];
-  const runIdInput = h("input", { type: "text", id: "run-id", name: "__run_id", placeholder: "generated when empty" });
   const form = h("form", { class: "params", id: "trigger-form" },
     names.map(n => field(n, (dag.params || {})[n], (dag.param_schemas || {})[n])),
-    h("label", { for: "run-id" }, "Run id"), h("div", {}, runIdInput),
     h("div", {}), h("div", {}, h("button", { class: "primary", type: "submit", id: "trigger-submit" }, "▶ Trigger")));
   form.addEventListener("submit", async ev => {
     ev.preventDefault();
@@ -75,18 +73,16 @@ export async function triggerView(main, [dagId]) {
         if (value === null && meta && meta.required) throw new Error(`${input.name}: required`);
         conf[input.name] = value;
       }
-      const body = { logical_date: null, conf };
-      if (runIdInput.value.trim()) body.dag_run_id = runIdInput.value.trim();
-      const run = await api(`/api/v2/dags/${enc(dagId)}/dagRuns`, { method: "POST", body });
+      const run = await api(`/api/v2/dags/${enc(dagId)}/dagRuns`, { method: "POST", body: { logical_date: null, conf } });
       location.hash = `#/dags/${enc(dagId)}/grid?run=${enc(run.dag_run_id)}`;
     } catch (err) {
       flash(form.parentElement, `Trigger ${dagId}: ${err.message}`);
     }
   });
-  main.append(
+  append(main, [
     h("div", { class: "muted" }, h("a", { href: "#/dags" }, "DAGs"), " / ", h("a", { href: `#/dags/${enc(dagId)}/grid` }, dagId)),
     h("h1", {}, `Trigger ${dagId}`),
     dag.description ? h("p", { class: "muted" }, dag.description) : null,
     names.length ? null : h("p", { class: "muted" }, "This DAG has no params."),
-    h("div", { class: "card" }, form));
+    h("div", { class: "card" }, form)]);
 }
