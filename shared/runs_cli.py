@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from functools import partial
 
 import anyio
@@ -32,6 +33,11 @@ from shared.runview import RunLookupError, find_run, run_document_at, state_coun
 from shared.tables import print_lines, print_table
 
 FINISHED = ("success", "failed")
+
+
+#: The longest pause between two attempts of a read (``backoff_delays``): a read that gives
+#: up closer than this to its deadline gave up because of it.
+RETRY_CAP_S = 5.0
 
 
 def _budget() -> float:
@@ -107,11 +113,19 @@ async def _report(db: Database, run_pk: int, summary: str, wait: bool, as_json: 
         else:
             print(summary)
         return 0
-    state = await _wait(db, run_pk, timeout, live=not as_json and sys.stdout.isatty())
-    found = await db.run(run_document_at, run_pk, deadline=_budget())
-    if as_json:
+    deadline = deadline_in(timeout)
+    state = await _wait(db, run_pk, deadline, live=not as_json and sys.stdout.isatty())
+    try:  # the wait's time left (a PostgreSQL restart is waited out), at least a connect's
+        found = await db.run(run_document_at, run_pk, deadline=max(deadline, _budget()))
+    except ServiceUnavailable as exc:
+        if state not in FINISHED:  # the wait's own deadline passed: that is what exit 3 says
+            print(f"gave up waiting after {timeout:g}s (run is {state}; {exc})", file=sys.stderr)
+            return 3
+        print(f"run finished ({state}), but it cannot be shown: {exc}", file=sys.stderr)
+        found = None
+    if found is not None and as_json:
         print(json.dumps(found["doc"]))
-    else:
+    elif found is not None:
         _print_run(found)
     if state not in FINISHED:
         print(f"gave up waiting after {timeout:g}s (run is {state})", file=sys.stderr)
@@ -119,19 +133,24 @@ async def _report(db: Database, run_pk: int, summary: str, wait: bool, as_json: 
     return 0 if state == "success" else 1
 
 
-async def _wait(db: Database, run_pk: int, timeout: float, live: bool) -> str:
-    """Wait for the run to finish, showing counts by state on a terminal.
+async def _wait(db: Database, run_pk: int, deadline: float, live: bool) -> str:
+    """Wait for the run to finish (or ``deadline``), showing counts by state on a terminal.
 
     A read that loses the database is retried until the wait's own deadline:
-    a restart of PostgreSQL is a pause here, not an error.
+    a restart of PostgreSQL is a pause here, not an error, and a database still
+    down at the deadline is the wait giving up (the state last seen is returned).
     """
     state = "queued"
     delay = 0.02
-    deadline = deadline_in(timeout)
-    with anyio.move_on_after(timeout):
+    with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
         with Live(console=Console(stderr=True), transient=True, auto_refresh=False) as view:
             while True:
-                found = await db.run(run_document_at, run_pk, deadline=deadline)
+                try:
+                    found = await db.run(run_document_at, run_pk, deadline=deadline)
+                except ServiceUnavailable:
+                    if time.monotonic() + RETRY_CAP_S < deadline:
+                        raise  # refused, not the deadline: no wait cures it
+                    return state
                 state = found["doc"]["state"]
                 if live:
                     view.update(_progress(found), refresh=True)

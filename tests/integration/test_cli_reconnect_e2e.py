@@ -77,3 +77,37 @@ async def test_trigger_wait_through_a_postgres_restart_exits_0(
         assert "Traceback" not in err
     finally:
         cluster.stop_all()
+
+
+async def test_trigger_wait_with_postgres_down_at_its_timeout_exits_3(
+        tmp_path, postgres: OwnedPostgres, redis_url, stream_prefix, dags_folder):
+    """The wait's own deadline passing while PostgreSQL is away is exit 3 (gave up
+    waiting), not 2 (unreachable): the run was created and may still finish."""
+    gate = tmp_path / "gate"  # never opened: the run cannot finish
+    cluster = Cluster(tmp_path, db_url=postgres.url, redis_url=redis_url, prefix=stream_prefix,
+                      dags_folder=dags_folder)
+    try:
+        cluster.write_dag("gated.py", GATED.format(gate=str(gate)))
+        cluster.start_all()
+        await cluster.wait_dag("gated")
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "dags", "trigger", "gated", "--wait",
+             "--timeout", "15"],
+            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        async def task_running():
+            assert waiting.poll() is None, waiting.communicate()
+            conn = await cluster.connect()
+            try:
+                return await conn.fetchval("SELECT 1 FROM task_instance WHERE state = 'running'")
+            finally:
+                await conn.close()
+
+        await wait_for(task_running, 60, "the gated task to run")
+        async with postgres.shutting_down():  # down until after the CLI's timeout
+            out, err = await anyio.to_thread.run_sync(lambda: waiting.communicate(timeout=60))
+        assert waiting.returncode == 3, err
+        assert "gave up waiting after 15s" in err and "Traceback" not in err
+    finally:
+        gate.touch()
+        cluster.stop_all()
