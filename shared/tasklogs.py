@@ -7,8 +7,9 @@ task-log format: JSON lines with ``timestamp`` (UTC, ``Z``), ``level``,
 own logging (``worker.sdk_tasklog``), the legacy runner through
 ``worker.legacy_tasklog``; one reader reads both.
 
-The worker that ran a try serves its files (``worker.logserver``) and its claim
-records the server's URL per try (table ``task_log``). :func:`read_log` reads the
+The worker that ran a try serves its files (``worker.logserver``); its claim
+records the worker with the try (table ``task_log``), whose server's URL it
+registered when it started (table ``worker``). :func:`read_log` reads the
 local file when this host has it, else asks each recorded server, with a
 short-lived token signed by a key derived from the installation's Fernet key
 (``SLUICE_FERNET_KEY`` or ``$SLUICE_HOME/fernet.key``), which every host of an

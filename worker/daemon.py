@@ -36,7 +36,7 @@ from shared.runtime import airflow_runtime, use_airflow_home
 from shared.serialization import DagSpec
 from shared.tasklogs import log_path
 from shared.textcap import cap_error
-from worker.logserver import record_log_locations, serve_sides
+from worker.logserver import serve_sides
 from worker.supervisor import RunnerProcess
 
 log = structlog.get_logger()
@@ -72,7 +72,6 @@ class Worker:
         self.fork_server = None  # Task SDK runtime: the slots' fork server (worker.sdk_zygote)
         self.idle = [self._new_runner() for _ in range(settings.worker_concurrency)]
         self.api: SdkApi | None = None  # the Execution API, in the Task SDK runtime
-        self.log_url: str | None = None  # where this worker serves task logs (worker.logserver)
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
@@ -148,7 +147,6 @@ class Worker:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
                                     [m.try_number for m in msgs], self.id)
-            await record_log_locations(conn, rows, self.log_url)
         return [self._request(row) for row in rows]
 
     def _request(self, ti) -> dict:

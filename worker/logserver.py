@@ -4,9 +4,9 @@ As Airflow's worker log server does, each worker serves the files of its own
 logs folder, ``GET /log/<path>?offset=N``, to whoever shows a token for that
 one file (``shared.tasklogs``: short-lived, signed with a key every host of the
 installation derives from the shared Fernet key). Never open: no token, no
-bytes, and no path outside the logs folder. Its URL goes into each try's claim
-(table ``task_log``), so ``sluice tasks logs``, the API and the UI on any host
-find it. ``/metrics`` and ``/health`` are on their own port (``shared.metrics``).
+bytes, and no path outside the logs folder. Its URL is registered (table
+``worker``) and each claim records the worker with the try (``task_log``), so
+``sluice tasks logs``, the API and the UI on any host find it. ``/metrics`` and ``/health`` are on their own port (``shared.metrics``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import anyio
 import structlog
 
 from shared import httpside, metrics
-from shared.db import DB_ERRORS, q
+from shared.db import persist, q
 from shared.tasklogs import (
     MORE_HEADER,
     LogAuthError,
@@ -56,20 +56,14 @@ def log_routes(logs_dir: Path, keys: list[bytes]) -> dict[str, httpside.Handler]
     return {"/log/": serve_log}
 
 
-async def record_log_locations(conn, claimed: list, log_url: str | None) -> None:
-    """Record that this worker serves the logs of the tries it just claimed.
+async def register(worker, log_url: str | None) -> None:
+    """Tell PostgreSQL where this worker serves task logs (each claim records the worker
+    with the try), retried through an outage: before the worker claims anything."""
+    async def write() -> None:
+        async with worker.pool.acquire() as conn:
+            await conn.execute(q("register_worker"), worker.id, socket.gethostname(), log_url)
 
-    Best effort, on the claim's connection right after its commit: a location
-    not recorded (the connection dropped in between) leaves the log readable on
-    this host only, and must not cost the claimed tries their start.
-    """
-    if not claimed or log_url is None:
-        return
-    try:
-        await conn.execute(q("record_task_logs"), [r["id"] for r in claimed],
-                           [r["try_number"] for r in claimed], log_url)
-    except DB_ERRORS as exc:
-        log.warning("task_log_location_not_recorded", count=len(claimed), error=str(exc))
+    await persist(write, what="register_worker")
 
 
 def _bearer(header: str) -> str | None:
@@ -91,18 +85,19 @@ def advertised_url(settings, port: int) -> str:
 async def serve_sides(worker, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
     """Serve the worker's logs and metrics until cancelled.
 
-    Started before the worker claims anything: ``worker.log_url`` is set first, so
-    every claim records where its try's log is served.
+    Started before the worker claims anything: its log server's URL is registered
+    first, so every try it claims can be read from other hosts.
     """
     s = worker.settings
     async with anyio.create_task_group() as tg:
         listener = await httpside.listen(s.worker_log_host, s.worker_log_port,
                                          setting="SLUICE_WORKER_LOG_PORT",
                                          explicit=metrics.explicit(s, "worker_log_port"))
+        url = None if listener is None else advertised_url(s, httpside.bound_port(listener))
+        await register(worker, url)
         if listener is not None:
-            worker.log_url = advertised_url(s, httpside.bound_port(listener))
             tg.start_soon(httpside.serve, listener, log_routes(s.logs_dir, signing_keys(s)))
-            log.info("task_logs_serving", url=worker.log_url, logs_folder=str(s.logs_dir))
+            log.info("task_logs_serving", url=url, logs_folder=str(s.logs_dir))
         await tg.start(functools.partial(
             metrics.serve, metrics.worker_side(worker), s.metrics_host, s.worker_metrics_port,
             setting="SLUICE_WORKER_METRICS_PORT",

@@ -197,6 +197,10 @@ WITH claimed AS (
     DELETE FROM xcom x USING claimed c
      WHERE c.next_method IS NULL
        AND x.run_pk = c.run_pk AND x.task_id = c.task_id AND x.map_index = c.map_index
+), logged AS (  -- who writes this try's log (table task_log), in the claim's own commit
+    INSERT INTO task_log (ti_id, try_number, worker_id)
+    SELECT id, try_number, $3 FROM claimed
+    ON CONFLICT DO NOTHING
 )
 SELECT c.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
        r.data_interval_end, r.conf, r.start_date AS run_start_date, r.clear_number, d.fileloc
@@ -936,7 +940,9 @@ SELECT ti.id, ti.try_number, ti.state
 
 -- name: task_log_locations
 -- The log servers of the workers that ran this try, in the order they started it.
-SELECT log_url FROM task_log WHERE ti_id = $1 AND try_number = $2 ORDER BY created_at, log_url
+SELECT w.log_url FROM task_log l JOIN worker w ON w.id = l.worker_id
+ WHERE l.ti_id = $1 AND l.try_number = $2 AND w.log_url IS NOT NULL
+ ORDER BY l.created_at, w.log_url
 
 -- name: metrics_ti_states
 -- Unfinished task instances by state, for /metrics: the ti_unfinished partial index
@@ -952,8 +958,9 @@ SELECT state, count(*)::int AS n FROM dag_run WHERE state IN ('queued', 'running
 -- name: health_ping
 SELECT 1
 
--- name: record_task_logs
--- Where the claiming worker serves the logs of the tries it just claimed.
-INSERT INTO task_log (ti_id, try_number, log_url)
-SELECT id, try_number, $3 FROM unnest($1::bigint[], $2::int[]) AS c(id, try_number)
-ON CONFLICT DO NOTHING
+-- name: register_worker
+-- A starting worker says where it serves task logs (NULL: nowhere); a worker id used
+-- again (SLUICE_WORKER_ID) takes its new URL, which serves the same logs folder.
+INSERT INTO worker (id, hostname, log_url) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, log_url = excluded.log_url,
+                               started_at = now()

@@ -129,6 +129,8 @@ def test_the_legacy_runner_s_output_becomes_timed_levelled_lines(tmp_path):
         subprocess.run(["sh", "-c", "echo from a child; echo child error >&2; printf no-newline"])
         output.end_try()
         print("between tries")
+        for forwarder in output.forwarders:
+            forwarder.drain()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, cwd=Path(__file__).resolve().parents[2])
