@@ -511,10 +511,11 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         async with anyio.create_task_group() as tg:
             await tg.start(serve_sides, worker)  # task logs, metrics, health: before any claim
             if airflow:
-                worker.api = SdkApi(worker)
-                tg.start_soon(worker.api.serve, worker)
                 from worker.sdk_slots import start_slots
 
+                await worker.fork_server.start()  # its Airflow import runs beside the API's
+                worker.api = SdkApi(worker)
+                tg.start_soon(worker.api.serve, worker)
                 tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
                 tg.start_soon(start_slots, list(worker.idle))  # forked once Airflow is imported
                 log.info("execution_api_serving", url=worker.api.url)

@@ -425,6 +425,11 @@ class ForkServer:
         self.stopped = False
         self._lock = anyio.Lock()
 
+    async def start(self) -> None:
+        """Start the server now, unless it runs: its imports take a second or two."""
+        async with self._lock:
+            await self._running()
+
     async def fork(self) -> Forked:
         """A new slot; ``SlotStartError`` when the server cannot give one."""
         async with self._lock:
