@@ -90,7 +90,6 @@ class SdkSlot:
             if self.alive:
                 return
             await self._reap()
-            self.airflow_home.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.child = await self.fork_server.fork()
             self.reader = BufferedByteReceiveStream(self.child.channel)
             self.tries_run = 0

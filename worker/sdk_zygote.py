@@ -317,6 +317,8 @@ class ServerProcess:
             raise
         if answer is None:
             ours.close()
+            with anyio.move_on_after(5):  # it closed its end: it is exiting
+                await self.proc.wait()
             raise SlotStartError(f"slot fork server died (exit code {self.proc.returncode})")
         reply, fds = answer
         if reply["op"] != "forked":
@@ -442,7 +444,7 @@ class ForkServer:
             try:
                 async with self._lock:
                     server = await self._running()
-            except (SlotStartError, OSError) as exc:
+            except SlotStartError as exc:
                 log.error("slot_fork_server_not_started", error=str(exc))
                 await anyio.sleep(self.backoff.after_exit(0.0))
                 continue
@@ -475,10 +477,15 @@ class ForkServer:
     async def _start(self) -> ServerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            if home := self.env.get("AIRFLOW_HOME"):
+                Path(home).mkdir(mode=0o700, parents=True, exist_ok=True)
             proc = await anyio.open_process(
                 [sys.executable, "-m", "worker.sdk_zygote", str(self.dags_folder)],
                 stdin=theirs.fileno(), stdout=None, stderr=None, env=self.env,
                 start_new_session=True)  # a terminal's ^C is the worker's to handle
+        except OSError as exc:
+            ours.close()
+            raise SlotStartError(f"slot fork server not started: {exc}") from None
         finally:
             theirs.close()
         ours.setblocking(False)

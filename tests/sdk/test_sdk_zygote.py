@@ -182,3 +182,19 @@ async def test_a_worker_killed_takes_its_fork_server_and_slots_with_it(tmp_path)
         proc.kill()
         await proc.wait()
         await until(lambda: dead(server_pid) and dead(slot_pid))
+
+
+async def test_a_fork_server_that_cannot_start_fails_the_try_with_the_reason(db_url, tmp_path,
+                                                                          monkeypatch):
+    shadow = tmp_path / "shadow" / "airflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('a broken installation')\n")
+    monkeypatch.setenv("PYTHONPATH", f"{shadow.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    async with execution_api(db_url, tmp_path) as api, \
+            fork_server(tmp_path, first_backoff_s=0.1) as server, \
+            slot_for(tmp_path, server) as slot:
+        tis = await seed(api.pool, [("noop", -1)], FACTS, FACTS_FILE)
+        for _ in range(2):  # and again, after a restart
+            lost = await slot.run(facts_request(api, tis, tmp_path, "noop"))
+            assert (lost.state, lost.slot_lost, lost.error) == (
+                None, True, "no slot to run the try: slot fork server died (exit code 1)")
