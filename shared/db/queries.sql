@@ -764,14 +764,22 @@ SELECT x.value::text AS value
  ORDER BY r.logical_date DESC LIMIT 1
 
 -- name: api_xcom_values
--- Every value of a (mapped) task's key in map_index order, as stored; with $5 also those
--- of the DAG's earlier runs, as Airflow's slice with include_prior_dates.
+-- The values of run $2's (mapped) task $3, key $4 in map_index order, as stored, from
+-- offset $5, at most $6 (NULL: all): an ordered scan of the xcom primary key.
+SELECT x.value::text AS value
+  FROM xcom x
+ WHERE x.run_pk = (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2)
+   AND x.task_id = $3 AND x.key = $4
+ ORDER BY x.map_index OFFSET $5 LIMIT $6
+
+-- name: api_xcom_values_prior
+-- As api_xcom_values, with those of the DAG's earlier runs too (Airflow's slice with
+-- include_prior_dates): per map_index, the latest run first.
 SELECT x.value::text AS value
   FROM xcom x JOIN dag_run r ON r.id = x.run_pk
  WHERE r.dag_id = $1 AND x.task_id = $3 AND x.key = $4
-   AND (r.run_id = $2 OR ($5 AND r.logical_date <= (SELECT logical_date FROM dag_run
-                                                     WHERE dag_id = $1 AND run_id = $2)))
- ORDER BY x.map_index, r.logical_date DESC
+   AND r.logical_date <= (SELECT logical_date FROM dag_run WHERE dag_id = $1 AND run_id = $2)
+ ORDER BY x.map_index, r.logical_date DESC OFFSET $5 LIMIT $6
 
 -- name: api_xcom_count
 SELECT count(*)::int
@@ -870,12 +878,21 @@ SELECT dag_id, is_paused, fileloc, serialized -> 'tags' AS tags, next_interval_s
   FROM dag WHERE dag_id = $1
 
 -- name: api_xcom_item
--- Value $5 of a mapped task's key in map_index order (negative: from the end), as stored.
+-- Value $5 (from 0) of a mapped task's key in map_index order, as stored: an ordered
+-- scan of the xcom primary key.
 SELECT x.value::text AS value
-  FROM xcom x JOIN dag_run r ON r.id = x.run_pk
- WHERE r.dag_id = $1 AND r.run_id = $2 AND x.task_id = $3 AND x.key = $4
- ORDER BY CASE WHEN $5::int >= 0 THEN x.map_index ELSE -x.map_index END
- OFFSET CASE WHEN $5::int >= 0 THEN $5::int ELSE -1 - $5::int END LIMIT 1
+  FROM xcom x
+ WHERE x.run_pk = (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2)
+   AND x.task_id = $3 AND x.key = $4
+ ORDER BY x.map_index OFFSET $5 LIMIT 1
+
+-- name: api_xcom_item_from_end
+-- As api_xcom_item, counting from the last value ($5 = 0: the last).
+SELECT x.value::text AS value
+  FROM xcom x
+ WHERE x.run_pk = (SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = $2)
+   AND x.task_id = $3 AND x.key = $4
+ ORDER BY x.map_index DESC OFFSET $5 LIMIT 1
 
 -- name: cli_variable_list
 -- Every variable for `sluice variables list / export`; val is a Fernet token when is_encrypted.

@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse
 from shared.db import DB_ERRORS
 from shared.secrets import Secrets, SecretsError, load_key_text
 from worker.execution_api import dag_runs, task_instances, variables, xcoms
-from worker.execution_api.common import Api, Ended, Wake
+from worker.execution_api.common import Api, Ended, Wake, database_unavailable
 from worker.execution_api.common import not_implemented as unimplemented
 from worker.execution_api.config import ApiSettings
+from worker.execution_api.fast import FastRoutes
 from worker.execution_api.gate import Gate
 
 log = structlog.get_logger()
@@ -48,8 +49,9 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
     app.add_api_route("/health/ping", lambda: {"ok": True}, methods=["GET"])
     app.add_api_route("/{path:path}", not_implemented, methods=ALL_METHODS)
     for error in DB_ERRORS:
-        app.add_exception_handler(error, database_unavailable)
+        app.add_exception_handler(error, database_unavailable_handler)
     app.add_exception_handler(SecretsError, undecryptable)
+    app.add_middleware(FastRoutes, api=app.state.api)  # behind the gate
     app.add_middleware(Gate, secret=secret, ttl_s=settings.api_token_ttl_s)
     return app
 
@@ -58,10 +60,8 @@ async def not_implemented(request: Request, path: str) -> None:
     raise unimplemented(request.method, f"/{path}")
 
 
-async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("execution_api_database_unavailable", path=request.url.path, error=str(exc))
-    return JSONResponse({"detail": {"reason": "database_unavailable",
-                                    "message": "PostgreSQL is unreachable; retry"}}, status_code=503)
+async def database_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    return database_unavailable(request.url.path, exc)
 
 
 async def undecryptable(request: Request, exc: SecretsError) -> JSONResponse:

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 from airflow.sdk.api.datamodels._generated import DagRun
 from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 
 from shared.messages import RunChanged, TriggersPending
 from shared.secrets import Secrets
@@ -64,6 +65,13 @@ def not_implemented(method: str, route: str, what: str | None = None) -> HTTPExc
     """
     about = f" ({what})" if what else ""
     return problem(400, "not_implemented", f"Sluice does not implement {method} {route}{about} yet")
+
+
+def database_unavailable(path: str, exc: Exception) -> JSONResponse:
+    """503, which the SDK's client retries: PostgreSQL did not answer."""
+    log.warning("execution_api_database_unavailable", path=path, error=str(exc))
+    return JSONResponse({"detail": {"reason": "database_unavailable",
+                                    "message": "PostgreSQL is unreachable; retry"}}, status_code=503)
 
 
 def not_found(message: str) -> HTTPException:

@@ -56,7 +56,7 @@ PAYLOADS: dict[str, type[BaseModel]] = {
 }
 
 
-def own_ti(request: Request, task_instance_id: uuid.UUID) -> uuid.UUID:
+async def own_ti(request: Request, task_instance_id: uuid.UUID) -> uuid.UUID:
     """The path's instance, which must be the token's own try (403 otherwise)."""
     if caller(request) != task_instance_id:
         raise problem(403, "access_denied", "Token subject does not match task instance ID")
@@ -81,8 +81,11 @@ async def explain_miss(api: Api, ti: uuid.UUID, target: str | None, message: str
 # --- start ---------------------------------------------------------------------------------
 @router.patch("/{task_instance_id}/run")
 async def ti_run(request: Request, ti: TiId, payload: TIEnterRunningPayload) -> Response:
+    return await start(api(request), ti, payload)
+
+
+async def start(a: Api, ti: uuid.UUID, payload: TIEnterRunningPayload) -> Response:
     """Start the try in this worker and answer what the SDK needs to run it."""
-    a = api(request)
     row = await a.pool.fetchrow(q("api_ti_run"), ti, a.settings.worker_id, payload.pid,
                                 payload.hostname, payload.unixname, payload.start_date)
     if row is None:
@@ -131,10 +134,12 @@ def parse_state_payload(body: bytes) -> BaseModel:
 
 @router.patch("/{task_instance_id}/state", status_code=204)
 async def ti_update_state(request: Request, ti: TiId) -> Response:
+    return await update_state(api(request), ti, parse_state_payload(await request.body()))
+
+
+async def update_state(a: Api, ti: uuid.UUID, payload: BaseModel) -> Response:
     """End the try (success, failed, skipped, ... up_for_retry) or park it (deferred,
     up_for_reschedule), then wake the scheduler (and the triggerer for a trigger)."""
-    payload = parse_state_payload(await request.body())
-    a = api(request)
     match payload:
         case TIDeferredStatePayload():
             run_pk = await defer(a, ti, payload)
@@ -208,8 +213,11 @@ async def reschedule(a: Api, ti: uuid.UUID, payload: TIRescheduleStatePayload) -
 # --- while running -------------------------------------------------------------------------
 @router.put("/{task_instance_id}/heartbeat", status_code=204)
 async def ti_heartbeat(request: Request, ti: TiId, payload: TIHeartbeatInfo) -> Response:
+    return await heartbeat(api(request), ti, payload)
+
+
+async def heartbeat(a: Api, ti: uuid.UUID, payload: TIHeartbeatInfo) -> Response:
     """Alive, and still ours: 409 tells the task to stop when the try was taken away."""
-    a = api(request)
     if await a.pool.fetchval(q("api_ti_heartbeat"), ti, a.settings.worker_id,
                              payload.hostname, payload.pid) is not None:
         return Response(status_code=204)
@@ -226,7 +234,11 @@ async def ti_heartbeat(request: Request, ti: TiId, payload: TIHeartbeatInfo) -> 
 @router.put("/{task_instance_id}/rtif", status_code=201)
 async def ti_put_rtif(request: Request, ti: TiId,
                       fields: Annotated[dict[str, JsonValue], Body()]) -> dict:
-    if await api(request).pool.fetchval(q("api_ti_rtif"), ti, json.dumps(fields)) is None:
+    return await put_rtif(api(request), ti, fields)
+
+
+async def put_rtif(a: Api, ti: uuid.UUID, fields: dict) -> dict:
+    if await a.pool.fetchval(q("api_ti_rtif"), ti, json.dumps(fields)) is None:
         raise not_found("Task Instance not found")
     return {"message": "Rendered task instance fields successfully set"}
 

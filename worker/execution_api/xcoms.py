@@ -9,6 +9,7 @@ expands downstream mapped tasks from.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -30,8 +31,16 @@ def _where(dag_id: str, run_id: str, task_id: str, key: str, **more) -> str:
 @router.get(PREFIX + "/item/{offset}")
 async def xcom_item(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
                     offset: int) -> Response:
-    value = await api(request).pool.fetchval(q("api_xcom_item"), dag_id, run_id, task_id, key,
-                                             offset)
+    return await item(api(request), dag_id, run_id, task_id, key, offset)
+
+
+async def item(a: Api, dag_id: str, run_id: str, task_id: str, key: str, offset: int) -> Response:
+    """Value ``offset`` in map_index order (negative: from the end): one index scan."""
+    if offset >= 0:
+        value = await a.pool.fetchval(q("api_xcom_item"), dag_id, run_id, task_id, key, offset)
+    else:
+        value = await a.pool.fetchval(q("api_xcom_item_from_end"), dag_id, run_id, task_id, key,
+                                      -1 - offset)
     if value is None:
         raise not_found(_where(dag_id, run_id, task_id, key, offset=offset))
     return json_text(value)
@@ -41,26 +50,51 @@ async def xcom_item(request: Request, dag_id: str, run_id: str, task_id: str, ke
 async def xcom_slice(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
                      start: int | None = None, stop: int | None = None, step: int | None = None,
                      include_prior_dates: bool = False) -> Response:
-    rows = await api(request).pool.fetch(q("api_xcom_values"), dag_id, run_id, task_id, key,
-                                         include_prior_dates)
-    values = [r["value"] for r in rows][slice(start, stop, step)]
+    return await values_slice(api(request), dag_id, run_id, task_id, key, start, stop, step,
+                              include_prior_dates)
+
+
+async def values_slice(a: Api, dag_id: str, run_id: str, task_id: str, key: str,
+                       start: int | None, stop: int | None, step: int | None,
+                       include_prior_dates: bool) -> Response:
+    """``values[start:stop:step]`` as Python slices; bounds that count from the start are
+    read as OFFSET/LIMIT (a reduce reading its input in chunks reads each row once)."""
+    if (start or 0) >= 0 and (stop or 0) >= 0 and (step or 1) > 0:
+        offset = start or 0
+        limit = None if stop is None else max(stop - offset, 0)
+        rest = slice(None, None, step)
+    else:
+        offset, limit, rest = 0, None, slice(start, stop, step)
+    rows = await a.pool.fetch(q("api_xcom_values_prior" if include_prior_dates else
+                                "api_xcom_values"), dag_id, run_id, task_id, key, offset, limit)
+    values = [r["value"] for r in rows][rest]
     return json_text("[" + ",".join(values) + "]")
 
 
 @router.head(PREFIX)
 async def xcom_head(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
                     map_index: int | None = None) -> Response:
+    return await head(api(request), dag_id, run_id, task_id, key, map_index)
+
+
+async def head(a: Api, dag_id: str, run_id: str, task_id: str, key: str,
+               map_index: int | None) -> Response:
     if map_index is not None:
         raise problem(400, "invalid_request", "Cannot specify map_index in a HEAD request")
-    count = await api(request).pool.fetchval(q("api_xcom_count"), dag_id, run_id, task_id, key)
+    count = await a.pool.fetchval(q("api_xcom_count"), dag_id, run_id, task_id, key)
     return Response(headers={"Content-Range": f"map_indexes {count}"})
 
 
 @router.get(PREFIX)
 async def xcom_get(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
                    map_index: int = -1, include_prior_dates: bool = False) -> Response:
-    value = await api(request).pool.fetchval(q("api_xcom_get"), dag_id, run_id, task_id, key,
-                                             map_index, include_prior_dates)
+    return await get(api(request), dag_id, run_id, task_id, key, map_index, include_prior_dates)
+
+
+async def get(a: Api, dag_id: str, run_id: str, task_id: str, key: str, map_index: int,
+              include_prior_dates: bool) -> Response:
+    value = await a.pool.fetchval(q("api_xcom_get"), dag_id, run_id, task_id, key, map_index,
+                                  include_prior_dates)
     if value is None:
         raise not_found(_where(dag_id, run_id, task_id, key, map_index=map_index))
     return json_text('{"key":' + json.dumps(key) + ',"value":' + value + "}")
@@ -87,16 +121,22 @@ def _reject_constant(name: str):
 async def xcom_set(request: Request, dag_id: str, run_id: str, task_id: str, key: Key,
                    map_index: int = -1, mapped_length: int | None = None,
                    dag_result: bool = False) -> dict:
-    a = api(request)
-    value = _checked_value(a, await request.body())
+    return await set_value(api(request), caller(request), dag_id, run_id, task_id, key,
+                           await request.body(), map_index, mapped_length)
+
+
+async def set_value(a: Api, ti: uuid.UUID, dag_id: str, run_id: str, task_id: str, key: str,
+                    body: bytes, map_index: int, mapped_length: int | None) -> dict:
+    """Write the pushed value, only as the running try of that very instance."""
+    value = _checked_value(a, body)
     if mapped_length is not None and mapped_length > a.settings.max_map_length:
         raise problem(400, "unmappable_return_value_length",
                       f"pushed value is too large to map as a downstream's dependency: "
                       f"{mapped_length} > {a.settings.max_map_length}")
-    found = await a.pool.fetchval(q("api_xcom_set"), caller(request), a.settings.worker_id,
+    found = await a.pool.fetchval(q("api_xcom_set"), ti, a.settings.worker_id,
                                   dag_id, run_id, task_id, map_index, key, value, mapped_length)
     if not found:
-        await _explain_write_miss(a, request, dag_id, run_id, task_id, map_index)
+        await _explain_write_miss(a, ti, dag_id, run_id, task_id, map_index)
     return {"message": "XCom successfully set"}
 
 
@@ -107,13 +147,13 @@ async def xcom_delete(request: Request, dag_id: str, run_id: str, task_id: str, 
     found = await a.pool.fetchval(q("api_xcom_delete"), caller(request), a.settings.worker_id,
                                   dag_id, run_id, task_id, map_index, key)
     if not found:
-        await _explain_write_miss(a, request, dag_id, run_id, task_id, map_index)
+        await _explain_write_miss(a, caller(request), dag_id, run_id, task_id, map_index)
     return {"message": f"XCom with key: {key} successfully deleted."}
 
 
-async def _explain_write_miss(a: Api, request: Request, dag_id: str, run_id: str,
+async def _explain_write_miss(a: Api, ti: uuid.UUID, dag_id: str, run_id: str,
                               task_id: str, map_index: int) -> None:
-    row = await a.pool.fetchrow(q("api_ti_state_of"), caller(request))
+    row = await a.pool.fetchrow(q("api_ti_state_of"), ti)
     if row is None:
         raise not_found("Task Instance not found")
     if (row["dag_id"], row["run_id"], row["task_id"], row["map_index"]) != \
