@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.runview import graph_order
 from shared.serialization import DagSpec
 
 TASK_H = 36
@@ -58,7 +59,8 @@ def _short(full_id: str, parent: str | None) -> str:
 
 
 def build_tree(spec: DagSpec) -> Item:
-    """The group tree, every level's children in topological order of the task edges."""
+    """The group tree, every level's children in the order Airflow's grid lists them
+    (``shared.runview.graph_order``, the CLI's order too)."""
     parents = group_parents(spec)
     mapped_groups = {t.mapped_group for t in spec.tasks if t.mapped_group}
     root = Item(id="", kind="group", label=spec.dag_id)
@@ -74,8 +76,10 @@ def build_tree(spec: DagSpec) -> Item:
             Item(id=task.task_id, kind="task", label=_short(task.task_id, task.group_id),
                  mapped=task.mapped is not None or task.mapped_group is not None,
                  operator=task.operator))
-    position = {t.task_id: i for i, t in enumerate(spec.tasks)}
-    _order(root, _edges(spec), position)
+    structure = [{"task_id": t.task_id, "upstream": t.upstream, "group_id": t.group_id}
+                 for t in spec.tasks]
+    order = graph_order(structure, {t.task_id for t in spec.tasks})
+    _order(root, {tid: i for i, tid in enumerate(order)})
     return root
 
 
@@ -97,29 +101,13 @@ def _lifted(item: Item, edges: list[tuple[str, str]]) -> tuple[dict[str, Item], 
     return {c.id: c for c in item.children}, lifted
 
 
-def _order(item: Item, edges: list[tuple[str, str]], position: dict[str, int]) -> None:
-    """Sort each group's children topologically (Kahn), ties by first task in file order."""
+def _order(item: Item, position: dict[str, int]) -> None:
+    """Each group's children in the grid's order: by their first task in graph order."""
     if item.kind == "task":
         return
     for child in item.children:
-        _order(child, edges, position)
-    children, lifted = _lifted(item, edges)
-    first = {cid: min(position[t] for t in _leaves(c)) if _leaves(c) else 0
-             for cid, c in children.items()}
-    indegree = {cid: 0 for cid in children}
-    for _, b in lifted:
-        indegree[b] += 1
-    remaining = sorted(children, key=first.__getitem__)
-    ordered: list[str] = []
-    while remaining:
-        # a cycle between groups (a -> outside -> back into a) is broken at the earliest child
-        cid = next((c for c in remaining if indegree[c] == 0), remaining[0])
-        remaining.remove(cid)
-        ordered.append(cid)
-        for a, b in lifted:
-            if a == cid and b in indegree:
-                indegree[b] -= 1
-    item.children = [children[cid] for cid in ordered]
+        _order(child, position)
+    item.children.sort(key=lambda c: min((position[t] for t in _leaves(c)), default=0))
 
 
 def grid_rows(spec: DagSpec) -> list[dict]:
