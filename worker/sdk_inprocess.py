@@ -24,7 +24,7 @@ import attrs
 import structlog
 from airflow.sdk.api.client import ServerResponseError
 from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
-from airflow.sdk.execution_time.comms import ErrorResponse, ToTask
+from airflow.sdk.execution_time.comms import ErrorResponse, GetXComSequenceItem, ToTask
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess, set_supervisor_comms
 from pydantic import TypeAdapter
 
@@ -56,8 +56,11 @@ class TryComms:
 
     def __init__(self, supervisor: TrySupervisor):
         self.supervisor = supervisor
+        self.chunks: dict[tuple, tuple[int, list]] = {}
 
     def send(self, msg) -> Any:
+        if isinstance(msg, GetXComSequenceItem) and (hit := self._item(msg)) is not None:
+            return hit
         sup = self.supervisor
         sup._reply = None
         try:
@@ -77,6 +80,36 @@ class TryComms:
 
     async def asend(self, msg) -> Any:
         return self.send(msg)
+
+    def _item(self, msg) -> Any:
+        """An item of a lazy XCom sequence, from a chunk read through the slice route.
+
+        The SDK's ``LazyXComSequence`` iterates one item call at a time (a reduce over
+        1,000 mapped results made 1,001 calls); this reads ``ITEM_CHUNK`` values per
+        call, for this try only, and answers what the item call would have answered.
+        An offset past the values (the iteration's end) or an error goes the SDK's own
+        way, so its 404, log line and ``IndexError`` are unchanged.
+        """
+        from airflow.sdk.execution_time.comms import XComSequenceIndexResult
+
+        where = (msg.dag_id, msg.run_id, msg.task_id, msg.key)
+        start, values = self.chunks.get(where, (0, []))
+        if msg.offset < 0:
+            return None
+        if not start <= msg.offset < start + len(values):
+            try:
+                values = self.supervisor.client.xcoms.get_sequence_slice(
+                    *where, msg.offset, msg.offset + ITEM_CHUNK, None).root
+            except Exception:  # noqa: BLE001 - the item call reports it as the SDK does
+                return None
+            start = msg.offset
+            self.chunks[where] = (start, values)
+        if msg.offset - start >= len(values):
+            return None
+        return _decoded((XComSequenceIndexResult(root=values[msg.offset - start]), None, {}))
+
+
+ITEM_CHUNK = 256  # values of a lazy XCom sequence read per API call
 
 
 def _decoded(reply: tuple[Any, Any, dict] | None) -> Any:

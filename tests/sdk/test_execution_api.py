@@ -436,9 +436,13 @@ async def test_xcoms_set_get_head_item_slice_and_delete(server, db):
                                (None, 2, -1), (None, -2, None), (None, -2, -1), (1, None, None),
                                (2, None, -1), (1, 2, None), (2, 1, -1), (1, -1, None),
                                (2, -2, -1), (-2, None, None), (-1, None, -1), (-2, -1, None),
-                               (-1, -3, -1)]:  # Airflow's own cases: Python's slicing
+                               (-1, -3, -1), (0, 2, 2), (1, 5, None), (0, None, 2),
+                               (2, 1, None), (5, None, None), (1, 3, 5)]:  # Python's slicing
         assert client.xcoms.get_sequence_slice("xc", "run-1", "load", "return_value", start_,
                                                stop, step).root == [0, 10, 20][start_:stop:step]
+    for offset in range(-3, 3):  # in map_index order, a negative one from the end
+        assert client.xcoms.get_sequence_item("xc", "run-1", "load", "return_value",
+                                              offset).root == [0, 10, 20][offset]
     with pytest.raises(ServerResponseError) as too_long:
         client.xcoms.set("xc", "run-1", "extract", "return_value", [0], mapped_length=2000)
     assert too_long.value.detail["reason"] == "unmappable_return_value_length"
