@@ -89,6 +89,62 @@ def median_of(runs: Iterable[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+# --- the task runtime and the processes --------------------------------------------
+
+def task_sdk() -> str:
+    """The module benchmark DAG files import ``dag`` and ``task`` from: Airflow's Task SDK
+    when the daemons run tries on it (``shared.runtime`` decides, as for them), else
+    Sluice's legacy SDK. Both spell ``@dag`` / ``@task`` / ``expand`` alike."""
+    from shared.runtime import airflow_runtime
+
+    return "airflow.sdk" if airflow_runtime() else "shared.sdk"
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (its main thread's; daemons fork from it)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def own_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process itself (no children)."""
+    try:
+        fields = _stat(pid)
+    except OSError:  # gone meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of one process (``VmRSS``), MiB; 0 when it is gone."""
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0.0
+    return int(line.split()[1]) / 1024
+
+
+def daemon_rss(cluster: Cluster) -> dict[str, dict[str, float]]:
+    """Each daemon's own RSS and the sum of its live children's (slots, parse child), MiB."""
+    return {name: {"own": rss_mib(proc.pid),
+                   "children": sum(rss_mib(c) for c in children(proc.pid)),
+                   "n_children": len(children(proc.pid))}
+            for name, proc in cluster.procs.items()}
+
+
+def render_rss(rss: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{name} {r['own']:.0f} MiB" + (
+        f" + {r['n_children']:.0f} children {r['children']:.0f} MiB" if r["n_children"] else "")
+        for name, r in rss.items())
+
+
 # --- the environment the figures came from --------------------------------------------
 
 def _sh(*args: str) -> str:

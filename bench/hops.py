@@ -25,7 +25,9 @@ What is measured (all from the database's own timestamps, none from this process
 Services come from :func:`tests.services.resolve_services` (the test
 suite's ``SLUICE_TEST_*`` URLs, else local default ports, else embedded
 servers), in a database and stream prefix of the benchmark's own, dropped
-afterwards. Every wait is on a condition with a timeout.
+afterwards. Every wait is on a condition with a timeout. The DAG file imports from
+``airflow.sdk`` when the daemons run tries with Airflow's Task SDK (``.venv-sdk``), else
+from ``shared.sdk`` (the legacy runtime).
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ from pathlib import Path
 from bench.common import (
     add_output_args,
     bench_cluster,
+    daemon_rss,
     load_average,
     machine,
     percentile,
+    render_rss,
     run_scenario,
     settings_used,
+    task_sdk,
 )
 from tests.cluster import Cluster
 
@@ -56,7 +61,7 @@ DAG_SOURCE = '''
 """Benchmark: a chain of {n} no-op tasks."""
 from datetime import datetime
 
-from shared.sdk import dag, task
+from {sdk} import dag, task
 
 
 @task
@@ -124,7 +129,7 @@ async def measure(cluster: Cluster, runs: int, timeout_s: float) -> list[dict]:
 # --- reporting -----------------------------------------------------------------------
 
 def render(results: list[dict], info: dict[str, str], settings: dict[str, str],
-           services: str, tasks: int, started: datetime) -> str:
+           services: str, tasks: int, started: datetime, sdk: str, rss: dict) -> str:
     hops = [h for r in results for h in r["hops_ms"]]
     p50, p99 = percentile(hops, 50), percentile(hops, 99)
     durations = [r["duration_ms"] for r in results]
@@ -143,6 +148,7 @@ def render(results: list[dict], info: dict[str, str], settings: dict[str, str],
         - machine: {info['uname']}, {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM
         - load average (1 min) before/after: {info['load']} / {load_average()}
         - Python {info['python']}; services: {services}
+        - runtime: DAG file on `{sdk}`; RSS after the runs: {render_rss(rss)}
         - scenario: chain of {tasks} no-op `@task` tasks, {len(results)} runs one after the other,
           1 scheduler, 1 triggerer, 1 worker
         - settings: defaults of `shared/config.py` (worker_concurrency={settings['worker_concurrency']},
@@ -166,14 +172,16 @@ def render(results: list[dict], info: dict[str, str], settings: dict[str, str],
 
 async def bench(args: argparse.Namespace, root: Path) -> str:
     async with bench_cluster(root) as (cluster, services):
-        cluster.write_dag("bench_hops.py", DAG_SOURCE.format(n=args.tasks, dag_id=DAG_ID))
+        sdk = task_sdk()
+        cluster.write_dag("bench_hops.py", DAG_SOURCE.format(n=args.tasks, dag_id=DAG_ID, sdk=sdk))
         info = machine()  # the commit whose code the daemons run
         cluster.start_all()
         started = datetime.now(UTC)
         results = await measure(cluster, args.runs, args.timeout)
+        rss = daemon_rss(cluster)
         shown = settings_used(cluster.env, ("worker_concurrency", "batch_size",
                                             "repair_interval_s", "worker_heartbeat_s"))
-        return render(results, info, shown, services, args.tasks, started)
+        return render(results, info, shown, services, args.tasks, started, sdk, rss)
 
 
 def main(argv: list[str] | None = None) -> int:

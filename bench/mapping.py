@@ -39,9 +39,16 @@ What is measured (database timestamps unless said otherwise; one machine, one cl
                by this process around ``execute`` (``statement``) and the ``COMMIT``
                after it (``commit``), ``--sql-reps`` (default 5) times, each on a new run.
     CPU        user + system seconds from trigger to the run's end (``/proc``): each daemon
-               with its children (a worker's runner processes), the PostgreSQL backends of
-               the benchmark's database alive at the end (the server is local), and the
-               whole machine (``/proc/stat``, every process on it, both CPUs).
+               with its children (a worker's runner or slot processes), the worker's own
+               process alone (its event loop: claims, finishes, and in the Task SDK runtime
+               the Execution API it serves), the PostgreSQL backends of the benchmark's
+               database alive at the end (the server is local), and the whole machine
+               (``/proc/stat``, every process on it, both CPUs); per task = / (instances + 2).
+    RSS        ``VmRSS`` of each daemon and of its live children after the last run.
+
+The DAG file imports ``dag`` and ``task`` from ``airflow.sdk`` when the daemons run tries
+with Airflow's Task SDK (``shared.runtime``: run with ``.venv-sdk``), else from
+``shared.sdk`` (the legacy runtime, ``.venv``).
 """
 
 from __future__ import annotations
@@ -61,12 +68,16 @@ import asyncpg
 from bench.common import (
     add_output_args,
     bench_cluster,
+    daemon_rss,
     load_average,
     log_events,
     machine,
+    own_cpu_s,
     percentile,
+    render_rss,
     run_scenario,
     settings_used,
+    task_sdk,
 )
 from bench.triggers import cpu_s, machine_busy_s
 from shared.db import q
@@ -80,7 +91,7 @@ DAG_SOURCE = '''
 """Benchmark: total(noop.expand(x=gen())) over {n} elements."""
 from datetime import datetime
 
-from shared.sdk import dag, task
+from {sdk} import dag, task
 
 
 @task
@@ -176,7 +187,9 @@ async def backend_cpu_s(conn: asyncpg.Connection) -> dict[int, float]:
 async def cpu_snapshot(cluster: Cluster, conn: asyncpg.Connection) -> dict:
     busy, _total = machine_busy_s()
     return {"machine": busy, "postgres": await backend_cpu_s(conn),
-            **{name: tree_cpu_s(proc.pid) for name, proc in cluster.procs.items()}}
+            **{name: tree_cpu_s(proc.pid) for name, proc in cluster.procs.items()},
+            **{f"{name} own": own_cpu_s(proc.pid) for name, proc in cluster.procs.items()
+               if name.startswith("worker")}}
 
 
 def cpu_used(before: dict, after: dict) -> dict[str, float]:
@@ -244,12 +257,17 @@ def figures(run, tis: list, expanded_at: datetime, n: int) -> dict:
 
 def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Namespace,
            info: dict[str, str], settings: dict[str, str], services: str,
-           started: datetime) -> str:
+           started: datetime, sdk: str, rss: dict) -> str:
     med = lambda key: statistics.median(r[key] for r in results)  # noqa: E731
     lags = [v for r in results for v in r["queue_lag_ms"]]
     n = args.instances
     cpu_names = ["scheduler", "triggerer",
                  *sorted(k for k in results[0]["cpu"] if k.startswith("worker")), "postgres"]
+    per_task = {k: 1000 * statistics.median(r["cpu"][k] for r in results) / (n + 2)
+                for k in [*cpu_names, "machine"]}
+    slots = sum(per_task[k] - per_task[f"{k} own"] for k in cpu_names
+                if k.startswith("worker") and not k.endswith(" own"))
+    workers_own = sum(per_task[k] for k in cpu_names if k.endswith(" own"))
     rows = "\n".join(
         f"| {i} | {r['duration_s']:.2f} | {r['rate']:.0f} | {r['run_to_gen_end_s']:.2f} | "
         f"{r['gen_to_pass_ms']:.1f} | {r['pass_to_expanded_ms']:.1f} | {r['expanded_to_start_ms']:.1f} | "
@@ -268,6 +286,7 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
         - machine: {info['uname']}, {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM
         - load average (1 min) before/after: {info['load']} / {load_average()}
         - Python {info['python']}; services: {services}
+        - runtime: DAG file on `{sdk}` ({'Task SDK slots' if sdk == 'airflow.sdk' else 'legacy runners'})
         - scenario: `python -m bench mapping`: `total(noop.expand(x=gen()))`, `gen` returning
           {n} elements, `total` summing the lazy sequence; {len(results)} runs one after the other,
           1 scheduler, 1 triggerer, {args.workers} worker(s); DAG `max_active_tasks={args.max_active_tasks}`
@@ -287,6 +306,11 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
         daemons (medians of the runs): `gen` done -> the expanding pass began {med('gen_to_pass_ms'):.1f} ms;
         pass began -> `task_expanded` logged {med('pass_to_expanded_ms'):.1f} ms; `task_expanded` -> first
         `noop` started {med('expanded_to_start_ms'):.1f} ms.
+
+        **CPU per task** (medians of the runs / {n + 2} tasks): slot or runner processes
+        {slots:.2f} ms, worker process {workers_own:.2f} ms (its loop: claims, finishes, the
+        Execution API), scheduler {per_task['scheduler']:.2f} ms, PostgreSQL {per_task['postgres']:.2f} ms,
+        whole machine {per_task['machine']:.2f} ms. **RSS after the runs**: {render_rss(rss)}.
 
         Columns: run start -> `gen` end; `gen` done -> pass; pass -> expanded; expanded -> first start
         (as above); mapped phase = first `noop` queued -> last `noop` ended; reduce = last `noop` ended
@@ -312,8 +336,9 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
         env["SLUICE_WORKER_CONCURRENCY"] = str(args.concurrency)
     async with bench_cluster(root, **env) as (cluster, services):
         sql = await time_expand_sql(cluster, args.instances, args.sql_reps)
+        sdk = task_sdk()
         cluster.write_dag(f"{DAG_ID}.py", DAG_SOURCE.format(
-            dag_id=DAG_ID, n=args.instances, max_active_tasks=args.max_active_tasks))
+            sdk=sdk, dag_id=DAG_ID, n=args.instances, max_active_tasks=args.max_active_tasks))
         info = machine()  # the commit whose code the daemons run
         cluster.start("scheduler")
         cluster.start("triggerer")
@@ -326,8 +351,9 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
             r = results[-1]
             print(f"run {number}/{args.runs}: {r['duration_s']:.2f} s, {r['rate']:.0f} instances/s, "
                   f"{r['passes']} passes", file=sys.stderr)
+        rss = daemon_rss(cluster)
         shown = settings_used(cluster.env, ("max_map_length", "worker_concurrency", "batch_size"))
-        return render(results, sql, args, info, shown, services, started)
+        return render(results, sql, args, info, shown, services, started, sdk, rss)
 
 
 def main(argv: list[str] | None = None) -> int:
