@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from shared.standalone import RestartBackoff
 from tests.sdk.test_sdk_slot import (
@@ -176,7 +177,7 @@ async def test_a_worker_killed_takes_its_fork_server_and_slots_with_it(tmp_path)
     async with await anyio.open_process([sys.executable, str(script), str(DAGS),
                                          str(tmp_path / "airflow")], stderr=None) as proc:
         with anyio.fail_after(60):
-            line = await proc.stdout.receive()
+            line = await BufferedByteReceiveStream(proc.stdout).receive_until(b"\n", 1000)
         server_pid, slot_pid = (int(x) for x in line.split())
         assert psutil.Process(slot_pid).ppid() == server_pid
         proc.kill()
