@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from functools import cache
-from importlib import resources
-
-
-@cache
-def _blocks() -> dict[str, str]:
-    text = resources.files("apiserver.ui").joinpath("queries.sql").read_text()
-    parts = re.split(r"^-- name: (\w+)\s*$", text, flags=re.M)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+from shared.db import named_blocks
 
 
 def q(name: str) -> str:
-    return _blocks()[name]
+    return named_blocks("apiserver.ui")[name]

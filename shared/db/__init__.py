@@ -121,11 +121,20 @@ async def rederivable_transaction(conn: asyncpg.Connection) -> AsyncIterator[asy
 
 
 @cache
-def queries() -> dict[str, str]:
-    """Every named SQL block of ``queries.sql``."""
-    text = resources.files("shared.db").joinpath("queries.sql").read_text()
+def named_blocks(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """Every ``-- name: NAME`` block of a package's SQL file, loaded once.
+
+    The one reader of Sluice's SQL files (``shared.db``'s and the api-server's):
+    statements are static text, never composed from strings.
+    """
+    text = resources.files(package).joinpath(filename).read_text()
     blocks = re.split(r"^-- name: (\w+)\s*$", text, flags=re.M)
     return {name: body.strip() for name, body in zip(blocks[1::2], blocks[2::2], strict=True)}
+
+
+def queries() -> dict[str, str]:
+    """Every named SQL block of ``queries.sql``."""
+    return named_blocks("shared.db")
 
 
 def q(name: str) -> str:
