@@ -285,3 +285,16 @@ SELECT 1 FROM dag WHERE dag_id = $1 AND (is_active OR NOT $2)
 SELECT id, task_id FROM task_instance
  WHERE run_pk = $1 AND task_id = any($2::text[])
    AND ($3::int IS NULL OR task_id <> $4 OR map_index = $3)
+
+-- name: ti_tries
+-- The ended tries of instance ($3, $4) of run $2 of DAG $1 before its current one
+-- (task_instance_history), in ti_history's row shape, oldest first. A try that ended in a
+-- state not final (up_for_retry, or cut short by a clear) reads as failed, as in Airflow.
+SELECT h.task_id, h.map_index, h.try_number,
+       CASE WHEN h.state IN ('success', 'failed', 'skipped', 'upstream_failed', 'removed')
+            THEN h.state ELSE 'failed' END AS state, h.max_tries, h.queue, h.pool,
+       h.pool_slots, h.priority_weight, h.label, h.queued_at, h.start_date, h.end_date,
+       h.hostname, h.unixname, h.pid, r.dag_id, r.run_id
+  FROM task_instance_history h JOIN dag_run r ON r.id = h.run_pk
+ WHERE r.dag_id = $1 AND r.run_id = $2 AND h.task_id = $3 AND h.map_index = $4
+ ORDER BY h.try_number

@@ -1,8 +1,9 @@
 """``.../taskInstances``: list, get, mapped listing, tries, logs, clear and mark.
 
-Sluice keeps the current try of an instance (``task_instance``) and the log of
-every try; ``/tries`` lists the current try, and ``/logs/{try_number}`` reads
-any try's log wherever its worker wrote it (``shared.tasklogs``).
+Sluice keeps the current try of an instance (``task_instance``), the tries it
+ended before (``task_instance_history``) and the log of every try; ``/tries``
+lists them all, and ``/logs/{try_number}`` reads any try's log wherever its
+worker wrote it (``shared.tasklogs``).
 """
 
 from __future__ import annotations
@@ -169,24 +170,37 @@ async def get_task_instance(request: Request, dag_id: str, dag_run_id: str, task
     return await one_ti(request, dag_id, dag_run_id, task_id, -1)
 
 
+async def all_tries(request: Request, dag_id: str, run_id: str, task_id: str,
+                    map_index: int) -> list[dict]:
+    """Every try of an instance, oldest first: its ended ones (``sql: ti_tries``), then the
+    current one unless a clear already recorded that try (it has not started again yet)."""
+    current = await one_ti(request, dag_id, run_id, task_id, map_index, ti_history)
+    rows = await db(request).fetch(q("ti_tries"), dag_id, run_id, task_id, map_index)
+    operator = current["operator"]
+    ended = [ti_history(r, operator) for r in rows]
+    if any(t["try_number"] == current["try_number"] for t in ended):
+        return ended
+    return [*ended, current]
+
+
 @router.get(_TI + "/tries", response_model=m.TaskInstanceHistoryCollectionResponse)
 async def get_task_instance_tries(request: Request, dag_id: str, dag_run_id: str, task_id: str,
                                   map_index: int = -1) -> dict:
-    """The instance's tries: Sluice keeps the current one (every try's log is kept)."""
-    current = await one_ti(request, dag_id, dag_run_id, task_id, map_index, ti_history)
-    return {"task_instances": [current], "total_entries": 1}
+    """The instance's tries: the ones it ended (kept across clears) and the current one."""
+    tries = await all_tries(request, dag_id, dag_run_id, task_id, map_index)
+    return {"task_instances": tries, "total_entries": len(tries)}
 
 
 @router.get(_TI + "/tries/{task_try_number}", response_model=m.TaskInstanceHistoryResponse)
 async def get_task_instance_try_details(request: Request, dag_id: str, dag_run_id: str,
                                         task_id: str, task_try_number: int,
                                         map_index: int = -1) -> dict:
-    current = await one_ti(request, dag_id, dag_run_id, task_id, map_index, ti_history)
-    if current["try_number"] != task_try_number:
-        raise not_found(f"Try {task_try_number} of task {task_id!r} (map index {map_index}): "
-                        f"Sluice keeps the details of the current try ({current['try_number']}); "
-                        f"the log of every try is at .../logs/{{try_number}}, and it")
-    return current
+    tries = await all_tries(request, dag_id, dag_run_id, task_id, map_index)
+    found = [t for t in tries if t["try_number"] == task_try_number]
+    if not found:
+        raise not_found(f"Try {task_try_number} of task {task_id!r} (map index {map_index}) "
+                        f"of run {dag_run_id!r} of DAG {dag_id!r}")
+    return found[0]
 
 
 @router.get(_TI + "/logs/{try_number}", response_model=m.TaskInstancesLogResponse,

@@ -151,6 +151,19 @@ UPDATE task_instance ti
  WHERE ti.id = v.id AND ti.state IS NULL
 
 -- name: queue_tis
+-- An up_for_retry instance's ended try goes to task_instance_history in this statement,
+-- which starts the next one (no round trip of its own).
+WITH ended AS (
+    INSERT INTO task_instance_history (run_pk, task_id, map_index, try_number, uuid, state,
+        max_tries, queue, pool, pool_slots, priority_weight, label, queued_at, start_date,
+        end_date, error, hostname, unixname, pid)
+    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid, h.state, h.max_tries,
+           h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
+           h.start_date, h.end_date, h.error, h.hostname, h.unixname, h.pid
+      FROM task_instance h
+     WHERE h.id = any($1::bigint[]) AND h.state = 'up_for_retry' AND h.try_number > 0
+    ON CONFLICT DO NOTHING
+)
 UPDATE task_instance
    SET state = 'queued', queued_at = now(),
        try_number = CASE WHEN state = 'scheduled' THEN try_number ELSE try_number + 1 END,
@@ -457,6 +470,16 @@ WITH x AS (
     INSERT INTO trigger (classpath, kwargs, ti_id, priority)
     SELECT x.classpath, x.kwargs::json, ti.id, ti.priority_weight FROM x JOIN ti ON ti.id = x.ti_id
     RETURNING id, ti_id
+), ended AS (  -- the try an up_for_retry instance ended, as in queue_tis
+    INSERT INTO task_instance_history (run_pk, task_id, map_index, try_number, uuid, state,
+        max_tries, queue, pool, pool_slots, priority_weight, label, queued_at, start_date,
+        end_date, error, hostname, unixname, pid)
+    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid, h.state, h.max_tries,
+           h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
+           h.start_date, h.end_date, h.error, h.hostname, h.unixname, h.pid
+      FROM task_instance h JOIN ti ON ti.id = h.id
+     WHERE h.state = 'up_for_retry' AND h.try_number > 0
+    ON CONFLICT DO NOTHING
 )
 UPDATE task_instance t
    SET state = 'deferred', try_number = t.try_number + 1, uuid = gen_random_uuid(),
@@ -483,6 +506,17 @@ UPDATE task_instance
 RETURNING run_pk
 
 -- name: fail_unstartable
+WITH ended AS (  -- the try an up_for_retry instance ended, as in queue_tis
+    INSERT INTO task_instance_history (run_pk, task_id, map_index, try_number, uuid, state,
+        max_tries, queue, pool, pool_slots, priority_weight, label, queued_at, start_date,
+        end_date, error, hostname, unixname, pid)
+    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid, h.state, h.max_tries,
+           h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
+           h.start_date, h.end_date, h.error, h.hostname, h.unixname, h.pid
+      FROM task_instance h
+     WHERE h.id = $1 AND h.state = 'up_for_retry' AND h.try_number > 0
+    ON CONFLICT DO NOTHING
+)
 UPDATE task_instance
    SET state = 'failed', error = $2, try_number = try_number + 1, uuid = gen_random_uuid(),
        start_date = now(),
@@ -566,7 +600,19 @@ UPDATE task_instance SET state = 'removed', end_date = coalesce(end_date, now())
  WHERE id = any($1::bigint[])
 
 -- name: reset_tis
--- Cleared: no state, retries renewed; the try count goes on from where it was.
+-- Cleared: no state, retries renewed; the try count goes on from where it was. The try
+-- each one ended goes to task_instance_history first (clearing keeps tries, as in Airflow).
+WITH ended AS (
+    INSERT INTO task_instance_history (run_pk, task_id, map_index, try_number, uuid, state,
+        max_tries, queue, pool, pool_slots, priority_weight, label, queued_at, start_date,
+        end_date, error, hostname, unixname, pid)
+    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid, h.state, h.max_tries,
+           h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
+           h.start_date, h.end_date, h.error, h.hostname, h.unixname, h.pid
+      FROM task_instance h
+     WHERE h.id = any($1::bigint[]) AND h.state IS NOT NULL AND h.try_number > 0
+    ON CONFLICT DO NOTHING
+)
 UPDATE task_instance t
    SET state = NULL, max_tries = c.max_tries, label = NULL, queued_at = NULL,
        start_date = NULL, end_date = NULL, next_retry_at = NULL, next_method = NULL,
