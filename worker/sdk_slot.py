@@ -201,10 +201,14 @@ class Slot:
         """One keep-alive client per slot (per API address); each try's own token."""
         from airflow.sdk.api.client import BearerAuth, Client
 
+        from worker.sdk_transport import LeanTransport, ResponseCookies
+
         if self.client is None or str(self.client.base_url) != _base(req["api_url"]):
             if self.client is not None:
                 self.client.close()
-            self.client = Client(base_url=_base(req["api_url"]), token=req["token"])
+            self.client = Client(base_url=_base(req["api_url"]), token=req["token"],
+                                 transport=LeanTransport())
+            self.client._cookies = ResponseCookies()  # the API sets none: skip the cookie jar
         self.client.auth = BearerAuth(req["token"])
         return self.client
 
