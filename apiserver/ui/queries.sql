@@ -69,6 +69,12 @@ SELECT ti.id, ti.run_pk, ti.task_id, ti.map_index, ti.state, ti.try_number, ti.m
   LEFT JOIN triggerer tr ON tr.id = t.triggerer_id
  WHERE r.dag_id = $1 AND r.run_id = $2 AND ti.task_id = $3 AND ti.map_index = $4
 
+-- name: ui_instance_tries
+-- The tries an instance ended before its current one (task_instance_history), oldest first.
+SELECT try_number, state, start_date, end_date, hostname, error FROM task_instance_history
+ WHERE run_pk = $1 AND task_id = $2 AND map_index = $3
+ ORDER BY try_number
+
 -- name: ui_instance_xcoms
 -- An instance's XComs, each value cut to $3 characters of its JSON text.
 SELECT key, left(value::text, $3) AS value, length(value::text) AS size, created_at

@@ -104,7 +104,11 @@ def build_router(ctx: UiContext) -> APIRouter:
                                          f"in run {run_id!r} of DAG {dag_id!r}")
             xcoms = await conn.fetch(q("ui_instance_xcoms"), ti["run_pk"], task_id,
                                      XCOM_PREVIEW_CHARS, map_index)
+            ended = await conn.fetch(q("ui_instance_tries"), ti["run_pk"], task_id, map_index)
         return {"run": grid.run_json(run), "instance": _instance_json(ti),
+                "tries": [{"try_number": t["try_number"], "state": t["state"],
+                           "start_date": iso(t["start_date"]), "end_date": iso(t["end_date"]),
+                           "hostname": t["hostname"], "error": t["error"]} for t in ended],
                 "xcoms": [{"key": x["key"], "value": x["value"], "size": x["size"],
                            "truncated": x["size"] > XCOM_PREVIEW_CHARS,
                            "created_at": iso(x["created_at"])} for x in xcoms]}

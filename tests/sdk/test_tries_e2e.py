@@ -39,6 +39,10 @@ async def _get(base: str, token: str, path: str) -> tuple[int, object]:
     return await anyio.to_thread.run_sync(lambda: call(f"{base}/api/v2{path}", token=token))
 
 
+async def _get_ui(base: str, token: str, path: str) -> tuple[int, object]:
+    return await anyio.to_thread.run_sync(lambda: call(base + path, token=token))
+
+
 async def _tries(airflow: Airflow, base: str, token: str, run_id: str) -> list[tuple]:
     """``/tries`` and ``/-1/tries`` of the instance, validated: (try_number, state) pairs."""
     path = f"/dags/flaky/dagRuns/{quote(run_id)}/taskInstances/third_time_lucky"
@@ -78,3 +82,10 @@ async def test_every_try_is_listed_and_a_clear_keeps_them(cluster: Cluster, tmp_
     assert json.loads(out.stdout)["state"] == "success"
     assert await _tries(airflow, base, token, run_id) == [
         (1, "failed"), (2, "failed"), (3, "success"), (4, "success")]
+
+    status, page = await _get_ui(base, token, f"/ui/api/dags/flaky/runs/{quote(run_id)}"
+                                              "/tasks/third_time_lucky/-1")
+    assert status == 200, page
+    assert [(t["try_number"], t["state"]) for t in page["tries"]] == [
+        (1, "up_for_retry"), (2, "up_for_retry"), (3, "success")]
+    assert page["tries"][0]["start_date"] and page["instance"]["try_number"] == 4

@@ -17,6 +17,7 @@ export async function instanceView(main, [dagId, runId, taskId, mapIndexText]) {
   const details = h("div", { class: "card grow", id: "instance-details" });
   const side = h("div", { class: "card", style: { width: "420px", flex: "none" } });
   const tries = h("div", { class: "tabs", id: "tries" });
+  const tryList = h("div", { id: "try-history" });
   const logBox = h("pre", { class: "log", id: "log" });
   const title = mapIndex >= 0 ? `${taskId} [${mapIndex}]` : taskId;
   main.append(
@@ -25,7 +26,7 @@ export async function instanceView(main, [dagId, runId, taskId, mapIndexText]) {
       h("a", { href: `#/dags/${enc(dagId)}/grid?run=${enc(runId)}` }, runId)),
     h("h1", {}, h("span", { id: "instance-title" }, title), h("span", { id: "instance-state" })),
     h("div", { class: "row" }, details, side),
-    h("h2", {}, "Log"), tries, logBox);
+    tryList, h("h2", {}, "Log"), tries, logBox);
 
   function renderDetails() {
     const ti = data.instance;
@@ -72,6 +73,21 @@ export async function instanceView(main, [dagId, runId, taskId, mapIndexText]) {
     fill(tries, ...Array.from({ length: n }, (_, i) => i + 1).map(t =>
       h("a", { href: "javascript:void 0", class: t === shownTry ? "active" : "", "data-try": t,
                onclick: () => { shownTry = t; renderTries(); showLog(); } }, `Try ${t}`)));
+    fill(tryList, ...tryTable());
+  }
+
+  // Every try: the ones the instance ended (kept across clears) and the current one.
+  function tryTable() {
+    const ti = data.instance;
+    const ended = data.tries || [];
+    const rows = ended.some(t => t.try_number === ti.try_number) || ti.try_number === 0
+      ? ended : [...ended, ti];
+    if (rows.length < 2) return [];
+    return [h("h2", {}, "Tries"), h("table", { class: "instances", id: "try-list" }, h("tbody", {},
+      rows.map(t => h("tr", { "data-try": t.try_number },
+        h("td", {}, `Try ${t.try_number}`), h("td", {}, stateBadge(t.state)),
+        h("td", {}, fmtDate(t.start_date)), h("td", {}, duration(t.start_date, t.end_date)),
+        h("td", { class: "mono" }, t.hostname || ""))))) ];
   }
 
   async function showLog() {
@@ -122,6 +138,7 @@ export async function instanceView(main, [dagId, runId, taskId, mapIndexText]) {
     data = await api(base);
     const ti = data.instance;
     renderDetails();
+    fill(tryList, ...tryTable());
     if (ti.try_number !== before.try_number) {
       const wasLatest = shownTry === Math.max(1, before.try_number);
       if (wasLatest) shownTry = Math.max(1, ti.try_number);
