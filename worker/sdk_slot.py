@@ -198,7 +198,10 @@ class Slot:
         return (1 if failed_closed else 0), (_describe(error) if error is not None else None)
 
     def _client(self, req: dict):
-        """One keep-alive client per slot (per API address); each try's own token."""
+        """One keep-alive client per slot (per API address); each try's own token.
+
+        Plain-HTTP addresses go over ``LeanTransport``; https keeps httpx's TLS transport.
+        """
         from airflow.sdk.api.client import BearerAuth, Client
 
         from worker.sdk_transport import LeanTransport, ResponseCookies
@@ -206,8 +209,8 @@ class Slot:
         if self.client is None or str(self.client.base_url) != _base(req["api_url"]):
             if self.client is not None:
                 self.client.close()
-            self.client = Client(base_url=_base(req["api_url"]), token=req["token"],
-                                 transport=LeanTransport())
+            lean = {"transport": LeanTransport()} if req["api_url"].startswith("http://") else {}
+            self.client = Client(base_url=_base(req["api_url"]), token=req["token"], **lean)
             self.client._cookies = ResponseCookies()  # the API sets none: skip the cookie jar
         self.client.auth = BearerAuth(req["token"])
         return self.client
