@@ -222,9 +222,21 @@ class Worker:
             self.done_count += 1
             log.info("task_finished", state=result.state, error=result.error,
                      wall_s=result.wall_s, cpu_s=result.cpu_s)
+            if result.error and result.state in ("failed", "up_for_retry"):
+                await self._keep_error(req, result.error)
             return
         error = result.error or f"the try ended in state {result.state} without reporting it"
         await self.finish(req, {"outcome": "retry", "xcoms": [], "error": error})
+
+    async def _keep_error(self, req: dict, error: str) -> None:
+        """Store why a try the SDK reported failed (its state payload has no room for it), as
+        the legacy runtime does, for ``runs show``, the API and the try's history. Guarded on
+        the try: a next try already started keeps its own."""
+        async def write() -> None:
+            async with self.pool.acquire() as conn:
+                await conn.execute(q("keep_try_error"), req["ti_id"], req["try_number"],
+                                   cap_error(error))
+        await persist(write, what="try_error")
 
     async def _spec(self, dag_id: str) -> DagSpec | None:
         async with self.pool.acquire() as conn:

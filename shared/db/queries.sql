@@ -227,6 +227,11 @@ UPDATE task_instance SET heartbeat_at = now()
  WHERE id = any($1::bigint[]) AND state = 'running' AND worker_id = $2
 RETURNING id
 
+-- name: keep_try_error
+-- Why a try the Task SDK reported failed or up for retry (its state call carries no text).
+UPDATE task_instance SET error = $3
+ WHERE id = $1 AND try_number = $2 AND state IN ('failed', 'up_for_retry')
+
 -- name: finish_ti
 -- One statement: the guarded outcome of a try, with its XComs ($8 keys, $9 values)
 -- and task-map row ($10 length, $11 keys; none when $10 is NULL), written only when

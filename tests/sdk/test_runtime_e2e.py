@@ -158,6 +158,7 @@ async def test_retries_then_failure_and_a_dying_task_process(e2e):
     finally:
         await conn.close()
     assert errors["exits"] == "task process exited unexpectedly (exit code 3)"
+    assert errors["always_fails"] == "ValueError: this task never works"
     for attempt in (1, 2, 3):
         lines = task_log(e2e, doc, "always_fails", attempt=attempt).read_text().splitlines()
         failed = [json.loads(line) for line in lines if "Task failed with exception" in line]
