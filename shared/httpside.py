@@ -80,11 +80,37 @@ def bound_port(listener: SocketListener) -> int:
     return listener.extra(SocketAttribute.local_port)
 
 
+MAX_CONNECTIONS = 64
+
+
 async def serve(listener: SocketListener, routes: dict[str, Handler]) -> None:
     """Answer requests until cancelled. ``routes`` maps a path, or a prefix ending in
-    ``/``, to its handler."""
+    ``/``, to its handler.
+
+    A flood costs only itself: past ``MAX_CONNECTIONS`` open at once a new one is
+    closed at once, and a failing ``accept`` (no descriptors left) is logged and
+    retried — the daemon beside this server never stops for it.
+    """
+    open_now = 0
+
+    async def one(stream: SocketStream) -> None:
+        nonlocal open_now
+        if open_now >= MAX_CONNECTIONS:
+            await stream.aclose()
+            return
+        open_now += 1
+        try:
+            await _connection(stream, routes)
+        finally:
+            open_now -= 1
+
     async with listener:
-        await listener.serve(lambda stream: _connection(stream, routes))
+        while True:
+            try:
+                await listener.serve(one)
+            except* OSError as group:
+                log.warning("http_accept_failed", error=str(group.exceptions[0]))
+                await anyio.sleep(0.5)
 
 
 async def _connection(stream: SocketStream, routes: dict[str, Handler]) -> None:
