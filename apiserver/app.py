@@ -13,6 +13,8 @@ import json
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -41,15 +43,22 @@ def current_user(request: Request) -> auth.User:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
-def allow(write_role: str):
-    """Reads need a login (any role); other methods need ``write_role`` or above."""
+def allow(write_role: str, read_role: str = "viewer"):
+    """Reads need ``read_role`` or above (any login by default); other methods need
+    ``write_role`` or above."""
     def check(request: Request, user: auth.User = Depends(current_user)) -> auth.User:
-        if request.method not in ("GET", "HEAD") and not user.may(write_role):
+        reading = request.method in ("GET", "HEAD")
+        needed = read_role if reading else write_role
+        if not user.may(needed):
             raise HTTPException(403, f"user {user.name!r} ({user.role}) may not "
                                      f"{request.method} {request.url.path}: it needs the "
-                                     f"{write_role} role or above")
+                                     f"{needed} role or above")
         return user
     return check
+
+
+#: Logins verified at once: a password hash costs ~80 ms of CPU, off the event loop.
+LOGINS = anyio.CapacityLimiter(4)
 
 
 async def create_token(request: Request) -> JSONResponse:
@@ -67,8 +76,11 @@ async def create_token(request: Request) -> JSONResponse:
         body = m.LoginBody.model_validate(fields)
     except (ValueError, ValidationError):
         raise HTTPException(400, "Username and password must be provided") from None
+    if LOGINS.borrowed_tokens >= LOGINS.total_tokens:
+        raise HTTPException(429, "Too many logins at once: try again in a moment")
     try:
-        token = state_of(request).authenticator.login(body.username, body.password)
+        token = await anyio.to_thread.run_sync(
+            state_of(request).authenticator.login, body.username, body.password, limiter=LOGINS)
     except auth.AuthError as exc:
         raise HTTPException(401, str(exc)) from None
     return JSONResponse({"access_token": token}, status_code=201)
@@ -83,9 +95,11 @@ async def not_in_sluice(request: Request, path: str) -> JSONResponse:
 
 def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(known_query_only)])
-    for module, role in ((dags, "user"), (runs, "user"), (task_instances, "user"),
-                         (xcom, "user"), (secrets, "op"), (pools, "op")):
-        api.include_router(module.router, dependencies=[Depends(allow(role))])
+    # variables and connections hold secrets: as in Airflow, a viewer or user cannot read them
+    for module, write, read in ((dags, "user", "viewer"), (runs, "user", "viewer"),
+                                (task_instances, "user", "viewer"), (xcom, "user", "viewer"),
+                                (secrets, "op", "op"), (pools, "op", "viewer")):
+        api.include_router(module.router, dependencies=[Depends(allow(write, read))])
     api.include_router(monitor.router)
     api.add_api_route("/{path:path}", not_in_sluice, include_in_schema=False,
                       methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

@@ -126,7 +126,7 @@ def _read_hashes(path: Path) -> dict[str, str]:
 def secret_key(configured: str | None, home: Path) -> bytes:
     """The key signing tokens: configured, else ``home``'s key file (created 0600)."""
     if configured:
-        return configured.encode()
+        return _strong(configured.encode(), "SLUICE_API_SECRET_KEY")
     path = home / SECRET_FILE
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,18 @@ def secret_key(configured: str | None, home: Path) -> bytes:
             pass
         finally:
             tmp.unlink()
-    return path.read_text().strip().encode()
+    return _strong(path.read_text().strip().encode(), str(path))
+
+
+MIN_KEY_BYTES = 32
+
+
+def _strong(key: bytes, where: str) -> bytes:
+    """A signing key long enough that no one can guess it or sign with an empty one."""
+    if len(key) < MIN_KEY_BYTES:
+        raise AuthError(f"the token signing key in {where} has {len(key)} bytes; it needs at "
+                        f"least {MIN_KEY_BYTES} (delete the file to have one generated)")
+    return key
 
 
 def encode_token(claims: dict, key: bytes) -> str:

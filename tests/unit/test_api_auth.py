@@ -103,6 +103,23 @@ async def test_a_viewer_reads_but_cannot_change_anything(cluster: Cluster, db):
     assert (await call_(f"{api}/variables", "POST", {"key": "k", "value": "v"},
                         token=admin))[0] == 201
     assert await db.fetchval("SELECT is_paused FROM dag WHERE dag_id = 'd'") is True
+    # variables and connections hold secrets: reading them takes the op role, as in Airflow
+    for path in ("/variables", "/variables/k", "/connections"):
+        assert (await call_(api + path, token=viewer))[0] == 403
+        assert (await call_(api + path, token=user))[0] == 403
+    status, body = await call_(f"{api}/variables/k", token=admin)
+    assert status == 200 and body["value"] == "v"
+
+
+def test_a_short_signing_key_is_refused(tmp_path):
+    from apiserver.auth import AuthError, secret_key
+
+    (tmp_path / "api_secret.key").write_text("")
+    with pytest.raises(AuthError, match="has 0 bytes; it needs at least 32"):
+        secret_key(None, tmp_path)
+    with pytest.raises(AuthError, match="SLUICE_API_SECRET_KEY has 5 bytes"):
+        secret_key("short", tmp_path)
+    assert len(secret_key(None, tmp_path / "fresh")) >= 32
 
 
 async def test_what_sluice_lacks_is_a_clear_4xx_naming_it(cluster: Cluster, db):
