@@ -475,7 +475,8 @@ class SdkApi:
         from worker.execution_api import create_app
         from worker.execution_api.app import embedded_server
 
-        app = create_app(worker.pool, self.settings, wake=worker.wake, ended=worker.ended)
+        app = create_app(worker.pool, self.settings, wake=worker.wake, ended=worker.ended,
+                         live=lambda ti_uuid: str(ti_uuid) in self.by_uuid)
         self.server = embedded_server(app)
         await self.server.serve(sockets=[self.sock])
 

@@ -24,16 +24,17 @@ from worker.execution_api.common import Api, Ended, Wake, database_unavailable
 from worker.execution_api.common import not_implemented as unimplemented
 from worker.execution_api.config import ApiSettings
 from worker.execution_api.fast import FastRoutes
-from worker.execution_api.gate import Gate
+from worker.execution_api.gate import Gate, Live
 
 log = structlog.get_logger()
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None = None,
-               ended: Ended | None = None) -> FastAPI:
+               ended: Ended | None = None, live: Live | None = None) -> FastAPI:
     """The app over ``pool``; ``wake`` sends wake-ups after state changes (none: sweeps);
-    ``ended`` is told each try whose end or deferral was committed."""
+    ``ended`` is told each try whose end or deferral was committed; ``live`` says whether
+    a try still runs here (only then is its token renewed)."""
     fernet_key = settings.fernet_key.get_secret_value() if settings.fernet_key else None
     secret = settings.api_token_secret.get_secret_value().encode()
     app = FastAPI(title="Sluice Execution API", openapi_url=None, docs_url=None, redoc_url=None)
@@ -52,7 +53,7 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
         app.add_exception_handler(error, database_unavailable_handler)
     app.add_exception_handler(SecretsError, undecryptable)
     app.add_middleware(FastRoutes, api=app.state.api)  # behind the gate
-    app.add_middleware(Gate, secret=secret, ttl_s=settings.api_token_ttl_s)
+    app.add_middleware(Gate, secret=secret, ttl_s=settings.api_token_ttl_s, live=live)
     return app
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Callable
 
 from airflow.sdk.api.datamodels._generated import API_VERSION
 
@@ -19,9 +21,16 @@ OPEN_PATHS = frozenset({"/health/ping"})
 VERSION_HEADER = b"airflow-api-version"
 
 
+#: Whether a try (by uuid) still runs under this server's worker.
+Live = Callable[[uuid.UUID], bool]
+
+
 class Gate:
-    def __init__(self, app, *, secret: bytes, ttl_s: float) -> None:
-        self.app, self.secret, self.ttl_s = app, secret, ttl_s
+    """``live`` (None: every try) limits renewal to tries still running here, so the token
+    of a try that ended (kept by a process it left behind, say) dies at its expiry."""
+
+    def __init__(self, app, *, secret: bytes, ttl_s: float, live: Live | None = None) -> None:
+        self.app, self.secret, self.ttl_s, self.live = app, secret, ttl_s, live
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -39,7 +48,8 @@ class Gate:
                                  [(b"www-authenticate", b"Bearer")])
         scope.setdefault("state", {})["ti_uuid"] = claims.sub
         extra = [(VERSION_HEADER, API_VERSION.encode())]
-        if claims.exp - time.time() < self.ttl_s / 2:
+        if claims.exp - time.time() < self.ttl_s / 2 and (
+                self.live is None or self.live(claims.sub)):
             extra.append((b"refreshed-api-token",
                           mint(claims.sub, self.secret, self.ttl_s).encode()))
         await self.app(scope, receive, _adding(send, extra))
