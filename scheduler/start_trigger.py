@@ -16,7 +16,7 @@ from typing import Any
 from jinja2 import Template
 
 from shared.sdk import macros
-from shared.sdk.serde import TAG
+from shared.serde import TAG
 from shared.sdk.templating import environment
 from shared.serialization import TaskSpec
 

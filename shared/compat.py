@@ -75,7 +75,7 @@ MODULES: dict[str, list[str]] = {
     "airflow.models.mappedoperator": ["shared.sdk.mapped"],
     "airflow.models.xcom_arg": ["shared.sdk.xcom_arg"],
     "airflow.exceptions": _EXCEPTIONS,
-    "airflow.utils.trigger_rule": ["shared.sdk.trigger_rule"],
+    "airflow.utils.trigger_rule": ["shared.trigger_rule"],
     "airflow.utils.task_group": ["shared.sdk.task_group"],
     "airflow.utils.context": ["shared.sdk.decorators"],
     "airflow.utils.dates": ["shared.compat:_DATES"],

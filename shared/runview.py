@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from shared.db import q
-from shared.sdk import serde
+from shared import serde
 
 # ``structure``: each task's id, upstreams and group, in the DAG's own task order (what
 # ``graph_order`` needs; null for a DAG that is no longer stored).

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.sdk import start_trigger
 from shared.sdk.dag import DAG
-from shared.sdk.serde import to_jsonable
+from shared.serde import to_jsonable
 from shared.sdk.task_group import mapped_group_of
 from shared.state.retry import RetryPolicy
 

@@ -9,9 +9,10 @@ milliseconds.
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import tempfile
 import uuid
+
 from pathlib import Path
 
 import asyncpg
@@ -22,11 +23,10 @@ from tests.cluster import Cluster
 from tests.faults import OwnedPostgres, OwnedValkey, private_home
 from tests.services import resolve_services
 
-# tests/sdk/ is the Task SDK runtime's: it runs in .venv-sdk (`make test-sdk`), where Airflow is
-# installed; a venv without Airflow (the legacy .venv) cannot even import it. In .venv-sdk an
-# Airflow gone missing still fails loudly: `make test-sdk` names tests/sdk and collects nothing.
-if importlib.util.find_spec("airflow") is None:
-    collect_ignore = ["sdk"]
+# Airflow reads its configuration when first imported: its home is a private temporary folder,
+# never ~/airflow, set before any test module imports airflow.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sluice-airflow-home-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 def _with_db(url: str, name: str) -> str:

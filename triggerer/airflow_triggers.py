@@ -6,7 +6,7 @@ its path (Airflow core, providers, or a module in the DAG folder, which is on
 fallback, then ``smart_decode_trigger_kwargs``), as ``Trigger._decrypt_kwargs`` and
 ``TriggerRunner.create_triggers`` do. Rows the scheduler writes for
 ``start_from_trigger`` carry the DAG file's values in Sluice's tagged JSON
-(``shared.sdk.serde``), which is decoded first, so a trigger gets the same Python
+(``shared.serde``), which is decoded first, so a trigger gets the same Python
 values either way.
 
 A first event resumes the instance with ``next_kwargs = {**next_kwargs, "event":
@@ -32,7 +32,7 @@ import anyio
 import structlog
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
-from shared.sdk.serde import from_jsonable
+from shared.serde import from_jsonable
 from shared.textcap import MAX_ERROR_CHARS, cap_error
 
 log = structlog.get_logger()

@@ -37,7 +37,7 @@ from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
 from shared.metrics import observe_fire_lag, serve_triggerer
 from shared.runtime import airflow_runtime, use_airflow_home
-from shared.sdk import serde
+from shared import serde
 from shared.sdk.triggers import BaseTaskEndEvent
 from shared.textcap import cap_error
 

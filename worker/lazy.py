@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from shared.sdk import serde
+from shared import serde
 
 PAGE = 500
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.dagbag import DagCache
-from shared.sdk import macros, runtime, serde
+from shared import serde
+from shared.sdk import macros, runtime
 from shared.sdk.exceptions import (
     AirflowFailException,
     AirflowSkipException,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.airflow_spec.errors import SpecError
-from shared.sdk.serde import to_jsonable
+from shared.serde import to_jsonable
 from shared.sdk.start_trigger import START_KEYS, _seconds, _values
 
 

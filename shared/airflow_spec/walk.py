@@ -15,7 +15,7 @@ from typing import Any
 from shared.airflow_spec.errors import SpecError
 from shared.airflow_spec.mapping import mapped_json, start_trigger_json
 from shared.airflow_spec.timetables import schedule_json
-from shared.sdk.serde import to_jsonable
+from shared.serde import to_jsonable
 from shared.serialization import (
     DagSpec,
     _as_delta,

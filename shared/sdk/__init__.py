@@ -15,7 +15,7 @@ from shared.sdk.exceptions import (
 from shared.sdk.mapped import OperatorPartial
 from shared.sdk.operators import BashOperator, EmptyOperator, PythonOperator
 from shared.sdk.task_group import TaskGroup, task_group
-from shared.sdk.trigger_rule import TriggerRule
+from shared.trigger_rule import TriggerRule
 from shared.sdk.triggers import (
     BaseTrigger,
     DateTimeTrigger,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from shared.sdk.dag import DAG, current_dag
 from shared.sdk.exceptions import DuplicateTaskIdFound, TaskDeferred
 from shared.sdk.task_group import TaskGroup, current_group
-from shared.sdk.trigger_rule import TriggerRule
+from shared.trigger_rule import TriggerRule
 
 DEFAULT_RETRY_DELAY = timedelta(seconds=300)
 WEIGHT_RULES = frozenset({"downstream", "upstream", "absolute"})

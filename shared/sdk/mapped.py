@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any
 
 from shared.sdk.baseoperator import AbstractOperator, BaseOperator, _apply_defaults, _as_timedelta
-from shared.sdk.trigger_rule import TriggerRule
+from shared.trigger_rule import TriggerRule
 from shared.sdk.xcom_arg import PlainXComArg, XComArg, iter_xcom_references
 
 CONTEXT_KEYS = frozenset({

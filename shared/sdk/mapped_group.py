@@ -31,7 +31,7 @@ from shared.sdk.mapped import (
     refuse_unknown_parameters,
 )
 from shared.sdk.task_group import MappedTaskGroup, TaskGroup, current_group, mapped_group_of
-from shared.sdk.trigger_rule import TriggerRule
+from shared.trigger_rule import TriggerRule
 from shared.sdk.xcom_arg import NOTSET, PlainXComArg, XComArg, iter_xcom_references
 
 GroupInput = DictOfListsExpandInput | ListOfDictsExpandInput

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from shared.sdk.serde import to_jsonable
+from shared.serde import to_jsonable
 from shared.sdk.xcom_arg import XComArg, iter_xcom_references
 
 START_KEYS = ("start_from_trigger", "trigger_kwargs", "next_kwargs", "trigger_timeout")

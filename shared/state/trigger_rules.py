@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from shared.sdk.trigger_rule import TriggerRule as TR
+from shared.trigger_rule import TriggerRule as TR
 
 __all__ = [
     "FINISHED_STATES",

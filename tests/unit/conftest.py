@@ -1,6 +1,11 @@
 """What unit modules share: a DAG to build tasks in, fixed upstream values, the two
-small tasks most mapping modules map with, and DAG files written to a folder and
-loaded as modules, undone after each test."""
+small tasks most mapping modules map with, a DAG's spec as the scheduler gets it,
+and DAG files written to a folder and loaded as modules, undone after each test.
+
+DAGs are built with Airflow's own Task SDK (``airflow.sdk``), as users write them;
+``spec_of`` walks one into the ``DagSpec`` the scheduler decides from, exactly as
+the parse server does.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from airflow.sdk import DAG, task
 
-from shared import compat
-from shared.sdk import DAG, task
+from shared.airflow_spec import validated_spec
+from shared.serialization import DagSpec
 
 _written_modules: list[str] = []
 
@@ -25,16 +31,17 @@ def write_dag_file(folder: Path, name: str, source: str) -> Path:
     return path
 
 
+def spec_of(dag) -> DagSpec:
+    """The ``DagSpec`` of an ``airflow.sdk`` DAG, as the scheduler's parse server builds it."""
+    return validated_spec(dag)
+
+
 @pytest.fixture
 def isolated_dag_modules():
-    """Undo what loading DAG files does: the airflow mapping, sys.path, loaded modules."""
+    """Undo what loading DAG files does: sys.path and the modules they loaded."""
     path = list(sys.path)
-    compat.uninstall()
     yield
-    compat.uninstall()
     sys.path[:] = path
-    for name in [n for n in sys.modules if n == "airflow" or n.startswith("airflow.")]:
-        del sys.modules[name]
     while _written_modules:
         sys.modules.pop(_written_modules.pop(), None)
 
@@ -51,7 +58,7 @@ class Values:
 
 @pytest.fixture
 def in_dag():
-    with DAG("d", start_date=datetime(2026, 1, 1)) as d:
+    with DAG("d", start_date=datetime(2026, 1, 1), schedule=None) as d:
         yield d
 
 

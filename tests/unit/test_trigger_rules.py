@@ -8,7 +8,7 @@ from enum import Enum
 
 import pytest
 
-from shared.sdk.trigger_rule import TriggerRule as TR
+from shared.trigger_rule import TriggerRule as TR
 from shared.state.trigger_rules import (
     FINISHED_STATES,
     UpstreamStates,

@@ -20,7 +20,7 @@ from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle
 from shared.db import _init_connection, create_pool, q
-from shared.sdk import serde
+from shared import serde
 from triggerer.daemon import Triggerer
 
 pytestmark = pytest.mark.timeout(60)

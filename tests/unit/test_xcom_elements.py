@@ -21,7 +21,7 @@ import anyio
 import anyio.to_thread
 
 from shared.db import q
-from shared.sdk import serde
+from shared import serde
 from tests.unit.test_mapping_reduce import make_run, through_the_worker
 from worker.lazy import LazyValueSequence
 
