@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from shared.sdk import dag, task
-from shared.sdk.sensors import TimeDeltaSensor
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import dag, task
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "deferral"])

@@ -2,8 +2,8 @@
 
 from datetime import datetime, timedelta
 
-from shared.sdk import BaseOperator, dag, task
-from shared.sdk.triggers import TimeDeltaTrigger
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import BaseOperator, dag, task
 
 
 class WaitThenReport(BaseOperator):

@@ -6,7 +6,7 @@ the summary receives every instance's result as one lazy sequence.
 
 from datetime import datetime
 
-from shared.sdk import dag, task
+from airflow.sdk import dag, get_current_context, task
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "mapping"])
@@ -18,8 +18,6 @@ def elt_files(prefix: str = "landing/2026-11-22"):
 
     @task(map_index_template="{{ file_name }}", retries=2)
     def load(path: str) -> dict:
-        from shared.sdk import get_current_context
-
         get_current_context()["file_name"] = path.rsplit("/", 1)[-1]
         rows = 100 + len(path) % 7 * 10
         return {"path": path, "rows": rows}
