@@ -1,40 +1,34 @@
-"""How many instances a mapped task gets, and when: arithmetic, verdicts, the SQL, the producer.
+"""How many instances a mapped task gets, and when: the spec, arithmetic, verdicts, the SQL.
 
 ``scheduler/expansion.py`` and ``scheduler/decide.py`` are pure functions over
-the serialized DAG and plain run facts; the one statement that creates the
-instances (``expand_placeholders``) runs on real PostgreSQL; the producer's
-checks of its own return value run in the worker's task runner.
+the ``DagSpec`` the parse server walks out of an ``airflow.sdk`` DAG and plain
+run facts; the one statement that creates the instances
+(``expand_placeholders``) runs on real PostgreSQL. Checking a producer's own
+return value (type, ``None``) is the Task SDK's; its length limit is the
+Execution API's (tests/sdk/test_execution_api.py).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import dag, task
+from airflow.sdk.definitions.mappedoperator import MappedOperator
 
 from scheduler.decide import TIRow, decide
 from scheduler.expansion import RunFacts, literal_length, mapped_producers, run_length
 from scheduler.runs import task_instance_rows
 from shared.db import q
-from shared.sdk import PythonOperator, dag, task
-from shared.sdk.exceptions import (
-    UnmappableXComLengthPushed,
-    UnmappableXComTypePushed,
-    XComForMappingNotPushed,
-)
-from shared.sdk.mapped import MappedOperator
-from shared.serialization import DagSpec, serialize_dag
+from shared.serialization import DagSpec
 from tests.unit.conftest import gen, show
-from worker.runner import TaskRunner, _expanded_producers
+from tests.unit.conftest import spec_of as dag_spec_of
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 START = datetime(2026, 1, 1)
-
-
 
 
 @task
@@ -43,7 +37,7 @@ def gen2():
 
 
 def build(body):
-    @dag(dag_id="d", start_date=START)
+    @dag(dag_id="d", start_date=START, schedule=None)
     def flow():
         body()
 
@@ -51,7 +45,8 @@ def build(body):
 
 
 def spec_of(body) -> DagSpec:
-    return DagSpec.model_validate(serialize_dag(build(body)))
+    """The scheduler's spec of a DAG whose body is ``body``."""
+    return dag_spec_of(build(body))
 
 
 def states(**per_task: dict[str, int]) -> dict[str, Counter]:
@@ -61,10 +56,10 @@ def states(**per_task: dict[str, int]) -> dict[str, Counter]:
 DONE = {"success": 1}
 
 
-# --- moved from test_mapping.py ----------------------------------------------------------------
+# --- what the scheduler reads of a mapped task --------------------------------------------------
 
-def test_serialized_lengths_and_dependencies():
-    @dag(start_date=datetime(2026, 1, 1))
+def test_the_spec_gives_literal_lengths_upstream_trees_and_dependencies():
+    @dag(dag_id="d", start_date=START, schedule=None)
     def flow():
         nums = gen()
         show.partial(b=1).expand(a=nums)
@@ -74,15 +69,21 @@ def test_serialized_lengths_and_dependencies():
         PythonOperator.partial(task_id="classic", python_callable=print).expand(op_args=[[1], [2]])
 
     d = flow()
-    tasks = {t["task_id"]: t for t in serialize_dag(d)["tasks"]}
-    assert tasks["show"]["mapped"] == {"kind": "dict_of_lists",
-                                       "inputs": [{"key": "a", "xcom": {"op": "plain", "task_id": "gen", "key": "return_value"}}]}
-    assert tasks["show"]["upstream"] == ["gen"]
-    assert tasks["show__1"]["mapped"]["inputs"] == [{"key": "a", "length": 3}, {"key": "b", "length": 2}]
-    assert tasks["show__2"]["mapped"] == {"kind": "list_of_dicts", "length": 2}
-    assert tasks["show__3"]["mapped"]["inputs"][0]["xcom"]["op"] == "concat"
-    assert tasks["classic"]["operator"] == "PythonOperator"
+    tasks = {t.task_id: t for t in dag_spec_of(d).tasks}
+    plain = {"op": "plain", "task_id": "gen", "key": "return_value"}
+    assert tasks["show"].mapped == {"kind": "dict_of_lists", "inputs": [{"key": "a", "xcom": plain}]}
+    assert tasks["show"].upstream == ["gen"]
+    assert tasks["show__1"].mapped["inputs"] == [{"key": "a", "length": 3}, {"key": "b", "length": 2}]
+    assert tasks["show__1"].upstream == []
+    assert tasks["show__2"].mapped == {"kind": "list_of_dicts", "length": 2}
+    assert tasks["show__3"].mapped["inputs"][0]["xcom"] == {
+        "op": "concat", "args": [{"op": "map", "arg": {"op": "zip", "args": [plain, plain],
+                                                       "longest": True}}, plain]}
+    assert tasks["show__3"].upstream == ["gen"]
+    assert tasks["classic"].operator == "PythonOperator"
+    assert tasks["classic"].mapped["inputs"] == [{"key": "op_args", "length": 2}]
     assert isinstance(d.get_task("classic"), MappedOperator)
+    assert tasks["gen"].mapped is None
 
 
 # --- literal lengths: instances at run creation, no placeholder --------------------------------
@@ -349,121 +350,6 @@ async def test_a_task_map_row_keeps_the_dict_keys_in_insertion_order(db):
     assert [tuple(r) for r in await db.fetch(q("run_task_maps"), run_pk)] == [("make", 3)]
     assert await db.fetchval("SELECT keys FROM task_map WHERE run_pk = $1", run_pk) == [
         "zeta", "alpha", "mu"]
-
-
-# --- the producer's checks of its own return value (worker/runner.py) ----------------------------
-
-@pytest.fixture
-def runner(tmp_path):
-    r = TaskRunner(tmp_path, channel=None, max_xcom_bytes=1 << 20)
-    yield r
-    os.close(r.stderr_fd)
-
-
-def producer(records: bool = True, **kwargs) -> PythonOperator:
-    op = PythonOperator(task_id="p", python_callable=print, **kwargs)
-    op._sluice_records_task_map = records
-    return op
-
-
-@pytest.mark.parametrize("value,error,message", [
-    (None, XComForMappingNotPushed, "did not push XCom for task mapping"),
-    ("abc", UnmappableXComTypePushed, "unmappable return type 'str'"),
-    (b"abc", UnmappableXComTypePushed, "unmappable return type 'bytes'"),
-    (7, UnmappableXComTypePushed, "unmappable return type 'int'"),
-    ({1, 2}, UnmappableXComTypePushed, "unmappable return type 'set'"),
-    (list(range(2000)), UnmappableXComLengthPushed, "unmappable return value length: 2000 > 1024"),
-])
-def test_a_producer_with_an_unmappable_return_value_fails(runner, value, error, message):
-    with pytest.raises(error) as info:
-        runner._task_map(producer(), value)
-    assert str(info.value) == message
-
-
-def test_a_producer_not_pushing_its_xcom_fails_even_with_a_good_value(runner):
-    with pytest.raises(XComForMappingNotPushed, match="did not push XCom for task mapping"):
-        runner._task_map(producer(do_xcom_push=False), [1, 2])
-
-
-def test_a_good_producer_records_length_and_dict_keys_in_order(runner):
-    assert runner._task_map(producer(), [1, 2, 3]) == {"length": 3, "keys": None}
-    assert runner._task_map(producer(), (1, 2)) == {"length": 2, "keys": None}
-    assert runner._task_map(producer(), {"z": 1, "a": 2}) == {"length": 2, "keys": ["z", "a"]}
-    assert runner._task_map(producer(), []) == {"length": 0, "keys": None}
-    assert runner._task_map(producer(), list(range(1024))) == {"length": 1024, "keys": None}
-    assert runner._task_map(producer(records=False), "not checked") is None
-
-
-def test_max_map_length_is_configurable(tmp_path):
-    small = TaskRunner(tmp_path, channel=None, max_xcom_bytes=1 << 20, max_map_length=1)
-    try:
-        with pytest.raises(UnmappableXComLengthPushed, match=r"unmappable return value length: 2 > 1"):
-            small._task_map(producer(), [1, 2])
-    finally:
-        os.close(small.stderr_fd)
-
-
-def test_only_outputs_some_mapped_task_expands_over_are_checked():
-    d = build(lambda: [show.expand(a=gen()), show.partial(b=gen2()).expand(a=[1]),
-                       show(gen.override(task_id="plain")()), show.expand_kwargs(gen2.override(
-                           task_id="kw")()), show.expand(a=gen.override(task_id="z")().zip(
-                               gen2.override(task_id="y")()))])
-    assert _expanded_producers(d) == {"gen", "kw", "z", "y"}
-
-
-PRODUCER_DAG = '''
-from datetime import datetime
-from shared.sdk import dag, task
-
-@task(retries={retries})
-def make():
-    return {value}
-
-@task
-def use(x):
-    return x
-
-@dag(dag_id="producer", start_date=datetime(2026, 1, 1))
-def producer():
-    use.expand(x=make())
-
-producer()
-'''
-
-
-def run_producer(folder: Path, value: str, retries: int = 0) -> dict:
-    (folder / "producer.py").write_text(PRODUCER_DAG.format(value=value, retries=retries))
-    runner = TaskRunner(folder, channel=Silent(), max_xcom_bytes=1 << 20)
-    try:
-        return runner.run({"fileloc": str(folder / "producer.py"), "dag_id": "producer",
-                           "task_id": "make", "map_index": -1, "try_number": 1, "max_tries": retries,
-                           "run_id": "r1", "run_type": "manual",
-                           "logical_date": "2026-01-01T00:00:00+00:00"})
-    finally:
-        os.close(runner.stderr_fd)
-
-
-class Silent:
-    def send(self, message):
-        pass
-
-
-@pytest.mark.parametrize("value,error", [
-    ("None", "XComForMappingNotPushed: did not push XCom for task mapping"),
-    ("'abc'", "UnmappableXComTypePushed: unmappable return type 'str'"),
-    ("list(range(2000))", "UnmappableXComLengthPushed: unmappable return value length: 2000 > 1024"),
-])
-def test_the_producer_try_fails_under_the_normal_retry_rules(tmp_path, value, error):
-    result = run_producer(tmp_path, value, retries=1)
-    assert (result["outcome"], result["error"]) == ("retry", error)
-    assert "task_map" not in result and result["retry_delay_s"] > 0
-
-
-def test_a_good_producer_reports_its_task_map_with_its_result(tmp_path):
-    result = run_producer(tmp_path, "{'b': 1, 'a': 2}")
-    assert result["outcome"] == "success"
-    assert result["task_map"] == {"length": 2, "keys": ["b", "a"]}
-    assert result["xcoms"] == [["return_value", '{"b":1,"a":2}']]
 
 
 def test_a_producer_that_succeeded_without_recording_a_length_fails_the_mapped_task():
