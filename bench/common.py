@@ -64,7 +64,7 @@ docstring says exactly what is measured; in short:
   trigger's `run()` yielding, stamped into the event payload, minus the due time)
   separates the event loop's lateness from the database write.
 - **Deferral round trip**: the trigger yielding its event (triggerer clock, in the
-  payload) to the first line of `next_method` in the worker's runner process (its
+  payload) to the first line of `next_method` in the worker's slot process (its
   clock, pushed as an XCom); the stages between come from the triggerer's
   `trigger_fired` and the worker's `task_started` JSON log lines. No task-instance
   column records either end, hence the stamps; everything runs on one machine, so
@@ -92,12 +92,9 @@ def median_of(runs: Iterable[dict], key: str) -> float:
 # --- the task runtime and the processes --------------------------------------------
 
 def task_sdk() -> str:
-    """The module benchmark DAG files import ``dag`` and ``task`` from: Airflow's Task SDK
-    when the daemons run tries on it (``shared.runtime`` decides, as for them), else
-    Sluice's legacy SDK. Both spell ``@dag`` / ``@task`` / ``expand`` alike."""
-    from shared.runtime import airflow_runtime
-
-    return "airflow.sdk" if airflow_runtime() else "shared.sdk"
+    """The module benchmark DAG files import ``dag`` and ``task`` from: Airflow's Task SDK,
+    the only runtime the daemons run tries on."""
+    return "airflow.sdk"
 
 
 def _stat(pid: int) -> list[str]:

@@ -2,9 +2,8 @@
 
 The scenario
     One task defers ``--rounds`` (default 200) times in a row: ``execute``
-    defers on a ``--delay`` (default 0.1 s) ``TimeDeltaTrigger``-like
-    ``DateTimeTrigger`` (due ``now + delay``, computed in the worker exactly as
-    ``TimeDeltaTrigger`` does), ``resume`` (its ``next_method``) records its
+    defers on a ``--delay`` (default 0.1 s) trigger due ``now + delay`` (computed
+    in the task exactly as ``TimeDeltaTrigger`` does; it sleeps once until then), ``resume`` (its ``next_method``) records its
     sample and defers again. The DAG is triggered ``--runs`` (default 3) times,
     one run after the other, against real scheduler, triggerer and worker
     processes with the product's default settings. One deferral at a time:
@@ -17,8 +16,8 @@ Where the timestamps come from (all on one machine, so one clock)
     fired     the ``trigger_fired`` JSON log line of the triggerer, written right after
               the commit of ``deferred -> scheduled`` (n-th line of the task = n-th round)
     claimed   the worker's ``task_started`` JSON log line, written when the worker has
-              claimed the instance and hands it to a runner process ((n+1)-th line)
-    resumed   ``time.time()`` on the first line of ``resume`` in the runner process,
+              claimed the instance and hands it to a slot process ((n+1)-th line)
+    resumed   ``time.time()`` on the first line of ``resume`` in the slot process,
               after the operator was re-initialised.
     Each round's ``deferred`` (just before ``defer()``), payload and ``resumed`` are
     pushed as an XCom and read from the database afterwards.
@@ -27,7 +26,7 @@ What is reported
     round trip  ``resumed - yielded`` (the figure asked for), split into
                 ``fired - yielded`` (triggerer's transaction), ``claimed - fired`` (wake-up
                 of the scheduler, scheduling, queue message, worker claim) and
-                ``resumed - claimed`` (runner: operator re-init, then ``next_method``).
+                ``resumed - claimed`` (slot: the try's start, operator re-init, ``next_method``).
     defer leg   ``started - deferred``: the worker's deferral commit, the triggers
                 stream wake-up, the triggerer's claim and the trigger's construction.
     p50/p99     nearest-rank percentiles over every round of every run, and each run's p50.
@@ -60,25 +59,30 @@ STAGES = ("round_trip", "triggerer_commit", "to_worker", "runner_start", "defer_
 
 DAG_SOURCE = '''
 """Benchmark: one task deferring {rounds} times in a row on a {delay:g} s trigger."""
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-from shared.sdk import BaseOperator, dag
-from shared.sdk.triggers import DateTimeTrigger, TriggerEvent
+from airflow.sdk import BaseOperator, dag
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
-class StampedDateTimeTrigger(DateTimeTrigger):
-    """The built-in DateTimeTrigger; its event also says when it started and yielded."""
+class StampedDateTimeTrigger(BaseTrigger):
+    """Fires at ``moment`` (one sleep, not the stock DateTimeTrigger's second-long steps);
+    its event also says when it started and yielded."""
+
+    def __init__(self, moment):
+        super().__init__()
+        self.moment = moment
 
     def serialize(self):
         return ("{dag_id}.StampedDateTimeTrigger", {{"moment": self.moment}})
 
     async def run(self):
         started = time.time()
-        async for _ in super().run():
-            yield TriggerEvent({{"due": self.moment.timestamp(), "started": started,
-                                "yielded": time.time()}})
-            return
+        await asyncio.sleep(max(0.0, self.moment.timestamp() - time.time()))
+        yield TriggerEvent({{"due": self.moment.timestamp(), "started": started,
+                            "yielded": time.time()}})
 
 
 class Bouncer(BaseOperator):
@@ -160,7 +164,7 @@ LABELS = {
     "round_trip": "**round trip: yielded -> `next_method` started**",
     "triggerer_commit": "yielded -> `deferred -> scheduled` committed (`trigger_fired`)",
     "to_worker": "committed -> worker claimed (`task_started`)",
-    "runner_start": "worker claimed -> `next_method` started (runner)",
+    "runner_start": "worker claimed -> `next_method` started (slot)",
     "defer_leg": "`defer()` called -> trigger's `run()` started",
     "yield_lag": "due -> yielded (trigger's own lateness)",
 }
@@ -183,7 +187,7 @@ def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
         - load average (1 min) before/after: {info['load']} / {load_average()}
         - Python {info['python']}; services: {services}
         - scenario: `python -m bench deferral`: one task deferring {args.rounds} times in a row on a
-          {args.delay:g} s `DateTimeTrigger` (due now + {args.delay:g} s, as `TimeDeltaTrigger`),
+          {args.delay:g} s trigger (due now + {args.delay:g} s, as `TimeDeltaTrigger`, one sleep),
           {len(results)} runs one after the other ({rt['n']} deferrals), 1 scheduler, 1 triggerer, 1 worker
         - settings: defaults of `shared/config.py` (worker_concurrency={settings['worker_concurrency']},
           batch_size={settings['batch_size']}, triggerer_capacity={settings['triggerer_capacity']});

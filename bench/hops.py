@@ -26,8 +26,7 @@ Services come from :func:`tests.services.resolve_services` (the test
 suite's ``SLUICE_TEST_*`` URLs, else local default ports, else embedded
 servers), in a database and stream prefix of the benchmark's own, dropped
 afterwards. Every wait is on a condition with a timeout. The DAG file imports from
-``airflow.sdk`` when the daemons run tries with Airflow's Task SDK (``.venv-sdk``), else
-from ``shared.sdk`` (the legacy runtime).
+``airflow.sdk``: tries run with Airflow's Task SDK.
 """
 
 from __future__ import annotations

@@ -39,16 +39,15 @@ What is measured (database timestamps unless said otherwise; one machine, one cl
                by this process around ``execute`` (``statement``) and the ``COMMIT``
                after it (``commit``), ``--sql-reps`` (default 5) times, each on a new run.
     CPU        user + system seconds from trigger to the run's end (``/proc``): each daemon
-               with its children (a worker's runner or slot processes), the worker's own
+               with its children (a worker's fork server and slot processes), the worker's own
                process alone (its event loop: claims, finishes, and in the Task SDK runtime
                the Execution API it serves), the PostgreSQL backends of the benchmark's
                database alive at the end (the server is local), and the whole machine
                (``/proc/stat``, every process on it, both CPUs); per task = / (instances + 2).
     RSS        ``VmRSS`` of each daemon and of its live children after the last run.
 
-The DAG file imports ``dag`` and ``task`` from ``airflow.sdk`` when the daemons run tries
-with Airflow's Task SDK (``shared.runtime``: run with ``.venv-sdk``), else from
-``shared.sdk`` (the legacy runtime, ``.venv``).
+The DAG file imports ``dag`` and ``task`` from ``airflow.sdk``: tries run with Airflow's
+Task SDK.
 """
 
 from __future__ import annotations
@@ -286,7 +285,7 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
         - machine: {info['uname']}, {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM
         - load average (1 min) before/after: {info['load']} / {load_average()}
         - Python {info['python']}; services: {services}
-        - runtime: DAG file on `{sdk}` ({'Task SDK slots' if sdk == 'airflow.sdk' else 'legacy runners'})
+        - runtime: DAG file on `{sdk}` (Task SDK slots)
         - scenario: `python -m bench mapping`: `total(noop.expand(x=gen()))`, `gen` returning
           {n} elements, `total` summing the lazy sequence; {len(results)} runs one after the other,
           1 scheduler, 1 triggerer, {args.workers} worker(s); DAG `max_active_tasks={args.max_active_tasks}`
@@ -307,7 +306,7 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
         pass began -> `task_expanded` logged {med('pass_to_expanded_ms'):.1f} ms; `task_expanded` -> first
         `noop` started {med('expanded_to_start_ms'):.1f} ms.
 
-        **CPU per task** (medians of the runs / {n + 2} tasks): slot or runner processes
+        **CPU per task** (medians of the runs / {n + 2} tasks): slot processes
         {slots:.2f} ms, worker process {workers_own:.2f} ms (its loop: claims, finishes, the
         Execution API), scheduler {per_task['scheduler']:.2f} ms, PostgreSQL {per_task['postgres']:.2f} ms,
         whole machine {per_task['machine']:.2f} ms. **RSS after the runs**: {render_rss(rss)}.
@@ -316,7 +315,7 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
         (as above); mapped phase = first `noop` queued -> last `noop` ended; reduce = last `noop` ended
         -> run end (includes `total`); passes = scheduler transactions that queued `noop` instances;
         CPU seconds from trigger to run end: {' / '.join(cpu_names)} / whole machine (both CPUs,
-        every process on it); a worker's figure includes its runner processes, postgres is the
+        every process on it); a worker's figure includes its slot processes, postgres is the
         benchmark database's backends (the daemons' pools and this process's poll).
 
         | run | run (s) | inst/s | -> gen end (s) | gen -> pass (ms) | pass -> expanded (ms) | expanded -> start (ms) | mapped (s) | reduce (s) | `total` task (ms) | queue lag p50 / p99 (ms) | `noop` task p50 (ms) | passes | CPU s |

@@ -7,7 +7,7 @@ The scenario
     resumes it on a worker in ``execute_complete``, which returns the trigger's due
     moment. Real scheduler, triggerer and worker processes with the product's
     defaults; ``max_active_tasks`` is lifted so no DAG limit applies. Run with
-    ``.venv-sdk/bin/python -m bench.sdk_deferrals`` (Airflow must be installed).
+    ``.venv/bin/python -m bench.sdk_deferrals``.
 
 What is measured (per run)
     end to end   the run's ``end_date - start_date``: the issue's figure (200 x 5 s <= 5.5 s)

@@ -5,7 +5,7 @@ The scenario
     ``@task``) and ``wide`` (a no-op ``@task`` mapped 8 ways, one per slot). A
     run of ``one`` is triggered and waits, queued, for a worker. Then the worker
     starts (Task SDK runtime, product defaults: 8 slots). Run with
-    ``.venv-sdk/bin/python -m bench.sdk_slots``.
+    ``.venv/bin/python -m bench.sdk_slots``.
 
 What is measured (per run, one fresh cluster each)
     first task    worker process started -> the queued task's ``end_date``

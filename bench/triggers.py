@@ -66,8 +66,9 @@ DAG_SOURCE = '''
 import time
 from datetime import datetime
 
-from shared.sdk import BaseOperator, StartTriggerArgs, dag
-from shared.sdk.triggers import DateTimeTrigger, TriggerEvent
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+from airflow.sdk import BaseOperator, dag
+from airflow.triggers.base import StartTriggerArgs, TriggerEvent
 
 
 class StampedDateTimeTrigger(DateTimeTrigger):

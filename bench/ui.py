@@ -43,7 +43,7 @@ from tests.api_server import login, start_api_server
 DAG = '''
 from datetime import datetime
 
-from shared.sdk import dag, task
+from airflow.sdk import dag, task
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False)

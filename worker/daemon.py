@@ -1,17 +1,17 @@
 """The worker daemon: claim task instances from queue streams, run them, record the outcome.
 
-Reads only as many messages as it has free runners, claims them with one
+Reads only as many messages as it has free slots, claims them with one
 guarded ``UPDATE`` (a duplicate delivery claims nothing), acks after that
 commit, and heartbeats what it runs. On SIGTERM it stops reading, lets
 running tasks finish within the grace period and hands the rest back as
 ``queued`` at the same try, for another worker.
 
-In the Task SDK runtime (``shared.runtime``) the worker also serves Airflow's
-Execution API, and each claimed try runs in a slot process (``worker.sdk_slots``)
-with Airflow's own task runner: the try's outcome, XComs and wake-ups are
-written by the API calls the SDK makes. A try whose end never reached the API
-(its slot died, wedged past ``execution_timeout`` or could not report) is
-failed by the worker through the same guarded write as the legacy runner's.
+The worker also serves Airflow's Execution API, and each claimed try runs in a
+slot process (``worker.sdk_slots``) with Airflow's own task runner: the try's
+outcome, XComs and wake-ups are written by the API calls the SDK makes. A try
+whose end never reached the API (its slot died, wedged past
+``execution_timeout`` or could not report) is failed by the worker through one
+guarded write (up_for_retry or failed by the task's retry rule).
 """
 
 from __future__ import annotations
@@ -28,16 +28,17 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from shared import bus
+from shared.airflow_spec.loading import airflow_home, use_airflow_home
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.db import DB_ERRORS, backoff_delays, create_pool, persist, q
 from shared.messages import RunChanged, RunTask, TriggersPending
-from shared.runtime import airflow_runtime, use_airflow_home
 from shared.serialization import DagSpec
 from shared.tasklogs import log_path
 from shared.textcap import cap_error
 from worker.logserver import serve_sides
-from worker.supervisor import RunnerProcess
+from worker.sdk_slots import SdkSlot, slot_environment, start_slots
+from worker.sdk_zygote import ForkServer
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -57,40 +58,31 @@ async def until_reachable(what: str, op: Callable[[], Awaitable[T]]) -> T:
 
 
 class Worker:
+    airflow = True  # the runtime label shared.metrics reads (tries always run on the Task SDK)
+
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle):
         self.settings = settings
         self.pool = pool
         self.redis = redis
         self.life = life
         self.id = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.airflow = airflow_runtime(settings)
         self.streams = bus.Streams(settings.stream_prefix)
         self.consumer = bus.Consumer(
             redis, [self.streams.queue(n) for n in settings.queues], bus.WORKER_GROUP,
             bus.consumer_name("worker"), deadletter=self.streams.deadletter,
             claim_interval_s=settings.claim_interval_s)
-        self.fork_server = None  # Task SDK runtime: the slots' fork server (worker.sdk_zygote)
-        self.idle = [self._new_runner() for _ in range(settings.worker_concurrency)]
-        self.api: SdkApi | None = None  # the Execution API, in the Task SDK runtime
+        dags, home = Path(settings.dags_folder).resolve(), airflow_home(settings.home)
+        # one fork server per worker: Airflow imported once, every slot forked from it
+        self.fork_server = ForkServer(dags, slot_environment(os.environ, home, dags))
+        self.idle = [SdkSlot(dags, home, fork_server=self.fork_server)
+                     for _ in range(settings.worker_concurrency)]
+        self.api: SdkApi | None = None  # the Execution API the slots call (set by run)
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
         self.scopes: dict[int, anyio.CancelScope] = {}  # each running body, to stop it
         self.done_count = 0
         self._read_scope: anyio.CancelScope | None = None
-
-    def _new_runner(self):
-        if not self.airflow:
-            return RunnerProcess(Path(self.settings.dags_folder), self.settings.max_xcom_bytes,
-                                 self.settings.max_map_length)
-        from shared.airflow_spec.loading import airflow_home
-        from worker.sdk_slots import SdkSlot, slot_environment
-        from worker.sdk_zygote import ForkServer
-
-        dags, home = Path(self.settings.dags_folder).resolve(), airflow_home(self.settings.home)
-        if self.fork_server is None:  # one per worker: Airflow imported once, every slot forked
-            self.fork_server = ForkServer(dags, slot_environment(os.environ, home, dags))
-        return SdkSlot(dags, home, fork_server=self.fork_server)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -128,7 +120,7 @@ class Worker:
         return []
 
     async def start(self, entries: list, tg) -> None:
-        """Claim the delivered instances and start each on an idle runner.
+        """Claim the delivered instances and start each on an idle slot.
 
         Raises before starting anything when an entry is not a ``run_task`` or the
         claim fails, so the consumer can try each entry alone (``bus.isolate``).
@@ -170,8 +162,8 @@ class Worker:
         }
 
     # --- running ------------------------------------------------------------
-    async def execute(self, req: dict, runner) -> None:
-        """Run one claimed try on ``runner`` and see its outcome written.
+    async def execute(self, req: dict, slot) -> None:
+        """Run one claimed try on ``slot`` and see its outcome written.
 
         Never raises but for cancellation: a fault while handling this try
         (writing its outcome, say) is logged and costs this try only; the
@@ -184,39 +176,32 @@ class Worker:
                 log.info("task_started")
                 with anyio.CancelScope() as scope:
                     self.scopes[req["ti_id"]] = scope
-                    if self.api is not None:
-                        result = await self.api.run(req, runner)
-                    else:
-                        result = await runner.run(req, lambda m, a: self.answer(req, m, a))
+                    result = await self.api.run(req, slot)
                 if scope.cancelled_caught:  # stop_taken_away killed the body
                     log.warning("task_killed", reason="its instance changed state elsewhere")
                     return
                 self.finishing.add(req["ti_id"])
-                if self.api is not None:
-                    await self.finish_sdk(req, result)
-                else:
-                    await self.finish(req, result)
-                if _tries_run(runner) >= self.settings.runner_max_tasks:
-                    await runner.stop()
+                await self.finish_sdk(req, result)
+                if slot.tries_run >= self.settings.runner_max_tasks:
+                    await slot.stop()
             except Exception as exc:  # noqa: BLE001 - one try's fault must not stop the others
                 log.exception("task_handling_failed", error=f"{type(exc).__name__}: {exc}")
                 with anyio.CancelScope(shield=True):
-                    await _kill_quietly(runner)
+                    await _kill_quietly(slot)
             finally:
                 self.running.pop(req["ti_id"], None)
                 self.scopes.pop(req["ti_id"], None)
                 self.finishing.discard(req["ti_id"])
-                if self.api is not None:
-                    self.api.forget(req)
-                self.idle.append(runner)
+                self.api.forget(req)
+                self.idle.append(slot)
                 self._notify()
 
     async def finish_sdk(self, req: dict, result) -> None:
         """A try the Task SDK ran: recorded already, unless its end never reached the API.
 
         Then (its slot died or wedged, or the API could not take the end) the try
-        fails here, as a legacy runner's lost process does: up_for_retry or failed
-        by the task's retry rule, guarded on the instance still being ours.
+        fails here: up_for_retry or failed by the task's retry rule, guarded on the
+        instance still being ours.
         """
         if result.reported:
             self.done_count += 1
@@ -225,13 +210,13 @@ class Worker:
             if result.error and result.state in ("failed", "up_for_retry"):
                 await self._keep_error(req, result.error)
             return
-        error = result.error or f"the try ended in state {result.state} without reporting it"
-        await self.finish(req, {"outcome": "retry", "xcoms": [], "error": error})
+        await self.fail_lost(
+            req, result.error or f"the try ended in state {result.state} without reporting it")
 
     async def _keep_error(self, req: dict, error: str) -> None:
-        """Store why a try the SDK reported failed (its state payload has no room for it), as
-        the legacy runtime does, for ``runs show``, the API and the try's history. Guarded on
-        the try: a next try already started keeps its own."""
+        """Store why a try the SDK reported failed (its state payload has no room for it), for
+        ``runs show``, the API and the try's history. Guarded on the try: a next try already
+        started keeps its own."""
         async def write() -> None:
             async with self.pool.acquire() as conn:
                 await conn.execute(q("keep_try_error"), req["ti_id"], req["try_number"],
@@ -243,104 +228,38 @@ class Worker:
             raw = await conn.fetchval(q("task_spec"), dag_id)
         return DagSpec.model_validate(raw) if raw else None
 
-    async def answer(self, req: dict, method: str, args: dict):
-        """Serve a runner's call: upstream values; the task waits out a database outage."""
-        return await until_reachable(method, lambda: self._answer(req, method, args))
+    async def fail_lost(self, req: dict, error: str) -> None:
+        """Fail a try whose end never reached the API, in one guarded statement, then wake
+        the scheduler: up_for_retry (after the task's retry delay) or failed.
 
-    async def _answer(self, req: dict, method: str, args: dict):
-        if method == "xcom_count":
-            async with self.pool.acquire() as conn:
-                return await conn.fetchval(q("xcom_count"), req["run_pk"], args["task_id"], args["key"])
-        if method == "xcom_range":
-            async with self.pool.acquire() as conn:
-                rows = await conn.fetch(q("xcom_range"), req["run_pk"], args["task_id"], args["key"],
-                                        int(args["offset"]), int(args["limit"]))
-            return "[" + ",".join(r["value"] for r in rows) + "]"
-        if method == "task_map_length":
-            async with self.pool.acquire() as conn:
-                return await conn.fetchval(q("task_map_length"), req["run_pk"], args["task_id"])
-        if method == "xcom_item":
-            async with self.pool.acquire() as conn:
-                return await conn.fetchval(q("xcom_item"), req["run_pk"], args["task_id"],
-                                           args["key"], int(args["index"]))
-        if method != "xcom_pull":
-            raise ValueError(f"unknown call {method!r}")
-        map_index = args.get("map_index")
-        async with self.pool.acquire() as conn:
-            if map_index is None:
-                mapped = await conn.fetchval(q("ti_is_mapped"), req["run_pk"], args["task_id"])
-                if mapped:
-                    rows = await conn.fetch(q("get_xcoms_all"), req["run_pk"], args["task_id"],
-                                            args["key"])
-                    return "[" + ",".join(r["value"] for r in rows) + "]"
-                map_index = -1
-            return await conn.fetchval(q("get_xcom"), req["run_pk"], args["task_id"], args["key"],
-                                       map_index)
-
-    async def finish(self, req: dict, result: dict) -> None:
-        """Record a try's outcome in one guarded transaction, then wake whoever is next.
-
-        A result in hand is never dropped for a connection loss: the write is retried
-        (each attempt shielded) until PostgreSQL is back, while the heartbeat keeps the
-        instance ours. A retry after a commit whose reply was lost matches nothing.
+        Never dropped for a connection loss: the write is retried (each attempt shielded)
+        until PostgreSQL is back, while the heartbeat keeps the instance ours. A retry after
+        a commit whose reply was lost matches nothing.
         """
-        outcome = result["outcome"]
-        result["error"] = cap_error(result.get("error"))
-        if outcome == "retry" and result.get("retry_delay_s") is None:
-            result["retry_delay_s"] = await until_reachable(
-                "retry_delay", lambda: self._retry_delay(req))
+        error = cap_error(error)
+        delay = await until_reachable("retry_delay", lambda: self._retry_delay(req))
         try:
-            row = await persist(lambda: self._record(req, result), what="finish")
-        except asyncpg.PostgresError as exc:  # the outcome itself is unstorable: fail the try
+            row = await persist(lambda: self._record(req, error, delay), what="finish")
+        except asyncpg.PostgresError as exc:  # the error text itself is unstorable
             log.error("task_outcome_unstorable", error=str(exc))
-            result = {"outcome": "retry", "xcoms": [],
-                      "error": f"the outcome of this try could not be stored: "
-                               f"{type(exc).__name__}: {exc}"}
-            result["retry_delay_s"] = await until_reachable(
-                "retry_delay", lambda: self._retry_delay(req))
-            row = await persist(lambda: self._record(req, result), what="finish")
+            error = f"the outcome of this try could not be stored: {type(exc).__name__}: {exc}"
+            row = await persist(lambda: self._record(req, error, delay), what="finish")
         if row is None:
             log.info("task_result_discarded", reason="instance no longer ours")
             return
         self.done_count += 1
-        messages: list = [(self.streams.events, RunChanged(run_pk=req["run_pk"]))]
-        if outcome == "deferred":
-            messages.insert(0, (self.streams.triggers, TriggersPending()))
         try:
-            await bus.publish(self.redis, messages)
+            await bus.publish(self.redis, [(self.streams.events, RunChanged(run_pk=req["run_pk"]))])
         except bus.REDIS_ERRORS as exc:  # the scheduler's repair sweep catches up
             log.warning("wakeup_not_sent", error=str(exc))
         # logged after the wake-up, which is on the path to the next task's start
-        log.info("task_finished", state=row["state"] if outcome != "deferred" else "deferred",
-                 error=result.get("error"))
+        log.info("task_finished", state=row["state"], error=error)
 
-    async def _record(self, req: dict, result: dict):
-        if result["outcome"] == "deferred":
-            async with self.pool.acquire() as conn, conn.transaction():
-                row = await self._defer(conn, req, result)
-                if row is not None and result.get("xcoms"):
-                    keys, values = zip(*result["xcoms"], strict=True)
-                    await conn.execute(q("put_xcoms"), req["run_pk"], req["task_id"],
-                                       req["map_index"], list(keys), list(values))
-            return row
-        keys, values = zip(*result["xcoms"], strict=True) if result.get("xcoms") else ((), ())
-        task_map = result.get("task_map") or {}
+    async def _record(self, req: dict, error: str | None, delay_s: float):
         async with self.pool.acquire() as conn:
             return await conn.fetchrow(
-                q("finish_ti"), req["ti_id"], req["try_number"], result["outcome"],
-                result.get("error"), result.get("label"), float(result.get("retry_delay_s") or 0.0),
-                self.id, list(keys), list(values), task_map.get("length"), task_map.get("keys"))
-
-    async def _defer(self, conn, req: dict, result: dict):
-        from datetime import datetime
-
-        timeout_at = result.get("timeout_at")
-        row = await conn.fetchrow(
-            q("defer_ti"), req["ti_id"], req["try_number"], self.id,
-            result["trigger"]["classpath"], result["trigger"]["kwargs"], result["method_name"],
-            result["next_kwargs"], datetime.fromisoformat(timeout_at) if timeout_at else None,
-            result.get("label"))
-        return None if row is None else {"state": "deferred", "run_pk": row["run_pk"]}
+                q("finish_ti"), req["ti_id"], req["try_number"], "retry", error, None,
+                float(delay_s), self.id, [], [], None, None)
 
     async def _retry_delay(self, req: dict) -> float:
         spec = await self._spec(req["dag_id"])
@@ -435,25 +354,21 @@ class Worker:
 
     def ended(self, ti_uuid) -> None:
         """The Execution API committed this try's end: it is no longer to be killed or handed back."""
-        ti_id = self.api.by_uuid.get(str(ti_uuid)) if self.api is not None else None
+        ti_id = self.api.by_uuid.get(str(ti_uuid))
         if ti_id is not None:
             self.finishing.add(ti_id)
 
 
-def _tries_run(runner) -> int:
-    return getattr(runner, "tries_run", None) or getattr(runner, "tasks_run", 0)
-
-
-async def _kill_quietly(runner) -> None:
+async def _kill_quietly(slot) -> None:
     try:
-        await runner.kill()
+        await slot.kill()
     except Exception as exc:  # noqa: BLE001 - the next run starts a new process anyway
-        log.warning("runner_kill_failed", error=str(exc))
+        log.warning("slot_kill_failed", error=str(exc))
 
 
 class SdkApi:
-    """The Task SDK runtime's side of the worker: the Execution API it serves, and the
-    requests its slots run tries from (each with its try's token and the API's URL)."""
+    """The worker's Execution API, and the requests its slots run tries from (each with
+    its try's token and the API's URL)."""
 
     def __init__(self, worker: Worker):
         from shared.logging import configure_logging
@@ -510,12 +425,9 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     """Run a worker until SIGTERM (draining) or a second signal (at once)."""
     db_url, redis_url = settings.require_urls()
     life = Lifecycle("worker")
-    airflow = airflow_runtime(settings)
-    if airflow:  # before anything imports Airflow, which reads its configuration then
-        use_airflow_home(settings)
-    # in the Task SDK runtime the Execution API's calls share the pool
-    size = settings.worker_concurrency * (2 if airflow else 1) + 2
-    pool = await create_pool(db_url, max_size=max(4, size))
+    use_airflow_home(settings.home)  # before anything imports Airflow, which reads it then
+    # the Execution API's calls share the pool with the worker's own
+    pool = await create_pool(db_url, max_size=max(4, settings.worker_concurrency * 2 + 2))
     redis = bus.connect(redis_url)
     worker = Worker(settings, pool, redis, life)
     try:
@@ -523,32 +435,27 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await worker.consumer.ensure_groups()
         async with anyio.create_task_group() as tg:
             await tg.start(serve_sides, worker)  # task logs, metrics, health: before any claim
-            if airflow:
-                from worker.sdk_slots import start_slots
-
-                await worker.fork_server.start()  # its Airflow import runs beside the API's
-                worker.api = SdkApi(worker)
-                tg.start_soon(worker.api.serve, worker)
-                tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
-                tg.start_soon(start_slots, list(worker.idle))  # forked once Airflow is imported
-                log.info("execution_api_serving", url=worker.api.url)
+            await worker.fork_server.start()  # its Airflow import runs beside the API's
+            worker.api = SdkApi(worker)
+            tg.start_soon(worker.api.serve, worker)
+            tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
+            tg.start_soon(start_slots, list(worker.idle))  # forked once Airflow is imported
+            log.info("execution_api_serving", url=worker.api.url)
             tg.start_soon(life.watch_signals, tg.cancel_scope)
             tg.start_soon(worker.stop_reading_on_shutdown)
             tg.start_soon(worker.heartbeat)
             tg.start_soon(worker.drain, tg.cancel_scope)
             tg.start_soon(life.watchdog, worker.status)
             log.info("worker_ready", worker_id=worker.id, queues=settings.queues,
-                     concurrency=settings.worker_concurrency,
-                     runtime="airflow" if airflow else "legacy")
+                     concurrency=settings.worker_concurrency)
             sd_notify("READY=1", f"STATUS={worker.status()}")
             task_status.started()
             await worker.consume(tg)
     finally:
         with anyio.CancelScope(shield=True):
-            for runner in worker.idle:
-                await runner.stop()
-            if worker.fork_server is not None:
-                await worker.fork_server.stop()
+            for slot in worker.idle:
+                await slot.stop()
+            await worker.fork_server.stop()
             await redis.aclose()
             if worker.api is not None:
                 worker.api.sock.close()

@@ -23,8 +23,8 @@ import anyio
 import structlog
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from shared.daemon import task_environment
 from worker.sdk_zygote import Forked, ForkServer, SlotStartError
-from worker.supervisor import task_environment
 
 log = structlog.get_logger()
 KILL_GRACE_S = 5.0

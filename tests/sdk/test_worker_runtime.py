@@ -52,7 +52,6 @@ async def test_a_fault_handling_one_try_neither_stops_the_others_nor_the_worker(
     pool = await create_pool(db_url, max_size=6)
     redis = bus.connect(redis_url)
     worker = Worker(settings, pool, redis, Lifecycle("worker-test"))
-    assert worker.airflow
     handled = worker.finish_sdk
 
     async def finish_sdk(req, result):
