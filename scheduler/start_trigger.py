@@ -15,9 +15,9 @@ from typing import Any
 
 from jinja2 import Template
 
-from shared.sdk import macros
+from scheduler import macros
+from scheduler.templating import environment
 from shared.serde import TAG
-from shared.sdk.templating import environment
 from shared.serialization import TaskSpec
 
 _ENV = environment()  # the task templates' sandbox

@@ -1,8 +1,7 @@
 """Mapped tasks and ``start_from_trigger`` of ``airflow.sdk`` operators, as the scheduler reads them.
 
-The JSON shapes are those of ``shared.sdk.mapped`` / ``mapped_group`` /
-``start_trigger`` (what ``scheduler.expansion`` and
-``scheduler.start_trigger`` read): literal inputs give their length, upstream
+The JSON shapes are what ``scheduler.expansion`` and
+``scheduler.start_trigger`` read: literal inputs give their length, upstream
 references (``XComArg`` and its ``.map``/``.zip``/``.concat``) their tree.
 ``start_from_trigger`` is read from literal values only: the expanded value
 of each map index, else ``partial``/``__init__``, else the class.
@@ -15,7 +14,27 @@ from typing import Any
 
 from shared.airflow_spec.errors import SpecError
 from shared.serde import to_jsonable
-from shared.sdk.start_trigger import START_KEYS, _seconds, _values
+
+#: The operator arguments that decide how an instance starts in the triggerer.
+START_KEYS = ("start_from_trigger", "trigger_kwargs", "next_kwargs", "trigger_timeout")
+
+
+def _seconds(value: Any) -> float | None:
+    """A timeout (timedelta or seconds) in seconds."""
+    if value is None:
+        return None
+    return value.total_seconds() if hasattr(value, "total_seconds") else float(value)
+
+
+def _values(source: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The start keys ``source`` gives, as JSON (the timeout in seconds)."""
+    out = {}
+    for key in START_KEYS:
+        if key in source:
+            value = source[key]
+            out[key] = (_seconds(value) if key == "trigger_timeout"
+                        else to_jsonable(value, f"{where} {key}"))
+    return out
 
 
 def has_reference(value: Any) -> bool:
