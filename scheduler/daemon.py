@@ -29,7 +29,7 @@ from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.dagbag import require_dags_folder
+from shared.dags_folder import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler

@@ -1,20 +1,17 @@
-"""Child processes that import DAG files and print their serialized DAGs as JSON.
+"""The parse server: Airflow's DagBag imports DAG files, one forked child per file.
 
-Legacy runtime: ``python -m scheduler.parse_child FILE DAGS_FOLDER [TIMEOUT_S]``
-parses one file with Sluice's own loader. User code's own prints go to stderr;
-stdout carries exactly one JSON document. An import that runs past
-``TIMEOUT_S`` becomes the file's import error (Airflow's ``dagbag_import_timeout``).
-
-Task SDK runtime: ``python -m scheduler.parse_child --serve DAGS_FOLDER`` is a
-parse server. It imports Airflow once (about 1.8 s of CPU) and forks one child
-per file, so a file costs a fork, not an interpreter: requests are JSON lines
-``{"id", "path", "timeout_s"}`` on stdin, answers JSON lines on stdout: first
-``{"started": true}`` once Airflow is imported, then, in the order the files finish: ``{"id", "result": {fileloc, source_hash, dags, error}}``,
+``python -m scheduler.parse_child --serve DAGS_FOLDER`` imports Airflow once
+(about 1.8 s of CPU) and forks one child per file, so a file costs a fork, not
+an interpreter. Requests are JSON lines ``{"id", "path", "timeout_s",
+"kill_after_s"}`` on stdin; answers are JSON lines on stdout: first
+``{"started": true}`` once Airflow is imported, then, in the order the files
+finish, ``{"id", "result": {fileloc, source_hash, dags, error}}``,
 ``{"id", "failed": "<why>"}`` (the child died; the tail of its output) or
-``{"id", "timed_out": true}`` (killed ``KILL_AFTER_TIMEOUT_S`` past its
-timeout: Airflow's own timeout names the line first). A child's prints are
-kept apart and only shown when it dies. The server ends when its stdin
-closes, killing the children still at work.
+``{"id", "timed_out": true}`` (killed ``kill_after_s`` past its timeout:
+Airflow's own ``dagbag_import_timeout`` names the line first, this is the
+backstop for a file that swallows it). A child's prints are kept apart and
+only shown when it dies. The server ends when its stdin closes, killing the
+children still at work.
 """
 
 from __future__ import annotations
@@ -29,7 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: What a child gets beyond its import timeout (its own start, walking, answering).
+#: What a child gets beyond its import timeout (its own start, walking, answering) when
+#: the request does not say.
 KILL_AFTER_TIMEOUT_S = 10.0
 #: Bytes of a dead child's output shown in its import error.
 TAIL_BYTES = 2000
@@ -39,29 +37,7 @@ def source_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
 
 
-def main() -> None:
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    path, dags_folder = Path(sys.argv[1]), Path(sys.argv[2])
-    timeout_s = float(sys.argv[3]) if len(sys.argv) > 3 else None
-    from shared.dagbag import load_file
-    from shared.serialization import serialize_dag
-
-    result = load_file(path, dags_folder, timeout_s)
-    dags, error = [], result.error
-    if error is None:
-        try:
-            dags = [serialize_dag(d) for d in result.dags]
-        except Exception as exc:  # noqa: BLE001 - reported as the file's import error
-            error = f"{path}: cannot serialize DAG: {type(exc).__name__}: {exc}"
-    json.dump({"fileloc": result.fileloc, "source_hash": source_hash(path), "dags": dags,
-               "error": error}, out)
-    out.flush()
-
-
-# --- the parse server (Task SDK runtime) ---------------------------------------------------
-
-def airflow_result(path: Path, dags_folder: Path, timeout_s: float | None) -> dict:
+def parse_result(path: Path, dags_folder: Path, timeout_s: float | None) -> dict:
     """One file parsed with Airflow's DagBag: its DagSpecs and its import error, or both."""
     from shared.airflow_spec import parse
 
@@ -136,7 +112,8 @@ class Server:
             os.close(result_r)
             self._child(Path(request["path"]), timeout_s, result_w, output_fd)
         os.close(result_w)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s + KILL_AFTER_TIMEOUT_S
+        kill_after_s = request.get("kill_after_s", KILL_AFTER_TIMEOUT_S)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s + kill_after_s
         job = Job(request["id"], request["path"], pid, result_r, output_fd, deadline)
         self.jobs[result_r] = job
         self.selector.register(result_r, selectors.EVENT_READ, job)
@@ -150,7 +127,7 @@ class Server:
             os.dup2(output_fd, 1)  # the file's prints, shown only if the child dies
             os.dup2(output_fd, 2)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            body = json.dumps(airflow_result(path, self.dags_folder, timeout_s)).encode()
+            body = json.dumps(parse_result(path, self.dags_folder, timeout_s)).encode()
             with os.fdopen(result_w, "wb") as pipe:
                 pipe.write(body)
             code = 0
@@ -223,12 +200,12 @@ def describe(code: int) -> str:
 
 def serve(dags_folder: Path) -> None:
     """Answer parse requests until stdin closes (see the module's docstring)."""
+    from shared.airflow_spec.loading import use_airflow_home
     from shared.config import Settings
-    from shared.runtime import use_airflow_home
 
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    use_airflow_home(Settings())
+    use_airflow_home(Settings().home)
     preload()
     out.write(b'{"started": true}\n')  # the client's deadlines start now, not at our exec
     out.flush()
@@ -236,7 +213,6 @@ def serve(dags_folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(Path(sys.argv[2]))
-    else:
-        main()
+    if sys.argv[1:2] != ["--serve"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m scheduler.parse_child --serve DAGS_FOLDER")
+    serve(Path(sys.argv[2]))

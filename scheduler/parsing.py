@@ -1,7 +1,12 @@
-"""DAG folder parsing: each file in a child process with a timeout.
+"""DAG folder parsing: Airflow's DagBag in a parse server, each file in a forked child
+with a timeout.
 
 A file that fails to import (or hangs) becomes an ``import_error`` row and
-breaks nothing else. Unchanged files (same mtime) are not parsed again.
+breaks nothing else. Unchanged files (same mtime) are not parsed again. The
+parse server (``scheduler.parse_child``) imports Airflow once and forks a
+child per file; the scheduler itself never imports Airflow. A file may have
+DAGs and an import error both (Airflow keeps a file's other DAGs when it
+refuses one): both are stored, and the refused DAG keeps its last good version.
 
 A dag_id belongs to the file that defined it first, as in Airflow's DagBag:
 another file of the DAGs folder defining it too gets an
@@ -14,11 +19,6 @@ stored (and announced through ``on_change``) as soon as it is known, and
 waits for the files before it only when it claims a dag_id nobody owns.
 A DAGs folder that is not there changes nothing in the database: one error
 line, and the DAGs stay as they were until it is back.
-
-In the Task SDK runtime the files are imported by Airflow's own DagBag in a
-parse server (Airflow imported once, a fork per file). A file may then have
-DAGs and an import error both (Airflow keeps a file's other DAGs when it
-refuses one): both are stored, and the refused DAG keeps its last good version.
 """
 
 from __future__ import annotations
@@ -39,10 +39,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from shared import bus
 from shared.config import default_home
 from shared.daemon import task_environment
-from shared.dagbag import DagsFolderMissing, import_timeout_error, list_dag_files
+from shared.dags_folder import DagsFolderMissing, list_dag_files
 from shared.db import DB_ERRORS, q
-from shared.runtime import airflow_runtime
-from shared.sdk.exceptions import AirflowDagDuplicatedIdException
 from shared.textcap import cap_error
 
 log = structlog.get_logger()
@@ -50,8 +48,8 @@ log = structlog.get_logger()
 #: First key of the transaction-scoped locks on the dag_ids a file stores (the two-key
 #: form is a key space of its own): two files storing one new dag_id at once cannot both win.
 DAG_ID_LOCK_KEY = 0x51_1CE_DA6
-#: Time a parsing child gets beyond the import timeout (its own start, serializing)
-#: before it is killed: the child's import timeout names the line, this is the backstop.
+#: Time a parsing child gets beyond the import timeout (its own start, walking) before
+#: the parse server kills it: Airflow's import timeout names the line, this is the backstop.
 KILL_AFTER_TIMEOUT_S = 10.0
 #: The longest answer the parse server may give (one file's DAGs as JSON).
 MAX_ANSWER = 256 * 1024 * 1024
@@ -75,28 +73,27 @@ def parse_environment(home: Path | None = None) -> dict[str, str]:
     return env
 
 
-async def parse_file(path: Path, dags_folder: Path, timeout_s: float) -> dict:
-    """Run the parsing child for one file; never raises for the file's own faults."""
-    cmd = [sys.executable, "-m", "scheduler.parse_child", str(path), str(dags_folder),
-           str(timeout_s)]
+def import_timeout_error(path: Path, timeout_s: float) -> str:
+    """The import error of a file whose parse had to be killed (no line known): the text of
+    Airflow's ``dagbag_import_timeout``."""
+    return (f"{path}: airflow.sdk.exceptions.AirflowTaskTimeout: DagBag import timeout for "
+            f"{path} after {float(timeout_s)}s.")
+
+
+async def parse_file(path: Path, dags_folder: Path, timeout_s: float,
+                     home: Path | None = None) -> dict:
+    """One file parsed by a parse server started for it (one-off uses; the scheduler keeps
+    one server for every pass); never raises for the file's own faults."""
+    server = ParseServer(Path(dags_folder), home)
     try:
-        with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S):
-            proc = await anyio.run_process(cmd, check=False, env=parse_environment())
-    except TimeoutError:
-        return _failed(path, import_timeout_error(path, timeout_s))
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        return _failed(path, f"{path}: parser exited with code {proc.returncode}: "
-                             + "\n".join(tail))
-    result["error"] = cap_error(result["error"])
-    return result
+        return await server.parse(path, timeout_s)
+    finally:
+        await server.stop()
 
 
 class ParseServer:
-    """The Task SDK runtime's parse server (``parse_child --serve``): Airflow imported once,
-    a fork per file. Started on first use and again after it died or wedged.
+    """The parse server (``parse_child --serve``): Airflow imported once, a fork per file.
+    Started on first use and again after it died or wedged.
 
     A file whose answer the server failed to give (it died, or did not start or
     answer in time) gets a result marked ``server_failed``: not the file's fault."""
@@ -114,7 +111,8 @@ class ParseServer:
         self.next_id = 0
 
     async def parse(self, path: Path, timeout_s: float) -> dict:
-        """Like :func:`parse_file`; never raises for the file's own faults."""
+        """``{fileloc, source_hash, dags, error}`` of one file; never raises for the file's
+        own faults."""
         self.next_id += 1
         job = self.next_id
         try:
@@ -122,7 +120,8 @@ class ParseServer:
             # the file's time starts once the server is up: its start is not the file's
             with anyio.fail_after(timeout_s + KILL_AFTER_TIMEOUT_S + ANSWER_GRACE_S):
                 await proc.stdin.send(json.dumps(
-                    {"id": job, "path": str(path), "timeout_s": timeout_s}).encode() + b"\n")
+                    {"id": job, "path": str(path), "timeout_s": timeout_s,
+                     "kill_after_s": KILL_AFTER_TIMEOUT_S}).encode() + b"\n")
                 answer = await self._answer(job, proc)
         except TimeoutError:  # the server itself is wedged: a new one serves the next file
             await self.stop()
@@ -239,8 +238,8 @@ async def store_file(pool: asyncpg.Pool, result: dict,
 
 def duplicate_message(dag_id: str, incoming: str, existing: str) -> str:
     """Airflow's import error for a dag_id that ``existing`` already defines."""
-    exc = AirflowDagDuplicatedIdException(dag_id, incoming, existing)
-    return f"{type(exc).__name__}: {exc}"
+    return (f"AirflowDagDuplicatedIdException: Ignoring DAG {dag_id} from {incoming} - "
+            f"also found in {existing}")
 
 
 async def _owned_elsewhere(conn: asyncpg.Connection, result: dict,
@@ -269,13 +268,11 @@ class FolderParser:
 
     def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float,
                  on_change: Callable[[], Awaitable[object]] | None = None,
-                 airflow: bool | None = None, home: Path | None = None):
+                 home: Path | None = None):
         self.pool = pool
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
-        #: the Task SDK runtime parses through one server (Airflow imported once)
-        use_server = airflow_runtime() if airflow is None else airflow
-        self.server = ParseServer(self.dags_folder, home) if use_server else None
+        self.server = ParseServer(self.dags_folder, home)
         self.on_change = on_change
         self.mtimes: dict[str, float] = {}
         #: file -> (its fileloc, the dag_ids it was refused because another file has them)
@@ -368,14 +365,11 @@ class FolderParser:
         return any_stored
 
     async def _parse(self, path: Path) -> dict:
-        if self.server is not None:
-            return await self.server.parse(path, self.timeout_s)
-        return await parse_file(path, self.dags_folder, self.timeout_s)
+        return await self.server.parse(path, self.timeout_s)
 
     async def aclose(self) -> None:
-        """Stop the parse server, if there is one (it also ends when the scheduler does)."""
-        if self.server is not None:
-            await self.server.stop()
+        """Stop the parse server (it also ends when the scheduler does)."""
+        await self.server.stop()
 
     async def _claims_unowned(self, result: dict, present: set[str]) -> bool:
         """Whether the file defines a dag_id that no present file owns (a file earlier

@@ -12,7 +12,6 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,10 +32,6 @@ class Settings(BaseSettings):
     dags_folder: Path = Path("dags")
     logs_folder: Path | None = None
     stream_prefix: str = "sluice"
-    airflow_compat: bool = True
-    # which task runtime the daemons use: Airflow's Task SDK when it is installed
-    # ("auto"), or forced ("airflow", "legacy"); see shared.runtime
-    runtime: Literal["auto", "airflow", "legacy"] = "auto"
     # streams: an entry read but not acknowledged for this long (its consumer died)
     # is taken over by another consumer of its group (every daemon looks twice an interval)
     claim_interval_s: float = Field(default=30.0, gt=0)

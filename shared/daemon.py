@@ -23,9 +23,6 @@ SUPERVISOR_PID_ENV = "SLUICE_SUPERVISOR_PID"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 
-#: Sluice settings user code may see (none carries a credential); every other ``SLUICE_*``
-#: variable -- database and Redis URLs with their passwords, the home -- is Sluice's own.
-TASK_VISIBLE_SETTINGS = frozenset({"SLUICE_AIRFLOW_COMPAT"})
 #: Other variables user code must not inherit: the password libpq clients (asyncpg) read
 #: for Sluice's database, and systemd's channel to the daemon itself.
 DAEMON_ONLY = frozenset({"PGPASSWORD", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
@@ -33,15 +30,15 @@ DAEMON_ONLY = frozenset({"PGPASSWORD", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDO
 
 def task_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment user code starts with (task processes, DAG-file parsing): the
-    daemon's, without Sluice's credentials.
+    daemon's, without Sluice's settings (``SLUICE_*``: database and Redis URLs with their
+    passwords, the home) and credentials.
 
-    A task body runs in the runner process and BashOperator commands inherit it, so
+    A task body runs in the task process and BashOperator commands inherit it, so
     whatever is here a task can print to its log or send anywhere. PATH, HOME,
     ``AIRFLOW_*`` (connections, variables) and the rest of the user's setup stay.
     """
     return {name: value for name, value in environ.items()
-            if name not in DAEMON_ONLY
-            and (not name.startswith("SLUICE_") or name in TASK_VISIBLE_SETTINGS)}
+            if name not in DAEMON_ONLY and not name.startswith("SLUICE_")}
 
 
 def protect_process() -> None:

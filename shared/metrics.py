@@ -329,7 +329,7 @@ async def serve_triggerer(trig, *, task_status=anyio.TASK_STATUS_IGNORED) -> Non
 
     side = Side("triggerer", f"{socket.gethostname()}:{os.getpid()}", trig.pool, trig.redis,
                 trig.life.stopping, {"triggerer": own, "redis": streams_probe(trig.redis, pairs)},
-                {"runtime": "airflow" if trig.airflow is not None else "legacy"}, (TRIGGERING,))
+                {"runtime": "airflow"}, (TRIGGERING,))
     await serve(side, s.metrics_host, s.triggerer_metrics_port,
                 setting="SLUICE_TRIGGERER_METRICS_PORT",
                 explicit=explicit(s, "triggerer_metrics_port"), task_status=task_status)
@@ -353,7 +353,7 @@ def worker_side(worker) -> Side:
 
     return Side("worker", worker.id, worker.pool, worker.redis, worker.life.stopping,
                 {"worker": own, "redis": streams_probe(worker.redis, pairs)},
-                {"runtime": "airflow" if worker.airflow else "legacy"})
+                {"runtime": "airflow"})
 
 
 def observe_fire_lag(handed_at: Iterable[float]) -> None:

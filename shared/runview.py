@@ -14,8 +14,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.db import q
 from shared import serde
+from shared.db import q
 
 # ``structure``: each task's id, upstreams and group, in the DAG's own task order (what
 # ``graph_order`` needs; null for a DAG that is no longer stored).

@@ -1,7 +1,9 @@
 """The serialized DAG: what the scheduler knows of a DAG without running its code.
 
-Built in the parsing child process from the loaded DAG objects, stored as JSON
-in ``dag.serialized`` and validated by these models when read back.
+Built in the parse server from the ``airflow.sdk`` DAGs Airflow's DagBag loads
+(``shared.airflow_spec``), stored as JSON in ``dag.serialized`` and validated
+by these models when read back. The pure rules the walk uses (effective
+priority weights, retry fields, seconds) are here, with the models they fill.
 """
 
 from __future__ import annotations
@@ -11,10 +13,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.sdk import start_trigger
-from shared.sdk.dag import DAG
-from shared.serde import to_jsonable
-from shared.sdk.task_group import mapped_group_of
 from shared.state.retry import RetryPolicy
 
 
@@ -90,16 +88,6 @@ def _seconds(delta: Any) -> float | None:
     return None if delta is None else delta.total_seconds()
 
 
-def _schedule_json(dag: DAG) -> dict[str, Any] | None:
-    """The DAG's schedule; a cron one is read in the DAG's time zone, as in Airflow."""
-    from shared.schedules import CronSchedule, zone_name
-
-    timetable = dag.timetable
-    if isinstance(timetable, CronSchedule):
-        timetable = timetable.in_zone(zone_name(getattr(dag, "timezone", None)))
-    return timetable.to_json() if timetable is not None else None
-
-
 def _as_delta(value: Any) -> timedelta | None:
     """``dagrun_timeout`` as Airflow takes it: a timedelta (or seconds)."""
     if value is None or isinstance(value, timedelta):
@@ -113,7 +101,7 @@ def _retry_fields(policy: RetryPolicy) -> dict[str, Any]:
             "retry_backoff": policy.backoff, "max_retry_delay_s": policy.max_retry_delay_s}
 
 
-def _downstream_weights(dag: DAG) -> dict[str, int]:
+def _downstream_weights(dag: Any) -> dict[str, int]:
     """Each task's effective priority by its ``weight_rule``, as Airflow computes it.
 
     ``downstream`` (the default): own weight plus every downstream task's;
@@ -149,8 +137,8 @@ def _downstream_weights(dag: DAG) -> dict[str, int]:
             for tid, rule in rules.items()}
 
 
-def _topological(dag: DAG) -> list[str]:
-    """Task ids, every task after its upstreams (the loader has refused cycles)."""
+def _topological(dag: Any) -> list[str]:
+    """Task ids, every task after its upstreams (Airflow's DagBag has refused cycles)."""
     waiting = {tid: len(t.upstream_task_ids) for tid, t in dag.task_dict.items()}
     ready = [tid for tid, n in waiting.items() if n == 0]
     order: list[str] = []
@@ -164,52 +152,3 @@ def _topological(dag: DAG) -> list[str]:
     if len(order) != len(waiting):
         raise ValueError(f"DAG {dag.dag_id!r} has a cycle")
     return order
-
-
-def serialize_task(task: Any, weight: int) -> dict[str, Any]:
-    group = task.task_group
-    return {
-        "task_id": task.task_id,
-        "operator": getattr(task, "operator_name", type(task).__name__),
-        "upstream": sorted(task.upstream_task_ids),
-        "downstream": sorted(task.downstream_task_ids),
-        "trigger_rule": str(task.trigger_rule.value if hasattr(task.trigger_rule, "value") else task.trigger_rule),
-        **_retry_fields(RetryPolicy.of_task(task)),
-        "execution_timeout_s": _seconds(task.execution_timeout),
-        "queue": task.queue,
-        "pool": task.pool,
-        "pool_slots": task.pool_slots,
-        "priority_weight": weight,
-        "max_active_tis_per_dag": task.max_active_tis_per_dag,
-        "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
-        "is_empty": bool(getattr(task, "_is_empty", False))
-        and not (task.on_success_callback or task.on_execute_callback),
-        "group_id": None if group is None or group.is_root else group.group_id,
-        "mapped": task.serialize_mapping() if getattr(task, "is_mapped", False) else None,
-        "mapped_group": getattr(mapped_group_of(task), "group_id", None),
-        "start_trigger": start_trigger.serialize(task),
-    }
-
-
-def serialize_dag(dag: DAG) -> dict[str, Any]:
-    weights = _downstream_weights(dag)
-    return {
-        "dag_id": dag.dag_id,
-        "fileloc": dag.fileloc,
-        "description": dag.description,
-        "schedule": _schedule_json(dag),
-        "start_date": dag.start_date.isoformat() if dag.start_date else None,
-        "end_date": dag.end_date.isoformat() if dag.end_date else None,
-        "catchup": dag.catchup,
-        "max_active_runs": dag.max_active_runs,
-        "max_active_tasks": dag.max_active_tasks,
-        "dagrun_timeout_s": _seconds(_as_delta(getattr(dag, "dagrun_timeout", None))),
-        "is_paused_upon_creation": dag.is_paused_upon_creation,
-        "params": to_jsonable(_param_defaults(dag.params), f"DAG {dag.dag_id!r} params"),
-        "tags": dag.tags,
-        "tasks": [serialize_task(t, weights[t.task_id]) for t in dag.tasks],
-    }
-
-
-def _param_defaults(params: dict) -> dict:
-    return {k: getattr(v, "value", v) for k, v in params.items()}

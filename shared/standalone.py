@@ -25,7 +25,7 @@ import structlog
 
 from shared.config import Settings, make_private, standalone_file, write_private
 from shared.daemon import SUPERVISOR_PID_ENV
-from shared.dagbag import require_dags_folder
+from shared.dags_folder import require_dags_folder
 from shared.db import migrate_url
 
 log = structlog.get_logger()

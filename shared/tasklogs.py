@@ -3,9 +3,8 @@
 Every try writes one file under the worker's logs folder,
 ``dag_id=D/run_id=R/task_id=T[/map_index=N]/attempt=K.log``, in Airflow's
 task-log format: JSON lines with ``timestamp`` (UTC, ``Z``), ``level``,
-``event`` and ``logger``. The Task SDK runtime writes them through Airflow's
-own logging (``worker.sdk_tasklog``), the legacy runner through
-``worker.legacy_tasklog``; one reader reads both.
+``event`` and ``logger``, written by the Task SDK through Airflow's own logging
+(``worker.sdk_tasklog``).
 
 The worker that ran a try serves its files (``worker.logserver``); its claim
 records the worker with the try (table ``task_log``), whose server's URL it

@@ -7,21 +7,19 @@ its task instance (``deferred -> scheduled``) and wakes the scheduler. A
 trigger that fails, ends without an event or times out resumes the task with
 ``next_method="__fail__"``. On SIGTERM it hands its triggers back at once.
 
-In the Task SDK runtime (``shared.runtime``) the triggers are Airflow's own
-classes, decoded, run and resumed by ``triggerer.airflow_triggers``, imported
-only then; their calls to the server are answered from PostgreSQL through a
-pool they never hold a connection of. Otherwise they are the legacy SDK's.
+The triggers are Airflow's own classes (Airflow core, providers, DAG files),
+decoded, run and resumed by ``triggerer.airflow_triggers``, imported once
+Airflow's home is set; their calls to the server (connections, variables,
+states) are answered from PostgreSQL through a pool they never hold a
+connection of.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import socket
-import traceback
-from datetime import UTC, datetime
 
 import anyio
 import asyncpg
@@ -29,33 +27,20 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from shared import bus
+from shared.airflow_spec.loading import use_airflow_home
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
-from shared.dagbag import add_dags_folder_to_path
+from shared.dags_folder import add_dags_folder_to_path
 from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
 from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
 from shared.metrics import observe_fire_lag, serve_triggerer
-from shared.runtime import airflow_runtime, use_airflow_home
-from shared import serde
-from shared.sdk.triggers import BaseTaskEndEvent
-from shared.textcap import cap_error
 
 log = structlog.get_logger()
 TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
 BLOCKING_WARN_S = 0.2
 START_CHUNK = 200  # claimed triggers started between two yields to the event loop
 FLUSH_TIMEOUT_S = 10.0  # on shutdown, how long first events in hand may take to be written
-
-
-def load_trigger(classpath: str, kwargs_json: str):
-    """Import and construct a trigger from its serialized form."""
-    from shared import compat
-
-    compat.install_if_enabled()
-    module_name, _, class_name = classpath.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**serde.loads(kwargs_json))
 
 
 async def _wake_ups(entries: list) -> None:
@@ -74,7 +59,8 @@ class Triggerer:
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis, life: Lifecycle,
                  airflow=None):
         self.settings = settings
-        self.airflow = airflow  # triggerer.airflow_triggers in the Task SDK runtime, else None
+        #: ``triggerer.airflow_triggers`` (given by :func:`run`, which sets Airflow's home first)
+        self.airflow = airflow or importlib.import_module("triggerer.airflow_triggers")
         self.pool = pool
         self.redis = redis
         self.life = life
@@ -138,12 +124,6 @@ class Triggerer:
                 self.running.pop(row["id"], None)
 
     async def _run(self, row: dict) -> None:
-        if self.airflow is not None:
-            await self._run_airflow(row)
-        else:
-            await self._run_legacy(row)
-
-    async def _run_airflow(self, row: dict) -> None:
         """An Airflow trigger to its outcome, written as Airflow 3.3's triggerer writes it."""
         af = self.airflow
         try:
@@ -156,9 +136,9 @@ class Triggerer:
             if isinstance(outcome, af.Failed) and outcome.error is not None:
                 log.error("trigger_failed",
                           error=f"{type(outcome.error).__name__}: {outcome.error}")
-        await self._settle_airflow(row, outcome)
+        await self._settle(row, outcome)
 
-    async def _settle_airflow(self, row: dict, outcome) -> None:
+    async def _settle(self, row: dict, outcome) -> None:
         """A failure resumes with ``__fail__``; a task-end event ends the try here; any other
         first event goes to the batch writer, its payload in ``next_kwargs["event"]``."""
         af = self.airflow
@@ -166,7 +146,7 @@ class Triggerer:
             await self._resume_failed(row, af.failure_next_kwargs(outcome.reason, outcome.error),
                                       outcome.reason)
         elif af.is_task_end(outcome.event):
-            await self._end_airflow(row, outcome.event)
+            await self._end_with_event(row, outcome.event)
         else:
             try:
                 next_kwargs = af.next_kwargs_with_event(row["next_kwargs"], outcome.event.payload)
@@ -177,7 +157,7 @@ class Triggerer:
                 return
             self._hand_to_writer(row, next_kwargs)
 
-    async def _end_airflow(self, row: dict, event) -> None:
+    async def _end_with_event(self, row: dict, event) -> None:
         """A TaskSuccess/Failed/SkippedEvent ends the try here; a failure with tries left retries
         after the task's own delay (``retry_delay``, backoff), as a failed try would."""
         from worker.execution_api.task_instances import retry_delay
@@ -188,50 +168,6 @@ class Triggerer:
         if end.state == "up_for_retry":
             delay = await persist(lambda: retry_delay(self, row["ti_uuid"]), what="retry_delay")
         await self._end_task(row, end.state, end.xcoms, delay)
-
-    async def _run_legacy(self, row: dict) -> None:
-        try:
-            trigger = load_trigger(row["classpath"], row["kwargs"])
-        except Exception as exc:  # noqa: BLE001 - the task fails, the triggerer lives on
-            log.error("trigger_load_failed", classpath=row["classpath"], error=str(exc))
-            await self.fail(row, "Trigger failure", exc)
-            return
-        timeout = row["trigger_timeout"]
-        delay = None if timeout is None else (timeout - datetime.now(UTC)).total_seconds()
-        try:
-            with anyio.move_on_after(delay) as timer:
-                async for event in trigger.run():
-                    await self.fire(row, event)
-                    return
-            if timer.cancelled_caught:
-                await self.fail(row, "Trigger timeout", None)
-            else:
-                await self.fail(row, "Trigger failure", RuntimeError("Trigger exited without an event"))
-        except Exception as exc:  # noqa: BLE001
-            log.error("trigger_failed", error=str(exc))
-            await self.fail(row, "Trigger failure", exc)
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await trigger.cleanup()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("trigger_cleanup_failed", error=str(exc))
-
-    async def fire(self, row: dict, event) -> None:
-        """Hand the first event to the task instance, then drop the trigger row.
-
-        An ordinary event goes to the writer, which group-commits events (one
-        transaction, one pipelined wake-up per run for a whole batch); until it is
-        written the trigger row stays this triggerer's, so a crash re-runs the
-        trigger elsewhere. An event that ends the task is written on its own.
-        """
-        if not isinstance(event, BaseTaskEndEvent):
-            payload = serde.to_jsonable(event.payload, "trigger event payload")
-            next_kwargs = {**(row.get("next_kwargs") or {}), "event": payload}
-            self._hand_to_writer(row, json.dumps(next_kwargs))
-            return
-        xcoms = {k: serde.dumps(v) for k, v in (event.xcoms or {}).items()}
-        await self._end_task(row, event.task_instance_state, xcoms)
 
     def _hand_to_writer(self, row: dict, next_kwargs_json: str) -> None:
         """Queue a first event (the resumed instance's ``next_kwargs``) for the batch writer."""
@@ -310,11 +246,10 @@ class Triggerer:
         return await conn.fetchval(q("resume_ti"), row["ti_id"], row["id"], next_kwargs,
                                    next_method)
 
-    async def fail(self, row: dict, error: str, exc: BaseException | None) -> None:
-        """Resume the instance with ``__fail__`` so the worker raises and retry rules apply."""
-        tb = [cap_error("".join(traceback.format_exception(exc)))] if exc is not None else []
-        await self._resume_failed(row, {**(row.get("next_kwargs") or {}), "error": error,
-                                        "traceback": tb}, error)
+    async def fail(self, row: dict, reason: str, exc: BaseException | None) -> None:
+        """Resume the instance with ``__fail__`` (``reason``, ``exc``'s traceback) so the
+        worker raises and retry rules apply."""
+        await self._resume_failed(row, self.airflow.failure_next_kwargs(reason, exc), reason)
 
     async def _resume_failed(self, row: dict, next_kwargs: dict, error: str) -> None:
         """Resume with ``next_method="__fail__"`` and ``next_kwargs`` (the error, its traceback)."""
@@ -405,14 +340,12 @@ class Triggerer:
 
 
 def airflow_triggers(settings: Settings):
-    """``triggerer.airflow_triggers`` in the Task SDK runtime (Airflow's home set first), else None.
+    """``triggerer.airflow_triggers``, imported once Airflow's home is set.
 
     Importing Airflow configures logging its own way; Sluice's is put back, so the
     daemon's lines and the triggers' own (``self.log``) stay one JSON stream.
     """
-    if not airflow_runtime(settings):
-        return None
-    use_airflow_home(settings)
+    use_airflow_home(settings.home)
     module = importlib.import_module("triggerer.airflow_triggers")
     configure_logging()
     return module
@@ -434,8 +367,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     redis = bus.connect(redis_url)
     try:
         await bus.wait_for_redis(redis)
-        if airflow is not None:
-            install_comms(airflow, settings, pool)
+        install_comms(airflow, settings, pool)
         trig = Triggerer(settings, pool, redis, life, airflow)
         await trig.consumer.ensure_groups()
         await trig.register()
@@ -445,8 +377,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             tg.start_soon(serve_triggerer, trig)  # /metrics and /health
             tg.start_soon(life.watchdog, trig.status)
             log.info("triggerer_ready", triggerer_id=trig.id,
-                     capacity=settings.triggerer_capacity,
-                     runtime="airflow" if airflow is not None else "legacy")
+                     capacity=settings.triggerer_capacity)
             sd_notify("READY=1", f"STATUS={trig.status()}")
             task_status.started()
             await trig.claim_loop(tg)

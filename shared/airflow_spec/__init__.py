@@ -1,11 +1,11 @@
 """DAG files parsed by Airflow's own Task SDK, walked into Sluice's ``DagSpec``.
 
-Only imported where Airflow is installed. Loading uses Airflow's ``DagBag``
-(its import errors, duplicate-id, cycle and ``dagbag_import_timeout``
-behaviour) with no Airflow database and ``AIRFLOW_HOME`` under Sluice's
-home; walking turns each ``airflow.sdk`` DAG into the JSON the scheduler
-decides from, the same document ``shared.serialization.serialize_dag``
-builds from the legacy SDK objects.
+Loading uses Airflow's ``DagBag`` (its import errors, duplicate-id, cycle and
+``dagbag_import_timeout`` behaviour) with no Airflow database and
+``AIRFLOW_HOME`` under Sluice's home; walking turns each ``airflow.sdk`` DAG
+into the JSON the scheduler decides from (``shared.serialization.DagSpec``).
+Airflow is imported only when a function here runs, so the scheduler may
+import this package (for ``airflow_home``) and stay free of Airflow.
 """
 
 from shared.airflow_spec.errors import SpecError

@@ -1,9 +1,8 @@
 """An ``airflow.sdk`` DAG walked into the document ``shared.serialization.DagSpec`` validates.
 
 The pure rules (effective priority weights, retry fields, seconds) are
-``shared.serialization``'s own, so a DAG gets the same spec whichever SDK
-built it. What Sluice's scheduler cannot decide from fails here with one
-line naming the DAG, the task and the feature.
+``shared.serialization``'s own. What Sluice's scheduler cannot decide from
+fails here with one line naming the DAG, the task and the feature.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Task SDK runtime's parse server: its own failures are never a file's import error.
+"""The parse server: its own failures are never a file's import error.
 
 Real parse server (Airflow's DagBag), real PostgreSQL.
 """
@@ -6,7 +6,10 @@ Real parse server (Airflow's DagBag), real PostgreSQL.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +62,7 @@ async def test_files_parsed_when_the_server_died_are_parsed_again_without_an_err
     marker.touch()
     healthy = write(folder, "healthy.py", "healthy", before="import time\ntime.sleep(3)\n")
     write(folder, "killer.py", "killer", before=KILLS_SERVER.format(marker=str(marker)))
-    parser = FolderParser(pool, folder, timeout_s=60, airflow=True)
+    parser = FolderParser(pool, folder, timeout_s=60)
     try:
         await parser.parse_changed()  # the server dies with both files in flight
         assert not marker.exists()
@@ -101,3 +104,42 @@ async def test_the_parse_server_gets_no_credentials(tmp_path, monkeypatch):
     assert result["error"] is None, result["error"]
     seen = json.loads(out.read_text())
     assert "s3cret" not in json.dumps(seen) and "AIRFLOW_HOME" in seen
+
+
+SWALLOWS_TIMEOUT = """
+import time
+while True:
+    try:
+        time.sleep(3600)
+    except BaseException:
+        pass
+"""
+
+
+async def test_a_file_that_swallows_airflows_timeout_is_killed_with_airflows_text(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(parsing, "KILL_AFTER_TIMEOUT_S", 1.0)  # sent with the request
+    path = write(tmp_path, "swallows.py", "swallows", before=SWALLOWS_TIMEOUT)
+    started = time.monotonic()
+    result = await parsing.parse_file(path, tmp_path, timeout_s=1.0)
+    assert time.monotonic() - started < 30  # the server's start (Airflow's import) included
+    assert result["dags"] == [] and not result.get("server_failed")
+    assert result["error"] == (f"{path}: airflow.sdk.exceptions.AirflowTaskTimeout: "
+                               f"DagBag import timeout for {path} after 1.0s.")
+
+
+def test_a_dag_id_owned_elsewhere_gets_airflows_duplicate_text():
+    from airflow.exceptions import AirflowDagDuplicatedIdException
+
+    exc = AirflowDagDuplicatedIdException("d", "/dags/b.py", "/dags/a.py")
+    assert parsing.duplicate_message("d", "/dags/b.py", "/dags/a.py") == (
+        f"{type(exc).__name__}: {exc}")
+
+
+def test_the_scheduler_process_does_not_import_airflow():
+    """Only its parse server does: the daemon stays lean and never runs user code."""
+    code = ("import sys, scheduler.daemon, scheduler.parsing, scheduler.start_trigger; "
+            "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
