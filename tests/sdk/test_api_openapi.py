@@ -1,6 +1,6 @@
 """Every route ``sluice api-server`` serves answers what Airflow 3.3's OpenAPI document says.
 
-Airflow's document for ``/api/v2`` ships in ``apache-airflow-core`` (this venv).
+Airflow's document for ``/api/v2`` ships in ``apache-airflow-core``, one of Sluice's dependencies.
 Real daemons (Task SDK runtime) run an unmodified Airflow DAG file; each call's
 JSON is validated against the component schema Airflow's document gives for
 that path, method and status; and each path, method and query parameter of

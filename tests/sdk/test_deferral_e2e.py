@@ -1,10 +1,9 @@
 """Deferral end to end with Airflow's own operators, sensors and triggers (Task SDK runtime).
 
-The scheduler, triggerer and worker run as processes (this venv has Airflow, so all
-three use the Task SDK runtime) over the unmodified DAG files of ``dags_deferral/``:
-the standard provider's deferrable sensors, a trigger class kept in the DAG folder,
-mapped ``start_from_trigger`` with per-index kwargs, triggers that raise, time out or end
-their task, and 200 mapped instances deferring at once. The cluster is shared by the
+The scheduler, triggerer and worker run as processes over the unmodified DAG files
+of ``dags_deferral/``: the standard provider's deferrable sensors, a trigger class kept
+in the DAG folder, mapped ``start_from_trigger`` with per-index kwargs, triggers that
+raise, time out or end their task, and 200 mapped instances deferring at once. The cluster is shared by the
 module's tests; each triggers its own DAG.
 """
 

@@ -1,9 +1,8 @@
 """Unmodified Airflow 3 DAG files run end to end on Sluice's real daemons, Task SDK runtime.
 
-One scheduler and one worker run as processes (this venv has Airflow, so both use
-the Task SDK runtime: Airflow's DagBag parses, slots run tries against the worker's
-Execution API) over the DAG files of ``dags_e2e/``, written as Airflow's docs write
-them. The cluster is shared by the module's tests; each triggers its own DAG.
+One scheduler and one worker run as processes (Airflow's DagBag parses, slots run
+tries with the Task SDK against the worker's Execution API) over the DAG files of
+``dags_e2e/``, written as Airflow's docs write them. The cluster is shared by the module's tests; each triggers its own DAG.
 """
 
 from __future__ import annotations

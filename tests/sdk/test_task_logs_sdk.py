@@ -4,7 +4,7 @@ A worker with its own ``SLUICE_HOME`` runs an unmodified Airflow DAG (prints,
 ``self.log``, stdlib logging, a failure with its traceback);
 ``sluice tasks logs`` with another home reads each try through the worker's
 log server: every line is Airflow's JSON with time and level, shown readably on
-a terminal and raw with ``--json``, the same reader as the legacy runtime's.
+a terminal and raw with ``--json``.
 """
 
 from __future__ import annotations
