@@ -16,7 +16,7 @@ def instances(doc: dict, task_id: str) -> list[dict]:
 async def test_expand_over_upstream_mapped_over_mapped_and_reduce(cluster: Cluster):
     cluster.write_dag("m.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def m():
@@ -51,7 +51,7 @@ async def test_an_all_done_consumer_maps_over_the_values_a_partly_failed_mapped_
         cluster: Cluster):
     cluster.write_dag("partly.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def partly():
@@ -85,7 +85,7 @@ async def test_an_all_done_consumer_maps_over_the_values_a_partly_failed_mapped_
 async def test_zero_length_skips_and_run_succeeds(cluster: Cluster):
     cluster.write_dag("z.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def z():
@@ -118,7 +118,8 @@ async def test_zero_length_skips_and_run_succeeds(cluster: Cluster):
 async def test_expand_kwargs_from_upstream_cross_product_and_classic_operator(cluster: Cluster):
     cluster.write_dag("k.py", """
         from datetime import datetime
-        from shared.sdk import dag, task, BashOperator
+        from airflow.providers.standard.operators.bash import BashOperator
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def k():
@@ -148,7 +149,7 @@ async def test_expand_kwargs_from_upstream_cross_product_and_classic_operator(cl
 async def test_unmappable_producer_fails_and_consumer_is_upstream_failed(cluster: Cluster):
     cluster.write_dag("u.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def u():
@@ -196,7 +197,7 @@ async def test_wider_than_the_schedulers_window(cluster: Cluster):
     """1,200 instances: the scheduler reads 512 at a time; every one is decided."""
     cluster.write_dag("wide.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1), max_active_tasks=64)
         def wide():
