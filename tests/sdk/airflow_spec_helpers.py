@@ -1,82 +1,78 @@
-"""One DAG source, two SDKs: rendered with ``shared.sdk`` or ``airflow.sdk`` imports and parsed.
+"""The Airflow 3 DAG files of ``tests/sdk/dags`` and the DagSpec stored for each.
 
-A template's ``__IMPORTS__`` becomes one of the import blocks below (the same
-names either way); the legacy variant is loaded by ``shared.dagbag`` and
-serialized by ``serialize_dag``, the Airflow one by ``shared.airflow_spec``.
+``specs/<file>.json`` holds, by dag_id, the spec the scheduler decides from
+(``fileloc`` left out: it is where the file was parsed). Write them again with
+``python -m tests.sdk.airflow_spec_helpers`` after a deliberate change to the
+walk, and read the diff: every line of it changes what the scheduler does.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIRS = (ROOT / "tests" / "sdk" / "dags", ROOT / "tests" / "integration" / "airflow_dags")
-
-IMPORTS = {
-    "legacy": """\
-from shared.sdk import (
-    DAG, AirflowSkipException, BaseOperator, BaseTrigger, BashOperator, Context, EmptyOperator,
-    PythonOperator, StartTriggerArgs, TaskGroup, TimeDeltaTrigger, TriggerEvent, TriggerRule,
-    dag, get_current_context, task, task_group,
-)
-from shared.sdk.sensors import BaseSensorOperator, PokeReturnValue, TimeDeltaSensor""",
-    "airflow": """\
-from airflow.providers.standard.operators.bash import BashOperator
-from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.providers.standard.operators.python import PythonOperator
-from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
-from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-from airflow.sdk import (
-    DAG, BaseOperator, BaseSensorOperator, Context, PokeReturnValue, TaskGroup, TriggerRule, dag,
-    get_current_context, task, task_group,
-)
-from airflow.sdk.exceptions import AirflowSkipException
-from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TriggerEvent""",
-}
-
-#: A class path both variants give ``StartTriggerArgs`` (a string the parser never imports).
-TIME_DELTA_TRIGGER = "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger"
+DAGS = Path(__file__).resolve().parent / "dags"
+SPECS = DAGS / "specs"
 
 
-def templates() -> dict[str, Path]:
-    """Every shared DAG source by name: this folder's and the integration tests' templates."""
-    return {p.stem: p for d in TEMPLATE_DIRS for p in sorted(d.glob("*.tmpl"))}
+def dag_files() -> dict[str, Path]:
+    """Every DAG file of ``tests/sdk/dags`` by name (its stem)."""
+    return {p.stem: p for p in sorted(DAGS.glob("*.py"))}
 
 
-def render(template: Path, variant: str) -> str:
-    source = template.read_text()
-    for key, value in (("__IMPORTS__", IMPORTS[variant]), ("__DAG_ID__", template.stem),
-                       ("__STEM__", template.stem), ("__TIME_DELTA_TRIGGER__", TIME_DELTA_TRIGGER),
-                       ("__CONTEXT_IMPORT__", "")):
-        source = source.replace(key, value)
-    assert "__IMPORTS__" not in source and "__DAG_ID__" not in source
-    return source
+def parse_copy(folder: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Copy the DAG files into ``folder`` and parse them there as the parse server does:
+    by file name, each DAG's validated spec by dag_id (``fileloc`` kept)."""
+    from shared.airflow_spec import parse
+    from shared.serialization import DagSpec
 
-
-def write(folder: Path, template: Path, variant: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{template.stem}.py"
-    path.write_text(render(template, variant))
-    return path
+    for path in dag_files().values():
+        shutil.copy(path, folder / path.name)
+    out = {}
+    for result in parse(folder, folder):
+        assert result["error"] is None, result["error"]
+        out[Path(result["fileloc"]).stem] = {
+            d["dag_id"]: DagSpec.model_validate(d).model_dump(mode="json") for d in result["dags"]}
+    return out
 
 
-def legacy_specs(path: Path, folder: Path) -> dict[str, dict[str, Any]]:
-    """The file's DAGs as the legacy loader and ``serialize_dag`` give them, by dag_id."""
-    from shared.dagbag import load_file
-    from shared.serialization import DagSpec, serialize_dag
-
-    result = load_file(path, folder)
-    assert result.error is None, result.error
-    return {d.dag_id: DagSpec.model_validate(serialize_dag(d)).model_dump(mode="json")
-            for d in result.dags}
+def without_fileloc(specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {dag_id: {k: v for k, v in spec.items() if k != "fileloc"}
+            for dag_id, spec in specs.items()}
 
 
-def airflow_specs(path: Path, folder: Path) -> dict[str, dict[str, Any]]:
-    """The file's DAGs parsed by Airflow's DagBag and walked by ``shared.airflow_spec``, by dag_id."""
-    from shared.airflow_spec import load, validated_spec
+def expected(name: str) -> dict[str, dict[str, Any]]:
+    return json.loads((SPECS / f"{name}.json").read_text())
 
-    results = load(path, folder)
-    result = results[str(path.resolve())]
-    assert result.error is None, result.error
-    return {d.dag_id: validated_spec(d).model_dump(mode="json") for d in result.dags}
+
+def dumps(specs: dict[str, dict[str, Any]]) -> str:
+    """JSON with one line per DAG field and per task (tasks in the DAG's order): a change
+    to the walk shows as the lines of the tasks it changes."""
+    dags = []
+    for dag_id in sorted(specs):
+        spec = specs[dag_id]
+        fields = [f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}"
+                  for k, v in sorted(spec.items()) if k != "tasks"]
+        tasks = ",\n".join(f"   {json.dumps(t, sort_keys=True)}" for t in spec["tasks"])
+        fields.append(f'  "tasks": [\n{tasks}\n  ]')
+        dags.append(f" {json.dumps(dag_id)}: {{\n" + ",\n".join(fields) + "\n }")
+    return "{\n" + ",\n".join(dags) + "\n}\n"
+
+
+def write_expected(folder: Path) -> None:
+    SPECS.mkdir(exist_ok=True)
+    for name, specs in parse_copy(folder).items():
+        (SPECS / f"{name}.json").write_text(dumps(without_fileloc(specs)))
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    from shared.airflow_spec.loading import use_airflow_home
+
+    with tempfile.TemporaryDirectory() as tmp:
+        use_airflow_home(Path(tmp))
+        write_expected(Path(tmp) / "dags")

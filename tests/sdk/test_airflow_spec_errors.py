@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from shared.airflow_spec import parse
-from tests.sdk.airflow_spec_helpers import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 HEAD = """\
 from datetime import datetime, timedelta

@@ -1,4 +1,4 @@
-"""Facts only Airflow's SDK gives: setup/teardown, callbacks, inlets/outlets, Param schemas,
+"""Facts of Airflow's objects the spec keeps: setup/teardown, callbacks, inlets/outlets, Param schemas,
 trigger timetables, and a class-level ``start_trigger_args`` that an ``__init__`` changes."""
 
 from __future__ import annotations
@@ -110,3 +110,11 @@ def test_a_class_start_trigger_args_changed_by_init_is_what_every_instance_holds
     delta = {tid: spec.task(tid).start_trigger["base"]["trigger_kwargs"]["delta"]["seconds"]
              for tid in ("one", "two", "default")}
     assert delta == {"one": 1.0, "two": 2.0, "default": 2.0}
+
+
+def test_tags_are_sorted_as_airflows_dag_keeps_them_in_a_set(tmp_path: Path):
+    spec = only_spec(tmp_path, """
+        with DAG("tagged", schedule=None, start_date=datetime(2026, 1, 1), tags=["z", "a", "m"]):
+            EmptyOperator(task_id="x")
+    """)
+    assert spec.tags == ["a", "m", "z"]

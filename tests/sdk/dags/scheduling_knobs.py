@@ -1,8 +1,16 @@
 """What the scheduler reads from a DAG and its tasks besides mapping: schedule and dates,
 run limits, params, default_args, trigger rules, retries and backoff, timeouts, pools,
 queues, priority weights by each weight rule, groups and empty tasks."""
-__IMPORTS__
+
 from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import (
+    DAG,
+    TaskGroup,
+    TriggerRule,
+)
 
 ARGS = {"retries": 2, "retry_delay": timedelta(seconds=7), "pool": "shared", "queue": "q1"}
 

@@ -1,8 +1,13 @@
 """A deferrable operator: it sleeps in the triggerer, not in a worker slot."""
 
 from datetime import datetime, timedelta
-__IMPORTS__
 
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import (
+    BaseOperator,
+    dag,
+    task,
+)
 
 
 class WaitThenReport(BaseOperator):

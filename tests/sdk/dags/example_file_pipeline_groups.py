@@ -8,8 +8,12 @@ one lazy sequence, ordered by map index.
 """
 
 from datetime import datetime
-__IMPORTS__
 
+from airflow.sdk import (
+    dag,
+    task,
+    task_group,
+)
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "mapping"])

@@ -1,12 +1,18 @@
 """start_from_trigger per map index from literal partial/expand/expand_kwargs values, from
 __init__, and from the class (after tests/integration/test_start_from_trigger.py)."""
-__IMPORTS__
+
 from datetime import datetime, timedelta
+
+from airflow.sdk import (
+    BaseOperator,
+    dag,
+)
+from airflow.triggers.base import StartTriggerArgs
 
 
 class Starter(BaseOperator):
     start_trigger_args = StartTriggerArgs(
-        trigger_cls="__TIME_DELTA_TRIGGER__",
+        trigger_cls="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
         trigger_kwargs={"moment": "{{ logical_date.isoformat() }}"},
         next_method="execute_complete")
     start_from_trigger = False
@@ -29,7 +35,7 @@ class OwnStarter(BaseOperator):
     """Gives trigger_kwargs to its class's StartTriggerArgs in __init__, as Airflow's docs do."""
 
     start_trigger_args = StartTriggerArgs(
-        trigger_cls="__TIME_DELTA_TRIGGER__", next_method="execute_complete",
+        trigger_cls="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger", next_method="execute_complete",
         trigger_kwargs={"delta": timedelta(seconds=30)})
     start_from_trigger = True
 
@@ -41,7 +47,7 @@ class OwnStarter(BaseOperator):
 
 class Moment(BaseOperator):
     start_trigger_args = StartTriggerArgs(
-        trigger_cls="__TIME_DELTA_TRIGGER__", next_method="execute_complete",
+        trigger_cls="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger", next_method="execute_complete",
         trigger_kwargs={"delta": timedelta(seconds=2)}, next_kwargs={"note": "n"},
         timeout=timedelta(minutes=5))
     start_from_trigger = True

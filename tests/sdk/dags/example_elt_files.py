@@ -5,8 +5,12 @@ the summary receives every instance's result as one lazy sequence.
 """
 
 from datetime import datetime
-__IMPORTS__
 
+from airflow.sdk import (
+    dag,
+    get_current_context,
+    task,
+)
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "mapping"])

@@ -6,15 +6,20 @@ with its own duration. A worker only runs ``execute_complete`` afterwards.
 """
 
 from datetime import datetime, timedelta
-__IMPORTS__
 
+from airflow.sdk import (
+    BaseSensorOperator,
+    dag,
+    task,
+)
+from airflow.triggers.base import StartTriggerArgs
 
 
 class WaitSecondsSensor(BaseSensorOperator):
     """Waits ``trigger_kwargs["delta"]`` in the triggerer, then succeeds."""
 
     start_trigger_args = StartTriggerArgs(
-        trigger_cls="__TIME_DELTA_TRIGGER__",
+        trigger_cls="airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
         trigger_kwargs={"delta": timedelta(seconds=1)},
         next_method="execute_complete",
         next_kwargs=None,

@@ -1,8 +1,16 @@
 """Mapped task groups: every task expands with its group, over literals or an upstream output,
 with partial values, expand_kwargs, a plain group inside a mapped one, and edges added after the
 group was built (after tests/unit/test_mapped_groups.py)."""
-__IMPORTS__
+
 from datetime import datetime
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import (
+    dag,
+    task,
+    task_group,
+)
 
 
 @task

@@ -1,8 +1,11 @@
 """A TaskFlow ETL chain: extract -> transform -> load, values flowing through XCom."""
 
 from datetime import datetime
-__IMPORTS__
 
+from airflow.sdk import (
+    dag,
+    task,
+)
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example"])

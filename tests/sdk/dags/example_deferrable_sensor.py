@@ -1,8 +1,12 @@
 """A deferrable sensor: waits in the triggerer until a moment after the run's date."""
 
 from datetime import datetime, timedelta
-__IMPORTS__
 
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import (
+    dag,
+    task,
+)
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "deferral"])

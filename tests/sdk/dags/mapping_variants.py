@@ -1,8 +1,15 @@
 """Mapping inputs the scheduler reads lengths from: literals, dicts, cross products,
 expand_kwargs, upstream outputs through .map/.zip/.concat, partial values, mapped over mapped
 (after tests/unit/test_mapping_expansion.py)."""
-__IMPORTS__
+
 from datetime import datetime, timedelta
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import (
+    dag,
+    task,
+)
 
 
 @task

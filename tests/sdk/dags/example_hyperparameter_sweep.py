@@ -6,8 +6,11 @@ keyword arguments of one mapped ``train`` instance.
 
 import math
 from datetime import datetime
-__IMPORTS__
 
+from airflow.sdk import (
+    dag,
+    task,
+)
 
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=["example", "mapping"])
