@@ -15,6 +15,7 @@ from shared.schedules import (
     Schedule,
     parse_schedule,
 )
+from tests.unit.conftest import spec_of
 
 
 def dt(*args: int) -> datetime:
@@ -729,18 +730,16 @@ def test_description(value, text):
 
 def test_a_cron_schedule_is_read_in_the_dags_time_zone_across_daylight_saving():
     import pendulum
-
-    from shared.sdk import DAG
-    from shared.serialization import serialize_dag
+    from airflow.sdk import DAG
 
     dag = DAG("paris", start_date=pendulum.datetime(2026, 3, 27, tz="Europe/Paris"),
               schedule="0 6 * * *", catchup=True)
-    data = serialize_dag(dag)["schedule"]
-    assert data == {"kind": "cron", "expr": "0 6 * * *", "tz": "Europe/Paris"}
-    schedule = parse_schedule(json.loads(json.dumps(data)))
+    spec = spec_of(dag)
+    assert spec.schedule == {"kind": "cron", "expr": "0 6 * * *", "tz": "Europe/Paris"}
+    schedule = parse_schedule(json.loads(json.dumps(spec.schedule)))
     starts, interval = [], None
     for _ in range(4):
-        interval = schedule.next_interval(after=interval, start_date=dag.start_date,
+        interval = schedule.next_interval(after=interval, start_date=spec.start_date,
                                           end_date=None, catchup=True,
                                           now=datetime(2026, 4, 30, tzinfo=UTC))
         starts.append(interval.start.strftime("%m-%d %H:%M"))
@@ -748,12 +747,39 @@ def test_a_cron_schedule_is_read_in_the_dags_time_zone_across_daylight_saving():
     assert schedule.description() == "cron '0 6 * * *' (Europe/Paris)"
 
 
-def test_a_utc_start_date_keeps_the_cron_schedule_in_utc():
-    from shared.sdk import DAG
-    from shared.serialization import serialize_dag
+def test_a_utc_or_naive_start_date_keeps_the_cron_schedule_in_utc():
+    from airflow.sdk import DAG
 
-    dag = DAG("utc", start_date=datetime(2026, 1, 1, tzinfo=UTC), schedule="@daily")
-    assert serialize_dag(dag)["schedule"] == {"kind": "cron", "expr": "@daily"}
+    for start in (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1)):
+        dag = DAG("utc", start_date=start, schedule="@daily")
+        assert spec_of(dag).schedule == {"kind": "cron", "expr": "0 0 * * *"}
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    (None, None),
+    ("@once", {"kind": "once"}),
+    ("*/5 * * * *", {"kind": "cron", "expr": "*/5 * * * *"}),
+    ("@hourly", {"kind": "cron", "expr": "0 * * * *"}),
+    (timedelta(hours=6), {"kind": "delta", "seconds": 21600.0}),
+])
+def test_a_dags_schedule_is_what_the_scheduler_creates_runs_by(schedule, expected):
+    from airflow.sdk import DAG
+
+    spec = spec_of(DAG("d", start_date=datetime(2026, 1, 1), schedule=schedule))
+    assert spec.schedule == expected
+    if expected is not None:
+        assert parse_schedule(spec.schedule).to_json() == expected
+
+
+def test_a_schedule_sluice_cannot_run_is_refused_naming_the_dag_and_timetable():
+    from airflow.sdk import DAG
+
+    from shared.airflow_spec import SpecError
+
+    with pytest.raises(SpecError, match=r"DAG 'd': schedule ContinuousTimetable\(\) is not "
+                                        r"supported by Sluice"):
+        spec_of(DAG("d", start_date=datetime(2026, 1, 1), schedule="@continuous",
+                    max_active_runs=1))
 
 
 def test_an_unknown_time_zone_is_refused():
