@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from airflow.sdk import dag, task
+
 from shared.clear import Instance, plan_clear
-from shared.sdk import dag, task
-from shared.serialization import DagSpec, serialize_dag
+from shared.serialization import DagSpec
+from tests.unit import conftest
 from tests.unit.conftest import gen
 
 
@@ -22,11 +24,11 @@ def total(values):
 
 def spec_of(values: list[int] | None) -> DagSpec:
     """``total(double.expand(x=values))``, or over ``gen()`` when ``values`` is None."""
-    @dag(dag_id="d", start_date=datetime(2026, 1, 1))
+    @dag(dag_id="d", start_date=datetime(2026, 1, 1), schedule=None)
     def d():
         total(double.expand(x=gen() if values is None else values))
 
-    return DagSpec.model_validate(serialize_dag(d()))
+    return conftest.spec_of(d())
 
 
 def ti(id_: int, task_id: str, map_index: int = -1, state: str | None = "success",

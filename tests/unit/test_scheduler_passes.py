@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
+from airflow.sdk import dag, task
 
 from scheduler.daemon import LOCKED_RETRY_S, Scheduler
 from scheduler.runs import insert_task_instances, task_instance_rows, utcnow
@@ -18,8 +19,7 @@ from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle
 from shared.db import create_pool, q
-from shared.sdk import dag, task
-from shared.serialization import DagSpec, serialize_dag
+from tests.unit.conftest import spec_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,12 +29,12 @@ def step():
     return 1
 
 
-@dag(dag_id="pair", start_date=datetime(2026, 1, 1))
+@dag(dag_id="pair", start_date=datetime(2026, 1, 1), schedule=None)
 def pair():
     step.override(task_id="first")() >> step.override(task_id="second")()
 
 
-SPEC = DagSpec.model_validate(serialize_dag(pair()))
+SPEC = spec_of(pair())
 
 
 @pytest.fixture
