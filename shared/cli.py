@@ -19,7 +19,8 @@ from typer.core import TyperCommand
 from shared.config import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Sluice: an event-driven, Airflow-compatible workflow scheduler.")
+                  help="Sluice: an event-driven Airflow 3 core: Airflow's DAG files and Task SDK, "
+                       "Sluice's daemons.")
 dags_app = typer.Typer(no_args_is_help=True, help="List, trigger and test DAGs.")
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect DAG runs.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")

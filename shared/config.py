@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     worker_grace_period_s: float = 30.0
     runner_max_tasks: int = 1000
     max_xcom_bytes: int = 1024 * 1024
-    # the Execution API the worker serves its task processes (Task SDK runtime);
+    # the Execution API the worker serves its task processes;
     # port 0: any free port, told to the tasks with each try
     execution_api_host: str = "127.0.0.1"
     execution_api_port: int = Field(default=0, ge=0, le=65535)

@@ -1,4 +1,4 @@
-"""Airflow's own trigger classes in Sluice's triggerer: the pure pieces (Task SDK runtime only).
+"""Airflow's own trigger classes in Sluice's triggerer: the pure pieces.
 
 A trigger row is read the way Airflow 3.3's triggerer reads it: the class imported by
 its path (Airflow core, providers, or a module in the DAG folder, which is on
@@ -12,7 +12,7 @@ values either way.
 A first event resumes the instance with ``next_kwargs = {**next_kwargs, "event":
 payload}`` encoded with the SDK's serde, as ``handle_event_submit`` does, so the SDK's
 resume path (``task_runner._execute_task``) hands ``execute_complete`` the very value
-the trigger yielded. Only imported where Airflow is installed; no pickle anywhere.
+the trigger yielded. No pickle anywhere.
 """
 
 from __future__ import annotations

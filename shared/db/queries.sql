@@ -194,7 +194,7 @@ UPDATE dag_run SET state = $2, end_date = now(), note = $3
 -- name: claim_tis
 -- One statement, no explicit transaction: claim the instances still queued at the
 -- delivered try, clear the XComs of fresh tries (a resumed try keeps its own; their
--- xcom_element rows go with them, ON DELETE CASCADE), and return what the runner
+-- xcom_element rows go with them, ON DELETE CASCADE), and return what the task
 -- needs of each instance, its run and its DAG file.
 WITH claimed AS (
     UPDATE task_instance ti

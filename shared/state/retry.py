@@ -4,10 +4,11 @@ Reproduces Airflow 3's ``TaskInstance.is_eligible_to_retry`` and
 ``next_retry_datetime`` (without the ``retry_delay_override`` a runtime policy may
 store on the TI: a caller that has one uses it instead of :meth:`next_delay`).
 
-Every component that decides a retry (the task runner after a failed body, the
-worker after a crashed runner, the scheduler after a lost worker) builds the
-policy with :meth:`RetryPolicy.of_task` or from the serialized task that stored
-it, and asks :meth:`RetryPolicy.delay_after`: one delay per try, whoever asks.
+Every component that decides a retry (the worker's Execution API after a try the
+Task SDK reported failed, the worker after a crashed task process, the triggerer
+after a task-end event, the scheduler after a lost worker) builds the policy
+from the serialized task (:meth:`RetryPolicy.of_task` fills it at parse time)
+and asks :meth:`RetryPolicy.delay_after`: one delay per try, whoever asks.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ def jitter_key(
     """The string Airflow hashes for backoff jitter, the same for every caller.
 
     Airflow formats ``logical_date`` with ``str()`` of the UTC datetime
-    (``2024-01-01 00:00:00+00:00``, space-separated). An ISO string (what the
-    worker sends its runner) or a datetime in another zone gives the same key.
+    (``2024-01-01 00:00:00+00:00``, space-separated). An ISO string (as stored
+    in a message) or a datetime in another zone gives the same key.
     """
     if isinstance(logical_date, str):
         logical_date = datetime.fromisoformat(logical_date)
@@ -131,7 +132,7 @@ class RetryPolicy:
         """Seconds before the next try of this instance after try ``try_number`` failed.
 
         The one retry delay: the jitter key is derived here from the instance's
-        identity, so the runner, the worker and the scheduler agree on every try.
+        identity, so the worker, the triggerer and the scheduler agree on every try.
         """
         return self.next_delay(
             try_number, jitter_key=jitter_key(dag_id, task_id, logical_date, try_number))

@@ -1,4 +1,4 @@
-"""The Task SDK runtime's environment: Airflow's packages are the pinned ones."""
+"""Sluice's environment: Airflow's packages are the pinned ones."""
 
 from importlib.metadata import version
 
