@@ -170,7 +170,13 @@ class Triggerer:
         await self._end_task(row, end.state, end.xcoms, delay)
 
     def _hand_to_writer(self, row: dict, next_kwargs_json: str) -> None:
-        """Queue a first event (the resumed instance's ``next_kwargs``) for the batch writer."""
+        """Queue a first event (the resumed instance's ``next_kwargs``) for the batch writer.
+
+        The writer group-commits events (one transaction, one pipelined wake-up per
+        run for a whole batch); until it is written the trigger row stays this
+        triggerer's, so a crash re-runs the trigger elsewhere. An event that ends the
+        task is written on its own (:meth:`_end_task`).
+        """
         self._unwritten += 1
         row["handed_at"] = anyio.current_time()  # for sluice_trigger_fire_lag_seconds
         if self._all_written.is_set():
