@@ -18,12 +18,14 @@ import sys
 from datetime import datetime
 
 import pytest
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, TaskGroup, task
 
 from scheduler.runs import create_manual_run, insert_task_instances, task_instance_rows
+from shared.airflow_spec import dag_spec
 from shared.db import q
 from shared.runview import graph_order
-from shared.sdk import DAG, EmptyOperator, TaskGroup, task
-from shared.serialization import DagSpec, serialize_dag
+from shared.serialization import DagSpec
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -58,7 +60,7 @@ GRAPH_ORDER = ["zeta_extract", "mid.b_transform", "load", "alpha_report"]
 
 async def store_run(db, dag: DAG, fileloc: str = "tables.py") -> tuple[str, str]:
     """The DAG stored and a run of it with every instance, as the scheduler makes them."""
-    serialized = serialize_dag(dag)
+    serialized = dag_spec(dag)
     await db.execute(q("upsert_dag"), dag.dag_id, fileloc, "h", serialized, False)
     run_pk, run_id = await create_manual_run(db, dag.dag_id, {})
     await insert_task_instances(db, run_pk, task_instance_rows(DagSpec.model_validate(serialized)))
@@ -263,7 +265,7 @@ async def test_a_real_mapped_run_reads_whole(cluster):
     """Errors as a worker stores them, a mapped task as the scheduler expands it."""
     cluster.write_dag("crunch.py", '''
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def crunch():
