@@ -1,21 +1,23 @@
-"""Mapped task groups as pure code: load-time refusals, structure, per-index arithmetic."""
+"""Mapped task groups as the scheduler sees them: load-time refusals, structure, per-index
+scheduling. Which value instance *i* of a task inside receives is the Task SDK's."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, dag, task, task_group
+from airflow.sdk.definitions._internal.contextmanager import TaskGroupContext
 
 from scheduler.decide import MISSING, TIRow, decide, group_lookups, in_group_states
 from scheduler.expansion import RunFacts, run_length
 from scheduler.runs import task_instance_rows
-from shared.dagbag import load_file
-from shared.sdk import DAG, BashOperator, EmptyOperator, dag, task, task_group
-from shared.sdk.mapped import MappedOperator
-from shared.sdk.mapped_group import MappedArgument
-from shared.sdk.task_group import MappedTaskGroup
-from shared.sdk.xcom_arg import PlainXComArg
-from shared.serialization import DagSpec, serialize_dag
+from shared.airflow_spec import SpecError, parse
+from shared.serialization import DagSpec
+from tests.unit.conftest import spec_of as dag_spec_of
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 
@@ -41,64 +43,97 @@ def reduce(values):
 
 
 def build(body) -> DAG:
-    @dag(dag_id="d", start_date=datetime(2026, 1, 1))
+    @dag(dag_id="d", start_date=datetime(2026, 1, 1), schedule=None)
     def flow():
         body()
 
     return flow()
 
 
+def spec_of(body) -> DagSpec:
+    """The scheduler's spec of a DAG whose body is ``body``."""
+    return dag_spec_of(build(body))
+
+
+@pytest.fixture
+def group_context_restored():
+    """Airflow leaves a mapped group current when its ``__exit__`` raises: put it back."""
+    before = list(TaskGroupContext._context)
+    yield
+    TaskGroupContext._context.clear()
+    TaskGroupContext._context.extend(before)
+
+
 # --- load-time refusals ---------------------------------------------------------------------
 
-def test_operator_expand_inside_a_mapped_group_is_refused_naming_dag_group_and_task():
+@pytest.mark.parametrize("inside", [
+    lambda: BashOperator.partial(task_id="b").expand(bash_command=["echo 1"]),
+    lambda: one.expand(x=[1, 2]),
+], ids=["operator", "taskflow"])
+def test_expand_inside_a_mapped_group_is_refused_by_airflow(inside):
     @task_group
     def grp(x):
-        BashOperator.partial(task_id="b").expand(bash_command=["echo 1"])
+        inside()
 
     with pytest.raises(NotImplementedError) as info:
         build(lambda: grp.expand(x=[1]))
-    message = str(info.value)
-    assert "DAG 'd'" in message and "'grp.b'" in message and "mapped task group 'grp'" in message
-    assert "operator expansion in an expanded task group is not yet supported" in message
+    assert str(info.value) == "operator expansion in an expanded task group is not yet supported"
 
 
-def test_taskflow_expand_inside_a_mapped_group_is_refused_too():
-    @task_group
-    def grp(x):
-        one.expand(x=[1, 2])
-
-    with pytest.raises(NotImplementedError, match=r"DAG 'd': task 'grp.one' in mapped task group 'grp'"):
-        build(lambda: grp.expand(x=[1]))
+@task_group
+def inner(y):
+    one(y)
 
 
-def test_nested_mapped_groups_are_refused_naming_both_groups():
-    @task_group
-    def inner(y):
-        one(y)
+@task_group
+def outer(x):
+    inner.expand(y=[1, 2])
 
-    @task_group
-    def outer(x):
-        inner.expand(y=[1, 2])
 
-    with pytest.raises(ValueError) as info:
-        build(lambda: outer.expand(x=[1]))
-    assert str(info.value) == ("DAG 'd': mapped task group 'outer.inner' is nested in mapped task "
-                               "group 'outer': Nested Mapped TaskGroups are not yet supported")
+def test_nested_mapped_groups_load_in_airflow_and_sluice_refuses_them_naming_both_groups():
+    d = build(lambda: outer.expand(x=[1]))
+    with pytest.raises(SpecError) as info:
+        dag_spec_of(d)
+    assert str(info.value) == (
+        "DAG 'd': task 'outer.inner.one': mapped task group 'outer.inner' is nested in mapped "
+        "task group 'outer': nested mapped task groups are not supported")
+
+
+def test_the_refusal_becomes_the_files_import_error(tmp_path: Path, isolated_dag_modules):
+    path = tmp_path / "nested.py"
+    path.write_text(
+        "from datetime import datetime\n"
+        "from airflow.sdk import dag, task, task_group\n"
+        "@task\n"
+        "def t(x):\n    return x\n"
+        "@task_group\n"
+        "def inner(y):\n    t(y)\n"
+        "@task_group\n"
+        "def outer(x):\n    inner.expand(y=[1])\n"
+        "@dag(start_date=datetime(2026, 1, 1), schedule=None)\n"
+        "def nested():\n    outer.expand(x=[1, 2])\n"
+        "nested()\n")
+    (result,) = parse(path, tmp_path)
+    assert result["dags"] == []
+    assert result["error"] == (
+        f"{path.resolve()}: DAG 'nested': task 'outer.inner.t': mapped task group 'outer.inner' "
+        "is nested in mapped task group 'outer': nested mapped task groups are not supported")
 
 
 def test_a_plain_group_inside_a_mapped_group_expands_with_it():
     @task_group
-    def inner(y):
+    def plain(y):
         return one(y)
 
     @task_group
-    def outer(x):
-        return two(inner(x))
+    def mapped(x):
+        return two(plain(x))
 
-    d = build(lambda: outer.expand(x=[1, 2]))
-    spec = serialize_dag(d)
-    assert {t["task_id"]: t["mapped_group"] for t in spec["tasks"]} == {
-        "outer.inner.one": "outer", "outer.two": "outer"}
+    spec = spec_of(lambda: mapped.expand(x=[1, 2]))
+    assert {t.task_id: (t.mapped_group, t.group_id) for t in spec.tasks} == {
+        "mapped.plain.one": ("mapped", "mapped.plain"), "mapped.two": ("mapped", "mapped")}
+    assert spec.task("mapped.plain.one").mapped == {
+        "kind": "dict_of_lists", "inputs": [{"key": "x", "length": 2}], "group": "mapped"}
 
 
 @task_group
@@ -125,86 +160,70 @@ def wild(*args, **kwargs):
     (lambda: grp.expand_kwargs([1]), TypeError, "expected XComArg or list[dict], not list"),
     (lambda: wild.expand_kwargs([{"a": 1}]), TypeError,
      "calling expand_kwargs() on task group function with * or ** is not supported"),
-    (lambda: grp.expand(x=make()["other"]), ValueError, "cannot map over XCom with custom key 'other'"),
+    (lambda: grp.expand(x=make()["other"]), ValueError,
+     "cannot map over XCom with custom key 'other' from <Task(_PythonDecoratedOperator): make>"),
 ])
-def test_group_expand_errors_match_airflow(call, exc, message):
-    with DAG("d", start_date=datetime(2026, 1, 1)), pytest.raises(exc) as info:
+def test_group_expand_errors_are_airflows_exactly(call, exc, message):
+    with DAG("d", schedule=None), pytest.raises(exc) as info:
         call()
-    assert message in str(info.value)
+    assert str(info.value) == message
 
 
-def test_always_rule_with_an_upstream_driven_group_is_refused():
-    @task(trigger_rule="always")
-    def anyway(x):
-        return x
+@task(trigger_rule="always")
+def anyway(x):
+    return x
 
-    @task_group
-    def g(x):
-        anyway(x)
 
+@task_group
+def always_group(x):
+    anyway(x)
+
+
+def test_always_rule_in_an_upstream_driven_group_is_refused(group_context_restored):
     with pytest.raises(ValueError) as info:
-        build(lambda: g.expand(x=make()))
-    assert str(info.value) == (
-        "DAG 'd': task 'g.anyway' in mapped task group 'g': Task-generated mapping within a "
-        "mapped task group is not allowed with trigger rule 'always'")
-    build(lambda: g.expand(x=[1, 2]))  # literal input: allowed, as in Airflow
+        build(lambda: always_group.expand(x=make()))
+    assert str(info.value) == ("Task-generated mapping within a mapped task group is not allowed "
+                               "with trigger rule 'always'")
 
 
-def test_refusal_becomes_an_import_error_of_the_file(tmp_path):
-    path = tmp_path / "bad.py"
-    path.write_text(
-        "from datetime import datetime\n"
-        "from shared.sdk import dag, task, task_group\n"
-        "@task\n"
-        "def t(x):\n    return x\n"
-        "@task_group\n"
-        "def g(x):\n    t.expand(x=[1])\n"
-        "@dag(start_date=datetime(2026, 1, 1))\n"
-        "def bad():\n    g.expand(x=[1, 2])\n"
-        "bad()\n")
-    result = load_file(path, tmp_path)
-    assert result.dags == []
-    assert "DAG 'bad': task 'g.t' in mapped task group 'g'" in result.error
+def test_always_rule_in_a_group_over_literals_is_allowed():
+    spec = spec_of(lambda: always_group.expand(x=[1, 2]))
+    assert spec.task("always_group.anyway").trigger_rule == "always"
+    assert [(r[0], r[1]) for r in task_instance_rows(spec)] == [
+        ("always_group.anyway", 0), ("always_group.anyway", 1)]
 
 
 # --- structure ------------------------------------------------------------------------------
 
-def test_every_task_of_the_group_is_one_mapped_node_over_the_group_input():
-    def body():
-        reduce(grp.partial(y=5).expand(x=make()))
-
-    d = build(body)
-    assert isinstance(d.get_task("grp.one"), MappedOperator)
-    assert isinstance(d.task_group.children["grp"], MappedTaskGroup)
-    tasks = {t["task_id"]: t for t in serialize_dag(d)["tasks"]}
+def test_every_task_of_the_group_expands_over_the_group_input():
+    spec = spec_of(lambda: reduce(grp.partial(y=5).expand(x=make())))
+    tasks = {t.task_id: t for t in spec.tasks}
     mapped = {"kind": "dict_of_lists", "group": "grp",
               "inputs": [{"key": "x", "xcom": {"op": "plain", "task_id": "make", "key": "return_value"}}]}
-    assert tasks["grp.one"]["mapped"] == tasks["grp.two"]["mapped"] == mapped
-    assert tasks["grp.one"]["mapped_group"] == tasks["grp.two"]["mapped_group"] == "grp"
-    assert tasks["make"]["mapped_group"] is None and tasks["reduce"]["mapped"] is None
-    # the producer is upstream of the group's roots (and of tasks using a stub) only
-    assert tasks["grp.one"]["upstream"] == ["make"]
-    assert tasks["grp.two"]["upstream"] == ["grp.one"]
-    assert tasks["reduce"]["upstream"] == ["grp.two"]
-    assert tasks["make"]["downstream"] == ["grp.one"]
+    assert tasks["grp.one"].mapped == tasks["grp.two"].mapped == mapped
+    assert tasks["grp.one"].mapped_group == tasks["grp.two"].mapped_group == "grp"
+    assert tasks["make"].mapped_group is None and tasks["reduce"].mapped is None
+    # the producer is upstream of the group's roots only
+    assert tasks["grp.one"].upstream == ["make"]
+    assert tasks["grp.two"].upstream == ["grp.one"]
+    assert tasks["reduce"].upstream == ["grp.two"]
+    assert tasks["make"].downstream == ["grp.one"]
 
 
 def test_literal_group_instances_exist_at_run_creation_with_the_cross_product_length():
-    spec = DagSpec.model_validate(serialize_dag(build(lambda: grp.expand(x=[1, 2], y=[3, 4, 5]))))
+    spec = spec_of(lambda: grp.expand(x=[1, 2], y=[3, 4, 5]))
     rows = [(r[0], r[1]) for r in task_instance_rows(spec)]
     assert rows == [("grp.one", i) for i in range(6)] + [("grp.two", i) for i in range(6)]
 
 
-def test_edges_added_after_the_group_reach_the_mapped_nodes():
+def test_edges_added_after_the_group_reach_its_tasks():
     def body():
         last = EmptyOperator(task_id="last")
-        out = grp.expand(x=[1])
-        assert isinstance(out, PlainXComArg) and isinstance(out.operator, MappedOperator)
-        out >> last
+        grp.expand(x=[1]) >> last
 
-    d = build(body)
-    assert d.get_task("grp.two").downstream_task_ids == {"last"}
-    assert d.get_task("last").upstream_task_ids == {"grp.two"}
+    spec = spec_of(body)
+    assert spec.task("grp.two").downstream == ["last"]
+    assert spec.task("last").upstream == ["grp.two"]
 
 
 def test_a_group_function_without_return_gives_the_group():
@@ -215,72 +234,12 @@ def test_a_group_function_without_return_gives_the_group():
 
     def body():
         done = EmptyOperator(task_id="done")
-        group = g.expand(x=[1, 2])
-        assert isinstance(group, MappedTaskGroup)
-        group >> done
+        g.expand(x=[1, 2]) >> done
 
-    d = build(body)
-    assert d.get_task("done").upstream_task_ids == {"g.one", "g.two"}
-
-
-# --- values per map index ---------------------------------------------------------------------
-
-class Instance:
-    """A resolver standing for one consuming instance: its task, its map index, upstream values."""
-
-    def __init__(self, task, map_index, **values):
-        self.task, self.map_index, self.values = task, map_index, values
-        self.pulled = []
-
-    def pull(self, task_id, key):
-        self.pulled.append((task_id, None))
-        return self.values[task_id]
-
-    def xcom_pull(self, task_ids, key="return_value", map_indexes=None, default=None):
-        self.pulled.append((task_ids, map_indexes))
-        return self.values[task_ids][map_indexes]
-
-
-def test_stubs_resolve_to_the_instance_value_by_airflows_cross_product():
-    d = build(lambda: grp.expand(x=[2, 4, 8], y={"a": 5, "b": 10}))
-    node = d.get_task("grp.two")
-    stub_y = node.partial_kwargs["op_args"][1]
-    stub_x = d.get_task("grp.one").partial_kwargs["op_args"][0]
-    assert isinstance(stub_x, MappedArgument)
-    got = [(stub_x.resolve(Instance(node, i)), stub_y.resolve(Instance(node, i))) for i in range(6)]
-    assert got == [(2, ("a", 5)), (2, ("b", 10)), (4, ("a", 5)), (4, ("b", 10)),
-                   (8, ("a", 5)), (8, ("b", 10))]
-
-
-def test_expand_kwargs_stubs_take_defaults_and_name_a_missing_key():
-    d = build(lambda: grp.expand_kwargs([{"x": 1}, {"x": 2, "y": 7}, {"y": 3}]))
-    node = d.get_task("grp.two")
-    stub_x = d.get_task("grp.one").partial_kwargs["op_args"][0]
-    stub_y = node.partial_kwargs["op_args"][1]
-    assert [stub_y.resolve(Instance(node, i)) for i in range(3)] == [0, 7, 3]
-    with pytest.raises(ValueError, match="mapped task group 'grp': expand_kwargs\\(\\) element at "
-                                         "map_index 2 has no key 'x'"):
-        stub_x.resolve(Instance(node, 2))
-
-
-def test_in_group_upstream_is_read_at_the_same_index_and_outside_reads_everything():
-    def body():
-        reduce(grp.expand(x=[1, 2, 3]))
-
-    d = build(body)
-    inside = d.get_task("grp.two").partial_kwargs["op_args"][0]  # one(x)'s output
-    reader = Instance(d.get_task("grp.two"), 2, **{"grp.one": ["a", "b", "c"]})
-    assert inside.resolve(reader) == "c" and reader.pulled == [("grp.one", 2)]
-    outside = d.get_task("reduce")._init_kwargs["op_args"][0]
-    all_values = Instance(d.get_task("reduce"), -1, **{"grp.two": ["x", "y"]})
-    assert outside.resolve(all_values) == ["x", "y"] and all_values.pulled == [("grp.two", None)]
+    assert spec_of(body).task("done").upstream == ["g.one", "g.two"]
 
 
 # --- scheduling per index -------------------------------------------------------------------
-
-def spec_of(body) -> DagSpec:
-    return DagSpec.model_validate(serialize_dag(build(body)))
-
 
 def rows(**tasks: list[tuple[int, str | None]]) -> list[TIRow]:
     out, n = [], 0
