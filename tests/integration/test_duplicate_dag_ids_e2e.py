@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TWIN = """
 from datetime import datetime
-from airflow.decorators import dag, task
+from airflow.sdk import dag, task
 
 @dag(dag_id="twin", schedule=None, start_date=datetime(2026, 1, 1))
 def twin():
