@@ -1,21 +1,25 @@
-"""Effective priorities by weight_rule, and task settings Sluice refuses rather than ignores."""
+"""Effective priorities by weight_rule, as the scheduler's spec carries them, and the task
+settings Sluice loads without acting on them (README: "Not yet")."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import pytest
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from airflow.task.priority_strategy import PriorityWeightStrategy
 
-from shared.sdk import DAG, EmptyOperator
-from shared.serialization import serialize_dag
+from shared.airflow_spec import SpecError
+from tests.unit.conftest import spec_of
 
 
 def weights(dag: DAG) -> dict[str, int]:
-    return {t["task_id"]: t["priority_weight"] for t in serialize_dag(dag)["tasks"]}
+    return {t.task_id: t.priority_weight for t in spec_of(dag).tasks}
 
 
 def test_each_weight_rule_sums_what_airflow_sums():
-    with DAG("w", start_date=datetime(2026, 1, 1)) as dag:
+    with DAG("w", start_date=datetime(2026, 1, 1), schedule=None) as dag:
         a = EmptyOperator(task_id="a", priority_weight=2)
         b = EmptyOperator(task_id="b", weight_rule="upstream", priority_weight=3)
         c = EmptyOperator(task_id="c", weight_rule="absolute", priority_weight=5)
@@ -25,14 +29,14 @@ def test_each_weight_rule_sums_what_airflow_sums():
 
 
 def test_a_shared_descendant_counts_once():
-    with DAG("diamond", start_date=datetime(2026, 1, 1)) as dag:
+    with DAG("diamond", start_date=datetime(2026, 1, 1), schedule=None) as dag:
         top, left, right, bottom = (EmptyOperator(task_id=t) for t in ("top", "l", "r", "bottom"))
         top >> [left, right] >> bottom
     assert weights(dag)["top"] == 4
 
 
-def test_a_chain_of_thousands_of_tasks_serializes():
-    with DAG("chain", start_date=datetime(2026, 1, 1)) as dag:
+def test_a_chain_of_thousands_of_tasks_gets_its_spec():
+    with DAG("chain", start_date=datetime(2026, 1, 1), schedule=None) as dag:
         previous = None
         for i in range(3000):
             current = EmptyOperator(task_id=f"t{i}")
@@ -43,31 +47,28 @@ def test_a_chain_of_thousands_of_tasks_serializes():
     assert (found["t0"], found["t2999"]) == (3000, 1)
 
 
-def test_an_unknown_weight_rule_is_refused():
-    with DAG("bad", start_date=datetime(2026, 1, 1)), \
-            pytest.raises(ValueError, match="The weight_rule must be one of"):
-        EmptyOperator(task_id="t", weight_rule="sideways")
-
-
-@pytest.mark.parametrize("flag", ["depends_on_past", "wait_for_downstream"])
-def test_settings_sluice_does_not_implement_fail_at_load_by_name(flag):
-    with DAG("past", start_date=datetime(2026, 1, 1)), \
-            pytest.raises(NotImplementedError, match=f"{flag}=True .task 't'. is not supported"):
-        EmptyOperator(task_id="t", **{flag: True})
-    with DAG("past_off", start_date=datetime(2026, 1, 1)):
-        EmptyOperator(task_id="t", **{flag: False})  # the default, often in default_args
-
-
-def test_setup_and_teardown_say_they_are_not_supported():
-    from shared.sdk import task
-
-    @task
-    def make():
+class Custom(PriorityWeightStrategy):
+    def get_weight(self, ti):
         return 1
 
-    with DAG("st", start_date=datetime(2026, 1, 1)):
-        op = EmptyOperator(task_id="op")
-        with pytest.raises(AttributeError, match=r"as_setup\(\) is not supported by Sluice"):
-            op.as_setup()
-        with pytest.raises(AttributeError, match=r"as_teardown\(\) is not supported by Sluice"):
-            make().as_teardown()
+
+@pytest.mark.parametrize("rule,shown", [("sideways", "'sideways'"), (Custom(), "<")])
+def test_a_weight_rule_sluice_cannot_compute_is_refused_naming_dag_and_task(rule, shown):
+    """Airflow's SDK accepts any rule when the DAG is defined; the spec refuses it."""
+    with DAG("bad", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+        EmptyOperator(task_id="t", weight_rule=rule)
+    with pytest.raises(SpecError) as info:
+        spec_of(dag)
+    message = str(info.value)
+    assert message.startswith(f"DAG 'bad': task 't': weight_rule {shown}")
+    assert message.endswith("is not supported by Sluice (one of downstream, upstream, absolute)")
+
+
+def test_depends_on_past_and_wait_for_downstream_load_and_change_nothing_scheduled():
+    """README "Not yet": they load, and the scheduler's spec is that of the same task without."""
+    with DAG("past", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+        EmptyOperator(task_id="plain")
+        EmptyOperator(task_id="flagged", depends_on_past=True, wait_for_downstream=True)
+    spec = spec_of(dag)
+    flagged = spec.task("flagged").model_dump()
+    assert {**flagged, "task_id": "plain"} == spec.task("plain").model_dump()
