@@ -1,21 +1,71 @@
-"""End to end: the three daemons as real processes, real PostgreSQL and Redis."""
+"""End to end: the three daemons as real processes, real PostgreSQL and Redis.
+
+DAG files are written as Airflow 3 users write them and run on the Task SDK
+runtime. The tests that neither configure nor kill a daemon share one cluster
+(each writes and triggers its own DAG); the others start their own.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import uuid
 
+import asyncpg
 import pytest
 
 from tests.cluster import Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
+
+#: Each daemon imports Airflow as it starts, and the scheduler parses with it: generous on a
+#: loaded machine; every wait ends as soon as its condition holds.
+PARSE_S = 120.0
+RUN_S = 120.0
 
 
-async def test_taskflow_chain_passes_values(cluster: Cluster):
-    cluster.write_dag("chain.py", """
+@pytest.fixture(scope="module")
+async def shared(services, template_db, tmp_path_factory):
+    """Scheduler, triggerer and a two-slot worker on a database of the module's own."""
+    admin_url, redis_url = services
+    name = f"sluice_e2e_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "dags").mkdir()
+    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    cluster.env["COLUMNS"] = "200"  # `runs show`: one line per instance
+    cluster.start_all(SLUICE_WORKER_CONCURRENCY="2")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def trigger(cluster: Cluster, dag_id: str, allow_errors: bool = False) -> str:
+    await cluster.wait_dag(dag_id, timeout=PARSE_S, allow_errors=allow_errors)
+    return await cluster.trigger(dag_id, allow_errors=allow_errors)
+
+
+async def run(cluster: Cluster, dag_id: str) -> dict:
+    """Trigger ``dag_id`` once it is parsed; its finished run's document."""
+    return await cluster.wait_run(await trigger(cluster, dag_id), timeout=RUN_S)
+
+
+async def test_taskflow_chain_passes_values(shared: Cluster):
+    shared.write_dag("chain.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def chain(unit="g"):
@@ -31,10 +81,9 @@ async def test_taskflow_chain_passes_values(cluster: Cluster):
             load(transform(extract()))
         chain(unit="kg")
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("chain")
-    doc = await cluster.wait_run(run_id)
-    tasks = cluster.by_task(doc)
+    run_id = await trigger(shared, "chain")
+    doc = await shared.wait_run(run_id, RUN_S)
+    tasks = shared.by_task(doc)
     assert doc["state"] == "success"
     assert tasks["extract"]["return_value"] == {"xs": [1, 2, 3]}
     assert tasks["transform"]["return_value"] == 6
@@ -43,10 +92,12 @@ async def test_taskflow_chain_passes_values(cluster: Cluster):
     assert all(t["try_number"] == 1 for t in doc["tasks"])
 
 
-async def test_fan_in_trigger_rules_and_failed_run(cluster: Cluster):
-    cluster.write_dag("fanin.py", """
+async def test_fan_in_trigger_rules_and_failed_run(shared: Cluster):
+    shared.write_dag("fanin.py", """
         from datetime import datetime
-        from shared.sdk import DAG, PythonOperator, EmptyOperator, TriggerRule
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        from airflow.providers.standard.operators.python import PythonOperator
+        from airflow.sdk import DAG, TriggerRule
 
         def boom():
             raise ValueError("boom")
@@ -63,22 +114,21 @@ async def test_fan_in_trigger_rules_and_failed_run(cluster: Cluster):
             [ok, bad] >> one_failed
             [ok, bad] >> all_success >> after
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("fanin"))
-    states = {t: v["state"] for t, v in cluster.by_task(doc).items()}
+    doc = await run(shared, "fanin")
+    states = {t: v["state"] for t, v in shared.by_task(doc).items()}
     assert states == {"ok": "success", "bad": "failed", "all_done": "success",
                       "one_failed": "success", "all_success": "upstream_failed",
                       "after_upstream_failed": "upstream_failed"}
-    assert cluster.by_task(doc)["one_failed"]["return_value"] == "ran"
+    assert shared.by_task(doc)["one_failed"]["return_value"] == "ran"
     assert doc["state"] == "failed"
 
 
-async def test_retries_then_success(cluster: Cluster, tmp_path):
+async def test_retries_then_success(shared: Cluster, tmp_path):
     marker = tmp_path / "attempts"
-    cluster.write_dag("flaky.py", f"""
+    shared.write_dag("flaky.py", f"""
         from datetime import datetime, timedelta
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def flaky():
@@ -93,17 +143,17 @@ async def test_retries_then_success(cluster: Cluster, tmp_path):
             sometimes()
         flaky()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("flaky"))
-    t = cluster.by_task(doc)["sometimes"]
+    doc = await run(shared, "flaky")
+    t = shared.by_task(doc)["sometimes"]
     assert (doc["state"], t["state"], t["try_number"], t["return_value"]) == ("success", "success", 3, 3)
     assert marker.read_text() == "3"
 
 
-async def test_skip_propagation(cluster: Cluster):
-    cluster.write_dag("skips.py", """
+async def test_skip_propagation(shared: Cluster):
+    shared.write_dag("skips.py", """
         from datetime import datetime
-        from shared.sdk import dag, task, AirflowSkipException
+        from airflow.sdk import dag, task
+        from airflow.sdk.exceptions import AirflowSkipException
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def skips():
@@ -122,17 +172,16 @@ async def test_skip_propagation(cluster: Cluster):
             d >> t
         skips()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("skips"))
-    states = {t: v["state"] for t, v in cluster.by_task(doc).items()}
+    doc = await run(shared, "skips")
+    states = {t: v["state"] for t, v in shared.by_task(doc).items()}
     assert states == {"maybe": "skipped", "downstream": "skipped", "tolerant": "success"}
     assert doc["state"] == "success"
 
 
-async def test_task_bash_runs_the_returned_command(cluster: Cluster):
-    cluster.write_dag("bash_tasks.py", """
+async def test_task_bash_runs_the_returned_command(shared: Cluster):
+    shared.write_dag("bash_tasks.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def bash_tasks():
@@ -157,13 +206,12 @@ async def test_task_bash_runs_the_returned_command(cluster: Cluster):
             empty()
         bash_tasks()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("bash_tasks"))
-    tasks = cluster.by_task(doc)
+    doc = await run(shared, "bash_tasks")
+    tasks = shared.by_task(doc)
     assert (tasks["greet"]["state"], tasks["greet"]["return_value"]) == ("success", "hello sluice 1")
     assert tasks["skip_me"]["state"] == "skipped"
     assert tasks["empty"]["state"] == "failed"
-    conn = await cluster.connect()
+    conn = await shared.connect()
     try:
         error = await conn.fetchval("SELECT error FROM task_instance WHERE task_id = 'empty'")
     finally:
@@ -172,10 +220,11 @@ async def test_task_bash_runs_the_returned_command(cluster: Cluster):
         in error
 
 
-async def test_fail_exception_is_final(cluster: Cluster):
-    cluster.write_dag("final.py", """
+async def test_fail_exception_is_final(shared: Cluster):
+    shared.write_dag("final.py", """
         from datetime import datetime
-        from shared.sdk import dag, task, AirflowFailException
+        from airflow.sdk import dag, task
+        from airflow.sdk.exceptions import AirflowFailException
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def final():
@@ -185,17 +234,16 @@ async def test_fail_exception_is_final(cluster: Cluster):
             give_up()
         final()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("final"))
-    t = cluster.by_task(doc)["give_up"]
+    doc = await run(shared, "final")
+    t = shared.by_task(doc)["give_up"]
     assert (doc["state"], t["state"], t["try_number"]) == ("failed", "failed", 1)
 
 
-async def test_deferral_round_trip(cluster: Cluster):
-    cluster.write_dag("defer.py", """
+async def test_deferral_round_trip(shared: Cluster):
+    shared.write_dag("defer.py", """
         from datetime import datetime, timedelta
-        from shared.sdk import DAG, BaseOperator
-        from shared.sdk.triggers import TimeDeltaTrigger
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow.sdk import DAG, BaseOperator
 
         class Waiter(BaseOperator):
             def execute(self, context):
@@ -211,27 +259,26 @@ async def test_deferral_round_trip(cluster: Cluster):
         with DAG("defer", schedule=None, start_date=datetime(2026, 1, 1)):
             Waiter(task_id="wait")
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("defer")
+    run_id = await trigger(shared, "defer")
 
     async def deferred():
-        doc = await cluster.run_doc(run_id)
-        return cluster.by_task(doc)["wait"]["state"] == "deferred"
+        doc = await shared.run_doc(run_id)
+        return shared.by_task(doc)["wait"]["state"] == "deferred"
 
     await wait_for(deferred, 20, "the task to defer")
-    doc = await cluster.wait_run(run_id)
-    t = cluster.by_task(doc)["wait"]
+    doc = await shared.wait_run(run_id, RUN_S)
+    t = shared.by_task(doc)["wait"]
     assert doc["state"] == "success"
     assert t["return_value"] == {"note": "hi", "event_is_datetime": True,
                                  "before": "pushed before deferring", "try": 1}
     assert t["try_number"] == 1
 
 
-async def test_runs_show_names_what_a_deferred_task_waits_for(cluster: Cluster):
-    cluster.write_dag("waits.py", """
+async def test_runs_show_names_what_a_deferred_task_waits_for(shared: Cluster):
+    shared.write_dag("waits.py", """
         from datetime import datetime, timedelta
-        from shared.sdk import DAG, BaseOperator
-        from shared.sdk.triggers import TimeDeltaTrigger
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow.sdk import DAG, BaseOperator
 
         class Waiter(BaseOperator):
             def execute(self, context):
@@ -244,15 +291,13 @@ async def test_runs_show_names_what_a_deferred_task_waits_for(cluster: Cluster):
         with DAG("waits", schedule=None, start_date=datetime(2026, 1, 1)):
             Waiter(task_id="wait")
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("waits")
+    run_id = await trigger(shared, "waits")
 
     async def deferred():
-        return cluster.by_task(await cluster.run_doc(run_id))["wait"]["state"] == "deferred"
+        return shared.by_task(await shared.run_doc(run_id))["wait"]["state"] == "deferred"
 
     await wait_for(deferred, 20, "the task to defer")
-    cluster.env["COLUMNS"] = "200"  # one line per instance
-    shown = cluster.cli("runs", "show", run_id)
+    shown = shared.cli("runs", "show", run_id)
     assert shown.returncode == 0, shown.stderr
     assert "deferred=1" in shown.stdout
     assert "DateTimeTrigger fires 20" in shown.stdout, shown.stdout
@@ -261,17 +306,17 @@ async def test_runs_show_names_what_a_deferred_task_waits_for(cluster: Cluster):
 
 async def test_broken_dag_file_is_isolated(cluster: Cluster):
     cluster.write_dag("broken.py", """
-        from shared.sdk import dag
+        from airflow.sdk import dag
         raise RuntimeError("this DAG file is broken")
     """)
     cluster.write_dag("hangs.py", """
         import time
-        from shared.sdk import dag
+        from airflow.sdk import dag
         time.sleep(3600)
     """)
     cluster.write_dag("good.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def good():
@@ -283,17 +328,19 @@ async def test_broken_dag_file_is_isolated(cluster: Cluster):
     """)
     cluster.start("scheduler", SLUICE_PARSE_TIMEOUT_S="3")
     cluster.start("worker")
-    doc = await cluster.wait_run(await cluster.trigger("good", allow_errors=True))
+    doc = await cluster.wait_run(await trigger(cluster, "good", allow_errors=True), RUN_S)
     assert doc["state"] == "success"
 
     async def errors():
         out = cluster.cli("dags", "list", "--json")
         found = {e["fileloc"].rsplit("/", 1)[-1]: e["message"]
-                 for e in __import__("json").loads(out.stdout)["import_errors"]}
+                 for e in json.loads(out.stdout)["import_errors"]}
         return found if len(found) == 2 else None
 
     found = await wait_for(errors, 30, "two import errors")
-    assert "broken.py:3" in found["broken.py"] and "this DAG file is broken" in found["broken.py"]
+    # Airflow's DagBag reports the file's traceback: the line that raised, and the error
+    assert 'broken.py", line 3, in <module>' in found["broken.py"], found["broken.py"]
+    assert "RuntimeError: this DAG file is broken" in found["broken.py"]
     assert "DagBag import timeout for" in found["hangs.py"]
 
 
@@ -304,7 +351,7 @@ async def test_worker_sigkill_mid_task(cluster: Cluster, tmp_path, retries, expe
         import time
         from datetime import datetime
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def slow():
@@ -319,7 +366,7 @@ async def test_worker_sigkill_mid_task(cluster: Cluster, tmp_path, retries, expe
     """)
     cluster.start("scheduler")
     cluster.start("worker", name="worker1")
-    run_id = await cluster.trigger("slow")
+    run_id = await trigger(cluster, "slow")
 
     async def running():
         return started.exists()
@@ -327,17 +374,17 @@ async def test_worker_sigkill_mid_task(cluster: Cluster, tmp_path, retries, expe
     await wait_for(running, 30, "the task to start")
     cluster.signal("worker1", signal.SIGKILL)
     cluster.start("worker", name="worker2")
-    doc = await cluster.wait_run(run_id, timeout=60)
+    doc = await cluster.wait_run(run_id, RUN_S)
     t = cluster.by_task(doc)["long_task"]
     assert (t["state"], t["try_number"]) == expected
     assert doc["state"] == expected[0]
 
 
-async def test_crashing_and_timed_out_tasks_fail_only_their_try(cluster: Cluster):
-    cluster.write_dag("crashy.py", """
+async def test_crashing_and_timed_out_tasks_fail_only_their_try(shared: Cluster):
+    shared.write_dag("crashy.py", """
         import os, time
         from datetime import datetime, timedelta
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def crashy():
@@ -354,10 +401,9 @@ async def test_crashing_and_timed_out_tasks_fail_only_their_try(cluster: Cluster
             [hard_exit(), forever()] >> still_works()
         crashy()
     """)
-    cluster.start_all(SLUICE_WORKER_CONCURRENCY="2")
-    doc = await cluster.wait_run(await cluster.trigger("crashy"))
-    tasks = cluster.by_task(doc)
+    doc = await run(shared, "crashy")
+    tasks = shared.by_task(doc)
     assert tasks["hard_exit"]["state"] == "failed"
     assert tasks["forever"]["state"] == "failed"
     assert tasks["still_works"]["return_value"] == "alive"
-    assert cluster.procs["worker"].poll() is None
+    assert shared.procs["worker"].poll() is None
