@@ -3,12 +3,56 @@
 from __future__ import annotations
 
 import json
+import uuid
+
+import asyncpg
+import pytest
 
 from tests.cluster import Cluster, wait_for
 
+pytestmark = pytest.mark.timeout(240)
+
+#: Each daemon imports Airflow as it starts, and the scheduler parses with it: generous on a
+#: loaded machine; every wait ends as soon as its condition holds.
+PARSE_S = 120.0
+RUN_S = 120.0
+
+
+@pytest.fixture(scope="module")
+async def cluster(services, template_db, tmp_path_factory):
+    """The three daemons on a database of the module's own; each test has its own DAG."""
+    admin_url, redis_url = services
+    name = f"sluice_clear_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("clear")
+    (root / "dags").mkdir()
+    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    c.start_all()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def run_once(cluster: Cluster, dag_id: str) -> tuple[str, dict]:
+    """Trigger ``dag_id`` once it is parsed: its run id and its finished run's document."""
+    await cluster.wait_dag(dag_id, timeout=PARSE_S)
+    run_id = await cluster.trigger(dag_id)
+    return run_id, await cluster.wait_run(run_id, RUN_S)
+
 LITERAL_DAG = """
     from datetime import datetime
-    from shared.sdk import dag, task
+    from airflow.sdk import dag, task
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1))
     def literal():
@@ -35,7 +79,7 @@ async def wait_parsed(cluster: Cluster, dag_id: str, check) -> None:
             await conn.close()
         return spec is not None and check(spec)
 
-    await wait_for(parsed, 30, f"the new version of {dag_id} to be parsed")
+    await wait_for(parsed, PARSE_S, f"the new version of {dag_id} to be parsed")
 
 
 def literal_length(values: list[int]):
@@ -51,16 +95,14 @@ def instances(doc: dict, task_id: str) -> list[tuple]:
 
 
 def clear(cluster: Cluster, run_id: str, *args: str) -> dict:
-    out = cluster.cli("runs", "clear", run_id, "--wait", "--json", *args, timeout=90)
+    out = cluster.cli("runs", "clear", run_id, "--wait", "--json", *args, timeout=RUN_S)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)
 
 
 async def test_literal_list_shrinks_then_grows(cluster: Cluster):
     cluster.write_dag("literal.py", LITERAL_DAG.format(values=[1, 2, 3]))
-    cluster.start_all()
-    run_id = await cluster.trigger("literal")
-    doc = await cluster.wait_run(run_id)
+    run_id, doc = await run_once(cluster, "literal")
     assert cluster.by_task(doc)["total"]["return_value"] == 12
 
     cluster.write_dag("literal.py", LITERAL_DAG.format(values=[1, 2]))
@@ -91,7 +133,7 @@ async def test_upstream_driven_mapping_expands_again_from_the_new_output(cluster
         import json
         from datetime import datetime
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def discovered():
@@ -110,9 +152,7 @@ async def test_upstream_driven_mapping_expands_again_from_the_new_output(cluster
             joined(shout.expand(item=discover()))
         discovered()
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("discovered")
-    doc = await cluster.wait_run(run_id)
+    run_id, doc = await run_once(cluster, "discovered")
     assert cluster.by_task(doc)["joined"]["return_value"] == "ABC"
 
     source.write_text(json.dumps(["x", "y"]))
@@ -127,7 +167,7 @@ async def test_only_failed_reruns_the_failed_part_with_fresh_retries(cluster: Cl
     cluster.write_dag("flaky.py", f"""
         from datetime import datetime
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def flaky():
@@ -149,9 +189,7 @@ async def test_only_failed_reruns_the_failed_part_with_fresh_retries(cluster: Cl
             after(gated.expand(x=[1, 2]))
         flaky()
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("flaky")
-    doc = await cluster.wait_run(run_id)
+    run_id, doc = await run_once(cluster, "flaky")
     assert doc["state"] == "failed"
     assert instances(doc, "gated") == [(0, "success", 1), (1, "failed", None)]
     assert cluster.by_task(doc)["after"]["state"] == "upstream_failed"
@@ -171,7 +209,7 @@ async def test_active_or_unknown_runs_are_refused(cluster: Cluster, tmp_path):
         import time
         from datetime import datetime
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def gated():
@@ -182,17 +220,17 @@ async def test_active_or_unknown_runs_are_refused(cluster: Cluster, tmp_path):
             wait_for_gate()
         gated()
     """)
-    cluster.start_all()
     out = cluster.cli("runs", "clear", "no-such-run")
     assert (out.returncode, out.stderr.strip()) == (2, "run 'no-such-run' not found")
+    await cluster.wait_dag("gated", timeout=PARSE_S)
     run_id = await cluster.trigger("gated")
 
     async def running():
         return (await cluster.run_doc(run_id))["tasks"][0]["state"] == "running"
 
-    await wait_for(running, 30, "the task to run")
+    await wait_for(running, RUN_S, "the task to run")
     out = cluster.cli("runs", "clear", run_id)
     assert out.returncode == 2
     assert "of DAG 'gated' is running: only a finished run can be cleared" in out.stderr
     gate.touch()
-    assert (await cluster.wait_run(run_id))["state"] == "success"
+    assert (await cluster.wait_run(run_id, RUN_S))["state"] == "success"
