@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+import uuid
+
+import asyncpg
 import pytest
 
 from tests.cluster import Cluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
+PARSE_TIMEOUT_S = 90.0
+RUN_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="module")
+async def cluster(services, template_db, tmp_path_factory):
+    """One scheduler, triggerer and worker for the module's tests; each writes its own DAG."""
+    admin_url, redis_url = services
+    name = f"sluice_mapping_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("mapping")
+    (root / "dags").mkdir()
+    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
+    c.start_all(SLUICE_WORKER_CONCURRENCY="8")
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def run(cluster: Cluster, dag_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    """Trigger ``dag_id`` once parsed (the daemons import Airflow first) and wait for its end."""
+    await cluster.wait_dag(dag_id, timeout=PARSE_TIMEOUT_S)
+    return await cluster.wait_run(await cluster.trigger(dag_id), timeout)
 
 
 def instances(doc: dict, task_id: str) -> list[dict]:
@@ -36,8 +74,7 @@ async def test_expand_over_upstream_mapped_over_mapped_and_reduce(cluster: Clust
             collect(twice.expand(word=upper_out))
         m()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("m"))
+    doc = await run(cluster, "m")
     assert doc["state"] == "success"
     up = instances(doc, "upper")
     assert [(t["map_index"], t["label"], t["return_value"]) for t in up] == [
@@ -71,8 +108,7 @@ async def test_an_all_done_consumer_maps_over_the_values_a_partly_failed_mapped_
             strict.expand(value=fetched)
         partly()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("partly"))
+    doc = await run(cluster, "partly")
     assert doc["state"] == "failed"
     assert [(t["map_index"], t["state"]) for t in instances(doc, "fetch")] == [
         (0, "success"), (1, "failed"), (2, "success")]
@@ -106,8 +142,7 @@ async def test_zero_length_skips_and_run_succeeds(cluster: Cluster):
             reduce(out)
         z()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("z"))
+    doc = await run(cluster, "z")
     states = {(t["task_id"], t["map_index"]): t["state"] for t in doc["tasks"]}
     assert states == {("nothing", -1): "success", ("each", -1): "skipped",
                       ("after", -1): "skipped", ("reduce", -1): "success"}
@@ -138,8 +173,7 @@ async def test_expand_kwargs_from_upstream_cross_product_and_classic_operator(cl
                 bash_command=["echo {{ run_id[:6] }}", "echo {{ task.task_id }}"])
         k()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("k"))
+    doc = await run(cluster, "k")
     assert doc["state"] == "success"
     assert [t["return_value"] for t in instances(doc, "add")] == [3, 7]
     assert [t["return_value"] for t in instances(doc, "pair")] == ["25", "210", "45", "410", "85", "810"]
@@ -162,8 +196,7 @@ async def test_unmappable_producer_fails_and_consumer_is_upstream_failed(cluster
             each.expand(x=text())
         u()
     """)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("u"))
+    doc = await run(cluster, "u")
     producer = instances(doc, "text")[0]
     assert (producer["state"], producer["try_number"]) == ("failed", 2)
     assert instances(doc, "each")[0]["state"] == "upstream_failed"
@@ -182,9 +215,8 @@ async def test_examples_from_the_readme(cluster: Cluster):
     examples = Path(__file__).resolve().parents[2] / "examples" / "dags"
     for name in ("elt_files.py", "hyperparameter_sweep.py"):
         shutil.copy(examples / name, cluster.dags_folder / name)
-    cluster.start_all()
-    elt = await cluster.wait_run(await cluster.trigger("elt_files"))
-    sweep = await cluster.wait_run(await cluster.trigger("hyperparameter_sweep"))
+    elt = await run(cluster, "elt_files")
+    sweep = await run(cluster, "hyperparameter_sweep")
     assert elt["state"] == sweep["state"] == "success"
     assert [t["label"] for t in instances(elt, "load")] == [f"orders_{n:02d}.csv" for n in range(6)]
     assert instances(elt, "summarize")[0]["return_value"]["files"] == 6
@@ -217,8 +249,7 @@ async def test_wider_than_the_schedulers_window(cluster: Cluster):
             after.partial(_=fails()).expand(x=list(range(1200)))
         wide()
     """)
-    cluster.start_all(SLUICE_WORKER_CONCURRENCY="8")
-    doc = await cluster.wait_run(await cluster.trigger("wide"), 180)
+    doc = await run(cluster, "wide", 180)
     by_state: dict[tuple[str, str], int] = {}
     for t in doc["tasks"]:
         key = (t["task_id"], t["state"])
