@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 DAG = """
     from datetime import datetime
-    from shared.sdk import dag, task
+    from airflow.sdk import dag, task
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1), tags=["api"])
     def api_mapped():
@@ -40,7 +40,7 @@ async def test_airflow_client_lists_triggers_waits_lists_mapped_and_reads_a_log(
     cluster.write_dag("api_mapped.py", DAG)
     cluster.start_all()
     base = await start_api_server(cluster, {"admin": ("admin", "s3cret-admin")})
-    await cluster.wait_dag("api_mapped")
+    await cluster.wait_dag("api_mapped", timeout=120)  # the scheduler imports Airflow first
     token = await anyio.to_thread.run_sync(login, base, "admin", "s3cret-admin")
     api = af.ApiClient(af.Configuration(host=base, access_token=token))
 
@@ -57,7 +57,7 @@ async def test_airflow_client_lists_triggers_waits_lists_mapped_and_reads_a_log(
         found = await anyio.to_thread.run_sync(runs.get_dag_run, "api_mapped", run.dag_run_id)
         return found if found.state.value in ("success", "failed") else None
 
-    done = await wait_for(finished, 60, "the run to finish")
+    done = await wait_for(finished, 120, "the run to finish")
     assert done.state.value == "success", cluster.log("worker")
 
     tis = af.TaskInstanceApi(api)
