@@ -6,7 +6,7 @@ import pytest
 
 from tests.cluster import Cluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 
 def results(doc: dict) -> dict[tuple[str, int], tuple[str, object]]:
@@ -17,10 +17,9 @@ def results(doc: dict) -> dict[tuple[str, int], tuple[str, object]]:
 async def test_reused_groups_run_apart_and_a_string_reference_renders_the_value(cluster: Cluster):
     cluster.write_dag("reuse.py", """
         from datetime import datetime
-        from airflow.decorators import dag, task, task_group
-        from airflow.models.xcom_arg import XComArg
-        from airflow.operators.bash import BashOperator
-        from airflow.operators.empty import EmptyOperator
+        from airflow.providers.standard.operators.bash import BashOperator
+        from airflow.providers.standard.operators.empty import EmptyOperator
+        from airflow.sdk import XComArg, dag, task, task_group
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def reuse():
@@ -51,7 +50,8 @@ async def test_reused_groups_run_apart_and_a_string_reference_renders_the_value(
         reuse()
     """)
     cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("reuse"))
+    await cluster.wait_dag("reuse", timeout=90)  # the daemons import Airflow first
+    doc = await cluster.wait_run(await cluster.trigger("reuse"), 120)
     assert doc["state"] == "success"
     got = results(doc)
     assert got[("echo", -1)] == ("success", "got hello")
