@@ -23,8 +23,8 @@ DAG = """
     import time
     from datetime import datetime, timedelta
     from pathlib import Path
-    from shared.sdk import BaseOperator, dag, task
-    from shared.sdk.triggers import TimeDeltaTrigger
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+    from airflow.sdk import BaseOperator, dag, task
 
     class Waiter(BaseOperator):
         def execute(self, context):
@@ -93,6 +93,7 @@ async def test_each_daemon_serves_metrics_and_health(cluster: Cluster, tmp_path)
         await redis.xgroup_create(streams.queue("nobody"), bus.WORKER_GROUP, id="0", mkstream=True)
         await redis.xadd(streams.queue("nobody"), {"junk": "1"})
         await redis.xadd(streams.events, {"not": "a message"})
+        await cluster.wait_dag("observed", timeout=120)  # the scheduler imports Airflow first
         run_id = await cluster.trigger("observed")
 
         async def holding():
@@ -107,7 +108,7 @@ async def test_each_daemon_serves_metrics_and_health(cluster: Cluster, tmp_path)
         assert value(worker, "sluice_stream_lag", **queue) == 0
         assert value(worker, "sluice_stream_pending", **queue) == 0
         assert value(worker, "sluice_daemon_info", daemon="worker", id=_id(worker, "worker"),
-                     runtime="legacy") == 1
+                     runtime="airflow") == 1
 
         sched = scrape(urls["scheduler"])
         assert value(sched, "sluice_task_instances", state="running") == 1
