@@ -17,13 +17,17 @@ import pytest
 from tests.cluster import Cluster, wait_for
 from tests.faults import OwnedPostgres
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
+
+#: Each daemon imports Airflow as it starts: generous on a loaded machine; every wait ends as
+#: soon as its condition holds.
+START_S = 120.0
 
 GATED = """
 import time
 from datetime import datetime
 from pathlib import Path
-from shared.sdk import dag, task
+from airflow.sdk import dag, task
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1))
 def gated():
@@ -38,6 +42,16 @@ gated()
 """
 
 
+async def ready(cluster: Cluster) -> None:
+    """The DAG parsed and the worker taking tries, so the CLI's own wait starts with the run."""
+    await cluster.wait_dag("gated", timeout=START_S)
+
+    async def worker_ready():
+        return '"worker_ready"' in cluster.log("worker")
+
+    await wait_for(worker_ready, START_S, "the worker to be ready")
+
+
 async def test_trigger_wait_through_a_postgres_restart_exits_0(
         tmp_path, postgres: OwnedPostgres, redis_url, stream_prefix, dags_folder):
     gate = tmp_path / "gate"
@@ -46,7 +60,7 @@ async def test_trigger_wait_through_a_postgres_restart_exits_0(
     try:
         cluster.write_dag("gated.py", GATED.format(gate=str(gate)))
         cluster.start_all()
-        await cluster.wait_dag("gated")
+        await ready(cluster)
         waiting = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "dags", "trigger", "gated", "--wait", "--json",
              "--timeout", "120"],
@@ -89,7 +103,7 @@ async def test_trigger_wait_with_postgres_down_at_its_timeout_exits_3(
     try:
         cluster.write_dag("gated.py", GATED.format(gate=str(gate)))
         cluster.start_all()
-        await cluster.wait_dag("gated")
+        await ready(cluster)
         waiting = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "dags", "trigger", "gated", "--wait",
              "--timeout", "15"],
