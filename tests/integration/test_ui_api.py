@@ -118,7 +118,7 @@ async def _until(check, timeout: float = 10.0) -> None:
 async def test_the_grid_of_a_10000_instance_mapped_run_is_one_summarised_cell(cluster):
     cluster.write_dag("big.py", """
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
         def big():
@@ -135,7 +135,7 @@ async def test_the_grid_of_a_10000_instance_mapped_run_is_one_summarised_cell(cl
         big()
     """)
     cluster.start("scheduler")
-    await cluster.wait_dag("big")
+    await cluster.wait_dag("big", timeout=120)  # the scheduler imports Airflow first
     cluster.stop("scheduler")  # the run below is a picture: nothing acts on it
     conn = await cluster.connect()
     try:
