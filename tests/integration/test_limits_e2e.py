@@ -9,7 +9,15 @@ import pytest
 
 from tests.cluster import Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
+PARSE_TIMEOUT_S = 90.0  # the daemons import Airflow before their first parse
+
+
+async def worker_ready(cluster: Cluster) -> None:
+    async def ready():
+        return '"worker_ready"' in cluster.log("worker")
+
+    await wait_for(ready, PARSE_TIMEOUT_S, "the worker to be ready")
 
 
 def overlaps(intervals: list[tuple]) -> int:
@@ -27,7 +35,7 @@ async def test_max_active_tis_per_dagrun_runs_one_instance_at_a_time_in_each_run
     cluster.write_dag("serial.py", """
         import time
         from datetime import datetime
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1), max_active_runs=2)
         def serial():
@@ -39,9 +47,10 @@ async def test_max_active_tis_per_dagrun_runs_one_instance_at_a_time_in_each_run
         serial()
     """)
     cluster.start("scheduler")
+    await cluster.wait_dag("serial", timeout=PARSE_TIMEOUT_S)
     run_ids = [await cluster.trigger("serial") for _ in range(2)]
     cluster.start("worker", SLUICE_WORKER_CONCURRENCY="8")  # both runs are waiting for it
-    docs = [await cluster.wait_run(run_id) for run_id in run_ids]
+    docs = [await cluster.wait_run(run_id, 120) for run_id in run_ids]
     conn = await cluster.connect()
     try:
         rows = await conn.fetch(
@@ -64,9 +73,9 @@ async def test_dagrun_timeout_fails_the_run_skips_what_had_not_finished_and_stop
         import os, time
         from datetime import datetime, timedelta
         from pathlib import Path
-        from shared.sdk import dag, task
+        from airflow.sdk import dag, task
 
-        @dag(schedule=None, start_date=datetime(2026, 1, 1), dagrun_timeout=timedelta(seconds=2))
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), dagrun_timeout=timedelta(seconds=4))
         def slow_run():
             @task
             def quick():
@@ -82,13 +91,15 @@ async def test_dagrun_timeout_fails_the_run_skips_what_had_not_finished_and_stop
         slow_run()
     """)
     cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("slow_run"), 20)
+    await cluster.wait_dag("slow_run", timeout=PARSE_TIMEOUT_S)
+    await worker_ready(cluster)  # the deadline counts from the run's start
+    doc = await cluster.wait_run(await cluster.trigger("slow_run"), 30)
     states = {t["task_id"]: t["state"] for t in doc["tasks"]}
     assert (doc["state"], states) == (
         "failed", {"quick": "success", "slow": "skipped", "after": "skipped"})
     elapsed = (datetime.fromisoformat(doc["end_date"])
                - datetime.fromisoformat(doc["start_date"])).total_seconds()
-    assert 2 <= elapsed < 5, elapsed  # at its deadline, not at the repair sweep
+    assert 4 <= elapsed < 7, elapsed  # at its deadline, not at the repair sweep
     body_pid = int(pid_file.read_text())
 
     async def body_stopped():
