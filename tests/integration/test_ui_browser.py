@@ -33,7 +33,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from shared.sdk import dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 GATE = Path({gate!r})
 
@@ -109,7 +109,7 @@ async def ui(cluster, browser, tmp_path):
     cluster.start_all()
     base = await start_api_server(cluster, USERS)
     for dag_id in ("ui_mapped", "ui_log", "ui_params"):
-        await cluster.wait_dag(dag_id)
+        await cluster.wait_dag(dag_id, timeout=120)  # the scheduler imports Airflow first
     browser.get(f"{base}/ui/")
     until(browser, lambda d: d.find_elements(By.ID, "username"), "the login form")
     browser.find_element(By.ID, "username").send_keys("admin")
@@ -154,7 +154,7 @@ async def ti_state(cluster, run_id: str, task_id: str) -> set[str | None]:
 async def test_grid_of_a_running_mapped_run_changes_without_reload(cluster, browser, ui):
     base, gate = ui
     run_id = await cluster.trigger("ui_mapped")
-    await wait_for(lambda: _expanded(cluster, run_id), 30, "work to expand")
+    await wait_for(lambda: _expanded(cluster, run_id), 90, "work to expand")
     go(browser, base, f"/dags/ui_mapped/grid?run={quote(run_id, safe='')}&task=work")
     cell = f'.cell[data-task="work"][data-run="{run_id}"]'
     until(browser, lambda d: attr(d, cell, "data-total") == "12", "work [12] in the grid")
@@ -189,7 +189,7 @@ async def _expanded(cluster, run_id: str) -> bool:
 async def test_instance_log_is_followed_while_the_try_runs(cluster, browser, ui):
     base, gate = ui
     run_id = await cluster.trigger("ui_log")
-    await wait_for(lambda: _running(cluster, run_id), 30, "talk to run")
+    await wait_for(lambda: _running(cluster, run_id), 90, "talk to run")
     go(browser, base, f"/dags/ui_log/runs/{quote(run_id, safe='')}/tasks/talk/-1")
     log_text = lambda d: "".join(texts(d, "#log"))  # noqa: E731
     until(browser, lambda d: "first line before the gate" in log_text(d), "the first line")
@@ -234,7 +234,7 @@ async def test_trigger_a_run_from_the_params_form(cluster, browser, ui):
     finally:
         await conn.close()
     assert run["conf"] == {"count": 7, "name": "from the form", "flag": True, "tags": ["x", "y"]}
-    assert (await cluster.wait_run(run["run_id"]))["state"] == "success"
+    assert (await cluster.wait_run(run["run_id"], 120))["state"] == "success"
     until(browser, lambda d: attr(d, f'.bar[data-run="{run["run_id"]}"]', "data-state") == "success",
           "the triggered run to show success in the grid")
 
