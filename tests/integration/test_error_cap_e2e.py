@@ -12,11 +12,12 @@ import pytest
 from shared.textcap import MAX_ERROR_CHARS
 from tests.cluster import Cluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 DAG = """
     from datetime import datetime
-    from shared.sdk import PythonOperator, dag
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import dag
 
     def huge():
         raise RuntimeError("start of it " + "x" * (20 * 1024 * 1024) + " end of it")
@@ -34,7 +35,8 @@ async def test_a_20_mb_error_is_stored_capped_and_the_run_goes_on(cluster: Clust
     cluster.write_dag("huge_error.py", DAG)
     cluster.start("scheduler")
     cluster.start("worker")
-    doc = await cluster.wait_run(await cluster.trigger("huge_error"))
+    await cluster.wait_dag("huge_error", timeout=90)  # the daemons import Airflow first
+    doc = await cluster.wait_run(await cluster.trigger("huge_error"), 120)
     tasks = cluster.by_task(doc)
     assert (doc["state"], tasks["huge"]["state"], tasks["after"]["state"]) == (
         "success", "failed", "success")  # the leaf decides the run, as in Airflow
