@@ -1,5 +1,5 @@
-"""Task-log pieces on their own: tokens, lines, the log server's refusals, output capture,
-and the connection-error counts /metrics reports."""
+"""Task-log pieces on their own: tokens, lines, the log server's refusals, a slot's output
+capture, and the connection-error counts /metrics reports."""
 
 from __future__ import annotations
 
@@ -117,23 +117,28 @@ async def test_an_explicit_port_in_use_stops_the_daemon_a_default_one_moves():
         await taken.aclose()
 
 
-def test_the_legacy_runner_s_output_becomes_timed_levelled_lines(tmp_path):
+def test_a_slots_output_becomes_timed_levelled_lines_of_the_current_try(tmp_path):
+    """What a task prints, and what programs it starts write, are lines of its try's log
+    (as a slot captures them); between tries they are the slot's own stderr."""
     log_file = tmp_path / "a" / "attempt=1.log"
     script = textwrap.dedent(f"""
         import os, subprocess, sys
-        from worker.legacy_tasklog import TaskOutput
-        output = TaskOutput(os.dup(2))
-        output.start_try({str(log_file)!r})
+        from worker import sdk_tasklog
+        sink = sdk_tasklog.LogSink(os.dup(2))
+        forwarders = sdk_tasklog.capture(sink)
+        sink.open({str(log_file)!r})
         print("to stdout")
         print("to stderr", file=sys.stderr)
         subprocess.run(["sh", "-c", "echo from a child; echo child error >&2; printf no-newline"])
-        output.end_try()
+        for forwarder in forwarders:
+            forwarder.drain()
+        sink.close()
         print("between tries")
-        for forwarder in output.forwarders:
+        for forwarder in forwarders:
             forwarder.drain()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=60, cwd=Path(__file__).resolve().parents[2])
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     records = [json.loads(x) for x in log_file.read_text().splitlines()]
     by_stream = {name: [(r["level"], r["event"]) for r in records if r["logger"] == name]
@@ -143,8 +148,10 @@ def test_the_legacy_runner_s_output_becomes_timed_levelled_lines(tmp_path):
         "task.stderr": [("error", "to stderr"), ("error", "child error")]}
     assert len(records) == 5
     assert all(r["timestamp"].endswith("Z") for r in records)
-    assert out.stderr.strip() == "between tries"  # the worker's log, as it was
+    between = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    assert [r["event"] for r in between] == ["between tries"]  # the slot's own log, not the try's
     assert log_file.stat().st_mode & 0o777 == 0o600
+    assert log_file.parent.stat().st_mode & 0o777 == 0o700
 
 
 async def test_connection_errors_recovered_from_are_counted_by_kind():
