@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+
+import asyncpg
 import pytest
 
 from shared.runview import run_document
 from tests.cluster import Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
+PARSE_TIMEOUT_S = 90.0  # the daemons import Airflow before their first parse
+RUN_TIMEOUT_S = 120.0
+
+
+@pytest.fixture(scope="module")
+async def cluster(services, template_db, tmp_path_factory):
+    """One scheduler, triggerer and worker for the module's tests; each writes its own DAG."""
+    admin_url, redis_url = services
+    name = f"sluice_sensors_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("sensors")
+    (root / "dags").mkdir()
+    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
+    c.start_all()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def _trigger(cluster: Cluster, dag_id: str) -> str:
+    """Trigger ``dag_id`` once it is parsed and the worker is up: a sensor's target counts
+    from the run's start, so a try started late would find it passed."""
+    async def worker_ready():
+        return '"worker_ready"' in cluster.log("worker")
+
+    await wait_for(worker_ready, PARSE_TIMEOUT_S, "the worker to be ready")
+    await cluster.wait_dag(dag_id, timeout=PARSE_TIMEOUT_S)
+    return await cluster.trigger(dag_id)
 
 
 async def _wait_state(cluster: Cluster, run_id: str, task_id: str, state: str) -> None:
@@ -15,7 +59,7 @@ async def _wait_state(cluster: Cluster, run_id: str, task_id: str, state: str) -
         doc = await cluster.run_doc(run_id)
         return cluster.by_task(doc)[task_id]["state"] == state
 
-    await wait_for(reached, 30, f"{task_id} to be {state}")
+    await wait_for(reached, RUN_TIMEOUT_S, f"{task_id} to be {state}")
 
 
 async def _error(cluster: Cluster, run_id: str, task_id: str) -> str | None:
@@ -34,36 +78,35 @@ async def test_deferrable_time_delta_sensor_succeeds(cluster: Cluster):
     # at once without deferring (as in Airflow).
     cluster.write_dag("td_sensor.py", """
         from datetime import datetime, timedelta
-        from shared.sdk import DAG
-        from shared.sdk.sensors import TimeDeltaSensor
+        from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+        from airflow.sdk import DAG
 
         with DAG("td_sensor", schedule=None, start_date=datetime(2026, 1, 1)):
             TimeDeltaSensor(task_id="wait", delta=timedelta(seconds=3), deferrable=True)
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("td_sensor")
+    run_id = await _trigger(cluster, "td_sensor")
     await _wait_state(cluster, run_id, "wait", "deferred")
-    doc = await cluster.wait_run(run_id)
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
     t = cluster.by_task(doc)["wait"]
     assert (doc["state"], t["state"], t["try_number"]) == ("success", "success", 1)
 
 
 @pytest.mark.parametrize("soft_fail, expected", [(False, "failed"), (True, "skipped")])
 async def test_trigger_timeout_is_final_for_sensors(cluster: Cluster, soft_fail, expected):
-    cluster.write_dag("dt_sensor.py", f"""
+    dag_id = f"dt_sensor_{expected}"
+    cluster.write_dag(f"{dag_id}.py", f"""
         from datetime import datetime, timedelta
-        from shared.sdk import DAG
-        from shared.sdk.sensors import DateTimeSensor
+        from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+        from airflow.sdk import DAG
 
-        with DAG("dt_sensor", schedule=None, start_date=datetime(2026, 1, 1)):
-            DateTimeSensor(task_id="wait", target_time=datetime(2100, 1, 1), deferrable=True,
-                           timeout=1, retries=2, retry_delay=timedelta(seconds=0),
-                           soft_fail={soft_fail})
+        with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1)):
+            TimeDeltaSensor(task_id="wait", delta=timedelta(days=1), deferrable=True,
+                            timeout=1, retries=2, retry_delay=timedelta(seconds=0),
+                            soft_fail={soft_fail})
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("dt_sensor")
+    run_id = await _trigger(cluster, dag_id)
     await _wait_state(cluster, run_id, "wait", "deferred")
-    doc = await cluster.wait_run(run_id)
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
     t = cluster.by_task(doc)["wait"]
     assert (t["state"], t["try_number"]) == (expected, 1)
     assert doc["state"] == ("failed" if expected == "failed" else "success")
@@ -76,19 +119,21 @@ async def test_deferrable_file_sensor(cluster: Cluster, tmp_path):
     target.mkdir()
     cluster.write_dag("file_sensor.py", f"""
         from datetime import datetime
-        from shared.sdk import DAG
-        from shared.sdk.sensors import FileSensor
+        from airflow.providers.standard.sensors.filesystem import FileSensor
+        from airflow.sdk import DAG
 
         with DAG("file_sensor", schedule=None, start_date=datetime(2026, 1, 1)):
             FileSensor(task_id="wait", filepath="{target}/{{{{ ds }}}}-*.csv", deferrable=True,
                        poke_interval=0.1, timeout=60)
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("file_sensor")
+    # FileSensor resolves its path against a connection, fs_default by default, as in Airflow
+    added = cluster.cli("connections", "add", "fs_default", "--conn-type", "fs")
+    assert added.returncode == 0, added.stderr
+    run_id = await _trigger(cluster, "file_sensor")
     await _wait_state(cluster, run_id, "wait", "deferred")
     day = run_id.removeprefix("manual__")[:10]
     (target / f"{day}-orders.csv").write_text("id\n1\n")
-    doc = await cluster.wait_run(run_id)
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
     t = cluster.by_task(doc)["wait"]
     assert (doc["state"], t["state"], t["try_number"]) == ("success", "success", 1)
 
@@ -98,8 +143,8 @@ async def test_reschedule_mode_python_sensor(cluster: Cluster, tmp_path):
     cluster.write_dag("py_sensor.py", f"""
         from datetime import datetime
         from pathlib import Path
-        from shared.sdk import DAG
-        from shared.sdk.sensors import PokeReturnValue, PythonSensor
+        from airflow.providers.standard.sensors.python import PythonSensor
+        from airflow.sdk import DAG, PokeReturnValue
 
         def third_time_lucky(ti=None):
             p = Path({str(counter)!r})
@@ -111,12 +156,15 @@ async def test_reschedule_mode_python_sensor(cluster: Cluster, tmp_path):
             PythonSensor(task_id="wait", python_callable=third_time_lucky, mode="reschedule",
                          poke_interval=0.2, timeout=60)
     """)
-    cluster.start_all()
-    run_id = await cluster.trigger("py_sensor")
-    doc = await cluster.wait_run(run_id)
+    run_id = await _trigger(cluster, "py_sensor")
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
     t = cluster.by_task(doc)["wait"]
     assert (doc["state"], t["state"], t["try_number"]) == ("success", "success", 1)
     assert t["return_value"] == {"pokes": 3, "try": 1}
     assert counter.read_text() == "3"
-    # two waits between the three pokes, each one a deferral that freed the worker slot
-    assert cluster.log("worker").count('"state": "deferred"') == 2
+    # three pokes, each a run of try 1 on the worker; between them the instance was
+    # up_for_reschedule (Airflow's state), holding no worker slot
+    events = [json.loads(line) for line in cluster.log("worker").splitlines()
+              if line.startswith("{") and '"task_finished"' in line]
+    assert [(e["try_number"], e["state"]) for e in events if e.get("dag_id") == "py_sensor"] == [
+        (1, "up_for_reschedule"), (1, "up_for_reschedule"), (1, "success")]
