@@ -1,10 +1,12 @@
-"""Task logs from any host, with real daemons (legacy runtime).
+"""Task logs from any host, with real daemons running tries on the Task SDK.
 
 Two workers with their own ``SLUICE_HOME`` (so their own logs folders) take
 the tasks of two queues; ``sluice tasks logs`` runs with a third home, where no
 log file is, and reads each try from the worker that ran it, through that
-worker's log server. Every line has its time and level; ``--follow`` prints a
-running task's lines as they come and ends with the try.
+worker's log server. A try's log holds the SDK's own lines and everything the
+task wrote (prints, stderr, stdlib ``logging``, ``self.log``), each line with
+its time and level, one log per try; ``--follow`` prints a running task's lines
+as they come and ends with the try.
 """
 
 from __future__ import annotations
@@ -21,27 +23,34 @@ from cryptography.fernet import Fernet
 
 from tests.cluster import Cluster
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 DAG = """
+    import logging
     import sys
-    from datetime import datetime
-    from shared.sdk import dag, task
+    from datetime import datetime, timedelta
+    from airflow.sdk import BaseOperator, dag, task
+
+    class Hello(BaseOperator):
+        def execute(self, context):
+            try_number = context["ti"].try_number
+            print(f"hello from alpha, try {try_number}")
+            print("something went wrong on purpose", file=sys.stderr)
+            logging.getLogger("airflow.task").warning("through logging, try %s", try_number)
+            self.log.info("through self.log, try %s", try_number)
+            if try_number == 1:
+                raise RuntimeError("the first try fails on purpose")
+            return [1, 2]
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1))
     def two_hosts():
-        @task(queue="alpha")
-        def hello() -> list[int]:
-            print("hello from alpha")
-            print("something went wrong on purpose", file=sys.stderr)
-            return [1, 2]
-
         @task(queue="beta")
         def square(n: int) -> int:
             print(f"square of {n} is {n * n}")
             return n * n
 
-        square.expand(n=hello())
+        hello = Hello(task_id="hello", queue="alpha", retries=1, retry_delay=timedelta(0))
+        square.expand(n=hello.output)
 
     two_hosts()
 """
@@ -50,7 +59,7 @@ FOLLOW_DAG = """
     import time
     from datetime import datetime
     from pathlib import Path
-    from shared.sdk import dag, task
+    from airflow.sdk import dag, task
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1))
     def slow_talker():
@@ -67,7 +76,7 @@ FOLLOW_DAG = """
     slow_talker()
 """
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} +(INFO|ERROR) +(.*)$")
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} +(DEBUG|INFO|WARNING|ERROR) +(.*)$")
 
 
 def home_env(cluster: Cluster, name: str, **extra: str) -> dict[str, str]:
@@ -96,38 +105,72 @@ async def test_logs_read_from_the_worker_that_ran_each_try(cluster: Cluster):
     for name, env in (("worker-alpha", alpha), ("worker-beta", beta)):
         cluster.start("worker", name, SLUICE_WORKER_LOG_PORT="0",
                       SLUICE_WORKER_LOG_HOST="127.0.0.1", **env)
+    await cluster.wait_dag("two_hosts", timeout=120)  # the scheduler imports Airflow first
     run_id = await cluster.trigger("two_hosts")
-    doc = await cluster.wait_run(run_id)
+    doc = await cluster.wait_run(run_id, 120)
     assert doc["state"] == "success", doc
+    assert cluster.by_task(doc)["hello"]["try_number"] == 2
 
     alpha_files = log_files(Path(alpha["SLUICE_HOME"]))
     beta_files = log_files(Path(beta["SLUICE_HOME"]))
-    assert [p.parent.name for p in alpha_files] == ["task_id=hello"]
+    assert [(p.parent.name, p.name) for p in alpha_files] == [
+        ("task_id=hello", "attempt=1.log"), ("task_id=hello", "attempt=2.log")]
     assert sorted(p.parent.name for p in beta_files) == ["map_index=0", "map_index=1"]
     for path in alpha_files + beta_files:  # every line: Airflow's JSON with time and level
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            assert record["timestamp"].endswith("Z") and record["level"] in ("info", "error")
+            assert record["timestamp"].endswith("Z"), record
+            assert record["level"] in ("debug", "info", "warning", "error"), record
 
     reader = home_env(cluster, "reader")  # a third host: no log file here
-    out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "hello")
-    assert out.returncode == 0, out.stderr
-    lines = [LINE.match(x) for x in out.stdout.splitlines()]
-    assert all(lines), out.stdout
-    assert sorted((m[1], m[2]) for m in lines) == [("ERROR", "something went wrong on purpose"),
-                                                 ("INFO", "hello from alpha")]
+
+    def shown(*args: str) -> list[tuple[str, str]]:
+        out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, *args)
+        assert out.returncode == 0, out.stderr
+        records: list[tuple[str, str]] = []
+        for line in filter(None, out.stdout.splitlines()):
+            if m := LINE.match(line):  # every record: time, level, text
+                records.append((m[1], m[2]))
+            else:  # or the traceback of an error record
+                assert records and records[-1][0] == "ERROR", out.stdout
+        return records
+
+    # the last try by default: what the task wrote, each line at its level, and the Task SDK's
+    # own lines; prints and stderr are forwarded apart, so only their own order is kept
+    last = shown("hello")
+    assert {("INFO", "hello from alpha, try 2"), ("ERROR", "something went wrong on purpose"),
+            ("WARNING", "through logging, try 2"), ("INFO", "through self.log, try 2")
+            } <= set(last), last
+    assert [text for level, text in last if text.startswith("Pushing xcom ")], last  # the SDK's
+    assert not [text for _, text in last if "try 1" in text], last
+    out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "hello", "--json")
+    loggers = {r["event"]: r["logger"] for r in map(json.loads, out.stdout.splitlines())}
+    assert (loggers["hello from alpha, try 2"], loggers["something went wrong on purpose"],
+            loggers["through logging, try 2"]) == ("task.stdout", "task.stderr", "airflow.task")
+    assert loggers["through self.log, try 2"].startswith("airflow.task.operators."), loggers
+    # each try has its own log: the first one's, with the SDK's report of its failure
+    first = shown("hello", "--try", "1")
+    assert {("INFO", "hello from alpha, try 1"), ("WARNING", "through logging, try 1"),
+            ("INFO", "through self.log, try 1")} <= set(first), first
+    assert [text for level, text in first
+            if level == "ERROR" and text.startswith("Task failed with exception")], first
+    assert not [text for _, text in first if "try 2" in text], first
+    out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "hello", "--try", "1")
+    assert "Traceback (most recent call last):" in out.stdout, out.stdout
+    assert "RuntimeError: the first try fails on purpose" in out.stdout, out.stdout
     assert not log_files(Path(reader["SLUICE_HOME"]))
 
     out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "square",
                  "--map-index", "1", "--try", "1", "--json")
     assert out.returncode == 0, out.stderr
     records = [json.loads(x) for x in out.stdout.splitlines()]
-    assert [(r["level"], r["event"], r["logger"]) for r in records] == [
-        ("info", "square of 2 is 4", "task.stdout")]
+    assert [(r["level"], r["event"]) for r in records if r.get("logger") == "task.stdout"] == [
+        ("info", "square of 2 is 4")], records
+    assert all(r["timestamp"].endswith("Z") for r in records), records
 
-    out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "hello", "--try", "2")
+    out = sluice(cluster, reader, "tasks", "logs", "two_hosts", run_id, "hello", "--try", "3")
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
-    assert "has no try 2" in out.stderr
+    assert "has no try 3" in out.stderr
 
     # the log server is never open: a host without the installation's key is refused
     stranger = home_env(cluster, "stranger", SLUICE_FERNET_KEY=Fernet.generate_key().decode())
@@ -143,6 +186,7 @@ async def test_follow_prints_lines_as_they_come_until_the_try_ends(cluster: Clus
     cluster.start("scheduler")
     cluster.start("worker", SLUICE_WORKER_LOG_PORT="0", SLUICE_WORKER_LOG_HOST="127.0.0.1",
                   **home_env(cluster, "worker-home"))
+    await cluster.wait_dag("slow_talker", timeout=120)  # the scheduler imports Airflow first
     run_id = await cluster.trigger("slow_talker")
     reader = {**cluster.env, **home_env(cluster, "reader")}
     follow = subprocess.Popen(
@@ -154,18 +198,19 @@ async def test_follow_prints_lines_as_they_come_until_the_try_ends(cluster: Clus
         async def next_line() -> str:
             return await anyio.to_thread.run_sync(follow.stdout.readline)
 
-        with anyio.fail_after(60):
-            got.append(await next_line())
-        assert got[0].rstrip().endswith("first line"), got
+        with anyio.fail_after(90):  # the Task SDK's own lines come first
+            while not got or not got[-1].rstrip().endswith("first line"):
+                got.append(await next_line())
+                assert got[-1], got  # not the end of the output
+        assert not [line for line in got if "second line" in line], got
         assert follow.poll() is None and not marker.exists()  # the task is still running
         doc = await cluster.run_doc(run_id)
         assert cluster.by_task(doc)["talk"]["state"] == "running"
 
         marker.touch()
         with anyio.fail_after(60):
-            got.append(await next_line())
-            rest = await anyio.to_thread.run_sync(follow.stdout.read)
-        assert got[1].rstrip().endswith("second line") and rest == ""
+            rest = (await anyio.to_thread.run_sync(follow.stdout.read)).splitlines()
+        assert [line for line in rest if line.rstrip().endswith("second line")], rest
         assert await anyio.to_thread.run_sync(follow.wait, 30) == 0, follow.stderr.read()
         doc = await cluster.run_doc(run_id)
         assert cluster.by_task(doc)["talk"]["state"] == "success"
