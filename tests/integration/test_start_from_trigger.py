@@ -4,39 +4,82 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dags"
+PARSE_TIMEOUT_S = 90.0  # the daemons import Airflow before their first parse
+RUN_TIMEOUT_S = 120.0
 
 
-def worker_starts(cluster: Cluster, task_id: str) -> dict[int, list[datetime]]:
+@pytest.fixture(scope="module")
+async def daemons(services, template_db, tmp_path_factory):
+    """One scheduler, triggerer and worker for the module's runs; each test writes its DAG."""
+    admin_url, redis_url = services
+    name = f"sluice_start_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("start_from_trigger")
+    (root / "dags").mkdir()
+    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
+    c.start_all()
+    try:
+        yield c
+    finally:
+        c.stop_all()
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def run(cluster: Cluster, dag_id: str) -> dict:
+    """Trigger ``dag_id`` once parsed and the worker is up (a trigger's wait counts from the
+    run's start) and wait for the run's end."""
+    async def worker_ready():
+        return '"worker_ready"' in cluster.log("worker")
+
+    await wait_for(worker_ready, PARSE_TIMEOUT_S, "the worker to be ready")
+    await cluster.wait_dag(dag_id, timeout=PARSE_TIMEOUT_S)
+    return await cluster.wait_run(await cluster.trigger(dag_id), RUN_TIMEOUT_S)
+
+
+def worker_starts(cluster: Cluster, dag_id: str, task_id: str) -> dict[int, list[datetime]]:
     starts: dict[int, list[datetime]] = {}
     for line in cluster.log("worker").splitlines():
         try:
             event = json.loads(line)
         except ValueError:
             continue
-        if event.get("event") == "task_started" and event.get("task_id") == task_id:
+        if event.get("event") == "task_started" and (event.get("dag_id"), event.get("task_id")) \
+                == (dag_id, task_id):
             ts = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
             starts.setdefault(event["map_index"], []).append(ts)
     return starts
 
 
-async def test_mapped_per_index_trigger_kwargs_start_without_a_worker(cluster: Cluster):
+async def test_mapped_per_index_trigger_kwargs_start_without_a_worker(daemons: Cluster):
+    cluster = daemons
     shutil.copy(EXAMPLES / "wait_seconds_mapped.py", cluster.dags_folder)
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("wait_seconds_mapped"))
+    doc = await run(cluster, "wait_seconds_mapped")
     assert doc["state"] == "success"
     run_start = datetime.fromisoformat(doc["start_date"])
     waits = [t for t in doc["tasks"] if t["task_id"] == "wait"]
     assert [t["try_number"] for t in waits] == [1, 1, 1]
-    starts = worker_starts(cluster, "wait")
+    starts = worker_starts(cluster, "wait_seconds_mapped", "wait")
     for t, seconds in zip(waits, (1, 2, 3), strict=True):
         fired = datetime.fromisoformat(t["return_value"]["fired_at"])
         assert (fired - run_start).total_seconds() >= seconds - 0.05, t
@@ -47,23 +90,34 @@ async def test_mapped_per_index_trigger_kwargs_start_without_a_worker(cluster: C
     assert done["return_value"] == 3
 
 
-async def test_mixed_start_from_trigger_and_templated_kwargs(cluster: Cluster):
+async def test_mixed_start_from_trigger_and_templated_kwargs(daemons: Cluster):
+    cluster = daemons
+    cluster.write_dag("mixed_triggers.py", """
+        from datetime import datetime
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        class IsoMomentTrigger(DateTimeTrigger):
+            \"\"\"Fires at ``moment``, given as an ISO string (a rendered template).\"\"\"
+
+            def __init__(self, moment, **kwargs):
+                super().__init__(datetime.fromisoformat(moment) if isinstance(moment, str)
+                                 else moment, **kwargs)
+    """)
     cluster.write_dag("mixed.py", """
-        from datetime import datetime, timedelta
-        from shared.sdk import BaseOperator, StartTriggerArgs, dag
+        from datetime import datetime
+        from airflow.sdk import BaseOperator, dag
+        from airflow.triggers.base import StartTriggerArgs
 
         class Starter(BaseOperator):
             start_trigger_args = StartTriggerArgs(
-                trigger_cls="shared.sdk.triggers.DateTimeTrigger",
+                trigger_cls="mixed_triggers.IsoMomentTrigger",
                 trigger_kwargs={"moment": "{{ logical_date.isoformat() }}"},
-                next_method="execute_complete")
+                next_method="execute_complete", next_kwargs=None, timeout=None)
             start_from_trigger = False
 
-            def __init__(self, *, start_from_trigger=False, trigger_kwargs=None, **kwargs):
+            def __init__(self, *, start_from_trigger=False, **kwargs):
                 super().__init__(**kwargs)
                 self.start_from_trigger = start_from_trigger
-                if trigger_kwargs is not None:
-                    self.start_trigger_args.trigger_kwargs = trigger_kwargs
 
             def execute(self, context):
                 return "ran on a worker"
@@ -73,18 +127,13 @@ async def test_mixed_start_from_trigger_and_templated_kwargs(cluster: Cluster):
 
         class Moment(BaseOperator):
             start_trigger_args = StartTriggerArgs(
-                trigger_cls="mixed.IsoMomentTrigger", next_method="execute_complete",
-                trigger_kwargs={"moment": "{{ logical_date.isoformat() }}"})
+                trigger_cls="mixed_triggers.IsoMomentTrigger", next_method="execute_complete",
+                trigger_kwargs={"moment": "{{ logical_date.isoformat() }}"}, next_kwargs=None,
+                timeout=None)
             start_from_trigger = True
 
             def execute_complete(self, context, event=None):
-                return event
-
-        from shared.sdk.triggers import DateTimeTrigger
-
-        class IsoMomentTrigger(DateTimeTrigger):
-            def __init__(self, moment, **kwargs):
-                super().__init__(datetime.fromisoformat(moment) if isinstance(moment, str) else moment)
+                return event.isoformat()
 
         @dag(schedule=None, start_date=datetime(2026, 1, 1))
         def mixed():
@@ -93,26 +142,31 @@ async def test_mixed_start_from_trigger_and_templated_kwargs(cluster: Cluster):
             Moment(task_id="class_level")
         mixed()
     """)
-    cluster.write_dag("mixed.py", cluster.dags_folder.joinpath("mixed.py").read_text().replace(
-        'trigger_cls="shared.sdk.triggers.DateTimeTrigger"', 'trigger_cls="mixed.IsoMomentTrigger"'))
-    cluster.start_all()
-    doc = await cluster.wait_run(await cluster.trigger("mixed"))
+    doc = await run(cluster, "mixed")
     assert doc["state"] == "success", doc
     values = {(t["task_id"], t["map_index"]): t["return_value"] for t in doc["tasks"]}
     assert values[("starter", 0)] == "started in the triggerer"
     assert values[("starter", 1)] == "ran on a worker"
     assert values[("plain", -1)] == "ran on a worker"
+    # the scheduler rendered the moment from the run's context
     assert values[("class_level", -1)] == doc["run_id"].removeprefix("manual__")
+    fired = {(e["task_id"], e["map_index"]) for e in map(json.loads, filter(
+        lambda line: line.startswith("{"), cluster.log("triggerer").splitlines()))
+        if e.get("event") == "trigger_fired" and e.get("dag_id") == "mixed"}
+    assert fired == {("starter", 0), ("class_level", -1)}
 
 
 async def test_upstream_reference_for_start_from_trigger_is_refused(cluster: Cluster):
     cluster.write_dag("refused.py", """
         from datetime import datetime
-        from shared.sdk import BaseOperator, StartTriggerArgs, dag, task
+        from airflow.sdk import BaseOperator, dag, task
+        from airflow.triggers.base import StartTriggerArgs
 
         class Starter(BaseOperator):
             start_trigger_args = StartTriggerArgs(
-                trigger_cls="shared.sdk.triggers.DateTimeTrigger", next_method="execute_complete")
+                trigger_cls="airflow.providers.standard.triggers.temporal.DateTimeTrigger",
+                trigger_kwargs={}, next_method="execute_complete", next_kwargs=None,
+                timeout=None)
             def __init__(self, *, trigger_kwargs=None, **kwargs):
                 super().__init__(**kwargs)
 
@@ -127,12 +181,10 @@ async def test_upstream_reference_for_start_from_trigger_is_refused(cluster: Clu
     cluster.start("scheduler")
     conn = await cluster.connect()
     try:
-        from tests.cluster import wait_for
-
         async def error():
             return await conn.fetchval("SELECT message FROM import_error")
 
-        message = await wait_for(error, 30, "the import error")
+        message = await wait_for(error, PARSE_TIMEOUT_S, "the import error")
     finally:
         await conn.close()
     assert "refused.py" in message and "task 's': trigger_kwargs" in message
