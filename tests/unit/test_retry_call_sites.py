@@ -1,43 +1,48 @@
-"""The three places that decide a retry agree on its delay, for the same try.
+"""The four places that decide a retry agree on its delay, for the same try.
 
 One instance (``retries=3``, ``retry_delay=60 s``, exponential backoff) fails its
-second try three ways, each through the real code with real PostgreSQL and Redis:
-its body raises (the task runner decides), its runner process dies (the worker
-decides), its worker goes silent (the scheduler fails the zombie). Each time the
-stored ``next_retry_at - end_date`` must be Airflow's ``next_retry_datetime``.
+second try four ways, each through the real code with real PostgreSQL and Redis:
+its body raises (the Task SDK reports ``up_for_retry`` and the worker's Execution
+API decides the delay), its slot process dies (the worker decides), its trigger
+ends it with a ``TaskFailedEvent`` (the triggerer decides), its worker goes
+silent (the scheduler fails the zombie). Each time the stored ``next_retry_at -
+end_date`` must be Airflow's ``next_retry_datetime``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
 from scheduler.daemon import Scheduler
 from scheduler.runs import insert_task_instances, task_instance_rows
 from shared import bus
+from shared.airflow_spec import parse
 from shared.config import Settings
 from shared.daemon import Lifecycle
-from shared.dagbag import DagCache
 from shared.db import create_pool, q
-from shared.serialization import DagSpec, serialize_dag
-from worker.daemon import Worker
-from worker.supervisor import RunnerProcess
+from shared.serialization import DagSpec
+from tests.unit.conftest import write_dag_file
+from triggerer.daemon import Triggerer
+from worker.daemon import SdkApi, Worker
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("isolated_dag_modules")]
 
 DAG_FILE = '''
 import os
 from datetime import datetime, timedelta
-from shared.sdk import dag, task
+from airflow.sdk import dag, task
 
 @task(retries=3, retry_delay=timedelta(seconds=60), retry_exponential_backoff=True)
 def flaky():
     if os.path.exists(os.path.join(os.path.dirname(__file__), "crash")):
-        os._exit(3)  # the runner process dies: the worker decides the retry
+        os._exit(3)  # the slot process dies: the worker decides the retry
     raise RuntimeError("failed")
 
 @dag(dag_id="retrying", start_date=datetime(2026, 1, 1), schedule=None)
@@ -45,6 +50,20 @@ def retrying():
     flaky()
 
 retrying()
+'''
+
+TRIGGER_FILE = '''
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent
+
+
+class FailsTheTask(BaseTrigger):
+    """Ends its task instance from the triggerer: a failed try, no worker involved."""
+
+    def serialize(self):
+        return ("retry_call_site_trigger.FailsTheTask", {})
+
+    async def run(self):
+        yield TaskFailedEvent()
 '''
 
 TRY = 2
@@ -60,12 +79,11 @@ def airflow_delay() -> float:
 
 @pytest.fixture
 async def setup(tmp_path: Path, db, db_url, redis_url, stream_prefix):
-    dag_file = tmp_path / "retrying.py"
-    dag_file.write_text(textwrap.dedent(DAG_FILE))
-    spec = DagSpec.model_validate(serialize_dag(DagCache(tmp_path).get(str(dag_file), "retrying")))
-    await db.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized)"
-                     " VALUES ('retrying', $1, 'h', $2::json)", str(dag_file),
-                     spec.model_dump(mode="json"))
+    dag_file = write_dag_file(tmp_path, "retrying", DAG_FILE)
+    [parsed] = parse(dag_file, tmp_path)
+    assert parsed["error"] is None, parsed["error"]
+    spec = DagSpec.model_validate(parsed["dags"][0])
+    await db.execute(q("upsert_dag"), "retrying", str(dag_file), "h", parsed["dags"][0], False)
     run_pk = await db.fetchval(
         "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state, start_date)"
         " VALUES ('retrying', 'r1', 'manual', '2026-03-04T00:00:00+00:00', 'running', now())"
@@ -73,8 +91,8 @@ async def setup(tmp_path: Path, db, db_url, redis_url, stream_prefix):
     await insert_task_instances(db, run_pk, task_instance_rows(spec))
     settings = Settings(database_url=db_url, redis_url=redis_url, stream_prefix=stream_prefix,
                         dags_folder=tmp_path, logs_folder=tmp_path / "logs",
-                        worker_concurrency=1)
-    pool = await create_pool(db_url, max_size=3)
+                        home=tmp_path / "home", worker_concurrency=1)
+    pool = await create_pool(db_url, max_size=6)
     redis = bus.connect(redis_url)
     try:
         yield settings, pool, redis, spec
@@ -90,19 +108,30 @@ async def stored_delay(db) -> float:
     return float(row["delay"])
 
 
-async def fail_on_a_worker(db, settings, pool, redis) -> float:
-    """Queue try 2, claim it as the worker does and run it in a real runner process."""
+async def fail_on_a_worker(db, worker: Worker) -> float:
+    """Queue try 2, claim it as the worker does and run it in the worker's real slot."""
     await db.execute("UPDATE task_instance SET state = 'queued', try_number = $1,"
                      " next_retry_at = NULL, end_date = NULL", TRY)
-    worker = Worker(settings, pool, redis, Lifecycle("worker-test"))
     ti_id = await db.fetchval("SELECT id FROM task_instance")
-    async with pool.acquire() as conn:
+    async with worker.pool.acquire() as conn:
         rows = await conn.fetch(q("claim_tis"), [ti_id], [TRY], worker.id)
-    runner = RunnerProcess(settings.dags_folder, settings.max_xcom_bytes)
-    try:
-        await worker.execute(worker._request(rows[0]), runner)
-    finally:
-        await runner.stop()
+    await worker.execute(worker._request(rows[0]), worker.idle.pop())
+    return await stored_delay(db)
+
+
+async def fail_in_the_triggerer(db, settings, pool, redis, tmp_path) -> float:
+    """Try 2 deferred on a trigger that ends it with a TaskFailedEvent, run by the triggerer."""
+    write_dag_file(tmp_path, "retry_call_site_trigger", TRIGGER_FILE)
+    sys.path.insert(0, str(tmp_path))  # the DAGs folder, as the triggerer has it
+    trigger_id = await db.fetchval("INSERT INTO trigger (classpath, kwargs) VALUES"
+                                   " ('retry_call_site_trigger.FailsTheTask', '{}') RETURNING id")
+    await db.execute("UPDATE task_instance SET state = 'deferred', try_number = $1,"
+                     " trigger_id = $2, next_method = 'execute_complete', next_kwargs = '{}',"
+                     " next_retry_at = NULL, end_date = NULL", TRY, trigger_id)
+    triggerer = Triggerer(settings, pool, redis, Lifecycle("triggerer-test"))
+    [row] = await db.fetch(q("load_triggers"), [trigger_id])
+    await triggerer._run(dict(row))
+    assert await db.fetchval("SELECT count(*) FROM trigger") == 0
     return await stored_delay(db)
 
 
@@ -117,11 +146,26 @@ async def fail_as_a_zombie(db, settings, pool, redis, spec) -> float:
     return await stored_delay(db)
 
 
-async def test_runner_worker_and_scheduler_store_one_delay_for_one_try(setup, db, tmp_path):
+async def test_the_api_worker_triggerer_and_scheduler_store_one_delay_for_one_try(
+        setup, db, tmp_path):
     settings, pool, redis, spec = setup
-    by_runner = await fail_on_a_worker(db, settings, pool, redis)
-    (tmp_path / "crash").touch()
-    by_worker = await fail_on_a_worker(db, settings, pool, redis)
-    assert "exited unexpectedly" in await db.fetchval("SELECT error FROM task_instance")
+    worker = Worker(settings, pool, redis, Lifecycle("worker-test"))
+    try:
+        async with anyio.create_task_group() as tg:
+            worker.api = SdkApi(worker)
+            tg.start_soon(worker.api.serve, worker)
+            by_api = await fail_on_a_worker(db, worker)
+            assert await db.fetchval("SELECT error FROM task_instance") == "RuntimeError: failed"
+            (tmp_path / "crash").touch()
+            by_worker = await fail_on_a_worker(db, worker)
+            assert await db.fetchval("SELECT error FROM task_instance") == \
+                "task process exited unexpectedly (exit code 3)"
+            worker.api.stop()
+    finally:
+        for slot in worker.idle:
+            await slot.stop()
+        await worker.fork_server.stop()
+        worker.api.sock.close()
+    by_triggerer = await fail_in_the_triggerer(db, settings, pool, redis, tmp_path)
     by_scheduler = await fail_as_a_zombie(db, settings, pool, redis, spec)
-    assert (by_runner, by_worker, by_scheduler) == (airflow_delay(),) * 3
+    assert (by_api, by_worker, by_triggerer, by_scheduler) == (airflow_delay(),) * 4
