@@ -28,7 +28,7 @@ HOLD_DAG = """
     import time
     from datetime import datetime
     from pathlib import Path
-    from shared.sdk import dag, task
+    from airflow.sdk import dag, task
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1))
     def bus_faults():
@@ -51,7 +51,7 @@ HOLD_DAG = """
 CHAIN_DAG = """
     import time
     from datetime import datetime
-    from shared.sdk import dag, task
+    from airflow.sdk import dag, task
 
     @dag(schedule=None, start_date=datetime(2026, 1, 1))
     def chain():
@@ -98,12 +98,17 @@ async def tis(cluster: Cluster, run_id: str) -> dict[str, dict]:
     return {r["task_id"]: dict(r) for r in rows}
 
 
+async def trigger(cluster: Cluster, dag_id: str, conf: dict | None = None) -> str:
+    await cluster.wait_dag(dag_id, timeout=120)  # the scheduler imports Airflow first
+    return await cluster.trigger(dag_id, conf)
+
+
 async def running(cluster: Cluster, run_id: str, task_id: str) -> dict:
     async def is_running():
         ti = (await tis(cluster, run_id)).get(task_id)
         return ti if ti and ti["state"] == "running" else None
 
-    return await wait_for(is_running, 30, f"{task_id} to be running")
+    return await wait_for(is_running, 90, f"{task_id} to be running")
 
 
 async def dead_letter(redis, stream_prefix: str, source: str, needle: str) -> dict:
@@ -142,7 +147,7 @@ async def test_worker_dead_letters_what_it_cannot_handle_and_keeps_its_task(
     redis = aioredis.from_url(cluster.env["SLUICE_REDIS_URL"])
     queue = f"{stream_prefix}:queue:default"
     try:
-        run_id = await cluster.trigger("bus_faults")
+        run_id = await trigger(cluster, "bus_faults")
         held = await running(cluster, run_id, "hold")
         await wait_for(lambda: _exists(started), 30, "hold's body to start")
         before = pids(cluster)
@@ -176,7 +181,7 @@ async def test_scheduler_dead_letters_what_it_cannot_handle_and_other_runs_go_on
     redis = aioredis.from_url(cluster.env["SLUICE_REDIS_URL"])
     events, triggers = f"{stream_prefix}:events", f"{stream_prefix}:triggers"
     try:
-        first = await cluster.trigger("bus_faults")
+        first = await trigger(cluster, "bus_faults")
         held = await running(cluster, first, "hold")
         before = pids(cluster)
 
@@ -193,7 +198,7 @@ async def test_scheduler_dead_letters_what_it_cannot_handle_and_other_runs_go_on
         await sql(cluster, REFUSE + "CREATE TRIGGER refuse_start BEFORE UPDATE ON dag_run"
                   " FOR EACH ROW WHEN (NEW.conf::text LIKE '%poison%' AND NEW.state = 'running')"
                   " EXECUTE FUNCTION refuse();")
-        second = await cluster.trigger("bus_faults", conf={"poison": True})
+        second = await trigger(cluster, "bus_faults", conf={"poison": True})
         failed = await dead_letter(redis, stream_prefix, events, "refused by the test")
         assert failed["error"].startswith("RaiseError: refused by the test"), failed
         assert json.loads(failed["m"])["kind"] == "run_changed"
@@ -243,7 +248,7 @@ async def test_entries_a_killed_worker_read_are_taken_by_another_within_the_clai
         await lock.execute("SELECT pg_advisory_lock(4242)")
         cluster.start("scheduler")
         first = cluster.start("worker", name="worker1")
-        run_id = await cluster.trigger("chain")
+        run_id = await trigger(cluster, "chain")
 
         async def read_not_acked():
             try:
@@ -313,7 +318,7 @@ async def test_flushall_during_a_run_leaves_every_daemon_running(
         cluster.start("triggerer")
         cluster.start("worker", name="worker1")
         cluster.start("worker", name="worker2")
-        run_id = await cluster.trigger("chain")
+        run_id = await trigger(cluster, "chain")
         await wait_for(lambda: _succeeded(cluster, run_id, "s1"), 30, "s1 to succeed")
         before = pids(cluster)
         await strict_redis.flushall()
@@ -324,7 +329,7 @@ async def test_flushall_during_a_run_leaves_every_daemon_running(
 
         await wait_for(lambda: _all_blocked(redis, 4), 30, "every daemon to block in XREADGROUP")
         await strict_redis.flushall()
-        second = await cluster.trigger("chain")
+        second = await trigger(cluster, "chain")
         assert (await cluster.wait_run(second, 60))["state"] == "success"
         assert pids(cluster) == before, {n: cluster.log(n)[-2000:] for n in cluster.procs}
         assert any("stream_group_recreated" in cluster.log(n) for n in cluster.procs)
