@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(240)
 DAG = '''
 from datetime import datetime
 
-from airflow.decorators import dag, task
+from airflow.sdk import dag, task
 
 
 @dag(schedule=None, start_date=datetime(2024, 1, 1))
