@@ -4,7 +4,8 @@ The DAG is N independent tasks plus a fan-in. Every tenth task also defers
 once (so the triggerer holds work when it is killed) and task t0000 is a
 sentinel that holds its slot until the test releases it (so a task ends while
 PostgreSQL is down). Each task execution inserts a row into ``executions``
-(task_id, try_number, runner pid, worker pid) before doing its work. While the
+(task_id, try_number, the Task SDK slot's pid, the pid of the worker it runs
+under) before doing its work. While the
 run is in progress the plan below is applied, each step once a further share
 of the tasks has succeeded:
 
@@ -23,8 +24,8 @@ when FLUSHALL deletes their stream.
 Afterwards: the run succeeded; every task instance is ``success``; no try ran
 twice; every execution beyond one per task belongs to an earlier try that was
 not on a surviving worker, and there are no more of them than task instances
-that were running on killed workers; no daemon and no ``worker.runner``
-process is left.
+that were running on killed workers; no daemon, no slot and no slot fork server
+(``worker.sdk_zygote``) is left.
 
 ``SLUICE_FAULTS_SIZE`` sets N for the default suite (60); the variant marked
 ``faults`` runs N=1000 (``make faults``). Both run the whole plan.
@@ -55,17 +56,26 @@ import os
 import time
 from datetime import datetime, timedelta
 
-from shared.sdk import DAG, BaseOperator, EmptyOperator
-from shared.sdk.triggers import TimeDeltaTrigger
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+from airflow.sdk import DAG, BaseOperator
 
 N = {n}
 WORK_S = {work_s}
 DEFER_EVERY = {defer_every}
 
 
+def worker_pid():
+    """The worker this try runs under: the parent of the slot's fork server."""
+    with open(f"/proc/{{os.getppid()}}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
 def record(ti):
     """One row per execution of a task body; rides out a database restart."""
     import asyncpg
+
+    worker = worker_pid()
 
     async def insert():
         delay = 0.05
@@ -78,9 +88,9 @@ def record(ti):
                 continue
             try:
                 await conn.execute(
-                    "INSERT INTO executions (task_id, try_number, pid, ppid)"
+                    "INSERT INTO executions (task_id, try_number, pid, worker_pid)"
                     " VALUES ($1, $2, $3, $4)",
-                    ti.task_id, ti.try_number, os.getpid(), os.getppid())
+                    ti.task_id, ti.try_number, os.getpid(), worker)
                 return
             except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                     asyncpg.exceptions.OperatorInterventionError):
@@ -127,7 +137,7 @@ class DeferringWork(Work):
 with DAG("faults", schedule=None, start_date=datetime(2026, 1, 1), max_active_tasks=100000):
     tasks = [
         (Sentinel if i == 0 else DeferringWork if i % DEFER_EVERY == DEFER_EVERY - 1 else Work)(
-            task_id=f"t{{i:04d}}", retries=4, retry_delay=0)
+            task_id=f"t{{i:04d}}", retries=4, retry_delay=timedelta(0))
         for i in range(N)
     ]
     tasks >> EmptyOperator(task_id="fan_in")
@@ -144,10 +154,18 @@ def _ps() -> list[tuple[int, int, str, str]]:
     return rows
 
 
-def runners(dags_folder) -> list[tuple[int, int]]:
-    """(pid, ppid) of live ``worker.runner`` processes of this test (others run pytest too)."""
-    return [(pid, ppid) for pid, ppid, stat, args in _ps()
-            if "worker.runner" in args and str(dags_folder) in args and not stat.startswith("Z")]
+def slot_processes(dags_folder) -> dict[int, int]:
+    """pid: ppid of this test's live slot fork servers and the slots they forked (slots keep
+    the server's command line; other tests run pytest too)."""
+    return {pid: ppid for pid, ppid, stat, args in _ps()
+            if "worker.sdk_zygote" in args and str(dags_folder) in args and not stat.startswith("Z")}
+
+
+def orphans(dags_folder, live_workers: set[int]) -> list[int]:
+    """Fork servers and slots not under a live worker (a server's parent is its worker)."""
+    procs = slot_processes(dags_folder)
+    servers = {pid for pid, ppid in procs.items() if ppid in live_workers}
+    return [pid for pid, ppid in procs.items() if pid not in servers and ppid not in servers]
 
 
 class FaultRun:
@@ -212,7 +230,7 @@ class FaultRun:
             return rows[0]["n"] > 0
 
         await wait_for(busy, 30, f"{self.worker_name} to be running tasks")
-        os.kill(proc.pid, signal.SIGKILL)  # the worker alone: its runners are its business
+        os.kill(proc.pid, signal.SIGKILL)  # the worker alone: its slots die with it
         proc.wait(10)
         rows = await self.q("SELECT count(*) AS n FROM task_instance WHERE state = 'running'"
                             " AND worker_id = $1", worker_id)
@@ -323,7 +341,7 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     conn = await asyncpg.connect(pg.url)
     try:
         await conn.execute("CREATE TABLE executions (id bigserial PRIMARY KEY, task_id text NOT NULL,"
-                           " try_number int NOT NULL, pid int NOT NULL, ppid int NOT NULL,"
+                           " try_number int NOT NULL, pid int NOT NULL, worker_pid int NOT NULL,"
                            " at timestamptz NOT NULL DEFAULT clock_timestamp())")
     finally:
         await conn.close()
@@ -331,7 +349,7 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
     dags.mkdir()
     cluster = Cluster(tmp_path, db_url=pg.url, redis_url=valkey.url,
                       prefix=f"f{uuid.uuid4().hex[:10]}", dags_folder=dags)
-    # not SLUICE_*: a task never sees Sluice's settings (worker.supervisor.task_environment)
+    # not SLUICE_*: a task never sees Sluice's settings (shared.daemon.task_environment)
     cluster.env.update(FAULTS_DB=pg.url, SLUICE_WORKER_CONCURRENCY=concurrency,
                        FAULTS_RELEASE=str(tmp_path / "release"))
     faults = FaultRun(cluster, pg, valkey, size, skip)
@@ -341,6 +359,7 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
         cluster.start("scheduler")
         cluster.start("triggerer")
         cluster.start("worker", name=faults.worker_name)
+        await cluster.wait_dag("faults", timeout=120)  # the scheduler imports Airflow first
         started = time.monotonic()
         run_id = await cluster.trigger("faults")
         await faults.run(run_id, timeout)
@@ -350,20 +369,20 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
         live_workers = {p.pid for n, p in cluster.procs.items()
                         if n.startswith("worker") and p.poll() is None}
 
-        # orphaned runners of killed workers finish their task body and exit
+        # a killed worker's fork server and slots die with it
         async def no_orphans():
-            return not [r for r in runners(dags) if r[1] not in live_workers]
+            return not orphans(dags, live_workers)
 
-        await wait_for(no_orphans, 15, "runners of killed workers to exit")
+        await wait_for(no_orphans, 30, "slots of killed workers to exit")
     finally:
         cluster.stop_all()
     procs_left = [n for n, p in cluster.procs.items() if p.poll() is None]
     assert not procs_left, procs_left
 
-    async def no_runners():
-        return not runners(dags)
+    async def no_slots():
+        return not slot_processes(dags)
 
-    await wait_for(no_runners, 10, "every worker.runner process to exit")
+    await wait_for(no_slots, 30, "every slot and fork server to exit")
 
     # --- the outcome -----------------------------------------------------------
     assert doc["state"] == "success", [t for t in doc["tasks"] if t["state"] != "success"][:5]
@@ -374,7 +393,8 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
 
     conn = await asyncpg.connect(pg.url)
     try:
-        rows = await conn.fetch("SELECT task_id, try_number, pid, ppid FROM executions ORDER BY id")
+        rows = await conn.fetch("SELECT task_id, try_number, pid, worker_pid FROM executions"
+                                " ORDER BY id")
     finally:
         await conn.close()
     by_task: dict[str, list] = {}
@@ -397,9 +417,9 @@ async def _fault_run(tmp_path, pg: OwnedPostgres, valkey: OwnedValkey, size: int
         for r in runs:
             if r["try_number"] != final_try:
                 # an earlier try may only have been lost with a killed worker: never on a
-                # worker that lived (a runner orphaned by the kill reports a new parent)
-                assert r["ppid"] not in live_workers, \
-                    f"{task_id} try {r['try_number']} failed on a healthy worker {r['ppid']}"
+                # worker that lived
+                assert r["worker_pid"] not in live_workers, \
+                    f"{task_id} try {r['try_number']} failed on a healthy worker {r['worker_pid']}"
     assert extra <= killed_running, \
         f"{extra} extra executions, but only {killed_running} instances ran on killed workers"
     assert faults.applied == [name for name, _ in faults.plan()]
