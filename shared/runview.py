@@ -31,7 +31,7 @@ SELECT r.id, r.dag_id, r.run_id, r.state, r.start_date, r.end_date, r.note,
 TIS_SQL = """
 SELECT ti.task_id, ti.map_index, ti.label, ti.state, ti.try_number, ti.start_date, ti.end_date,
        ti.next_method, ti.trigger_timeout, ti.error, t.classpath AS trigger_classpath,
-       t.kwargs -> 'moment' ->> 'value' AS trigger_moment,
+       (t.kwargs -> 'moment')::text AS trigger_moment,
        x.value::text AS return_value
   FROM task_instance ti
   LEFT JOIN xcom x ON x.run_pk = ti.run_pk AND x.task_id = ti.task_id
@@ -48,9 +48,33 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+# The Task SDK's serde wraps what JSON has no type for as {"__classname__", "__version__",
+# "__data__"}; read without importing Airflow (the CLI and the api-server stay lean).
+_SDK_CLASS = "__classname__"
+_SEQUENCES = {"builtins.tuple", "builtins.set", "builtins.frozenset", "builtins.list"}
+_DATETIMES = {"datetime.datetime", "pendulum.datetime.DateTime"}
+
+
 def _plain(value: Any) -> Any:
-    """A stored XCom as plain JSON (tuples as lists, dates as ISO strings)."""
-    return json.loads(json.dumps(serde.from_jsonable(value), default=_default))
+    """A stored XCom as plain JSON: tuples and sets as lists, datetimes and dates as ISO strings,
+    timedeltas as seconds; both the Task SDK's wrappers and Sluice's own tags are read."""
+    return json.loads(json.dumps(_unwrap(serde.from_jsonable(value)), default=_default))
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if _SDK_CLASS not in value or "__data__" not in value:
+        return {k: _unwrap(v) for k, v in value.items()}
+    name, data = value[_SDK_CLASS], value["__data__"]
+    if name in _SEQUENCES:
+        return [_unwrap(v) for v in data]
+    if name in _DATETIMES and isinstance(data, dict) and "timestamp" in data:
+        moment = datetime.fromtimestamp(data["timestamp"], UTC)
+        return iso(moment) if data.get("tz") is not None else moment.replace(tzinfo=None).isoformat()
+    return _unwrap(data)  # date (ISO text), timedelta (seconds), Decimal (number), others
 
 
 def _default(value: Any) -> Any:
@@ -59,6 +83,14 @@ def _default(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return list(value)
     return str(value)
+
+
+def _moment(stored: str | None) -> str | None:
+    """A date-time trigger's ``moment`` kwarg as text, whichever encoding stored it."""
+    if stored is None:
+        return None
+    value = _plain(json.loads(stored))
+    return value if isinstance(value, str) else None
 
 
 class RunLookupError(LookupError):
@@ -121,7 +153,7 @@ async def run_document_at(conn: asyncpg.Connection, run_pk: int) -> dict | None:
             "start_date": iso(row["start_date"]), "end_date": iso(row["end_date"]),
         })
         extra.append({"error": row["error"], "trigger": row["trigger_classpath"],
-                      "trigger_moment": row["trigger_moment"],
+                      "trigger_moment": _moment(row["trigger_moment"]),
                       "trigger_timeout": iso(row["trigger_timeout"])})
     doc = {"dag_id": run["dag_id"], "run_id": run["run_id"], "state": run["state"],
            "start_date": iso(run["start_date"]), "end_date": iso(run["end_date"]), "tasks": tasks}
