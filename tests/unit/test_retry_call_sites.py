@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
-import textwrap
 from pathlib import Path
 
 import anyio
