@@ -51,7 +51,7 @@ async def start_api_server(cluster: Cluster, users: dict[str, tuple[str, str]]) 
         status, _ = await anyio.to_thread.run_sync(call, f"{base}/api/v2/version")
         return status == 200
 
-    await wait_for(up, 30, "the api-server to answer")
+    await wait_for(up, 90, "the api-server to answer")
     return base
 
 

@@ -64,6 +64,8 @@ def results(doc: dict) -> dict:
 
 async def run_all(cluster: Cluster, dag_ids: list[str], timeout: float = 120) -> dict[str, dict]:
     """Trigger every DAG first (they run concurrently), then wait for each run; results by DAG."""
+    for dag_id in dag_ids:
+        await cluster.wait_dag(dag_id, timeout=120)  # the scheduler imports Airflow first
     run_ids = {dag_id: await cluster.trigger(dag_id) for dag_id in dag_ids}
     return {dag_id: results(await cluster.wait_run(run_id, timeout))
             for dag_id, run_id in run_ids.items()}
@@ -83,7 +85,7 @@ async def dags_list(cluster: Cluster) -> dict:
     return json.loads(out.stdout)
 
 
-async def import_errors(cluster: Cluster, names: list[str], timeout: float = 60) -> dict[str, str]:
+async def import_errors(cluster: Cluster, names: list[str], timeout: float = 120) -> dict[str, str]:
     """The import error message of each named DAG file, once all are recorded."""
     async def recorded():
         errors = {Path(e["fileloc"]).name: e["message"] for e in (await dags_list(cluster))["import_errors"]}
@@ -293,6 +295,7 @@ async def test_files_that_do_not_load_are_import_errors_and_other_files_still_ru
     assert [d["dag_id"] for d in listed["dags"]] == [
         "dynamic_task_mapping", "dynamic_task_mapping_from_upstream",
         "dynamic_task_mapping_second_order"]
+    await cluster.wait_dag("dynamic_task_mapping", timeout=120, allow_errors=True)
     run_id = await cluster.trigger("dynamic_task_mapping", allow_errors=True)
     doc = await cluster.wait_run(run_id)
     assert doc["state"] == "success"

@@ -64,7 +64,8 @@ async def test_refused_files_are_import_errors_and_the_rest_runs(cluster: Cluste
     cluster.write_dag("zoned_start.py", ZONED_START)
     cluster.start_all()
 
-    doc = await cluster.wait_run(await cluster.trigger("zoned_start", allow_errors=True))
+    await cluster.wait_dag("zoned_start", timeout=120, allow_errors=True)  # Airflow imports first
+    doc = await cluster.wait_run(await cluster.trigger("zoned_start", allow_errors=True), 120)
     assert doc["state"] == "success"
     assert cluster.by_task(doc)["start_date"]["return_value"] == "2020-12-31T23:00:00+00:00"
 

@@ -48,7 +48,7 @@ async def test_the_file_that_had_the_dag_id_keeps_it_until_it_is_deleted(cluster
     first = cluster.write_dag("b_first.py", TWIN.format(which="first")).resolve()
     cluster.start("scheduler")
     cluster.start("worker")
-    await cluster.wait_dag("twin")
+    await cluster.wait_dag("twin", timeout=120)  # the scheduler imports Airflow first
 
     second = cluster.write_dag("a_second.py", TWIN.format(which="second")).resolve()
 

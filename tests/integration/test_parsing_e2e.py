@@ -58,7 +58,7 @@ async def known_good_dag(cluster: Cluster) -> None:
     """The good DAG is in the database, as after any earlier scheduler run."""
     cluster.write_dag("b_good.py", GOOD)
     cluster.start("scheduler")
-    await cluster.wait_dag("good")
+    await cluster.wait_dag("good", timeout=120)  # the scheduler imports Airflow first
     assert cluster.stop("scheduler") == 0
 
 
@@ -107,7 +107,7 @@ async def test_a_missing_dags_folder_stops_the_start(cluster: Cluster, tmp_path,
 async def test_a_vanished_dags_folder_keeps_the_dags(cluster: Cluster, tmp_path):
     cluster.write_dag("b_good.py", GOOD)
     cluster.start("scheduler")
-    await cluster.wait_dag("good")
+    await cluster.wait_dag("good", timeout=120)
     moved = tmp_path / "moved"
     cluster.dags_folder.rename(moved)
 
