@@ -162,9 +162,14 @@ async def test_reschedule_mode_python_sensor(cluster: Cluster, tmp_path):
     assert (doc["state"], t["state"], t["try_number"]) == ("success", "success", 1)
     assert t["return_value"] == {"pokes": 3, "try": 1}
     assert counter.read_text() == "3"
-    # three pokes, each a run of try 1 on the worker; between them the instance was
-    # up_for_reschedule (Airflow's state), holding no worker slot
-    events = [json.loads(line) for line in cluster.log("worker").splitlines()
-              if line.startswith("{") and '"task_finished"' in line]
-    assert [(e["try_number"], e["state"]) for e in events if e.get("dag_id") == "py_sensor"] == [
+    # three pokes, each a run of try 1 on the worker: the Task SDK reports the first two
+    # up_for_reschedule, and Sluice parks the instance on a trigger until the next poke is
+    # due (two waits, each one freeing the worker slot)
+    def events(name: str, event: str) -> list[dict]:
+        return [e for e in map(json.loads, filter(lambda line: line.startswith("{"),
+                                                  cluster.log(name).splitlines()))
+                if e.get("event") == event and e.get("dag_id") == "py_sensor"]
+
+    assert [(e["try_number"], e["state"]) for e in events("worker", "task_finished")] == [
         (1, "up_for_reschedule"), (1, "up_for_reschedule"), (1, "success")]
+    assert len(events("triggerer", "trigger_fired")) == 2
