@@ -32,6 +32,9 @@ import anyio
 import structlog
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
+# imported with this module, never first inside the event loop (it takes seconds)
+from airflow.serialization.decoders import smart_decode_trigger_kwargs
+
 from shared.serde import from_jsonable
 from shared.textcap import MAX_ERROR_CHARS, cap_error
 
@@ -82,8 +85,6 @@ def _decode(data: Any) -> Any:
 
 def decode_kwargs(stored: str | dict) -> dict[str, Any]:
     """A trigger row's kwargs (JSON text or its parsed value) as the trigger's keyword arguments."""
-    from airflow.serialization.decoders import smart_decode_trigger_kwargs
-
     data = json.loads(stored) if isinstance(stored, str) else stored
     if not isinstance(data, dict):
         raise TypeError(f"trigger kwargs are a JSON {type(data).__name__}, not an object "

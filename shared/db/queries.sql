@@ -679,7 +679,7 @@ UPDATE task_instance
    SET state = CASE WHEN $3 = 'up_for_retry' AND try_number > max_tries THEN 'failed'
                     ELSE $3 END,
        end_date = $4, label = coalesce($5, label),
-       next_retry_at = CASE WHEN $3 = 'up_for_retry' THEN now() + make_interval(secs => $6) END,
+       next_retry_at = CASE WHEN $3 = 'up_for_retry' THEN coalesce($4, now()) + make_interval(secs => $6) END,
        error = coalesce($7, error), next_method = NULL, next_kwargs = NULL, worker_id = NULL
  WHERE uuid = $1 AND state = 'running' AND worker_id = $2
 RETURNING run_pk, state
