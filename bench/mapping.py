@@ -342,7 +342,11 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
         cluster.start("scheduler")
         cluster.start("triggerer")
         for i in range(args.workers):
-            cluster.start("worker", name="worker" if i == 0 else f"worker{i + 1}")
+            name = "worker" if i == 0 else f"worker{i + 1}"
+            if args.profile_worker and i == 0:
+                start_profiled(cluster, name, args.profile_worker)
+            else:
+                cluster.start("worker", name=name)
         started = datetime.now(UTC)
         results = []
         for number in range(1, args.runs + 1):
@@ -353,6 +357,17 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
         rss = daemon_rss(cluster)
         shown = settings_used(cluster.env, ("max_map_length", "worker_concurrency", "batch_size"))
         return render(results, sql, args, info, shown, services, started, sdk, rss)
+
+
+def start_profiled(cluster: Cluster, name: str, out: str) -> None:
+    """Start a worker under cProfile (its stats written to ``out`` when it stops)."""
+    import subprocess
+
+    log = open(cluster.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+    cluster.procs[name] = subprocess.Popen(
+        [sys.executable, "-m", "bench.profiled", out, "worker"], env=cluster.env,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="timings of the expansion statement alone (default 5)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="seconds one run may take at most (default 900)")
+    parser.add_argument("--profile-worker", metavar="FILE",
+                        help="run the (first) worker under cProfile, its stats written to FILE")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.instances < 2 or args.workers < 1 or args.sql_reps < 1:

@@ -82,6 +82,8 @@ class Worker:
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
         self.scopes: dict[int, anyio.CancelScope] = {}  # each running body, to stop it
         self.done_count = 0
+        self._wakes: dict[tuple, object] = {}  # wake-ups waiting to be sent, in order, once each
+        self._waking = False
         self._read_scope: anyio.CancelScope | None = None
 
     def _notify(self) -> None:
@@ -347,10 +349,32 @@ class Worker:
         return f"{len(self.running)} running, {len(self.idle)} idle, {self.done_count} done"
 
     async def wake(self, messages: list) -> None:
-        """Route the Execution API's wake-ups: triggers to the triggerer, the rest to the scheduler."""
-        await bus.publish(self.redis, [
-            (self.streams.triggers if isinstance(m, TriggersPending) else self.streams.events, m)
-            for m in messages])
+        """Route the Execution API's wake-ups: triggers to the triggerer, the rest to the
+        scheduler; one pipelined round trip at a time.
+
+        Wake-ups that arrive while one is being sent are sent together next, each once
+        (eight slots ending tries of one run make one ``run_changed``), by the call
+        already sending: theirs return at once, their commit done. A failed send is
+        logged and dropped (the scheduler's and triggerer's sweeps catch up), never
+        raised into the call that made the change.
+        """
+        for m in messages:
+            self._wakes.setdefault((type(m), getattr(m, "run_pk", None)), m)
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            while self._wakes:
+                batch = list(self._wakes.values())
+                self._wakes.clear()
+                try:
+                    await bus.publish(self.redis, [
+                        (self.streams.triggers if isinstance(m, TriggersPending)
+                         else self.streams.events, m) for m in batch])
+                except bus.REDIS_ERRORS as exc:
+                    log.warning("wakeup_not_sent", error=str(exc), count=len(batch))
+        finally:
+            self._waking = False
 
     def ended(self, ti_uuid) -> None:
         """The Execution API committed this try's end: it is no longer to be killed or handed back."""

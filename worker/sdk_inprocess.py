@@ -6,11 +6,13 @@ terminal state ...) over a socket to its supervisor, whose
 slot runs many tries in one process, so the socket is skipped: ``TryComms``
 is the task's ``SUPERVISOR_COMMS`` and hands each request straight to that same
 handler. What crosses is what would cross the socket: the reply is dumped and
-validated again as the task's decoder would, and an API error reaches the task
-as the ``AirflowRuntimeError`` it would get from a real supervisor.
+validated again as the task's decoder would (an XCom reply, parsed from JSON, is
+handed over as it is: the round trip would only copy it), and an API error reaches
+the task as the ``AirflowRuntimeError`` it would get from a real supervisor.
 
 SDK internals relied on (pinned 1.3.2): ``ActivitySubprocess`` (its attrs
-fields, ``_handle_request``, ``send_msg``, ``_terminal_state``,
+fields, ``_handle_request`` -- for ``GetXCom`` it is ``handle_get_xcom``, done here
+without copying the value twice --, ``send_msg``, ``_terminal_state``,
 ``_should_retry``, ``_exit_code``, ``final_state``,
 ``update_task_state_if_needed``), ``set_supervisor_comms``, and the reply
 types ``comms.ToTask`` / ``ErrorResponse``.
@@ -23,8 +25,17 @@ from typing import Any
 import attrs
 import structlog
 from airflow.sdk.api.client import ServerResponseError
+from airflow.sdk.api.datamodels._generated import XComResponse
 from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
-from airflow.sdk.execution_time.comms import ErrorResponse, GetXComSequenceItem, ToTask
+from airflow.sdk.execution_time.comms import (
+    ErrorResponse,
+    GetXCom,
+    GetXComSequenceItem,
+    ToTask,
+    XComResult,
+    XComSequenceIndexResult,
+    XComSequenceSliceResult,
+)
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess, set_supervisor_comms
 from pydantic import TypeAdapter
 
@@ -65,7 +76,10 @@ class TryComms:
         sup._reply = None
         try:
             with set_supervisor_comms(None):  # the handler's own secrets lookups are the server's
-                sup._handle_request(msg, log, 0)
+                if type(msg) is GetXCom:
+                    sup._reply = _get_xcom(sup.client, msg)
+                else:
+                    sup._handle_request(msg, log, 0)
         except ServerResponseError as exc:  # as WatchedSubprocess.handle_requests answers it
             detail = exc.response.json() if exc.response is not None else None
             log.error("API server error", status_code=exc.response.status_code, detail=detail,
@@ -90,8 +104,6 @@ class TryComms:
         An offset past the values (the iteration's end) or an error goes the SDK's own
         way, so its 404, log line and ``IndexError`` are unchanged.
         """
-        from airflow.sdk.execution_time.comms import XComSequenceIndexResult
-
         where = (msg.dag_id, msg.run_id, msg.task_id, msg.key)
         start, values = self.chunks.get(where, (0, []))
         if msg.offset < 0:
@@ -112,8 +124,26 @@ class TryComms:
 ITEM_CHUNK = 256  # values of a lazy XCom sequence read per API call
 
 
+def _get_xcom(client, msg: GetXCom) -> tuple[Any, None, dict]:
+    """``_handle_request`` for a ``GetXCom``: ``request_handlers.handle_get_xcom``, but the
+    ``XComResult`` built from the parsed answer's fields as they are (``from_xcom_response``
+    dumps and validates the value again: 0.4 ms for a 1,000-element list, per mapped try)."""
+    log.debug("Received message from task runner", msg=msg)
+    xcom = client.xcoms.get(msg.dag_id, msg.run_id, msg.task_id, msg.key, msg.map_index,
+                            msg.include_prior_dates)
+    if isinstance(xcom, XComResponse):
+        return XComResult.model_construct(key=xcom.key, value=xcom.value, type="XComResult"), \
+            None, {"exclude_unset": True}
+    return xcom, None, {}
+
+
 def _decoded(reply: tuple[Any, Any, dict] | None) -> Any:
-    """The reply as the task's ``CommsDecoder`` would decode it from the frame."""
+    """The reply as the task's ``CommsDecoder`` would decode it from the frame.
+
+    An XCom reply is handed over as it is: its value was parsed from the API's JSON
+    answer (plain lists, dicts, strings, numbers), which a dump and validation would
+    only copy -- a copy per item of a 10,000-element value, for each mapped try.
+    """
     if reply is None:
         return None
     msg, error, dump_opts = reply
@@ -121,4 +151,9 @@ def _decoded(reply: tuple[Any, Any, dict] | None) -> Any:
         if error is not None:
             raise AirflowRuntimeError(error=error)
         return None
+    if type(msg) in _AS_PARSED:
+        return msg
     return _TO_TASK.validate_python(msg.model_dump(**dump_opts))
+
+
+_AS_PARSED = (XComResult, XComSequenceIndexResult, XComSequenceSliceResult)

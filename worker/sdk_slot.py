@@ -21,7 +21,8 @@ SDK internals relied on (pinned 1.3.2), beyond those of ``sdk_inprocess``:
 ``task_runner.run`` / ``finalize`` / ``RuntimeTaskInstance.model_construct``
 (as ``InProcessTestSupervisor.start`` builds it), ``_maybe_reschedule_startup_failure``
 and ``_register_deserialization_allowed_classes`` (as ``task_runner.parse``), the ``Client``'s ``auth`` attribute, and ``task_runner``'s
-module-level ``TypeAdapter`` name (see ``share_json_adapter``).
+module-level ``TypeAdapter`` name (see ``share_json_adapter``), and
+``SecretsMasker.should_hide_value_for_key`` (see ``remember_sensitive_names``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Slot:
         from airflow.sdk.execution_time.supervisor import PsutilTracker
 
         share_json_adapter()
+        remember_sensitive_names()
         self.sink, self.forwarders = sink, forwarders
         self.dags = DagFiles(dags_folder)
         self.process = PsutilTracker(psutil.Process())
@@ -102,7 +104,7 @@ class Slot:
         import structlog
 
         started, cpu_started = time.monotonic(), time.process_time()
-        saved_env = dict(os.environ)
+        saved_env = environment()
         structlog.contextvars.bind_contextvars(
             ti_id=req["ti_uuid"], dag_id=req["dag_id"], task_id=req["task_id"], run_id=req["run_id"],
             try_number=req["try_number"], map_index=req["map_index"])
@@ -200,18 +202,22 @@ class Slot:
     def _client(self, req: dict):
         """One keep-alive client per slot (per API address); each try's own token.
 
-        Plain-HTTP addresses go over ``LeanTransport``; https keeps httpx's TLS transport.
+        Plain-HTTP addresses get ``LeanClient`` (its calls written and read directly);
+        https keeps the SDK's client with httpx's TLS transport.
         """
         from airflow.sdk.api.client import BearerAuth, Client
 
-        from worker.sdk_transport import LeanTransport, ResponseCookies
+        from worker.sdk_transport import LeanClient, LeanTransport, ResponseCookies
 
         if self.client is None or str(self.client.base_url) != _base(req["api_url"]):
             if self.client is not None:
                 self.client.close()
-            lean = {"transport": LeanTransport()} if req["api_url"].startswith("http://") else {}
-            self.client = Client(base_url=_base(req["api_url"]), token=req["token"], **lean)
-            self.client._cookies = ResponseCookies()  # the API sets none: skip the cookie jar
+            if req["api_url"].startswith("http://"):
+                self.client = LeanClient(base_url=_base(req["api_url"]), token=req["token"],
+                                         transport=LeanTransport())
+            else:
+                self.client = Client(base_url=_base(req["api_url"]), token=req["token"])
+                self.client._cookies = ResponseCookies()  # the API sets none: skip the jar
         self.client.auth = BearerAuth(req["token"])
         return self.client
 
@@ -235,6 +241,41 @@ def share_json_adapter() -> None:
     task_runner.TypeAdapter = adapter
 
 
+def remember_sensitive_names() -> None:
+    """Remember the SDK's secrets masker's answer per key name instead of working it out
+    for every key of every log line (a regex and a scan of the sensitive names each time:
+    a tenth of a no-op try's CPU).
+
+    The answer depends only on the name, ``hide_sensitive_var_conn_fields`` and the list of
+    sensitive names, which the SDK replaces rather than edits: each is part of the key.
+    """
+    from airflow.sdk._shared.secrets_masker.secrets_masker import SecretsMasker
+
+    decide = SecretsMasker.should_hide_value_for_key
+    if getattr(decide, "remembers", False):
+        return
+    answers: dict[tuple, bool] = {}
+    lists: dict[int, list] = {}  # the lists keyed on, kept so their ids are not reused
+
+    def should_hide_value_for_key(self, name):
+        if not isinstance(name, str):
+            return decide(self, name)
+        fields = self.sensitive_variables_fields
+        key = (name, self.hide_sensitive_var_conn_fields, id(fields), len(fields))
+        answer = answers.get(key)
+        if answer is None:
+            if len(answers) >= 8192:
+                answers.clear()
+                lists.clear()
+            lists[id(fields)] = fields
+            answer = answers[key] = decide(self, name)
+        return answer
+
+    should_hide_value_for_key.remembers = True
+    should_hide_value_for_key.original = decide
+    SecretsMasker.should_hide_value_for_key = should_hide_value_for_key
+
+
 def _base(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
@@ -251,8 +292,24 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def restore_environment(saved: dict[str, str]) -> None:
+def environment() -> dict:
+    """What ``os.environ`` holds now, for ``restore_environment`` (its encoded form when
+    ``os._Environ`` has one: a copy without decoding each of a hundred variables)."""
+    data = getattr(os.environ, "_data", None)
+    return data.copy() if isinstance(data, dict) else dict(os.environ)
+
+
+def restore_environment(saved: dict) -> None:
     """Undo what a try did to ``os.environ`` (the SDK exports ``AIRFLOW_CTX_*`` into it)."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict) and saved and isinstance(next(iter(saved)), bytes):
+        decode = os.fsdecode  # as os.environ decodes its encoded form
+        for name in data.keys() - saved.keys():
+            del os.environ[decode(name)]
+        for name, value in saved.items():
+            if data.get(name) != value:
+                os.environ[decode(name)] = decode(value)
+        return
     for name in [n for n in os.environ if n not in saved]:
         del os.environ[name]
     for name, value in saved.items():

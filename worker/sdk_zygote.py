@@ -76,6 +76,7 @@ def preload() -> None:
     from worker import sdk_inprocess, sdk_slot, sdk_tasklog  # noqa: F401
 
     sdk_slot.share_json_adapter()
+    sdk_slot.remember_sensitive_names()
 
 
 @dataclass

@@ -163,3 +163,146 @@ def test_cookies_are_read_only_from_responses_that_set_them():
             assert client.cookies.get("a") == "1"
     finally:
         setting.close()
+
+
+# --- LeanClient: the requests the SDK's client would send, its errors and retries --------
+
+class CaptureServer:
+    """A loopback keep-alive server recording each request (line, headers, body) and
+    answering from ``replies`` in turn (the last one repeated)."""
+
+    def __init__(self, *replies: bytes):
+        self.replies = list(replies)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.requests: list[tuple[bytes, dict[str, str], bytes]] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    if not head:
+                        break
+                    line, *lines = head.decode("latin-1").split("\r\n")
+                    headers = {}
+                    for each in lines:
+                        name, _, value = each.partition(":")
+                        assert name.lower() not in headers, f"{name} sent twice"
+                        headers[name.lower()] = value.strip()
+                    length = int(headers.get("content-length", 0))
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    body, buf = buf[:length], buf[length:]
+                    self.requests.append((line.encode(), headers, body))
+                    reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+                    conn.sendall(reply)
+
+    def close(self):
+        self.sock.close()
+
+
+def json_reply(status: str, body: bytes, extra: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+OK = json_reply("200 OK", b'{"ok":true}')
+CALLS = [  # as the SDK's operations call the client
+    ("patch", "task-instances/0b32d740-6823-4cb1-b54c-a838cdad362e/run",
+     {"content": '{"pid":1,"hostname":"h","unixname":"u","start_date":"2026-01-01T00:00:00Z"}'}),
+    ("get", "xcoms/dag/manual__2026-01-01T00:00:00+00:00/t/return_value",
+     {"params": {"map_index": 3, "include_prior_dates": False}}),
+    ("post", "xcoms/dag/manual__2026-01-01T00:00:00+00:00/t/return_value",
+     {"params": {"map_index": 3, "mapped_length": 5}, "json": {"a": [1, "é", None]}}),
+    ("post", "xcoms/dag/run/t/return_value", {"params": {}, "json": None}),
+    ("put", "task-instances/0b32d740-6823-4cb1-b54c-a838cdad362e/rtif",
+     {"json": {"op_kwargs": "{'x': 5}"}}),
+    ("head", "xcoms/dag/run/t/return_value", {"params": {}}),
+    ("get", "task-instances/states", {"params": {"dag_id": "d", "task_ids": ["a", "b"]}}),
+    ("get", "variables/a key%2F with spaces", {}),  # not plain: httpx's path
+    ("get", "xcoms/dag/run/t/k", {"params": {"x": "needs quoting&"}}),  # not plain either
+    ("delete", "xcoms/dag/run/t/k", {"params": {"map_index": -1}}),
+    ("patch", "task-instances/0b32d740-6823-4cb1-b54c-a838cdad362e/state",
+     {"content": b'{"state":"success"}', "headers": {"content-type": "application/json"}}),
+]
+
+
+def sent(server: CaptureServer) -> list[tuple]:
+    """What crossed, but for each request's own correlation id (present, a UUID)."""
+    seen = []
+    for line, headers, body in server.requests:
+        assert len(headers.pop("correlation-id")) == 36
+        seen.append((line, headers, body))
+    return seen
+
+
+def test_the_lean_client_sends_what_the_sdks_client_sends():
+    from worker.sdk_transport import LeanClient
+
+    sdk_server, lean_server = CaptureServer(OK), CaptureServer(OK)
+    try:
+        sdk = Client(base_url=sdk_server.url, token="tok", transport=LeanTransport())
+        lean = LeanClient(base_url=lean_server.url, token="tok", transport=LeanTransport())
+        for method, url, kwargs in CALLS:
+            answers = [getattr(client, method)(url, **kwargs) for client in (sdk, lean)]
+            body = b"" if method == "head" else b'{"ok":true}'
+            assert [(a.status_code, a.content) for a in answers] == [(200, body)] * 2
+        port = lambda s: s.url.rsplit(":", 1)[1].rstrip("/")  # noqa: E731
+        expected = [(line, {**h, "host": h["host"].replace(port(sdk_server), port(lean_server))},
+                     body) for line, h, body in sent(sdk_server)]
+        assert sent(lean_server) == expected
+        assert expected[2][2] == '{"a":[1,"é",null]}'.encode()
+        assert expected[6][0] == b"GET /task-instances/states?dag_id=d&task_ids=a&task_ids=b HTTP/1.1"
+    finally:
+        sdk_server.close()
+        lean_server.close()
+
+
+def test_the_lean_client_fails_and_retries_as_the_sdks_client(monkeypatch):
+    import tenacity
+    from airflow.sdk.api.client import API_RETRIES, ServerResponseError
+
+    from worker.sdk_transport import LeanClient
+
+    monkeypatch.setattr(Client.request.retry, "wait", tenacity.wait_none())
+    missing = json_reply("404 Not Found", b'{"detail":{"reason":"not_found","message":"gone"}}')
+    busy = json_reply("503 Service Unavailable", b'{"detail":{"reason":"database_unavailable"}}')
+    refreshed = json_reply("200 OK", b"{}", "Refreshed-API-Token: fresh\r\n")
+    outcomes = {}
+    for name in ("sdk", "lean"):
+        server = CaptureServer(missing, busy, busy, refreshed, OK, busy)
+        try:
+            make = Client if name == "sdk" else LeanClient
+            client = make(base_url=server.url, token="tok", transport=LeanTransport())
+            try:
+                client.get("xcoms/d/r/t/k")
+            except ServerResponseError as exc:
+                notes = [n.split("=")[0] for n in exc.__notes__]
+                first = (exc.response.status_code, exc.detail, notes, exc.request.url.raw_path)
+            assert client.get("xcoms/d/r/t/k").status_code == 200  # after two 503s
+            client.get("xcoms/d/r/t/k")  # with the refreshed token
+            try:
+                client.get("xcoms/d/r/t/k")
+            except ServerResponseError as exc:
+                last = exc.response.status_code
+            tokens = [h["authorization"] for _, h, _ in server.requests]
+            outcomes[name] = (first, last, len(server.requests), tokens)
+        finally:
+            server.close()
+    assert outcomes["lean"] == outcomes["sdk"]
+    first, last, count, tokens = outcomes["lean"]
+    assert first[:2] == (404, {"reason": "not_found", "message": "gone"})
+    assert (last, count) == (503, 5 + API_RETRIES)
+    assert tokens[:4] == ["Bearer tok"] * 4 and set(tokens[4:]) == {"Bearer fresh"}

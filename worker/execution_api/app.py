@@ -31,10 +31,14 @@ ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None = None,
-               ended: Ended | None = None, live: Live | None = None) -> FastAPI:
+               ended: Ended | None = None, live: Live | None = None) -> Gate:
     """The app over ``pool``; ``wake`` sends wake-ups after state changes (none: sweeps);
     ``ended`` is told each try whose end or deferral was committed; ``live`` says whether
-    a try still runs here (only then is its token renewed)."""
+    a try still runs here (only then is its token renewed).
+
+    The gate and the lean router (``FastRoutes``) come first, outside FastAPI's own
+    layers, which only the calls the lean router leaves see. An unexpected error in
+    those two is uvicorn's 500, the answer FastAPI's error layer would give."""
     fernet_key = settings.fernet_key.get_secret_value() if settings.fernet_key else None
     secret = settings.api_token_secret.get_secret_value().encode()
     app = FastAPI(title="Sluice Execution API", openapi_url=None, docs_url=None, redoc_url=None)
@@ -52,9 +56,8 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
     for error in DB_ERRORS:
         app.add_exception_handler(error, database_unavailable_handler)
     app.add_exception_handler(SecretsError, undecryptable)
-    app.add_middleware(FastRoutes, api=app.state.api)  # behind the gate
-    app.add_middleware(Gate, secret=secret, ttl_s=settings.api_token_ttl_s, live=live)
-    return app
+    return Gate(FastRoutes(app, api=app.state.api), secret=secret,
+                ttl_s=settings.api_token_ttl_s, live=live)
 
 
 async def not_implemented(request: Request, path: str) -> None:
@@ -107,13 +110,14 @@ class _EmbeddedServer(uvicorn.Server):
                 connection.shutdown()
 
 
-def embedded_server(app: FastAPI) -> uvicorn.Server:
-    """A server for ``app`` (keep-alive, no access log); ``should_exit = True`` stops it."""
+def embedded_server(app) -> uvicorn.Server:
+    """A server for ``app`` (keep-alive, no access log, no proxy headers: its clients are
+    local task processes); ``should_exit = True`` stops it."""
     config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=75, proxy_headers=False)
     return _EmbeddedServer(config)
 
 
-async def serve(app: FastAPI, sock: socket.socket) -> None:
+async def serve(app, sock: socket.socket) -> None:
     """Serve ``app`` on ``sock`` until cancelled."""
     await embedded_server(app).serve(sockets=[sock])

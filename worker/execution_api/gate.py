@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from airflow.sdk.api.datamodels._generated import API_VERSION
 
-from worker.execution_api.tokens import TokenError, mint, verify
+from worker.execution_api.tokens import Claims, TokenError, mint, verify
 
 OPEN_PATHS = frozenset({"/health/ping"})
 VERSION_HEADER = b"airflow-api-version"
@@ -31,6 +31,20 @@ class Gate:
 
     def __init__(self, app, *, secret: bytes, ttl_s: float, live: Live | None = None) -> None:
         self.app, self.secret, self.ttl_s, self.live = app, secret, ttl_s, live
+        self._genuine: dict[str, Claims] = {}  # tokens whose signature and claims were checked
+
+    def _claims(self, token: str) -> Claims:
+        """A genuine token's claims, its signature checked once per token (a try makes
+        several calls with one token); its expiry is checked on every call."""
+        claims = self._genuine.get(token)
+        if claims is None:
+            claims = verify(token, self.secret)
+            if len(self._genuine) >= 4096:
+                self._genuine.clear()
+            self._genuine[token] = claims
+        elif claims.exp <= time.time():
+            raise TokenError("token expired")
+        return claims
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -42,7 +56,7 @@ class Gate:
                                  f"Sluice serves Execution API version {API_VERSION}; "
                                  f"the client asked for {version!r}")
         try:
-            claims = verify(_bearer(headers), self.secret)
+            claims = self._claims(_bearer(headers))
         except TokenError as exc:
             return await _refuse(send, 401, "unauthorized", str(exc),
                                  [(b"www-authenticate", b"Bearer")])
