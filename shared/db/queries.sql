@@ -697,10 +697,17 @@ SELECT r.dag_id, t.task_id, r.logical_date, t.try_number,
 -- ($3 classpath, $4 kwargs) and parks the instance with $5 next_method, $6 next_kwargs and
 -- a timeout of $7 s. A reschedule (next_method '__reschedule__') counts its reschedules in
 -- this try and keeps the start of the first one in next_kwargs instead.
+-- The task's execution_timeout counts the whole try, deferrals included (as Airflow 2 applies
+-- it; the Task SDK leaves it to the server): the trigger times out by start_date + that.
 WITH ti AS (
-    SELECT id, priority_weight, next_method, next_kwargs, start_date FROM task_instance
-     WHERE uuid = $1 AND state = 'running' AND worker_id = $2
-       FOR UPDATE
+    SELECT t.id, t.priority_weight, t.next_method, t.next_kwargs, t.start_date,
+           (SELECT (s ->> 'execution_timeout_s')::float8
+              FROM dag_run r JOIN dag d ON d.dag_id = r.dag_id,
+                   json_array_elements(d.serialized -> 'tasks') AS s
+             WHERE r.id = t.run_pk AND s ->> 'task_id' = t.task_id LIMIT 1) AS execution_timeout_s
+      FROM task_instance t
+     WHERE t.uuid = $1 AND t.state = 'running' AND t.worker_id = $2
+       FOR UPDATE OF t
 ), trig AS (
     INSERT INTO trigger (classpath, kwargs, ti_id, priority)
     SELECT $3, $4::text::json, ti.id, ti.priority_weight FROM ti
@@ -716,7 +723,10 @@ UPDATE task_instance t
                           ELSE json_build_object('reschedule_count', 1,
                                                  'first_reschedule_start', to_json(ti.start_date))
                      END,
-       trigger_timeout = now() + make_interval(secs => $7), label = coalesce($8, t.label)
+       trigger_timeout = least(now() + make_interval(secs => $7),
+                               CASE WHEN $5 <> '__reschedule__' THEN ti.start_date
+                                    + make_interval(secs => ti.execution_timeout_s) END),
+       label = coalesce($8, t.label)
   FROM ti JOIN trig ON trig.ti_id = ti.id
  WHERE t.id = ti.id
 RETURNING t.run_pk
