@@ -469,7 +469,9 @@ async def test_killed_triggerer_triggers_are_taken_over(cluster: Cluster, tmp_pa
     t2_fired = [e["task_id"] for e in t2_events if e.get("event") == "trigger_fired"]
     assert sorted(t2_fired) == sorted(tasks)
     assert sum(e["count"] for e in t2_events if e.get("event") == "triggers_claimed") == N_TASKS
-    assert took < 25
+    # taken over once t1's heartbeat expired (3 s here), not by a slower path such as the
+    # repair sweep; the bound leaves room for a loaded machine
+    assert took < 60, f"the run ended {took:.1f}s after t1 was killed"
 
 
 # --- g. trigger kwargs that are not JSON ------------------------------------------------------
