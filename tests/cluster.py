@@ -114,7 +114,7 @@ class Cluster:
         await _init_connection(conn)
         return conn
 
-    async def wait_dag(self, dag_id: str, timeout: float = 30.0, allow_errors: bool = False) -> None:
+    async def wait_dag(self, dag_id: str, timeout: float = 90.0, allow_errors: bool = False) -> None:
         async def present():
             conn = await self.connect()
             try:
