@@ -251,6 +251,23 @@ def log_events(cluster: Cluster, daemon: str, event: str) -> list[dict]:
     return found
 
 
+async def wait_ready(cluster: Cluster, timeout_s: float = 120.0) -> None:
+    """Until every started daemon has logged that it is ready (``<daemon>_ready``; a worker
+    does once its slots are forked), so no figure includes a daemon's own start."""
+    from tests.cluster import wait_for
+
+    async def ready() -> bool:
+        return all(log_events(cluster, name, f"{daemon_of(name)}_ready")
+                   for name in cluster.procs)
+
+    await wait_for(ready, timeout_s, "the daemons to be ready")
+
+
+def daemon_of(name: str) -> str:
+    """``worker`` for ``worker2``: the daemon a process started as ``name`` runs."""
+    return next((d for d in DAEMONS if name.startswith(d)), name)
+
+
 def dump_logs(cluster: Cluster, lines: int = 20) -> None:
     for daemon in DAEMONS:
         if (cluster.root / f"{daemon}.log").exists():

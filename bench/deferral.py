@@ -51,6 +51,7 @@ from bench.common import (
     run_scenario,
     settings_used,
     summary,
+    wait_ready,
 )
 from tests.cluster import Cluster
 
@@ -210,6 +211,7 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
                                                             delay=args.delay))
         info = machine()  # the commit whose code the daemons run
         cluster.start_all()
+        await wait_ready(cluster)
         started = datetime.now(UTC)
         results = []
         for number in range(1, args.runs + 1):

@@ -49,6 +49,7 @@ from bench.common import (
     run_scenario,
     settings_used,
     task_sdk,
+    wait_ready,
 )
 from tests.cluster import Cluster
 
@@ -175,6 +176,7 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
         cluster.write_dag("bench_hops.py", DAG_SOURCE.format(n=args.tasks, dag_id=DAG_ID, sdk=sdk))
         info = machine()  # the commit whose code the daemons run
         cluster.start_all()
+        await wait_ready(cluster)
         started = datetime.now(UTC)
         results = await measure(cluster, args.runs, args.timeout)
         rss = daemon_rss(cluster)

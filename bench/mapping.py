@@ -77,6 +77,7 @@ from bench.common import (
     run_scenario,
     settings_used,
     task_sdk,
+    wait_ready,
 )
 from bench.triggers import cpu_s, machine_busy_s
 from shared.db import q
@@ -347,6 +348,7 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
                 start_profiled(cluster, name, args.profile_worker)
             else:
                 cluster.start("worker", name=name)
+        await wait_ready(cluster)
         started = datetime.now(UTC)
         results = []
         for number in range(1, args.runs + 1):

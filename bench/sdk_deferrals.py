@@ -28,7 +28,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import bench_cluster, log_events, summary
+from bench.common import bench_cluster, log_events, summary, wait_ready
 from tests.cluster import Cluster
 
 DAG_ID = "bench_sdk_deferrals"
@@ -97,6 +97,7 @@ async def bench(args: argparse.Namespace, root: Path) -> list[dict]:
             cluster.write_dag("bench_sdk_deferrals.py", DAG_SOURCE.format(
                 dag_id=DAG_ID, seconds=args.seconds, count=args.count))
             cluster.start_all()
+            await wait_ready(cluster)
             results.append(await one_run(cluster, args))
             print(json.dumps(results[-1]), file=sys.stderr)
     return results

@@ -218,7 +218,12 @@ def child(jobs_path: str) -> None:
     sink = sdk_tasklog.LogSink(os.dup(2))
     slot = sdk_slot.Slot(sink, sdk_tasklog.capture(sink), Path(jobs["dags"]))
     send = lambda message: None  # noqa: E731
+    first = cProfile.Profile(time.process_time)
+    first.enable()
     assert slot.run(jobs["gen"], send)["state"] == "success"
+    first.disable()
+    if jobs["out"]:
+        first.dump_stats(jobs["out"] + ".first")
     reqs = jobs["reqs"]
     for req in reqs[:jobs["warmup"]]:
         slot.run(req, send)
@@ -296,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for _ in range(args.repeat):
         root = Path(tempfile.mkdtemp(prefix="sluice-cost-"))
-        results.append(anyio.run(run, args, root))
+        results.append(anyio.run(run, args, root, backend_options={"use_uvloop": True}))
         print(json.dumps(results[-1]), flush=True)
     if len(results) > 1:
         keys = [k for k in results[0] if k.endswith("_ms")]

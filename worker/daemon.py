@@ -459,17 +459,19 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await worker.consumer.ensure_groups()
         async with anyio.create_task_group() as tg:
             await tg.start(serve_sides, worker)  # task logs, metrics, health: before any claim
-            await worker.fork_server.start()  # its Airflow import runs beside the API's
-            worker.api = SdkApi(worker)
-            tg.start_soon(worker.api.serve, worker)
-            tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
-            tg.start_soon(start_slots, list(worker.idle))  # forked once Airflow is imported
-            log.info("execution_api_serving", url=worker.api.url)
             tg.start_soon(life.watch_signals, tg.cancel_scope)
             tg.start_soon(worker.stop_reading_on_shutdown)
             tg.start_soon(worker.heartbeat)
             tg.start_soon(worker.drain, tg.cancel_scope)
             tg.start_soon(life.watchdog, worker.status)
+            await worker.fork_server.start()  # its Airflow import runs beside the API's
+            worker.api = SdkApi(worker)
+            tg.start_soon(worker.api.serve, worker)
+            tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
+            log.info("execution_api_serving", url=worker.api.url)
+            # every slot forked (Airflow imported) before the first claim: a try never waits
+            # for the worker's start, and the worker is ready when it says so
+            await start_slots(list(worker.idle))
             log.info("worker_ready", worker_id=worker.id, queues=settings.queues,
                      concurrency=settings.worker_concurrency)
             sd_notify("READY=1", f"STATUS={worker.status()}")

@@ -67,16 +67,21 @@ def preload() -> None:
     from airflow.providers.standard.decorators import python as decorators  # noqa: F401
     from airflow.providers.standard.operators import bash, python  # noqa: F401
     from airflow.providers.standard.sensors import date_time, time_delta  # noqa: F401
+    from airflow.providers.standard.triggers import temporal  # noqa: F401
     from airflow.sdk import dag, task  # noqa: F401
     from airflow.sdk.api import client  # noqa: F401
     from airflow.sdk.definitions import decorators as sdk_decorators  # noqa: F401
     from airflow.sdk.execution_time import supervisor, task_runner  # noqa: F401
 
     import shared.airflow_spec.loading  # noqa: F401
-    from worker import sdk_inprocess, sdk_slot, sdk_tasklog  # noqa: F401
+    from worker import sdk_inprocess, sdk_slot, sdk_tasklog, sdk_transport  # noqa: F401
 
     sdk_slot.share_json_adapter()
     sdk_slot.remember_sensitive_names()
+    # the SDK's client builds its TLS context (certifi's CAs: 80 ms) even for plain http,
+    # cached per class: built once here, every slot's client takes it as it is
+    for each in (client.Client, sdk_transport.LeanClient):
+        each._get_ssl_context_cached(client.API_SSL_CA_FILE_PATH, client.API_SSL_CERT_PATH)
 
 
 @dataclass
