@@ -324,6 +324,10 @@ async def test_standalone_ctrl_c_drains_worker(cluster: Cluster, tmp_path):
         assert (t["state"], t["try_number"]) == ("success", 1), (t, text[-3000:])
         assert code == 0, text[-3000:]
     finally:
+        if proc.poll() is None:  # a stop request first: it stops every daemon it started
+            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
