@@ -67,11 +67,11 @@ async def slot_for(tmp_path: Path, fork_server=None) -> AsyncIterator[SdkSlot]:
 
 
 async def seed(pool, tasks: list[tuple[str, int]], dag_id: str = DAG_ID,
-               fileloc: str = FILELOC) -> dict[tuple[str, int], dict]:
+               fileloc: str = FILELOC, run_id: str = RUN_ID) -> dict[tuple[str, int], dict]:
     """A running manual run of ``dag_id`` with ``tasks`` queued at their first try."""
     async with pool.acquire() as conn:
         await conn.execute(q("upsert_dag"), dag_id, fileloc, "h", {"tasks": []}, False)
-        run_pk = await conn.fetchval(q("insert_run"), dag_id, RUN_ID, "manual",
+        run_pk = await conn.fetchval(q("insert_run"), dag_id, run_id, "manual",
                                      _now(), None, None, {})
         await conn.execute(q("start_run"), run_pk)
         ids, indexes = [t for t, _ in tasks], [m for _, m in tasks]
@@ -88,11 +88,11 @@ async def seed(pool, tasks: list[tuple[str, int]], dag_id: str = DAG_ID,
 
 
 def request(api: Api, tis: dict, tmp_path: Path, task_id: str, map_index: int = -1,
-            dag_id: str = DAG_ID, fileloc: str = FILELOC) -> dict:
+            dag_id: str = DAG_ID, fileloc: str = FILELOC, run_id: str = RUN_ID) -> dict:
     ti = tis[(task_id, map_index)]
-    folder = tmp_path / "logs" / f"task_id={task_id}" / f"map_index={map_index}"
+    folder = tmp_path / "logs" / f"run_id={run_id}" / f"task_id={task_id}" / f"map_index={map_index}"
     return {"ti_uuid": ti["uuid"], "token": token_for(api.settings, ti["uuid"]),
-            "api_url": api.url, "dag_id": dag_id, "run_id": RUN_ID, "task_id": task_id,
+            "api_url": api.url, "dag_id": dag_id, "run_id": run_id, "task_id": task_id,
             "map_index": map_index, "try_number": ti["try"], "fileloc": fileloc,
             "log_path": str(folder / f"attempt={ti['try']}.log")}
 
@@ -140,6 +140,23 @@ async def test_plain_classic_bash_and_mapped_tries_succeed_with_their_xcoms(db_u
         assert await xcom(api, "bash") == "bash says 1"
         assert [await xcom(api, "doubled", i) for i in range(3)] == [20, 40, 60]
         assert slot.tries_run == len(tasks)  # one slot process ran them all
+
+
+async def test_each_try_a_slot_runs_gets_the_operator_as_its_file_defines_it(db_url, tmp_path):
+    """Rendering templates and ``execute`` change the operator in place; in Airflow each try
+    parses its file afresh, so a later try in the same slot must not see those changes."""
+    async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
+        for run_id in ("manual__first", "manual__second"):
+            tis = await seed(api.pool, [("counting", -1)], run_id=run_id)
+            result = await slot.run(request(api, tis, tmp_path, "counting", run_id=run_id))
+            assert (result.state, result.error) == ("success", None)
+        rows = await api.pool.fetch(
+            "SELECT r.run_id, x.value::text FROM xcom x JOIN dag_run r ON r.id = x.run_pk "
+            "WHERE x.task_id = 'counting' AND x.key = 'return_value' ORDER BY r.run_id")
+        assert [(r["run_id"], json.loads(r["value"])) for r in rows] == [
+            ("manual__first", {"note": "rendered for manual__first", "runs": 1}),
+            ("manual__second", {"note": "rendered for manual__second", "runs": 1})]
+        assert slot.tries_run == 2  # one slot process ran both
 
 
 async def test_every_line_a_task_writes_is_in_its_log_with_time_and_level(db_url, tmp_path):

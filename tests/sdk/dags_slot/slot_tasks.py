@@ -36,6 +36,20 @@ class Killable(BaseOperator):
         (Path(os.environ["AIRFLOW_HOME"]) / "on_kill_ran").write_text(self.task_id)
 
 
+class Counting(BaseOperator):
+    """Renders a template and counts its runs on itself: a fresh operator counts 1."""
+
+    template_fields = ("note",)
+
+    def __init__(self, *, note, **kwargs):
+        super().__init__(**kwargs)
+        self.note, self.runs = note, 0
+
+    def execute(self, context):
+        self.runs += 1
+        return {"note": self.note, "runs": self.runs}
+
+
 def classic_callable(greeting):
     return f"{greeting} from PythonOperator"
 
@@ -89,6 +103,7 @@ def slot_tasks():
     BashOperator(task_id="bash", bash_command="echo bash says {{ ti.try_number }}")
     DateTimeSensorAsync(task_id="deferring", target_time="2099-01-01T00:00:00+00:00")
     Chatty(task_id="chatty")
+    Counting(task_id="counting", note="rendered for {{ run_id }}")
     Killable(task_id="killable")
     plain()
     doubled.expand(x=numbers())
