@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="measurements, each a fresh database")
+    parser.add_argument("--no-uvloop", dest="uvloop", action="store_false",
+                        help="serve the API on asyncio's own loop (the worker runs uvloop)")
     parser.add_argument("--profile", help="cProfile a slot's timed tries into this file")
     parser.add_argument("--ab", type=int, default=0, metavar="BLOCK",
                         help="alternate blocks of BLOCK tries with the lean paths off and on")
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for _ in range(args.repeat):
         root = Path(tempfile.mkdtemp(prefix="sluice-cost-"))
-        results.append(anyio.run(run, args, root, backend_options={"use_uvloop": True}))
+        results.append(anyio.run(run, args, root, backend_options={"use_uvloop": args.uvloop}))
         print(json.dumps(results[-1]), flush=True)
     if len(results) > 1:
         keys = [k for k in results[0] if k.endswith("_ms")]

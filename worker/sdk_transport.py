@@ -156,14 +156,14 @@ class LeanClient(Client):
             lines.append(body)
         status, raw, answer = self.lean.exchange(
             self._key, b"".join(lines), self.timeout.as_dict(), method == "HEAD")
-        response = httpx.Response(status, headers=raw, content=answer,
-                                  extensions={"http_version": b"HTTP/1.1"})
+        response = _LeanResponse(status, headers=raw, content=answer,
+                                 extensions={"http_version": b"HTTP/1.1"})
+        response.sent = lambda: self.build_request(  # noqa: E731 - what httpx would have sent
+            method, url, content=body, params=params, headers={**(headers or {}), **extra})
         self._update_auth(response)
         if 200 <= status < 300 and "set-cookie" not in response.headers:
             return response
-        # as httpx would end it: the request it sent, the jar, the SDK's response hooks
-        response.request = self.build_request(method, url, content=body, params=params,
-                                              headers={**(headers or {}), **extra})
+        # as httpx would end it: the jar, the SDK's response hooks
         self.cookies.extract_cookies(response)
         for hook in self.event_hooks["response"][1:]:
             hook(response)
@@ -174,6 +174,23 @@ class LeanClient(Client):
         if self._head_cache is None or self._head_cache[0] != raw:
             self._head_cache = (raw, b"".join(n + b": " + v + b"\r\n" for n, v in raw))
         return self._head_cache[1]
+
+
+class _LeanResponse(httpx.Response):
+    """A response whose ``request`` (the ``httpx.Request`` httpx would have sent) is built
+    only when something asks for it: an error, a log line."""
+
+    sent: Any = None
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._request is None and self.sent is not None:
+            self._request = self.sent()
+        return super().request
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._request = value
 
 
 class _Carrier:

@@ -306,3 +306,22 @@ def test_the_lean_client_fails_and_retries_as_the_sdks_client(monkeypatch):
     assert first[:2] == (404, {"reason": "not_found", "message": "gone"})
     assert (last, count) == (503, 5 + API_RETRIES)
     assert tokens[:4] == ["Bearer tok"] * 4 and set(tokens[4:]) == {"Bearer fresh"}
+
+
+def test_an_answer_the_sdk_cannot_read_names_the_request_as_with_the_sdks_client():
+    from worker.sdk_transport import LeanClient
+
+    no_range = b"HTTP/1.1 200 OK\r\ncontent-range: bytes 0-1/2\r\ncontent-length: 0\r\n\r\n"
+    errors = {}
+    for name, make in (("sdk", Client), ("lean", LeanClient)):
+        server = CaptureServer(no_range)
+        try:
+            client = make(base_url=server.url, token="tok", transport=LeanTransport())
+            try:
+                client.xcoms.head("d", "r", "t", "k")
+            except RuntimeError as exc:
+                errors[name] = str(exc).replace(server.url, "URL/")
+        finally:
+            server.close()
+    assert errors == {"sdk": "Unable to parse Content-Range header from HEAD URL/xcoms/d/r/t/k",
+                      "lean": "Unable to parse Content-Range header from HEAD URL/xcoms/d/r/t/k"}
