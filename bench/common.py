@@ -47,7 +47,10 @@ settings the figures came from:
 | `make bench`, `python -m bench` or `python -m bench hops` | hop latency of a 20-task chain, 7 runs | `bench/hops.py` |
 | `python -m bench triggers` | 10,000 sleeping triggers in one triggerer, 3 fresh runs: RSS and fire lag | `bench/triggers.py` |
 | `python -m bench deferral` | 600 deferrals (3 runs of 200 in a row): trigger yields -> `next_method` starts | `bench/deferral.py` |
-| `python -m bench mapping` | `total(noop.expand(x=gen()))` over 10,000 elements, 3 runs: end to end, instances/s, expansion | `bench/mapping.py` |
+| `python -m bench mapping` | `total(noop.expand(x=gen()))` over 1,000 elements (`--instances`), 3 runs: end to end, instances/s, expansion, CPU per task per process | `bench/mapping.py` |
+| `python -m bench.sdk_deferrals` | 200 mapped deferrals of 5 s (`TimeDeltaTrigger`), 3 fresh clusters: end to end, fire and resume lag | `bench/sdk_deferrals.py` |
+| `python -m bench.sdk_slots` | a worker's start, its slots' memory (RSS/PSS/USS) and restart | `bench/sdk_slots.py` |
+| `python -m bench.slot_cost` | one mapped no-op try's CPU in a slot, the Execution API and PostgreSQL (A/B, cProfile) | `bench/slot_cost.py` |
 | `python -m bench all` | the four, one after the other | |
 
 Run them with `.venv/bin/python`; `python -m bench SCENARIO --help` lists a
@@ -56,7 +59,7 @@ docstring says exactly what is measured; in short:
 
 - **Hop latency** is the gap between one task's end and the next task's start in a
   chain (`task_instance` timestamps). Airflow 3 needs about 1 s per hop; Sluice's
-  target is a p50 of 3 ms.
+  target is a p50 of 5 ms.
 - **Triggers**: the triggerer's `VmRSS` (`/proc/<pid>/status`, sampled every 50 ms)
   while all 10,000 sleep, and each trigger's **fire lag**: the triggerer's
   `trigger_fired` log line (written right after the commit that moves the task

@@ -55,7 +55,7 @@ from tests.cluster import Cluster
 
 DAG_ID = "bench_hops"
 AIRFLOW_HOP_S = 1.0  # what a hop costs in Airflow 3 (scheduler loop + task supervisor start)
-TARGET_P50_MS = 3.0  # Sluice's goal for the median hop
+TARGET_P50_MS = 5.0  # Sluice's goal for the median hop on the Task SDK runtime
 
 DAG_SOURCE = '''
 """Benchmark: a chain of {n} no-op tasks."""

@@ -1,9 +1,9 @@
-"""Dynamic task mapping at 10,000: ``total(noop.expand(x=gen()))`` end to end, and its expansion.
+"""Dynamic task mapping: ``total(noop.expand(x=gen()))`` end to end, and its expansion.
 
 The scenario
-    ``gen`` (a ``@task``) returns ``list(range(--instances))`` (default 10,000),
+    ``gen`` (a ``@task``) returns ``list(range(--instances))`` (default 1,000),
     ``noop`` is a no-op ``@task`` returning its ``x``, expanded over that list,
-    and ``total`` sums the lazy sequence of the 10,000 results (the benchmark
+    and ``total`` sums the lazy sequence of the results (the benchmark
     checks the sum). The DAG is triggered ``--runs`` (default 3) times, one run
     after the other, against real scheduler, triggerer and ``--workers``
     (default 1) worker processes with the product's defaults plus
@@ -30,7 +30,7 @@ What is measured (database timestamps unless said otherwise; one machine, one cl
                returns, uncommitted): locking the run, reading its instances, deciding,
                reading the task map, and the expansion statement itself.
                ``expanded -> first start``: that line to the first ``noop``'s
-               ``start_date`` (re-reading the 10,000 instances, deciding again, queueing,
+               ``start_date`` (re-reading the instances, deciding again, queueing,
                the commit, the queue message, the worker's claim).
     expansion, the statement alone
                before the daemons start, in the benchmark's fresh database: one
@@ -84,7 +84,9 @@ from shared.db import q
 from tests.cluster import Cluster
 
 DAG_ID = "bench_mapping"
-TARGET_S = 5.0  # issue 3: 10,000 instances end to end on this 2-core machine
+# end to end on this 2-core machine, by instance count: the Task SDK runtime's 1,000-way no-op
+# (the issue that made it the only runtime) and the legacy runtime's 10,000 (issue 3)
+TARGETS_S = {1_000: 3.0, 10_000: 5.0}
 POLL_S = 0.1
 
 DAG_SOURCE = '''
@@ -200,7 +202,7 @@ def cpu_used(before: dict, after: dict) -> dict[str, float]:
 
 
 async def wait_finished(conn: asyncpg.Connection, run_id: str, timeout_s: float) -> None:
-    """Poll only the run's state: a full run document of 10,000 instances would add load."""
+    """Poll only the run's state: a full run document of every instance would add load."""
     with anyio.fail_after(timeout_s):
         while await conn.fetchval("SELECT state FROM dag_run WHERE run_id = $1",
                                   run_id) not in ("success", "failed"):
@@ -279,7 +281,10 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
     runs = " / ".join(f"{r['duration_s']:.2f}" for r in results)
     stmt = [t["statement"] for t in sql]
     commit = [t["commit"] for t in sql]
-    verdict = "met" if med("duration_s") < TARGET_S else "not met"
+    target = TARGETS_S.get(n)
+    verdict = "" if target is None else (
+        f"Target: {n:,} instances end to end in at most {target:g} s on this 2-core machine: "
+        + ("met" if med("duration_s") <= target else "not met") + ". ")
     return textwrap.dedent(f"""
         ## Mapping: {started:%Y-%m-%d %H:%M} UTC, commit {info['commit']}
 
@@ -296,8 +301,7 @@ def render(results: list[dict], sql: list[dict[str, float]], args: argparse.Name
 
         **{n} mapped instances end to end (run start to end): median {med('duration_s'):.2f} s,
         {med('rate'):.0f} instances/s** (runs: {runs} s).
-        Target for later work: 10,000 instances end to end in under {TARGET_S:g} s on this 2-core
-        machine: {verdict}. Queue -> start per instance: p50 {percentile(lags, 50):.1f} ms,
+        {verdict}Queue -> start per instance: p50 {percentile(lags, 50):.1f} ms,
         p99 {percentile(lags, 99):.1f} ms over {len(lags)} instances (nearest rank).
 
         **Expansion of {n} instances**: the `expand_placeholders` statement alone (placeholder ->
@@ -375,8 +379,8 @@ def start_profiled(cluster: Cluster, name: str, out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench mapping",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--instances", type=int, default=10_000,
-                        help="elements gen returns, i.e. mapped instances (default 10000)")
+    parser.add_argument("--instances", type=int, default=1_000,
+                        help="elements gen returns, i.e. mapped instances (default 1000)")
     parser.add_argument("--runs", type=int, default=3, help="runs (default 3)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--concurrency", type=int, default=0,
