@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-
 from pathlib import Path
 
 import asyncpg

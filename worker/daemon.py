@@ -219,11 +219,16 @@ class Worker:
         """Store why a try the SDK reported failed (its state payload has no room for it), for
         ``runs show``, the API and the try's history. Guarded on the try: a next try already
         started keeps its own."""
-        async def write() -> None:
+        async def write(text: str) -> None:
             async with self.pool.acquire() as conn:
                 await conn.execute(q("keep_try_error"), req["ti_id"], req["try_number"],
-                                   cap_error(error))
-        await persist(write, what="try_error")
+                                   cap_error(text))
+        try:
+            await persist(lambda: write(error), what="try_error")
+        except asyncpg.PostgresError as exc:  # the error text itself is unstorable (a NUL byte)
+            log.error("task_outcome_unstorable", error=str(exc))
+            why = f"the outcome of this try could not be stored: {type(exc).__name__}: {exc}"
+            await persist(lambda: write(why), what="try_error")
 
     async def _spec(self, dag_id: str) -> DagSpec | None:
         async with self.pool.acquire() as conn:

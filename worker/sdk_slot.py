@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared.textcap import cap_error
 from worker import sdk_tasklog
 
 
@@ -122,7 +123,7 @@ class Slot:
             structlog.contextvars.clear_contextvars()
             self.sink.close()
             restore_environment(saved_env)
-        return {"state": state, "reported": reported, "error": error,
+        return {"state": state, "reported": reported, "error": cap_error(error),
                 "wall_s": round(time.monotonic() - started, 6),
                 "cpu_s": round(time.process_time() - cpu_started, 6)}
 

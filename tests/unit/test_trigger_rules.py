@@ -8,7 +8,6 @@ from enum import Enum
 
 import pytest
 
-from shared.trigger_rule import TriggerRule as TR
 from shared.state.trigger_rules import (
     FINISHED_STATES,
     UpstreamStates,
@@ -18,6 +17,7 @@ from shared.state.trigger_rules import (
     evaluate,
     evaluate_indirect_setups,
 )
+from shared.trigger_rule import TriggerRule as TR
 
 RUN, WAIT = Verdict.RUN, Verdict.WAIT
 SKIP, UF, REM = Verdict.SKIPPED, Verdict.UPSTREAM_FAILED, Verdict.REMOVED
