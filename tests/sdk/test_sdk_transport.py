@@ -239,10 +239,10 @@ CALLS = [  # as the SDK's operations call the client
 ]
 
 
-def sent(server: CaptureServer) -> list[tuple]:
+def sent(capture: CaptureServer) -> list[tuple]:
     """What crossed, but for each request's own correlation id (present, a UUID)."""
     seen = []
-    for line, headers, body in server.requests:
+    for line, headers, body in capture.requests:
         assert len(headers.pop("correlation-id")) == 36
         seen.append((line, headers, body))
     return seen
@@ -282,10 +282,10 @@ def test_the_lean_client_fails_and_retries_as_the_sdks_client(monkeypatch):
     refreshed = json_reply("200 OK", b"{}", "Refreshed-API-Token: fresh\r\n")
     outcomes = {}
     for name in ("sdk", "lean"):
-        server = CaptureServer(missing, busy, busy, refreshed, OK, busy)
+        capture = CaptureServer(missing, busy, busy, refreshed, OK, busy)
         try:
             make = Client if name == "sdk" else LeanClient
-            client = make(base_url=server.url, token="tok", transport=LeanTransport())
+            client = make(base_url=capture.url, token="tok", transport=LeanTransport())
             try:
                 client.get("xcoms/d/r/t/k")
             except ServerResponseError as exc:
@@ -297,10 +297,10 @@ def test_the_lean_client_fails_and_retries_as_the_sdks_client(monkeypatch):
                 client.get("xcoms/d/r/t/k")
             except ServerResponseError as exc:
                 last = exc.response.status_code
-            tokens = [h["authorization"] for _, h, _ in server.requests]
-            outcomes[name] = (first, last, len(server.requests), tokens)
+            tokens = [h["authorization"] for _, h, _ in capture.requests]
+            outcomes[name] = (first, last, len(capture.requests), tokens)
         finally:
-            server.close()
+            capture.close()
     assert outcomes["lean"] == outcomes["sdk"]
     first, last, count, tokens = outcomes["lean"]
     assert first[:2] == (404, {"reason": "not_found", "message": "gone"})
@@ -314,14 +314,14 @@ def test_an_answer_the_sdk_cannot_read_names_the_request_as_with_the_sdks_client
     no_range = b"HTTP/1.1 200 OK\r\ncontent-range: bytes 0-1/2\r\ncontent-length: 0\r\n\r\n"
     errors = {}
     for name, make in (("sdk", Client), ("lean", LeanClient)):
-        server = CaptureServer(no_range)
+        capture = CaptureServer(no_range)
         try:
-            client = make(base_url=server.url, token="tok", transport=LeanTransport())
+            client = make(base_url=capture.url, token="tok", transport=LeanTransport())
             try:
                 client.xcoms.head("d", "r", "t", "k")
             except RuntimeError as exc:
-                errors[name] = str(exc).replace(server.url, "URL/")
+                errors[name] = str(exc).replace(capture.url, "URL/")
         finally:
-            server.close()
+            capture.close()
     assert errors == {"sdk": "Unable to parse Content-Range header from HEAD URL/xcoms/d/r/t/k",
                       "lean": "Unable to parse Content-Range header from HEAD URL/xcoms/d/r/t/k"}
