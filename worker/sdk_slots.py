@@ -144,7 +144,7 @@ class SdkSlot:
             child.signal_group(signal.SIGTERM)
             with anyio.CancelScope(shield=True), anyio.move_on_after(grace_s):
                 await child.wait()
-        child.signal_group(signal.SIGKILL)
+        child.kill()
         return await self._reap()
 
     async def stop(self) -> None:

@@ -23,7 +23,8 @@ message per packet, descriptors passed as ``SCM_RIGHTS``:
 The server is a subreaper: a slot's death takes its process group and its
 orphaned programs with it. When the worker's end closes, the server kills every
 slot and exits; when the server dies, each slot sees its lifeline hang up and
-kills its own group (``sdk_slot.die_with``). The worker's side is ``ForkServer``.
+kills its own group (``sdk_slot.die_with``), and the worker kills each slot with
+every program below it (``Forked.kill``). The worker's side is ``ForkServer``.
 """
 
 from __future__ import annotations
@@ -267,6 +268,14 @@ class Forked:
         if not self.exited():
             _signal_group(self.pid, signum)
 
+    def kill(self) -> None:
+        """SIGKILL the slot with every program below it, those in sessions of their own
+        too, unless it has exited. Killing the group alone would orphan those to init
+        when the server that would reap them is dead (or races the slot's own lifeline
+        watch, which ends them)."""
+        if not self.exited():
+            _kill_tree(self.pid)
+
     async def wait(self) -> None:
         async with self._lock:
             if not self.exited():
@@ -288,6 +297,38 @@ class Forked:
 def _signal_group(pid: int, signum: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signum)
+
+
+def _kill_tree(pid: int, rounds: int = 100) -> None:
+    """SIGKILL ``pid``'s descendants, then its group. ``pid`` (a slot: a subreaper) is
+    stopped first, so it forks no more and holds the orphans of each program killed;
+    they are found in the next round."""
+    _signal_group(pid, signal.SIGSTOP)
+    killed: set[int] = set()
+    for _ in range(rounds):
+        found = _descendants(pid) - killed
+        if not found:
+            break
+        for child in found:
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+        killed |= found
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from ``/proc/PID/task/*/children``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        with suppress(FileNotFoundError, ProcessLookupError):
+            for tid in os.listdir(f"/proc/{parent}/task"):
+                with suppress(FileNotFoundError, ProcessLookupError):
+                    kids = {int(p) for p in Path(f"/proc/{parent}/task/{tid}/children").read_text().split()}
+                    todo.extend(kids - found)
+                    found |= kids
+    return found
 
 
 class ServerProcess:
@@ -341,7 +382,7 @@ class ServerProcess:
     def kill_slots(self) -> None:
         """Its slots cannot be reaped by it any more: end them and their programs."""
         for slot in list(self.slots.values()):
-            slot.signal_group(signal.SIGKILL)
+            slot.kill()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

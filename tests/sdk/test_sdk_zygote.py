@@ -140,12 +140,14 @@ async def test_the_fork_server_dying_costs_its_slots_tries_and_it_is_restarted(d
             await until(lambda: any(x["event"] == "sleeping now" for x in _lines_so_far(req)))
             first, program = server.current.proc.pid, int(
                 (tmp_path / "airflow" / "sleeper_program").read_text())
+            os.kill(slot.pid, signal.SIGSTOP)  # its lifeline watch cannot end the program
             os.kill(first, signal.SIGKILL)
             await until(lambda: results)
             [lost] = results
             assert (lost.state, lost.slot_lost, lost.error) == (
                 None, True, "task process lost: the slot fork server died")
-            await until(lambda: dead(program))  # it left the slot's group, not its fate
+            await until(lambda: dead(program))  # it left the slot's group, not its fate:
+            # the worker ends a slot whose server died with every program below it
             await until(lambda: server.current.proc.pid != first and server.current.alive)
             assert (await slot.run(facts_request(api, tis, tmp_path, "noop"))).state == "success"
             assert psutil.Process(slot.pid).ppid() == server.current.proc.pid
