@@ -183,3 +183,25 @@ async def test_a_killed_embedded_server_is_restarted_and_the_daemons_reconnect(
     log = standalone.log_path.read_text()
     assert log.count('"embedded_server_restarted"') == 2
     assert '"daemon_exited"' not in log
+
+
+async def test_a_killed_standalone_takes_its_daemons_and_servers_with_it(standalone: Standalone):
+    """A SIGKILL leaves no drain to the supervisor: every child still goes (a parent-death
+    signal each), the api-server too, so nothing keeps its ports or its home."""
+    children = psutil.Process(standalone.proc.pid).children()
+    names = {p.pid: " ".join(p.cmdline()[-2:]) for p in children}
+    assert any("apiserver" in n for n in names.values()), names
+    os.kill(standalone.proc.pid, signal.SIGKILL)
+    standalone.proc.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    async def all_gone() -> bool:
+        return all(gone(pid) for pid in names)
+
+    await wait_for(all_gone, timeout=60,
+                   what=f"children of a killed standalone to exit: {names}")
