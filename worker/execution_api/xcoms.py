@@ -104,7 +104,7 @@ def _checked_value(a: Api, body: bytes) -> str:
     """The pushed JSON text, as sent: valid JSON (no NaN) within max_xcom_bytes."""
     if len(body) > a.settings.max_xcom_bytes:
         raise problem(400, "too_large", f"XCom value of {len(body)} bytes exceeds "
-                      f"max_xcom_bytes={a.settings.max_xcom_bytes}")
+                      f"SLUICE_MAX_XCOM_BYTES={a.settings.max_xcom_bytes} (the worker's setting)")
     text = body.decode() if body else "null"
     try:
         json.loads(text, parse_constant=_reject_constant)
