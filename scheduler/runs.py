@@ -24,23 +24,29 @@ def run_id_for(run_type: str, logical_date: datetime) -> str:
 
 
 async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
-                            logical_date: datetime | None = None) -> tuple[int, str]:
+                            logical_date: datetime | None = None,
+                            run_id: str | None = None) -> tuple[int, str]:
     """Insert a queued manual run; the scheduler creates its task instances.
 
     Its data interval is the one Airflow infers from the DAG's schedule (the
     last complete interval for a cron schedule); its logical date is the moment.
+    ``run_id`` is the caller's (a task's ``TriggerDagRunOperator``) or
+    ``manual__<logical date>``. A given date or run id that clashes with an
+    existing run raises ``ValueError``.
     """
     schedule = parse_schedule(await conn.fetchval(q("dag_schedule"), dag_id))
     while True:
         when = logical_date or utcnow()
-        run_id = run_id_for("manual", when)
+        new_id = run_id or run_id_for("manual", when)
         interval = manual_interval(schedule, when)
-        pk = await conn.fetchval(q("insert_run"), dag_id, run_id, "manual", when,
+        pk = await conn.fetchval(q("insert_run"), dag_id, new_id, "manual", when,
                                  interval.start, interval.end, conf)
         if pk is not None:
-            return pk, run_id
-        if logical_date is not None:
-            raise ValueError(f"a manual run of {dag_id!r} at {when.isoformat()} already exists")
+            return pk, new_id
+        if logical_date is not None or run_id is not None:
+            also = f" or with run id {run_id!r}" if run_id is not None else ""
+            raise ValueError(f"a manual run of {dag_id!r} at {when.isoformat()}{also} "
+                             "already exists")
 
 
 def task_instance_rows(spec: DagSpec) -> list[tuple]:

@@ -1042,3 +1042,16 @@ SELECT 1
 INSERT INTO worker (id, hostname, log_url) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, log_url = excluded.log_url,
                                started_at = now()
+
+-- ===========================================================================================
+-- Cross-DAG operators (worker/execution_api/dag_runs.py): a task triggers or clears a run.
+
+-- name: api_dag_trigger_facts
+-- Whether DAG $1 can take a run from a task: it is parsed now (is_active) and its file
+-- imports without error (Airflow's DagModel.is_stale / has_import_errors).
+SELECT d.is_active,
+       EXISTS (SELECT 1 FROM import_error e WHERE e.fileloc = d.fileloc) AS has_import_errors
+  FROM dag d WHERE d.dag_id = $1
+
+-- name: api_run_set_note
+UPDATE dag_run SET note = $2 WHERE id = $1

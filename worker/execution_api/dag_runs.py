@@ -1,7 +1,12 @@
-"""``/dag-runs`` and ``/dags``: what a task may read about runs and DAGs.
+"""``/dag-runs`` and ``/dags``: what a task may read about runs and DAGs, and the runs it
+may start.
 
-Triggering and clearing a run from a task (``TriggerDagRunOperator``) answer 400 (not implemented) until
-Sluice's run creation is reachable from here.
+``TriggerDagRunOperator`` (its ``DagRunTriggerException``, handled by the Task SDK's
+runner) posts here: a trigger creates a queued manual run exactly as ``sluice dags
+trigger`` does (``scheduler.runs.create_manual_run``) and wakes the scheduler; with
+``reset_dag_run`` the SDK clears the existing run on a 409, which is ``sluice runs
+clear`` (``shared.clear.clear_run``). Errors carry Airflow's status, reason and message
+so the SDK raises what Airflow's users see.
 """
 
 from __future__ import annotations
@@ -9,10 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from airflow.sdk.api.datamodels._generated import DagResponse, DagRunStateResponse
+from airflow.sdk.api.datamodels._generated import (
+    DagResponse,
+    DagRunStateResponse,
+    TriggerDAGRunPayload,
+)
 from fastapi import APIRouter, Query, Request, Response
 
 from shared.db import q
+from shared.messages import RunChanged
 from worker.execution_api.common import (
     api,
     dag_run,
@@ -20,6 +30,7 @@ from worker.execution_api.common import (
     model_response,
     not_found,
     not_implemented,
+    problem,
 )
 
 runs = APIRouter()
@@ -62,14 +73,77 @@ async def run_state(request: Request, dag_id: str, run_id: str) -> Response:
     return model_response(DagRunStateResponse(state=row["run_state"]))
 
 
-@runs.post("/{dag_id}/{run_id}")
-async def run_trigger(dag_id: str, run_id: str) -> None:
-    raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}", "triggering a DAG run from a task")
+@runs.post("/{dag_id}/{run_id}", status_code=204)
+async def run_trigger(request: Request, dag_id: str, run_id: str,
+                      payload: TriggerDAGRunPayload) -> Response:
+    """Create run ``run_id`` of ``dag_id`` for a task (``TriggerDagRunOperator``).
+
+    404 unknown DAG, 400 import errors, 409 a run of that id (or, Sluice, of that
+    logical date) exists -- the SDK then clears it when ``reset_dag_run`` is set.
+    """
+    from scheduler.runs import create_manual_run
+
+    if payload.partition_key is not None:
+        raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}", "partitioned runs: "
+                              "'partition_key'")
+    a = api(request)
+    async with a.pool.acquire() as conn:
+        await _triggerable(conn, dag_id)
+        if await conn.fetchval(q("find_runs"), run_id, dag_id) is not None:
+            raise _exists(dag_id, run_id)
+        # Sluice keeps a logical date on every run: Airflow's date-less run (logical_date
+        # None) is dated when it is due (run_after), as its run id says.
+        when = payload.logical_date or payload.run_after
+        try:
+            async with conn.transaction():
+                run_pk, _ = await create_manual_run(conn, dag_id, payload.conf or {}, when,
+                                                    run_id=run_id)
+                if payload.note is not None:
+                    await conn.execute(q("api_run_set_note"), run_pk, payload.note)
+        except ValueError as exc:  # the same run id or date, created meanwhile or before
+            raise problem(409, "already_exists", f"A run already exists for Dag '{dag_id}' "
+                          f"with run_id '{run_id}' ({exc})") from None
+    await a.notify(RunChanged(run_pk=run_pk))
+    return Response(status_code=204)
 
 
-@runs.post("/{dag_id}/{run_id}/clear")
-async def run_clear(dag_id: str, run_id: str) -> None:
-    raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}/clear", "clearing a DAG run from a task")
+@runs.post("/{dag_id}/{run_id}/clear", status_code=204)
+async def run_clear(request: Request, dag_id: str, run_id: str) -> Response:
+    """Run a finished run again (``reset_dag_run``): every instance cleared, run queued.
+
+    Sluice clears a finished run only (``sluice runs clear``); Airflow would also
+    restart one still running -- that is a 409 naming the run's state here.
+    """
+    from shared.clear import ClearError, clear_run
+
+    a = api(request)
+    async with a.pool.acquire() as conn:
+        await _triggerable(conn, dag_id)
+        run_pk = await conn.fetchval(q("find_runs"), run_id, dag_id)
+        if run_pk is None:
+            raise not_found(f"Dag run with run_id: '{run_id}' not found")
+        try:
+            await clear_run(conn, run_pk)
+        except ClearError as exc:
+            raise problem(409, "invalid_state", f"cannot reset run '{run_id}' of Dag "
+                          f"'{dag_id}': {exc}") from None
+    await a.notify(RunChanged(run_pk=run_pk))
+    return Response(status_code=204)
+
+
+async def _triggerable(conn, dag_id: str) -> None:
+    """404 for a DAG not parsed now, 400 for one whose file has import errors (Airflow's)."""
+    row = await conn.fetchrow(q("api_dag_trigger_facts"), dag_id)
+    if row is None or not row["is_active"]:
+        raise not_found(f"Dag with dag_id: '{dag_id}' not found")
+    if row["has_import_errors"]:
+        raise problem(400, "import_errors", f"Dag with dag_id '{dag_id}' has import errors "
+                      "and cannot be triggered")
+
+
+def _exists(dag_id: str, run_id: str):
+    return problem(409, "already_exists",
+                   f"A run already exists for Dag '{dag_id}' with run_id '{run_id}'")
 
 
 @dags.get("/{dag_id}")
