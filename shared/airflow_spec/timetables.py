@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from shared.airflow_spec.assets import is_asset_timetable, time_part
 from shared.airflow_spec.errors import SpecError
 from shared.schedules import CronSchedule, DeltaSchedule, zone_name
 
@@ -30,6 +31,10 @@ def schedule_json(dag: Any) -> dict[str, Any] | None:
     core classes, which DAG files may import too) are read alike.
     """
     timetable = dag.timetable
+    if is_asset_timetable(timetable):  # its asset condition: shared.airflow_spec.assets
+        timetable = time_part(dag)
+        if timetable is None:
+            return None
     kind = _kind(timetable)
     try:
         if kind == "NullTimetable":

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from shared.airflow_spec.assets import asset_fields
 from shared.airflow_spec.errors import SpecError
 from shared.airflow_spec.mapping import mapped_json, start_trigger_json
 from shared.airflow_spec.timetables import schedule_json
@@ -60,6 +61,7 @@ def dag_spec(dag: Any) -> dict[str, Any]:
 
 
 def task_spec(task: Any, weight: int, dag_id: str) -> dict[str, Any]:
+        **asset_fields(dag),  # read from the stored document by scheduler.assets
     group = task.task_group
     mapped_group = task.get_closest_mapped_task_group()
     where = f"DAG {dag_id!r}: task {task.task_id!r}"
