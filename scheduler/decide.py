@@ -12,6 +12,15 @@ Inside a mapped task group, instance *i* depends only on instance *i* of its
 upstreams in the same group (or on their unexpanded placeholder), and on
 every instance of its other upstreams; its trigger rule is evaluated on that.
 The caller supplies those per-index states (``group_lookups`` says which).
+
+Setups and teardowns follow Airflow 3.3 (``scheduler.setups`` says which
+tasks each rule reads): a work task also waits for its indirect setups to
+succeed, a teardown (``all_done_setup_success``) for the tasks in scope
+between its setups and itself, and a finished run is judged on its leaves
+less the teardowns that do not ``on_failure_fail_dagrun``. A task that
+``depends_on_past`` and whose previous run is not settled (``past_blocked``,
+from ``scheduler.past``) waits even when its trigger rule passes; its rule
+may still end it (``skipped``, ``upstream_failed``), as in Airflow.
 """
 
 from __future__ import annotations
@@ -22,8 +31,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from scheduler.expansion import RunFacts, mapped_producers, run_length
+from scheduler.setups import effective_leaves, structure
 from shared.serialization import DagSpec, TaskSpec
-from shared.state.trigger_rules import FINISHED_STATES, UpstreamStates, Verdict, evaluate
+from shared.state.trigger_rules import (
+    FINISHED_STATES,
+    UpstreamStates,
+    Verdict,
+    combine,
+    evaluate,
+    evaluate_indirect_setups,
+)
 from shared.state.trigger_rules import count_states as tally
 
 ACTIVE = frozenset({"scheduled", "queued", "running", "deferred", "up_for_retry"})
@@ -80,17 +97,22 @@ def topological_order(dag: DagSpec) -> list[str]:
     return order
 
 
-def _upstream_states(upstreams: list[str], counts: StateCounts) -> UpstreamStates:
-    """Every instance of each of ``upstreams``."""
+def _upstream_states(upstreams: list[str], counts: StateCounts,
+                     setups: frozenset[str] = frozenset()) -> UpstreamStates:
+    """Every instance of each of ``upstreams``; ``setups`` (among them) also counted apart."""
     total: Counter = Counter()
+    setup: Counter = Counter()
     upstream = 0
     for up in upstreams:
         mine = counts.get(up, Counter())
         upstream += sum(mine.values())
         total.update(mine)
+        if up in setups:
+            setup.update(mine)
     return UpstreamStates(upstream=upstream, success=total["success"], skipped=total["skipped"],
                           failed=total["failed"], upstream_failed=total["upstream_failed"],
-                          removed=total["removed"])
+                          removed=total["removed"], setup_success=setup["success"],
+                          setup_total=sum(setup.values()), setup_skipped=setup["skipped"])
 
 
 def group_edges(dag: DagSpec) -> dict[str, tuple[list[str], list[str]]]:
@@ -118,11 +140,21 @@ def group_lookups(dag: DagSpec, tis: list[TIRow]) -> list[tuple[str, int]]:
     wanted: set[tuple[str, int]] = set()
     for ti in tis:
         if ti.state is None and ti.task_id in edges:
-            for up in edges[ti.task_id][0]:
+            for up in edges[ti.task_id][0] + _group_extra(dag, ti.task_id)[0]:
                 wanted.add((up, -1))
                 if ti.map_index >= 0:
                     wanted.add((up, ti.map_index))
     return sorted(wanted)
+
+
+def _group_extra(dag: DagSpec, task_id: str) -> tuple[list[str], list[str]]:
+    """The setups and teardown scope ``task_id`` reads: (in its mapped group, elsewhere)."""
+    extra = structure(dag).extra(task_id)
+    if not extra:
+        return [], []
+    group = dag.task(task_id).mapped_group
+    inside = [t for t in extra if group is not None and dag.task(t).mapped_group == group]
+    return inside, [t for t in extra if t not in inside]
 
 
 def in_group_states(inside: list[str], map_index: int, state_at: Callable[[str, int], object],
@@ -184,7 +216,8 @@ def _all_finished(task_ids: set[str], counts: StateCounts) -> bool:
 
 def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None = None,
            counts: StateCounts | None = None, group_states: GroupStates | None = None,
-           queue_cap: int | None = None, truncated: frozenset[str] = frozenset()) -> RunDecision:
+           queue_cap: int | None = None, truncated: frozenset[str] = frozenset(),
+           past_blocked: frozenset[str] = frozenset()) -> RunDecision:
     """Queue what may run, end what never will, and say whether the run is over.
 
     ``tis`` are the run's schedulable instances (others are ignored);
@@ -205,6 +238,10 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     their instances wait unread): while the pass makes progress the run cannot
     be over, so its end is judged only when nothing moved (then the unread
     instances, which share the verdict of the ones read, are as stuck).
+
+    ``past_blocked`` names the ``depends_on_past`` tasks whose previous run
+    does not let them run yet: their instances wait (and a run waiting on
+    them is not deadlocked, as in Airflow).
     """
     out = RunDecision()
     budget = [queue_cap]
@@ -272,13 +309,16 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                 elif st is None:
                     inside, others = edges.get(task_id, ((), spec.upstream))
                     if up is None:
-                        up = _upstream_states(others, counts)
+                        up = _upstream_states(others, counts,
+                                              structure(dag).direct_setups.get(task_id, frozenset()))
                     if same_for_all is not None:
                         verdict = same_for_all
                     else:
-                        verdict = _verdict(spec, ti, up, inside, state_at, expanding)
-                        if not inside and not up.removed:
+                        verdict = _verdict(dag, spec, ti, up, inside, state_at, expanding, counts)
+                        if not inside and not up.removed and not _group_extra(dag, task_id)[0]:
                             same_for_all = verdict
+                    if verdict is Verdict.RUN and task_id in past_blocked:
+                        verdict = Verdict.WAIT
                     if spec.mapped is not None and ti.map_index < 0:
                         verdict, length = _placeholder_verdict(dag, spec, verdict, counts, facts)
                         if verdict is Verdict.RUN:
@@ -304,24 +344,90 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
     return out
 
 
-def _verdict(spec: TaskSpec, ti: TIRow, up: UpstreamStates, inside: list[str],
-             state_at: Callable[[str, int], object], expanding: set[str]) -> Verdict:
+def _verdict(dag: DagSpec, spec: TaskSpec, ti: TIRow, up: UpstreamStates, inside: list[str],
+             state_at: Callable[[str, int], object], expanding: set[str],
+             counts: StateCounts) -> Verdict:
+    """The trigger rule, then the setup checks Airflow's ``TriggerRuleDep`` adds.
+
+    A task with no upstream or the ``always`` rule runs without either. A
+    work task's indirect setups are checked first and a state they set wins
+    (``combine``); a teardown whose rule passes still waits for its scope.
+    """
+    direct = _direct_verdict(dag, spec, ti, up, inside, state_at, expanding)
+    if not spec.upstream or spec.trigger_rule == "always":
+        return direct
+    st = structure(dag)
+    if spec.is_teardown:
+        scope = st.teardown_scope.get(spec.task_id)
+        if direct is Verdict.RUN and scope:
+            reach = _reach(dag, spec.task_id, scope, ti, counts, state_at, expanding)
+            return Verdict.RUN if reach is None or reach.upstream_done else Verdict.WAIT
+        return direct
+    setups = st.indirect_setups.get(spec.task_id)
+    if not setups:
+        return direct
+    reach = _reach(dag, spec.task_id, setups, ti, counts, state_at, expanding)
+    if reach is None:
+        return direct
+    return combine(evaluate_indirect_setups(reach, map_index=ti.map_index), direct)
+
+
+def _direct_verdict(dag: DagSpec, spec: TaskSpec, ti: TIRow, up: UpstreamStates,
+                    inside: list[str], state_at: Callable[[str, int], object],
+                    expanding: set[str]) -> Verdict:
     """The trigger rule over ``up`` plus, in a mapped group, this index's in-group upstreams."""
     if not inside:
         return evaluate(spec.trigger_rule, up, map_index=ti.map_index)
+    pairs = in_group_states(inside, ti.map_index, state_at, expanding)
+    if pairs is None:
+        return Verdict.RUN
+    setups = structure(dag).direct_setups.get(spec.task_id, frozenset())
+    in_setups = [u for u in inside if u in setups]
+    in_setups = (in_group_states(in_setups, ti.map_index, state_at, expanding) or []) if in_setups else []
+    return evaluate(spec.trigger_rule,
+                    up + tally(pairs, len(pairs), setup_states=in_setups, setup_total=len(in_setups)),
+                    map_index=ti.map_index)
+
+
+def _reach(dag: DagSpec, task_id: str, tasks: tuple[str, ...], ti: TIRow, counts: StateCounts,
+           state_at: Callable[[str, int], object], expanding: set[str]) -> UpstreamStates | None:
+    """The counts of ``tasks`` as ``ti`` sees them: per index in its mapped group, else whole.
+
+    ``None`` when none of them is to be looked at yet (only unexpanded
+    in-group ones while ``ti`` is itself unexpanded).
+    """
+    inside, others = _group_extra(dag, task_id)
+    inside = [t for t in inside if t in tasks]
+    others = [t for t in others if t in tasks]
+    whole = _upstream_states(others, counts)
+    if not inside:
+        return whole
     states = in_group_states(inside, ti.map_index, state_at, expanding)
     if states is None:
-        return Verdict.RUN
-    return evaluate(spec.trigger_rule, up + tally(states, len(states)), map_index=ti.map_index)
+        return whole if others else None
+    return whole + tally(states, len(states))
 
 
 def _finish(dag: DagSpec, counts: StateCounts, out: RunDecision) -> None:
+    """The run's end: failed or success on its effective leaves, or deadlocked.
+
+    Instances waiting on a previous run are not a deadlock: Airflow's
+    ``DagRun.update_state`` does not judge one while a ``depends_on_past``
+    task is unfinished, and the run goes on when its past settles.
+    """
     unfinished = {s for c in counts.values() for s, n in c.items() if n > 0 and s not in FINISHED_STATES}
     if unfinished:
-        if not unfinished & ACTIVE:
+        if not unfinished & ACTIVE and not _waits_on_past(dag, counts):
             out.run_state, out.deadlocked = "failed", True
         return
-    leaves = [t.task_id for t in dag.tasks if not t.downstream]
+    leaves = effective_leaves(dag)
     failed = any(counts.get(t, Counter())["failed"] or counts.get(t, Counter())["upstream_failed"]
                  for t in leaves)
     out.run_state = "failed" if failed else "success"
+
+
+def _waits_on_past(dag: DagSpec, counts: StateCounts) -> bool:
+    """An unfinished instance belongs to a ``depends_on_past`` task."""
+    return any(t in dag.task_map and dag.task(t).depends_on_past
+               and any(n > 0 and s not in FINISHED_STATES for s, n in c.items())
+               for t, c in counts.items())

@@ -46,6 +46,11 @@ class TaskSpec(_Model):
     is_setup: bool = False
     is_teardown: bool = False
     on_failure_fail_dagrun: bool = False
+    # waiting on the previous run (Airflow's PrevDagrunDep; scheduler/past.py)
+    depends_on_past: bool = False
+    wait_for_downstream: bool = False
+    ignore_first_depends_on_past: bool = True
+    start_date: datetime | None = None  # the task's own, which may differ from the DAG's
     callbacks: list[str] = []  # the on_*_callback names the task has
     inlets: list[dict[str, Any]] = []
     outlets: list[dict[str, Any]] = []
@@ -70,6 +75,7 @@ class DagSpec(_Model):
     params: dict[str, Any] = {}
     param_schemas: dict[str, dict[str, Any]] = {}  # Param name -> schema/description/required
     tags: list[str] = []
+    callbacks: list[str] = []  # the DAG's on_success/on_failure_callback names it has
     tasks: list[TaskSpec]
 
     def task(self, task_id: str) -> TaskSpec:

@@ -29,6 +29,9 @@ WEIGHT_RULES = ("downstream", "upstream", "absolute")
 CALLBACKS = ("on_execute_callback", "on_failure_callback", "on_success_callback",
              "on_retry_callback", "on_skipped_callback")
 
+#: The DAG callbacks Sluice's scheduler runs when a run ends (scheduler/callbacks.py).
+DAG_CALLBACKS = ("on_success_callback", "on_failure_callback")
+
 __all__ = ["dag_spec", "task_spec", "validated_spec"]
 
 
@@ -56,12 +59,19 @@ def dag_spec(dag: Any) -> dict[str, Any]:
                               f"DAG {dag.dag_id!r} params"),
         "param_schemas": _param_schemas(params),
         "tags": sorted(dag.tags),
+        **_dag_callbacks(dag),
         "tasks": [task_spec(t, weights[t.task_id], dag.dag_id) for t in dag.tasks],
+        **asset_fields(dag),  # read from the stored document by scheduler.assets
     }
 
 
+def _dag_callbacks(dag: Any) -> dict[str, list[str]]:
+    """``{"callbacks": [...]}`` naming the DAG callbacks it has; nothing when it has none."""
+    names = [n for n in DAG_CALLBACKS if getattr(dag, n, None)]
+    return {"callbacks": names} if names else {}
+
+
 def task_spec(task: Any, weight: int, dag_id: str) -> dict[str, Any]:
-        **asset_fields(dag),  # read from the stored document by scheduler.assets
     group = task.task_group
     mapped_group = task.get_closest_mapped_task_group()
     where = f"DAG {dag_id!r}: task {task.task_id!r}"
@@ -87,10 +97,22 @@ def task_spec(task: Any, weight: int, dag_id: str) -> dict[str, Any]:
         "is_setup": bool(task.is_setup),
         "is_teardown": bool(task.is_teardown),
         "on_failure_fail_dagrun": bool(task.on_failure_fail_dagrun),
+        **_past_fields(task),
         "callbacks": [name for name in CALLBACKS if _has_callback(task, name)],
         "inlets": _lineage(task.inlets),
         "outlets": _lineage(task.outlets),
     }
+
+
+def _past_fields(task: Any) -> dict[str, Any]:
+    """What the scheduler needs to make an instance wait on the previous run.
+
+    ``wait_for_downstream`` implies ``depends_on_past``, as the SDK sets it.
+    """
+    return {"depends_on_past": bool(task.depends_on_past),
+            "wait_for_downstream": bool(task.wait_for_downstream),
+            "ignore_first_depends_on_past": bool(task.ignore_first_depends_on_past),
+            "start_date": _iso_utc(task.start_date)}
 
 
 def _text(value: Any) -> str:

@@ -64,11 +64,14 @@ def test_a_weight_rule_sluice_cannot_compute_is_refused_naming_dag_and_task(rule
     assert message.endswith("is not supported by Sluice (one of downstream, upstream, absolute)")
 
 
-def test_depends_on_past_and_wait_for_downstream_load_and_change_nothing_scheduled():
-    """README "Not yet": they load, and the scheduler's spec is that of the same task without."""
+def test_depends_on_past_and_wait_for_downstream_are_in_the_spec():
+    """The scheduler waits on the previous run from these (scheduler/past.py); the rest is alike."""
     with DAG("past", start_date=datetime(2026, 1, 1), schedule=None) as dag:
         EmptyOperator(task_id="plain")
         EmptyOperator(task_id="flagged", depends_on_past=True, wait_for_downstream=True)
     spec = spec_of(dag)
     flagged = spec.task("flagged").model_dump()
-    assert {**flagged, "task_id": "plain"} == spec.task("plain").model_dump()
+    past = {"depends_on_past": True, "wait_for_downstream": True}
+    assert {k: flagged[k] for k in past} == past
+    assert {**flagged, "task_id": "plain", "depends_on_past": False,
+            "wait_for_downstream": False} == spec.task("plain").model_dump()
