@@ -9,6 +9,7 @@ import structlog
 
 from scheduler.expansion import literal_length
 from shared.db import q
+from shared.params import check_run_conf
 from shared.schedules import Interval, manual_interval, parse_schedule
 from shared.serialization import DagSpec
 
@@ -32,8 +33,11 @@ async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
     last complete interval for a cron schedule); its logical date is the moment.
     ``run_id`` is the caller's (a task's ``TriggerDagRunOperator``) or
     ``manual__<logical date>``. A given date or run id that clashes with an
-    existing run raises ``ValueError``.
+    existing run raises ``ValueError``. A conf its DAG's params refuse raises
+    ``shared.params.ParamsError`` before anything is written, whichever entry
+    point triggered the run.
     """
+    await check_run_conf(conn, dag_id, conf)
     schedule = parse_schedule(await conn.fetchval(q("dag_schedule"), dag_id))
     while True:
         when = logical_date or utcnow()

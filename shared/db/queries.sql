@@ -1055,3 +1055,135 @@ SELECT d.is_active,
 
 -- name: api_run_set_note
 UPDATE dag_run SET note = $2 WHERE id = $1
+
+-- ==========================================================================================
+-- callbacks: DAG and task callbacks owed (callback_request), run by scheduler/callbacks.py
+
+-- name: request_dag_callback
+-- A run ended ($3 the reason Airflow gives: success, task_failure, all_tasks_deadlocked,
+-- timed_out) and its DAG has the callback $2. A timed-out run names the unfinished
+-- instance that started last (read before time_out_run skips them, as Airflow does); the
+-- other reasons pick theirs when the callback runs, once every instance has its end state.
+INSERT INTO callback_request (kind, run_pk, callback, reason, ti_id)
+SELECT 'dag', $1, $2, $3,
+       CASE WHEN $3 = 'timed_out' THEN
+           (SELECT ti.id FROM task_instance ti
+             WHERE ti.run_pk = $1
+               AND (ti.state IS NULL OR ti.state IN ('scheduled', 'queued', 'running',
+                                                     'up_for_retry', 'deferred'))
+             ORDER BY ti.start_date DESC NULLS LAST, ti.id LIMIT 1)
+       END
+
+-- name: request_task_callback
+-- A try failed outside its task process ($1 the instance, $2 its try, $3 why): its task's
+-- on_retry_callback when it is up for retry, else its on_failure_callback (and the
+-- matching email). Nothing when the instance is no longer that try's failure.
+INSERT INTO callback_request (kind, run_pk, ti_id, try_number, callback, reason)
+SELECT 'task', ti.run_pk, ti.id, ti.try_number,
+       CASE ti.state WHEN 'up_for_retry' THEN 'on_retry_callback' ELSE 'on_failure_callback' END,
+       $3
+  FROM task_instance ti
+ WHERE ti.id = $1 AND ti.try_number = $2 AND ti.state IN ('failed', 'up_for_retry')
+
+-- name: claim_callbacks
+-- Up to $1 owed callbacks nobody holds (never claimed, or their lease ran out: the
+-- scheduler running them died) and claimed fewer than $3 times, oldest first, leased for
+-- $2 seconds. With each, what its context needs: the DAG's file, the run, and the instance (a DAG callback's own choice
+-- when the request names none: the last failed or succeeded one by end date, as Airflow's
+-- DagRun.update_state; for a deadlock the first unfinished one).
+WITH claimed AS (
+    UPDATE callback_request c
+       SET attempts = attempts + 1, lease_until = now() + make_interval(secs => $2)
+     WHERE c.id IN (SELECT id FROM callback_request
+                     WHERE (lease_until IS NULL OR lease_until < now()) AND attempts < $3
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING c.*
+)
+SELECT c.id, c.kind, c.callback, c.reason, c.attempts, c.try_number AS request_try,
+       d.fileloc, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
+       r.data_interval_end, r.start_date AS run_start_date, r.end_date AS run_end_date,
+       r.created_at AS run_created_at, r.state AS run_state, r.conf, r.note, r.clear_number,
+       ti.uuid, ti.task_id, ti.map_index, ti.try_number, ti.max_tries, ti.state,
+       ti.start_date, ti.end_date, ti.hostname, ti.queue, ti.label, ti.error
+  FROM claimed c
+  JOIN dag_run r ON r.id = c.run_pk
+  LEFT JOIN dag d ON d.dag_id = r.dag_id
+  LEFT JOIN LATERAL (
+      SELECT * FROM task_instance t
+       WHERE t.id = c.ti_id
+          OR (c.ti_id IS NULL AND c.kind = 'dag' AND t.run_pk = c.run_pk AND (
+                 (c.reason = 'task_failure' AND t.state = 'failed')
+              OR (c.reason = 'success' AND t.state = 'success')
+              OR (c.reason = 'all_tasks_deadlocked'
+                  AND (t.state IS NULL OR t.state IN ('scheduled', 'up_for_retry')))))
+       ORDER BY CASE WHEN c.reason = 'all_tasks_deadlocked' THEN NULL ELSE t.end_date END
+                    DESC NULLS LAST, t.id
+       LIMIT 1
+  ) ti ON true
+ ORDER BY c.id
+
+-- name: callback_done
+-- A claimed callback ran (or failed for good): it is owed no more.
+DELETE FROM callback_request WHERE id = $1
+
+-- name: callback_given_up
+-- Callbacks claimed $1 times already whose lease ran out again (each claim's runner died
+-- with it): dropped, returned to be logged.
+DELETE FROM callback_request
+ WHERE attempts >= $1 AND lease_until < now()
+RETURNING id, kind, callback, run_pk, ti_id
+
+-- ===========================================================================================
+-- Params, pausing and pools (shared/params.py, shared/pools_cli.py, `sluice dags pause`).
+
+-- name: dag_params
+-- A DAG's param defaults and schemas, as the scheduler last stored them: what a new
+-- run's conf is checked against (shared/params.py).
+SELECT serialized->'params' AS params, serialized->'param_schemas' AS param_schemas
+  FROM dag WHERE dag_id = $1
+
+-- name: set_dag_paused
+-- Pause ($2 true) or unpause active DAG $1; what it was before (no row: no such DAG).
+UPDATE dag d SET is_paused = $2
+  FROM (SELECT dag_id, is_paused FROM dag WHERE dag_id = $1 AND is_active FOR UPDATE) old
+ WHERE d.dag_id = old.dag_id
+RETURNING old.is_paused AS was_paused
+
+-- name: dag_paused
+SELECT is_paused FROM dag WHERE dag_id = $1 AND is_active
+
+-- name: active_runs_of_dags
+-- The queued and running runs of DAGs $1: a DAG unpaused has them scheduled again.
+SELECT id FROM dag_run WHERE dag_id = any($1::text[]) AND state IN ('queued', 'running')
+
+-- name: pool_rows
+-- Pools ($1: one by name, or NULL: all) with the slots their queued and running
+-- instances hold, by name.
+SELECT p.name, p.slots, p.description,
+       coalesce(sum(t.pool_slots) FILTER (WHERE t.state = 'running'), 0)::int AS running_slots,
+       coalesce(sum(t.pool_slots) FILTER (WHERE t.state = 'queued'), 0)::int AS queued_slots
+  FROM pool p LEFT JOIN task_instance t ON t.pool = p.name AND t.state IN ('queued', 'running')
+ WHERE $1::text IS NULL OR p.name = $1
+ GROUP BY p.name, p.slots, p.description
+ ORDER BY p.name
+
+-- name: upsert_pool
+-- Create pool $1 or set its slots; a NULL description keeps the one it has. True when created.
+INSERT INTO pool (name, slots, description) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE SET slots = EXCLUDED.slots,
+                                 description = coalesce($3, pool.description)
+RETURNING (xmax = 0) AS created
+
+-- name: lock_pool
+SELECT name FROM pool WHERE name = $1 FOR UPDATE
+
+-- name: pool_holders
+-- Queued and running instances in pool $1 (at most 5 named): a pool they hold is not deleted.
+SELECT r.dag_id, r.run_id, t.task_id, t.map_index, t.state, count(*) OVER () AS total
+  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
+ WHERE t.pool = $1 AND t.state IN ('queued', 'running')
+ ORDER BY r.dag_id, r.run_id, t.task_id, t.map_index
+ LIMIT 5
+
+-- name: delete_pool_row
+DELETE FROM pool WHERE name = $1
