@@ -24,6 +24,7 @@ from scheduler.expansion import RunFacts
 from scheduler.groups import group_states
 from scheduler.limits import Busy, Candidate, select
 from scheduler.parsing import FolderParser
+from scheduler.past import PastWaker, blocked
 from scheduler.runs import create_due_runs, insert_task_instances, task_instance_rows, utcnow
 from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
@@ -78,6 +79,7 @@ class Scheduler:
         self._read_scope: anyio.CancelScope | None = None
         self.stats = {"runs_scheduled": 0, "tis_queued": 0}
         self.db_continuity = Continuity()  # zombies are judged only on an unbroken view
+        self.past = PastWaker()  # depends_on_past: a settled run wakes the runs after it
 
     # --- DAG definitions --------------------------------------------------
     async def refresh_dags(self) -> None:
@@ -157,7 +159,9 @@ class Scheduler:
                     spec.dag_id, max(0, spec.max_active_tasks - busy.dag_tasks[spec.dag_id]))
                 decision, tis, windowed = await self._decide_expanding(
                     conn, spec, run["id"], by_run[run["id"]], run_counts, now, cap,
-                    truncated[run["id"]])
+                    truncated[run["id"]], await blocked(conn, spec, run, run_counts))
+                self.pending.update(await self.past.after_pass(
+                    conn, spec, run, run_counts, decision.end, tis, decision.run_state is not None))
                 free[spec.dag_id] = max(0, cap - len(decision.queue))
                 if decision.held:
                     self.starved.add(run["id"])
@@ -293,6 +297,7 @@ class Scheduler:
                                 tis: list[TIRow], counts: StateCounts, now: datetime,
                                 queue_cap: int | None = None,
                                 truncated: frozenset[str] = frozenset(),
+                                past_blocked: frozenset[str] = frozenset(),
                                 ) -> tuple[RunDecision, list[TIRow], bool]:
         """Decide; while placeholders expand, create their instances and decide again.
 
@@ -305,7 +310,7 @@ class Scheduler:
                 facts = await self._run_facts(conn, run_pk)
             states = await group_states(conn, spec, run_pk, tis)
             decision = decide(spec, tis, now, facts, {k: Counter(v) for k, v in counts.items()},
-                              states, queue_cap, truncated)
+                              states, queue_cap, truncated, past_blocked)
             if not decision.expand:
                 return decision, tis, bool(truncated)
             if decision.end:
@@ -598,4 +603,3 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             await redis.aclose()
             await pool.close()
         log.info("scheduler_stopped")
-
