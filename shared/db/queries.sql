@@ -606,14 +606,18 @@ UPDATE task_instance SET state = 'removed', end_date = coalesce(end_date, now())
 
 -- name: reset_tis
 -- Cleared: no state, retries renewed; the try count goes on from where it was. The try
--- each one ended goes to task_instance_history first (clearing keeps tries, as in Airflow).
+-- each one ended goes to task_instance_history first (clearing keeps tries, as in Airflow);
+-- a try cleared unfinished (running, deferred, queued) is kept as failed, ended now, as
+-- Airflow's TaskInstanceHistory.record_ti keeps it.
 WITH ended AS (
     INSERT INTO task_instance_history (run_pk, task_id, map_index, try_number, uuid, state,
         max_tries, queue, pool, pool_slots, priority_weight, label, queued_at, start_date,
         end_date, error, hostname, unixname, pid)
-    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid, h.state, h.max_tries,
-           h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
-           h.start_date, h.end_date, h.error, h.hostname, h.unixname, h.pid
+    SELECT h.run_pk, h.task_id, h.map_index, h.try_number, h.uuid,
+           CASE WHEN h.state IN ('success', 'failed', 'upstream_failed', 'skipped', 'removed')
+                THEN h.state ELSE 'failed' END,
+           h.max_tries, h.queue, h.pool, h.pool_slots, h.priority_weight, h.label, h.queued_at,
+           h.start_date, coalesce(h.end_date, now()), h.error, h.hostname, h.unixname, h.pid
       FROM task_instance h
      WHERE h.id = any($1::bigint[]) AND h.state IS NOT NULL AND h.try_number > 0
     ON CONFLICT DO NOTHING
