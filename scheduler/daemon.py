@@ -19,6 +19,7 @@ import anyio
 import asyncpg
 import structlog
 
+from scheduler.assets import create_asset_runs, sync_references
 from scheduler.decide import RunDecision, StateCounts, TIRow, decide
 from scheduler.expansion import RunFacts
 from scheduler.groups import group_states
@@ -85,6 +86,7 @@ class Scheduler:
     async def refresh_dags(self) -> None:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("active_dags"))
+            await sync_references(conn)  # assets: what the asset-scheduled DAGs wait on
             self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
             specs, paused = {}, set()
             for row in rows:
@@ -375,6 +377,7 @@ class Scheduler:
             await self.refresh_dags()
         now = utcnow()
         next_run_due = await self.create_scheduled_runs(now)
+        self.pending.update(await create_asset_runs(self.pool))  # assets: events that came
         self.pending.update(pk for pk, due in self.timers.items() if due <= now)
         await self._drain_pending()
         wake = min([t for t in [next_run_due, *self.timers.values()] if t is not None],

@@ -96,9 +96,15 @@ def run_after(row) -> Any:
 
 
 def dag_run(row) -> DagRun:
-    """The SDK's ``DagRun`` of a ``dag_run`` row (columns as api_run_detail names them)."""
+    """The SDK's ``DagRun`` of a ``dag_run`` row (columns as api_run_detail names them).
+
+    An asset-triggered run has no logical date, as in Airflow (Sluice keeps its run-after
+    moment in the column); its consumed events are set by the caller that reads them.
+    """
+    asset_triggered = row["run_type"] == "asset_triggered"
     return DagRun(
-        dag_id=row["dag_id"], run_id=row["run_id"], logical_date=row["logical_date"],
+        dag_id=row["dag_id"], run_id=row["run_id"],
+        logical_date=None if asset_triggered else row["logical_date"],
         data_interval_start=row["data_interval_start"],
         data_interval_end=row["data_interval_end"], run_after=run_after(row),
         start_date=row["run_start_date"], end_date=row["run_end_date"],

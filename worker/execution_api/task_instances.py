@@ -32,6 +32,12 @@ from pydantic import BaseModel, JsonValue, ValidationError
 
 from shared.db import q
 from shared.messages import RunChanged, TriggersPending
+from worker.execution_api.assets import (
+    consumed_events,
+    emits_assets,
+    finish_emitting,
+    inactive_assets,
+)
 from worker.execution_api.common import (
     Api,
     api,
@@ -90,7 +96,11 @@ async def start(a: Api, ti: uuid.UUID, payload: TIEnterRunningPayload) -> Respon
                                 payload.hostname, payload.unixname, payload.start_date)
     if row is None:
         await explain_miss(a, ti, None, "TI was not in a state where it could be marked as running")
-    return model_response(run_context(row))
+    context = run_context(row)
+    if row["run_type"] == "asset_triggered":  # assets: its triggering_asset_events
+        context.dag_run.consumed_asset_events = await consumed_events(a.pool, row["dag_id"],
+                                                                      row["run_id"])
+    return model_response(context)
 
 
 def run_context(row) -> TIRunContext:
@@ -172,8 +182,10 @@ async def finish(a: Api, ti: uuid.UUID, payload) -> int | None:
             delay = await retry_delay(a, ti)
         error = payload.retry_reason[:500] if payload.retry_reason else None
     label = payload.rendered_map_index if "rendered_map_index" in payload.model_fields_set else None
-    return await a.pool.fetchval(q("api_ti_finish"), ti, a.settings.worker_id, state,
-                                 payload.end_date, label, float(delay or 0.0), error)
+    args = (ti, a.settings.worker_id, state, payload.end_date, label, float(delay or 0.0), error)
+    if emits_assets(payload):  # assets: a success's events commit with it
+        return await finish_emitting(a, ti, payload, args)
+    return await a.pool.fetchval(q("api_ti_finish"), *args)
 
 
 async def retry_delay(a: Api, ti: uuid.UUID) -> float:
@@ -271,9 +283,9 @@ async def ti_previous_successful_dagrun(request: Request, ti: TiId) -> Response:
 
 
 @router.get("/{task_instance_id}/validate-inlets-and-outlets")
-async def ti_validate_inlets_and_outlets(ti: TiId) -> dict:
-    """Sluice keeps no asset registry: no declared asset is inactive."""
-    return {"inactive_assets": []}
+async def ti_validate_inlets_and_outlets(request: Request, ti: TiId) -> dict:
+    """The assets the task's inlets and outlets declare that Sluice has no record of."""
+    return {"inactive_assets": [p.model_dump() for p in await inactive_assets(api(request), ti)]}
 
 
 # --- queries over instances ----------------------------------------------------------------
