@@ -291,46 +291,48 @@ class TriggerComms:
                                   "from a trigger yet")
         return await handler(msg)
 
-    async def _ti_filter_args(self, msg, states: list[str] | None = None) -> tuple:
-        from fastapi import HTTPException
-
+    def _filters(self, msg):
+        """The Execution API's own ``count``/``states`` filters, so a trigger's question is
+        answered as a task's is (``worker.execution_api.task_instances.Filters``)."""
         from worker.execution_api.task_instances import Filters
 
-        filters = Filters(dag_id=msg.dag_id, map_index=msg.map_index, task_ids=msg.task_ids,
-                          task_group_id=msg.task_group_id, logical_dates=msg.logical_dates,
-                          run_ids=msg.run_ids)
+        return Filters(dag_id=msg.dag_id, map_index=msg.map_index, task_ids=msg.task_ids,
+                       task_group_id=msg.task_group_id, logical_dates=msg.logical_dates,
+                       run_ids=msg.run_ids)
+
+    async def _answer(self, call):
+        """``call``'s result, its HTTP error raised as a failed API call is to the SDK."""
+        from fastapi import HTTPException
+
         try:
-            return await filters.args(self, states)
+            return await call
         except HTTPException as exc:
-            raise _api_error(exc.status_code, str(exc.detail), exc.detail) from None
+            message = exc.detail.get("message") if isinstance(exc.detail, dict) else exc.detail
+            raise _api_error(exc.status_code, str(message), exc.detail) from None
 
     async def _on_GetTICount(self, msg):
         from airflow.sdk.execution_time.comms import TICount
 
         from shared.db import q
 
-        args = await self._ti_filter_args(msg, msg.states)
+        args = await self._answer(self._filters(msg).args(self, msg.states))
         return TICount(count=await self.pool.fetchval(q("api_ti_count"), *args))
 
     async def _on_GetTaskStates(self, msg):
         from airflow.sdk.execution_time.comms import TaskStatesResult
 
-        from shared.db import q
-
-        found: dict[str, dict[str, str | None]] = {}
-        for r in await self.pool.fetch(q("api_ti_select"), *await self._ti_filter_args(msg)):
-            key = r["task_id"] if r["map_index"] < 0 else f"{r['task_id']}_{r['map_index']}"
-            found.setdefault(r["run_id"], {})[key] = r["state"]
-        return TaskStatesResult(task_states=found)
+        return TaskStatesResult(task_states=await self._answer(self._filters(msg).states(self)))
 
     async def _on_GetDRCount(self, msg):
         from airflow.sdk.execution_time.comms import DRCount
 
         from shared.db import q
+        from worker.execution_api.task_instances import filter_values
 
         states = [getattr(s, "value", s) for s in msg.states] if msg.states else None
         return DRCount(count=await self.pool.fetchval(
-            q("api_run_count"), msg.dag_id, msg.logical_dates, msg.run_ids, states))
+            q("api_run_count"), msg.dag_id, filter_values(msg.logical_dates),
+            filter_values(msg.run_ids), states))
 
     async def _on_GetDagRunState(self, msg):
         from airflow.sdk.execution_time.comms import DagRunStateResult

@@ -11,7 +11,6 @@ so the SDK raises what Airflow's users see.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from airflow.sdk.api.datamodels._generated import (
@@ -20,6 +19,7 @@ from airflow.sdk.api.datamodels._generated import (
     TriggerDAGRunPayload,
 )
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import AwareDatetime
 
 from shared.db import q
 from shared.messages import RunChanged
@@ -32,6 +32,7 @@ from worker.execution_api.common import (
     not_implemented,
     problem,
 )
+from worker.execution_api.task_instances import filter_values
 
 runs = APIRouter()
 dags = APIRouter()
@@ -43,15 +44,17 @@ def _missing(dag_id: str, run_id: str):
 
 @runs.get("/count")
 async def run_count(request: Request, dag_id: str,
-                    logical_dates: Annotated[list[datetime] | None, Query()] = None,
+                    logical_dates: Annotated[list[AwareDatetime] | None, Query()] = None,
                     run_ids: Annotated[list[str] | None, Query()] = None,
                     states: Annotated[list[str] | None, Query()] = None) -> int:
-    return await api(request).pool.fetchval(q("api_run_count"), dag_id, logical_dates, run_ids,
-                                            states)
+    """Runs of ``dag_id`` matching every filter given (an empty list filters nothing)."""
+    return await api(request).pool.fetchval(
+        q("api_run_count"), dag_id, filter_values(logical_dates), filter_values(run_ids),
+        filter_values(states))
 
 
 @runs.get("/previous")
-async def run_previous(request: Request, dag_id: str, logical_date: datetime,
+async def run_previous(request: Request, dag_id: str, logical_date: AwareDatetime,
                        state: str | None = None) -> Response:
     row = await api(request).pool.fetchrow(q("api_run_previous"), dag_id, logical_date, state)
     return json_text("null") if row is None else model_response(dag_run(row))
@@ -78,10 +81,12 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
                       payload: TriggerDAGRunPayload) -> Response:
     """Create run ``run_id`` of ``dag_id`` for a task (``TriggerDagRunOperator``).
 
-    404 unknown DAG, 400 import errors, 409 a run of that id (or, Sluice, of that
-    logical date) exists -- the SDK then clears it when ``reset_dag_run`` is set.
+    404 unknown DAG, 400 import errors or a conf its params refuse, 409 a run of that
+    id (or, Sluice, of that logical date) exists -- the SDK then clears it when
+    ``reset_dag_run`` is set.
     """
     from scheduler.runs import create_manual_run
+    from shared.params import ParamsError
 
     if payload.partition_key is not None:
         raise not_implemented("POST", "/dag-runs/{dag_id}/{run_id}", "partitioned runs: "
@@ -100,6 +105,8 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
                                                     run_id=run_id)
                 if payload.note is not None:
                     await conn.execute(q("api_run_set_note"), run_pk, payload.note)
+        except ParamsError as exc:  # Airflow's ParamValidationError is its ValueError: 400
+            raise problem(400, "value_error", str(exc)) from None
         except ValueError as exc:  # the same run id or date, created meanwhile or before
             raise problem(409, "already_exists", f"A run already exists for Dag '{dag_id}' "
                           f"with run_id '{run_id}' ({exc})") from None

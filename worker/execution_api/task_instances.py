@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from airflow.sdk.api.datamodels._generated import (
@@ -28,7 +27,7 @@ from airflow.sdk.api.datamodels._generated import (
 )
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic import AwareDatetime, BaseModel, JsonValue, ValidationError
 
 from shared.db import q
 from shared.messages import RunChanged, TriggersPending
@@ -289,31 +288,66 @@ async def ti_validate_inlets_and_outlets(request: Request, ti: TiId) -> dict:
 
 
 # --- queries over instances ----------------------------------------------------------------
+# What ExternalTaskSensor, its WorkflowTrigger and TriggerDagRunOperator ask about other
+# DAGs' instances, answered as Airflow 3.3's routes do (execution_api/routes/
+# task_instances.py): an empty list filters nothing, dates must carry a time zone, a
+# task group is looked up in the DAG as parsed now (404 when it has no such group).
+def filter_values(values: list | None) -> list | None:
+    """A filter list, or None when absent or empty (Airflow's ``if task_ids:``)."""
+    return list(values) if values else None
+
+
 class Filters:
     """The filters ``count`` and ``states`` share, as query parameters."""
 
     def __init__(self, dag_id: str, map_index: int | None = None,
                  task_ids: Annotated[list[str] | None, Query()] = None,
                  task_group_id: str | None = None,
-                 logical_dates: Annotated[list[datetime] | None, Query()] = None,
+                 logical_dates: Annotated[list[AwareDatetime] | None, Query()] = None,
                  run_ids: Annotated[list[str] | None, Query()] = None) -> None:
-        self.dag_id, self.map_index, self.task_ids = dag_id, map_index, task_ids
-        self.task_group_id, self.logical_dates, self.run_ids = task_group_id, logical_dates, run_ids
+        self.dag_id, self.map_index, self.task_ids = dag_id, map_index, filter_values(task_ids)
+        self.task_group_id = task_group_id or None
+        self.logical_dates, self.run_ids = filter_values(logical_dates), filter_values(run_ids)
+
+    async def group(self, a: Api) -> list[str]:
+        """The task ids inside the task group (nested groups included); 404 for none."""
+        rows = await a.pool.fetch(q("api_group_task_ids"), self.dag_id, self.task_group_id)
+        if not rows:
+            raise not_found(f"Task group {self.task_group_id} not found in DAG {self.dag_id}")
+        return [r["task_id"] for r in rows]
 
     async def tasks(self, a: Api) -> list[str] | None:
-        """The task ids to match: those given, narrowed to the task group's when one is."""
+        """``count``'s task ids: those given, narrowed to the task group's when one is."""
         if self.task_group_id is None:
             return self.task_ids
-        rows = await a.pool.fetch(q("api_group_task_ids"), self.dag_id, self.task_group_id)
-        group = [r["task_id"] for r in rows]
-        if not group:
-            raise not_found(f"Task group {self.task_group_id} not found in DAG {self.dag_id}")
+        group = await self.group(a)
         return [t for t in group if t in self.task_ids] if self.task_ids else group
 
-    async def args(self, a: Api, states: list[str] | None = None) -> tuple:
+    async def args(self, a: Api, states: list[str] | None = None,
+                   tasks: list[str] | None | bool = True) -> tuple:
+        """``api_ti_count`` / ``api_ti_select``'s arguments; ``"null"`` matches no state."""
+        states = filter_values(states)
         real = [s for s in states if s != "null"] if states else None
-        return (self.dag_id, await self.tasks(a), self.map_index, self.logical_dates,
-                self.run_ids, real if states else None, bool(states and "null" in states))
+        if tasks is True:
+            tasks = await self.tasks(a)
+        return (self.dag_id, tasks, self.map_index, self.logical_dates,
+                self.run_ids, real, bool(states and "null" in states))
+
+    async def states(self, a: Api) -> dict[str, dict[str, str | None]]:
+        """``{run_id: {task_id or task_id_<map_index>: state}}`` as Airflow's ``/states``.
+
+        With a task group *and* task ids Airflow answers both sets (the union), where
+        ``count`` answers their intersection: each route is followed as written.
+        """
+        wanted: list[str] | None = self.task_ids
+        if self.task_group_id is not None:
+            group = await self.group(a)
+            wanted = sorted({*group, *self.task_ids}) if self.task_ids else group
+        found: dict[str, dict[str, str | None]] = {}
+        for r in await a.pool.fetch(q("api_ti_select"), *await self.args(a, tasks=wanted)):
+            key = r["task_id"] if r["map_index"] < 0 else f"{r['task_id']}_{r['map_index']}"
+            found.setdefault(r["run_id"], {})[key] = r["state"]
+        return found
 
 
 @router.get("/count")
@@ -325,17 +359,13 @@ async def ti_count(request: Request, filters: Annotated[Filters, Depends()],
 
 @router.get("/states")
 async def ti_states(request: Request, filters: Annotated[Filters, Depends()]) -> Response:
-    a = api(request)
-    found: dict[str, dict[str, str | None]] = {}
-    for r in await a.pool.fetch(q("api_ti_select"), *await filters.args(a)):
-        key = r["task_id"] if r["map_index"] < 0 else f"{r['task_id']}_{r['map_index']}"
-        found.setdefault(r["run_id"], {})[key] = r["state"]
-    return model_response(TaskStatesResponse(task_states=found))
+    return model_response(TaskStatesResponse(task_states=await filters.states(api(request))))
 
 
 @router.get("/previous/{dag_id}/{task_id}")
 async def ti_previous(request: Request, dag_id: str, task_id: str, map_index: int = -1,
-                      logical_date: datetime | None = None, state: str | None = None) -> Response:
+                      logical_date: AwareDatetime | None = None,
+                      state: str | None = None) -> Response:
     row = await api(request).pool.fetchrow(q("api_ti_previous"), dag_id, task_id, map_index,
                                            logical_date, state)
     if row is None:
