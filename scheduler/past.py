@@ -9,8 +9,8 @@ Follows Airflow 3.3's ``PrevDagrunDep`` (``airflow/ti_deps/deps/prev_dagrun_dep.
 * with ``catchup``, a previous run dated before the task's ``start_date``
   lets it run;
 * a previous run that has no instance of the task: it runs only with
-  ``ignore_first_depends_on_past`` (Airflow's default) and when no earlier run
-  has an instance of it; otherwise it waits (until cleared, as in Airflow);
+  ``ignore_first_depends_on_past`` (the Task SDK's default is False) and when
+  no earlier run has an instance of it; otherwise it waits, as in Airflow;
 * else **every** instance of the task in the previous run (all map indexes,
   as Airflow counts them) must be ``success`` or ``skipped``, and with
   ``wait_for_downstream`` every instance of its direct downstream tasks too.

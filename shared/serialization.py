@@ -49,7 +49,7 @@ class TaskSpec(_Model):
     # waiting on the previous run (Airflow's PrevDagrunDep; scheduler/past.py)
     depends_on_past: bool = False
     wait_for_downstream: bool = False
-    ignore_first_depends_on_past: bool = True
+    ignore_first_depends_on_past: bool = False
     start_date: datetime | None = None  # the task's own, which may differ from the DAG's
     callbacks: list[str] = []  # the on_*_callback names the task has
     inlets: list[dict[str, Any]] = []
