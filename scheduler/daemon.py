@@ -35,7 +35,6 @@ from shared.dags_folder import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler
-from shared.schedules import Interval
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
 
@@ -69,7 +68,8 @@ class Scheduler:
                                      claim_interval_s=settings.claim_interval_s)
         self.specs: dict[str, DagSpec] = {}
         self.paused: set[str] = set()
-        self.next_interval: dict[str, Interval | None] = {}
+        # when each DAG's next scheduled run is due (None: never); absent: evaluate its timetable
+        self.next_due: dict[str, datetime | None] = {}
         self.timers: dict[int, datetime] = {}
         self.pending: set[int] = set()
         self.starved: set[int] = set()
@@ -99,34 +99,44 @@ class Scheduler:
                     paused.add(row["dag_id"])
             for dag_id, spec in specs.items():
                 if dag_id not in self.specs or self.specs[dag_id] != spec:
-                    last = await conn.fetchrow(q("last_scheduled_interval"), dag_id)
-                    self.next_interval[dag_id] = (
-                        Interval(last["data_interval_start"], last["data_interval_end"])
-                        if last else None)
+                    self.next_due.pop(dag_id, None)  # a changed timetable is asked again
         self.specs, self.paused = specs, paused
         self.dags_dirty = False
 
     async def create_scheduled_runs(self, now: datetime) -> datetime | None:
-        """Create due scheduled runs; return when the next one is due."""
+        """Create the scheduled runs due at ``now``; return when the next one is due.
+
+        A DAG's timetable is asked only once its next run is due (or its
+        definition changed): what it answered is kept as the moment to wake at.
+        A run held back by ``max_active_runs`` is due already: it is asked
+        again on the next pass (a run ending wakes the scheduler), never slept
+        for. A DAG whose timetable fails is logged and left until it changes.
+        """
         earliest: datetime | None = None
         for dag_id, spec in self.specs.items():
             if spec.schedule is None or dag_id in self.paused:
                 continue
-            async with self.pool.acquire() as conn, conn.transaction():
-                created, nxt = await create_due_runs(conn, spec, now, self.next_interval.get(dag_id))
+            if dag_id in self.next_due:
+                due = self.next_due[dag_id]
+                if due is None:
+                    continue
+                if due > now:
+                    earliest = due if earliest is None else min(earliest, due)
+                    continue
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    created, nxt = await create_due_runs(conn, spec, now)
+            except ValueError as exc:
+                log.error("dag_schedule_failed", dag_id=dag_id, error=str(exc))
+                self.next_due[dag_id] = None
+                continue
             if created:
                 log.info("scheduled_runs_created", dag_id=dag_id, count=len(created))
                 self.pending.update(created)
-                last = await self._last_interval(dag_id)
-                self.next_interval[dag_id] = last
-            if nxt is not None and (earliest is None or nxt.end < earliest):
-                earliest = nxt.end
+            self.next_due[dag_id] = due = nxt.run_after if nxt is not None else None
+            if due is not None and due > now:
+                earliest = due if earliest is None else min(earliest, due)
         return earliest
-
-    async def _last_interval(self, dag_id: str) -> Interval | None:
-        async with self.pool.acquire() as conn:
-            last = await conn.fetchrow(q("last_scheduled_interval"), dag_id)
-        return Interval(last["data_interval_start"], last["data_interval_end"]) if last else None
 
     # --- scheduling -------------------------------------------------------
     async def schedule(self, run_pks: list[int]) -> None:

@@ -10,7 +10,7 @@ import structlog
 from scheduler.expansion import literal_length
 from shared.db import q
 from shared.params import check_run_conf
-from shared.schedules import Interval, manual_interval, parse_schedule
+from shared.schedules import Interval, RunInfo, Schedule, manual_interval, parse_schedule
 from shared.serialization import DagSpec
 
 log = structlog.get_logger()
@@ -73,26 +73,54 @@ async def insert_task_instances(conn: asyncpg.Connection, run_pk: int, rows: lis
     await conn.execute(q("insert_tis"), run_pk, *[list(c) for c in cols])
 
 
-async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec, now: datetime,
-                          after: Interval | None) -> tuple[list[int], Interval | None]:
-    """Create every scheduled run whose interval has ended; return them and the next interval."""
+async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec,
+                          now: datetime) -> tuple[list[int], RunInfo | None]:
+    """Create the DAG's scheduled runs that are due at ``now``; return them and the next one.
+
+    As Airflow 3.3's scheduler: the timetable gives the run after the last
+    scheduled one (by logical date), which is created once its ``run_after``
+    has come, with the timetable's logical date, data interval and run id
+    ``scheduled__<run_after>``; then the next, until one is not due yet.
+    While the DAG has ``max_active_runs`` (the timetable's own limit for
+    ``@continuous``: 1) queued or running runs, manual ones included, none is
+    created: the returned run is then already due and waits for a run to end.
+    ``None``: the timetable will not schedule another run.
+    """
     schedule = parse_schedule(spec.schedule)
     created: list[int] = []
     if schedule is None:
         return created, None
+    if schedule.earliest is None and schedule.latest is None and spec.start_date is not None:
+        schedule = Schedule(schedule.encoded, earliest=spec.start_date, latest=spec.end_date)
+    last = await conn.fetchrow(q("last_scheduled_interval"), spec.dag_id)
+    after = Interval(last["data_interval_start"], last["data_interval_end"]) if last else None
+    limit = min(spec.max_active_runs, schedule.active_runs_limit or spec.max_active_runs)
+    active = await conn.fetchval(q("active_run_count"), spec.dag_id)
     while True:
-        nxt = schedule.next_interval(after=after, start_date=spec.start_date,
-                                     end_date=spec.end_date, catchup=spec.catchup, now=now)
-        if nxt is None or nxt.end > now:
-            return created, nxt
-        run_id = run_id_for("scheduled", nxt.start)
-        pk = await conn.fetchval(q("insert_run"), spec.dag_id, run_id, "scheduled", nxt.start,
-                                 nxt.start, nxt.end, {})
+        info = _next_run(schedule, after, spec.catchup, now)
+        if info is None or info.run_after > now or active >= limit:
+            await conn.execute(q("set_next_dagrun"), spec.dag_id,
+                               info and info.interval.start, info and info.interval.end)
+            return created, info
+        if after is not None and info.interval == after:  # a timetable that does not advance
+            raise ValueError(f"timetable {schedule.kind} gave the last run's interval again")
+        pk = await conn.fetchval(q("insert_run"), spec.dag_id, info.run_id, "scheduled",
+                                 info.logical_date, info.interval.start, info.interval.end, {})
         if pk is None:
-            await log_run_conflict(conn, spec.dag_id, run_id, "scheduled", nxt.start)
+            await log_run_conflict(conn, spec.dag_id, info.run_id, "scheduled", info.logical_date)
         else:
             created.append(pk)
-        after = nxt
+            active += 1
+        after = info.interval
+
+
+def _next_run(schedule: Schedule, after: Interval | None, catchup: bool,
+              now: datetime) -> RunInfo | None:
+    """The timetable's next run; whatever it raises is a ``ValueError`` naming it."""
+    try:
+        return schedule.next_run(after=after, catchup=catchup, now=now)
+    except Exception as exc:  # Airflow's scheduler logs a failing timetable and goes on
+        raise ValueError(f"timetable {schedule.kind}: {type(exc).__name__}: {exc}") from exc
 
 
 async def log_run_conflict(conn: asyncpg.Connection, dag_id: str, run_id: str, run_type: str,

@@ -1,75 +1,58 @@
-"""DAG schedules with Airflow's data-interval semantics (pure logic, no I/O).
+"""A DAG's schedule: Airflow's own core timetable, evaluated the way Airflow's scheduler does.
 
-A scheduled run covers a *data interval* ``[start, end)``. Its ``logical_date``
-is ``interval.start`` and the run becomes due once ``interval.end <= now``
-(Airflow's ``CronDataIntervalTimetable`` / ``DeltaDataIntervalTimetable``).
+The parse server stores a DAG's timetable as Airflow serializes it
+(``airflow.serialization.encoders.encode_timetable``) inside the schedule JSON
+(``shared.airflow_spec.timetables.schedule_json``)::
 
-``Schedule.next_interval`` returns the next interval to create, even when it is
-not due yet; the caller creates the run if ``interval.end <= now`` and otherwise
-sleeps until ``interval.end``. ``None`` means there will never be another run.
+    {"kind": "timetable", "timetable": {"__type": "...", "__var": {...}},
+     "summary": "0 0 * * *", "description": "At 00:00",
+     "earliest": "2026-01-01T00:00:00+00:00", "latest": null}
 
-Rules (mirroring Airflow's ``next_dagrun_info``):
+The scheduler decodes it with Airflow's ``decode_timetable`` into the core
+class (``CronTriggerTimetable``, ``CronDataIntervalTimetable``,
+``EventsTimetable``, ...) and asks it what Airflow 3.3's scheduler asks it, so
+every built-in timetable behaves exactly as in Airflow instead of being
+re-implemented here:
 
-* cron intervals run from one cron tick to the next; ``start_date`` is rounded
-  up to the next tick (or kept if it is on a tick).
-* timedelta intervals start at ``start_date`` and step by the delta (without a
-  ``start_date`` the grid is anchored at the Unix epoch).
-* ``catchup=True``: the first interval starts at the first tick >= start_date
-  and each following one starts where the previous one ended.
-* ``catchup=False``: the backlog is skipped; the result is the latest interval
-  whose end <= now (else the first upcoming one), never earlier than
-  ``start_date`` and never earlier than the end of ``after``.
-* ``end_date``: no interval whose start (the logical date) is after it.
-* ``"@once"``: one interval ``start == end == start_date`` and then ``None``.
+* ``Schedule.next_run`` is ``Timetable.next_dagrun_info_v2`` under Airflow's
+  ``TimeRestriction`` (``earliest``: the earliest start date of the DAG and its
+  tasks; ``latest``: its end date; ``catchup``), after the last scheduled
+  run's data interval, with the timetable's clock reading ``now``. The run is
+  due once ``run_after <= now``; its logical date is the data interval's
+  start and its run id ``scheduled__<run_after>`` (``generate_run_id``).
+* ``Schedule.manual_interval`` is ``infer_manual_data_interval``.
 
-Without a ``start_date`` there is no backlog, so cron/timedelta schedules
-behave as with ``catchup=False`` and ``"@once"`` runs at ``now``.
-
-All datetimes are returned tz-aware in UTC; naive inputs are treated as UTC.
+Every datetime given back is a tz-aware stdlib ``datetime`` in UTC; naive
+inputs are taken to be UTC. Airflow is imported only when a schedule is
+evaluated (the parse server and the scheduler have it; nothing else needs it).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+__all__ = ["Interval", "RunInfo", "Schedule", "manual_interval", "parse_schedule",
+           "timetable_json"]
 
-__all__ = [
-    "manual_interval",
-    "CronSchedule",
-    "DeltaSchedule",
-    "Interval",
-    "OnceSchedule",
-    "Schedule",
-    "parse_schedule",
-]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_VALIDATION_BASE = datetime(2000, 1, 1, tzinfo=UTC)
-
-CRON_PRESETS: dict[str, str] = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@quarterly": "0 0 1 */3 *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
+KIND = "timetable"
 
 
 def _utc(dt: datetime) -> datetime:
-    """Return ``dt`` as tz-aware UTC (naive datetimes are taken to be UTC)."""
+    """``dt`` as a tz-aware stdlib datetime in UTC (naive datetimes are taken to be UTC)."""
     if not isinstance(dt, datetime):
         raise TypeError(f"expected a datetime, got {type(dt).__name__}")
     if dt.tzinfo is None or dt.tzinfo.utcoffset(dt) is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+        dt = dt.replace(tzinfo=UTC)
+    v = dt.astimezone(UTC)
+    return datetime(v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=UTC)
 
 
 def _opt_utc(dt: datetime | None) -> datetime | None:
@@ -78,7 +61,7 @@ def _opt_utc(dt: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """A data interval ``[start, end)``; ``start`` is the run's logical date."""
+    """A data interval ``[start, end]``; for a run, ``start`` is its logical date."""
 
     start: datetime
     end: datetime
@@ -91,332 +74,268 @@ class Interval:
         object.__setattr__(self, "end", end)
 
 
-class Schedule(ABC):
-    """Base class of all schedules."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    def next_interval(
-        self,
-        *,
-        after: Interval | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
-    ) -> Interval | None:
-        """The next interval to create after ``after`` (the last scheduled run's
-        interval, ``None`` if there is none yet), even if not due yet.
-        ``None`` only when there will never be another run."""
-
-    @abstractmethod
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict that ``parse_schedule`` turns back into this schedule."""
-
-    @abstractmethod
-    def description(self) -> str:
-        """A short human-readable description."""
-
-
-class _IntervalSchedule(Schedule):
-    """Shared ``next_interval`` logic of cron and timedelta schedules."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    def _next(self, dt: datetime) -> datetime:
-        """The grid point strictly after ``dt`` (``dt`` on the grid)."""
-
-    @abstractmethod
-    def _align_next(self, dt: datetime, anchor: datetime | None) -> datetime:
-        """``dt`` if on the grid, else the next grid point."""
-
-    @abstractmethod
-    def _align_prev(self, dt: datetime, anchor: datetime | None) -> datetime:
-        """``dt`` if on the grid, else the previous grid point."""
-
-    @abstractmethod
-    def _latest_start(self, now: datetime, anchor: datetime | None) -> datetime:
-        """Start of the latest interval whose end <= ``now``."""
-
-    def next_interval(
-        self,
-        *,
-        after: Interval | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
-    ) -> Interval | None:
-        start_date = _opt_utc(start_date)
-        end_date = _opt_utc(end_date)
-        now = _utc(now)
-
-        if catchup and start_date is not None:
-            earliest = self._align_next(start_date, start_date)
-        else:
-            earliest = self._latest_start(now, start_date)
-            if start_date is not None:
-                earliest = max(earliest, self._align_next(start_date, start_date))
-
-        if after is None:
-            start = earliest
-        else:
-            # Re-align in case the schedule changed since ``after`` was created.
-            start = max(self._align_prev(_utc(after.end), start_date), earliest)
-
-        if end_date is not None and start > end_date:
-            return None
-        return Interval(start, self._next(start))
-
-
 @dataclass(frozen=True, slots=True)
-class CronSchedule(_IntervalSchedule):
-    """Intervals between consecutive ticks of a 5-field cron expression.
+class RunInfo:
+    """Airflow's ``DagRunInfo`` of one scheduled run: when it may run and what it covers."""
 
-    The ticks are read in the DAG's time zone (``tz``, an IANA name; its
-    start_date's, as in Airflow), across daylight-saving changes; the
-    intervals are returned in UTC like every datetime here.
-    """
+    run_after: datetime
+    interval: Interval
 
-    expr: str
-    """As given (normalised whitespace); may be a preset such as ``"@daily"``."""
-    tz: str | None = None
-    """The IANA time zone the expression is read in; ``None`` is UTC."""
-    cron: str = field(init=False, repr=False, compare=False)
-    """The 5-field expression (presets expanded)."""
-    zone: Any = field(init=False, repr=False, compare=False)
+    @property
+    def logical_date(self) -> datetime:
+        return self.interval.start
 
-    def __post_init__(self) -> None:
-        expr = " ".join(str(self.expr).split())
-        object.__setattr__(self, "expr", expr)
-        object.__setattr__(self, "cron", _validate_cron(expr))
-        object.__setattr__(self, "zone", _zone(self.tz))
-
-    def _next(self, dt: datetime) -> datetime:
-        return _utc(croniter(self.cron, dt.astimezone(self.zone)).get_next(datetime))
-
-    def _prev(self, dt: datetime) -> datetime:
-        return _utc(croniter(self.cron, dt.astimezone(self.zone)).get_prev(datetime))
-
-    def _align_next(self, dt: datetime, anchor: datetime | None) -> datetime:
-        nxt = self._next(dt)
-        return dt if self._prev(nxt) == dt else nxt
-
-    def _align_prev(self, dt: datetime, anchor: datetime | None) -> datetime:
-        prev = self._prev(dt)
-        return dt if self._next(prev) == dt else prev
-
-    def _latest_start(self, now: datetime, anchor: datetime | None) -> datetime:
-        last_start = self._prev(now)
-        if self._next(last_start) == now:  # now is exactly on a tick
-            return last_start
-        return self._prev(last_start)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "cron", "expr": self.expr, **({"tz": self.tz} if self.tz else {})}
-
-    def in_zone(self, tz: str | None) -> CronSchedule:
-        """The same expression read in ``tz`` (a DAG's time zone)."""
-        return self if tz == self.tz else CronSchedule(self.expr, tz)
-
-    def description(self) -> str:
-        where = self.tz or "UTC"
-        if self.expr != self.cron:
-            return f"{self.expr} ({self.cron} {where})"
-        return f"cron '{self.cron}' ({where})"
+    @property
+    def run_id(self) -> str:
+        """``Timetable.generate_run_id`` of a scheduled run: ``scheduled__<run_after>``."""
+        return f"scheduled__{self.run_after.isoformat()}"
 
 
-@dataclass(frozen=True, slots=True)
-class DeltaSchedule(_IntervalSchedule):
-    """Fixed-length intervals on a grid anchored at ``start_date``."""
+class Schedule:
+    """One DAG's timetable (Airflow's core class, decoded once) and its time restriction."""
 
-    delta: timedelta
+    __slots__ = ("encoded", "earliest", "latest", "_summary", "_description")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.delta, timedelta):
-            raise TypeError(f"delta must be a timedelta, got {type(self.delta).__name__}")
-        if self.delta <= timedelta(0):
-            raise ValueError(f"invalid schedule {self.delta!r}: timedelta must be positive")
+    def __init__(self, encoded: dict[str, Any], *, earliest: datetime | None = None,
+                 latest: datetime | None = None, summary: str | None = None,
+                 description: str | None = None) -> None:
+        if not isinstance(encoded, dict) or not isinstance(encoded.get("__type"), str) \
+                or not isinstance(encoded.get("__var"), dict):
+            raise ValueError(f"invalid schedule timetable {encoded!r}: expected Airflow's "
+                             "encoded timetable {'__type': ..., '__var': {...}}")
+        self.encoded = encoded
+        self.earliest = _opt_utc(earliest)
+        self.latest = _opt_utc(latest)
+        self._summary = summary
+        self._description = description
 
-    def _next(self, dt: datetime) -> datetime:
-        return dt + self.delta
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self.to_json() == other.to_json()
 
-    def _align_next(self, dt: datetime, anchor: datetime | None) -> datetime:
-        # start_date defines the grid, so it is always "on" it.
-        return dt
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_json(), sort_keys=True))
 
-    def _align_prev(self, dt: datetime, anchor: datetime | None) -> datetime:
-        # Like Airflow, continue exactly where the previous interval ended.
-        return dt
+    def __repr__(self) -> str:
+        return f"Schedule({self.summary()!r})"
 
-    def _latest_start(self, now: datetime, anchor: datetime | None) -> datetime:
-        base = anchor if anchor is not None else _EPOCH
-        n = (now - base) // self.delta  # whole intervals that have ended by ``now``
-        return base + (n - 1) * self.delta
+    @property
+    def timetable(self) -> Any:
+        """Airflow's core timetable object (shared by every schedule of the same encoding)."""
+        return _decoded(json.dumps(self.encoded, sort_keys=True))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "delta", "seconds": self.delta.total_seconds()}
+    @property
+    def kind(self) -> str:
+        """The timetable's class name, e.g. ``CronTriggerTimetable``."""
+        return self.encoded["__type"].rsplit(".", 1)[-1]
 
-    def description(self) -> str:
-        return f"every {_human_delta(self.delta)}"
+    @property
+    def active_runs_limit(self) -> int | None:
+        """The timetable's own cap on active runs (``ContinuousTimetable``: 1)."""
+        return getattr(self.timetable, "active_runs_limit", None)
 
+    def next_run(self, *, after: Interval | None, catchup: bool, now: datetime) -> RunInfo | None:
+        """The next scheduled run after the last one's interval ``after``, even if not due yet.
 
-@dataclass(frozen=True, slots=True)
-class OnceSchedule(Schedule):
-    """``"@once"``: a single run at ``start_date``."""
+        ``None``: the timetable will not schedule another run (``@once`` done,
+        past ``latest``, no event left). A run is due when ``run_after <= now``.
+        """
+        from airflow._shared.timezones.timezone import coerce_datetime
+        from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 
-    def next_interval(
-        self,
-        *,
-        after: Interval | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
-    ) -> Interval | None:
+        last = None
         if after is not None:
+            span = DataInterval(coerce_datetime(after.start), coerce_datetime(after.end))
+            last = DagRunInfo(run_after=span.end, data_interval=span)
+        restriction = TimeRestriction(coerce_datetime(self.earliest),
+                                      coerce_datetime(self.latest), bool(catchup))
+        with frozen_clock(now):
+            info = self.timetable.next_dagrun_info_v2(last_dagrun_info=last,
+                                                      restriction=restriction)
+        if info is None:
             return None
-        at = _opt_utc(start_date)
-        if at is None:
-            at = _utc(now)
-        end_date = _opt_utc(end_date)
-        if end_date is not None and at > end_date:
-            return None
-        return Interval(at, at)
+        if info.data_interval is None:  # only partitioned timetables, refused at load
+            raise ValueError(f"timetable {self.kind} gave a run without a data interval")
+        return RunInfo(_utc(info.run_after),
+                       Interval(info.data_interval.start, info.data_interval.end))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "once"}
+    def manual_interval(self, run_after: datetime) -> Interval:
+        """``infer_manual_data_interval``: the data interval of a run triggered at ``run_after``."""
+        from airflow._shared.timezones.timezone import coerce_datetime
+
+        with frozen_clock(run_after):
+            got = self.timetable.infer_manual_data_interval(run_after=coerce_datetime(_utc(run_after)))
+        return Interval(got.start, got.end)
+
+    def summary(self) -> str:
+        """Airflow's ``timetable.summary`` (what ``dags list`` and the UI show, e.g. ``0 0 * * *``)."""
+        return self._summary if self._summary is not None else self.timetable.summary
 
     def description(self) -> str:
-        return "@once"
+        """Airflow's ``timetable.description`` (e.g. ``At 00:00``), else the summary."""
+        text = self._description if self._description is not None else \
+            getattr(self.timetable, "description", "")
+        return text or self.summary()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": KIND, "timetable": self.encoded, "summary": self.summary(),
+                "description": self.description(),
+                "earliest": None if self.earliest is None else self.earliest.isoformat(),
+                "latest": None if self.latest is None else self.latest.isoformat()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(encoded: str) -> Any:
+    """Airflow's ``decode_timetable`` of an encoding (core classes only, never a plugin's)."""
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.helpers import is_core_timetable_import_path
+
+    data = json.loads(encoded)
+    if not is_core_timetable_import_path(data["__type"]):
+        raise ValueError(f"timetable {data['__type']} is not one of Airflow's own timetables; "
+                         "Sluice runs no timetable plugins")
+    return decode_timetable(data)
+
+
+@contextmanager
+def frozen_clock(now: datetime) -> Iterator[None]:
+    """Airflow's timetables read ``now`` as the current time while inside.
+
+    The timetables decide from the current time (``catchup=False``, the first
+    run of a trigger timetable, ``@continuous``, events): the scheduler makes
+    them decide from the moment of its own pass, so that what it checks as due
+    and what the timetable computed agree, and tests can fix the moment. The
+    clock is swapped in the timetable modules only, and back at exit; the
+    scheduler evaluates timetables on its event loop's thread, one at a time.
+    """
+    import airflow._shared.timezones.timezone as clock
+    import airflow.timetables.interval as interval
+    import airflow.timetables.trigger as trigger
+
+    at = _utc(now)
+
+    def utcnow() -> datetime:
+        return at
+
+    swaps = [(clock, "utcnow", utcnow), (interval, "utcnow", utcnow),
+             (trigger, "utcnow", utcnow),
+             (trigger, "time", SimpleNamespace(time=at.timestamp))]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, value in swaps:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def manual_interval(schedule: Schedule | None, run_after: datetime) -> Interval:
     """The data interval of a run triggered by hand at ``run_after``, as Airflow infers it.
 
-    Cron: the last complete interval ending at or before ``run_after`` (a
-    ``@daily`` DAG triggered at 01:00 on the 25th covers the 24th). Timedelta:
-    the delta ending at ``run_after``. No schedule or ``@once``: the moment itself.
+    No schedule: the moment itself (``NullTimetable``). Otherwise the
+    timetable's ``infer_manual_data_interval``: a trigger timetable covers
+    ``[run_after - interval, run_after]``; ``CronDataIntervalTimetable`` the
+    last complete interval (a ``@daily`` one triggered at 01:00 on the 25th
+    covers the 24th); ``EventsTimetable(restrict_to_events=True)`` the most
+    recent event.
     """
     run_after = _utc(run_after)
-    if isinstance(schedule, CronSchedule):
-        end = schedule._align_prev(run_after, None)
-        return Interval(schedule._prev(end), end)
-    if isinstance(schedule, DeltaSchedule):
-        return Interval(run_after - schedule.delta, run_after)
-    return Interval(run_after, run_after)
+    if schedule is None:
+        return Interval(run_after, run_after)
+    return schedule.manual_interval(run_after)
 
 
-def _zone(name: str | None) -> Any:
-    if not name or name == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"invalid schedule time zone {name!r}: not an IANA time zone") from exc
+def timetable_json(timetable: Any) -> dict[str, Any]:
+    """Airflow's ``encode_timetable`` of an SDK or core timetable, decodable by Airflow's core.
 
+    Airflow 3.3.2's encoder leaves out the ``_summary`` its core
+    ``EventsTimetable.deserialize`` requires; it is filled in as the core class
+    computes it.
+    """
+    from airflow.serialization.encoders import encode_timetable
 
-def zone_name(tz: Any) -> str | None:
-    """The IANA name of a DAG's time zone (``None`` for UTC or a bare fixed offset)."""
-    name = getattr(tz, "key", None) or getattr(tz, "name", None)
-    if not isinstance(name, str) or name in ("UTC", "Etc/UTC"):
-        return None
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-    return name
-
-
-def _validate_cron(expr: str) -> str:
-    if not expr:
-        raise ValueError(f"invalid schedule '{expr}': empty expression")
-    if expr.startswith("@"):
-        preset = expr.lower()
-        if preset == "@continuous":
-            raise ValueError(
-                f"invalid schedule '{expr}': @continuous is not supported "
-                "(use a cron expression or a timedelta)"
-            )
-        if preset not in CRON_PRESETS:
-            known = ", ".join(["@once", *CRON_PRESETS])
-            raise ValueError(f"invalid schedule '{expr}': unknown preset (expected one of {known})")
-        return CRON_PRESETS[preset]
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"invalid schedule '{expr}': expected 5 cron fields "
-            f"(minute hour day-of-month month day-of-week), got {len(fields)}"
-        )
-    try:
-        croniter(expr, _VALIDATION_BASE).get_next(datetime)
-    except CroniterError as exc:
-        reason = str(exc) or type(exc).__name__
-        if "failed to find" in reason:
-            reason = "the expression never matches a date"
-        raise ValueError(f"invalid schedule '{expr}': {reason}") from exc
-    return expr
-
-
-def _human_delta(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds != math.floor(seconds):
-        return f"{seconds:g} seconds"
-    total = int(seconds)
-    parts = []
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        n, total = divmod(total, size)
-        if n:
-            parts.append(f"{n} {unit}{'' if n == 1 else 's'}")
-    return ", ".join(parts)
+    encoded = json.loads(json.dumps(encode_timetable(timetable)))
+    if encoded["__type"] == "airflow.timetables.events.EventsTimetable":
+        var = encoded["__var"]
+        if "_summary" not in var:
+            var["_summary"] = var.get("description") or f"{len(var['event_dates'])} events"
+    return encoded
 
 
 def parse_schedule(value: Any) -> Schedule | None:
-    """Build a schedule from a DAG's ``schedule`` argument or its ``to_json()`` form.
+    """The schedule of a DAG document's ``schedule`` value (``None``: manual runs only).
 
-    Accepts ``None`` (manual only; returns ``None``), a cron string, a preset
-    (``@once``, ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``,
-    ``@quarterly``, ``@yearly``/``@annually``), a ``timedelta``, a ``Schedule``,
-    or a dict from ``Schedule.to_json()``. Raises ``ValueError`` otherwise.
+    Accepts the stored JSON (``Schedule.to_json()``), a ``Schedule``, or, as
+    a DAG file's ``schedule=`` would give it in Airflow 3.3 (UTC, no start
+    date): a cron expression or preset (a ``CronTriggerTimetable``), a
+    timedelta (a ``DeltaTriggerTimetable``), ``"@once"`` or ``"@continuous"``.
+    Documents stored before timetables were kept (``{"kind": "cron"|"delta"|
+    "once"}``) read as the trigger timetables Airflow 3.3 builds for them.
+    Raises ``ValueError`` for anything else.
     """
     if value is None or isinstance(value, Schedule):
         return value
-    if isinstance(value, timedelta):
-        return DeltaSchedule(value)
-    if isinstance(value, str):
-        expr = " ".join(value.split())
-        if expr.lower() == "@once":
-            return OnceSchedule()
-        return CronSchedule(expr)
+    if isinstance(value, str | timedelta):
+        return _from_plain(value)
     if isinstance(value, dict):
         return _from_json(value)
-    raise ValueError(
-        f"invalid schedule {value!r}: unsupported type {type(value).__name__} "
-        "(expected None, a cron string, a preset, a timedelta or a dict)"
-    )
+    raise ValueError(f"invalid schedule {value!r}: unsupported type {type(value).__name__} "
+                     "(expected None, a cron string, a preset, a timedelta or a dict)")
+
+
+def _from_plain(value: str | timedelta) -> Schedule | None:
+    import pendulum
+    from airflow.sdk.definitions.dag import _create_timetable
+
+    if isinstance(value, str):
+        value = " ".join(value.split())
+        value = value.lower() if value.startswith("@") else value
+    try:
+        timetable = _create_timetable(value, pendulum.UTC)
+        encoded = timetable_json(timetable)
+        schedule = Schedule(encoded)
+        getattr(_decoded(json.dumps(encoded, sort_keys=True)), "validate", lambda: None)()
+    except Exception as exc:  # Airflow's own words for a bad expression or delta
+        raise ValueError(f"invalid schedule {value!r}: {exc}") from exc
+    return None if schedule.kind == "NullTimetable" else schedule
 
 
 def _from_json(data: dict[str, Any]) -> Schedule:
     kind = data.get("kind")
+    if kind == KIND:
+        return Schedule(data.get("timetable"), earliest=_date(data, "earliest"),
+                        latest=_date(data, "latest"), summary=data.get("summary"),
+                        description=data.get("description"))
+    if kind in ("cron", "delta", "once"):
+        return Schedule(_legacy(data))
+    raise ValueError(f"invalid schedule {data!r}: unknown kind {kind!r}")
+
+
+def _date(data: dict[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    try:
+        return _utc(datetime.fromisoformat(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid schedule {key} {value!r}: expected an ISO 8601 date-time") from exc
+
+
+def _legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A document of Sluice's former schedule kinds as the timetable Airflow 3.3 builds for it."""
+    kind = data["kind"]
+    if kind == "once":
+        return {"__type": "airflow.timetables.simple.OnceTimetable", "__var": {}}
     if kind == "cron":
         expr = data.get("expr")
         if not isinstance(expr, str):
             raise ValueError(f"invalid schedule {data!r}: 'expr' must be a string")
-        if expr.strip().lower() == "@once":
-            return OnceSchedule()
-        tz = data.get("tz")
-        if tz is not None and not isinstance(tz, str):
-            raise ValueError(f"invalid schedule {data!r}: 'tz' must be a string")
-        return CronSchedule(expr, tz)
-    if kind == "delta":
-        seconds = data.get("seconds")
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise ValueError(f"invalid schedule {data!r}: 'seconds' must be a number")
-        if not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"invalid schedule {data!r}: 'seconds' must be positive")
-        return DeltaSchedule(timedelta(seconds=seconds))
-    if kind == "once":
-        return OnceSchedule()
-    raise ValueError(f"invalid schedule {data!r}: unknown kind {kind!r}")
+        return {"__type": "airflow.timetables.trigger.CronTriggerTimetable",
+                "__var": {"expression": expr, "timezone": data.get("tz") or "UTC",
+                          "interval": 0.0, "run_immediately": False}}
+    seconds = data.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+            or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"invalid schedule {data!r}: 'seconds' must be a positive number")
+    return {"__type": "airflow.timetables.trigger.DeltaTriggerTimetable",
+            "__var": {"delta": float(seconds), "interval": 0.0}}

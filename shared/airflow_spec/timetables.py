@@ -1,27 +1,35 @@
-"""A DAG's Airflow timetable as the schedule JSON of ``shared.schedules``.
+"""A DAG's Airflow timetable as the schedule JSON the scheduler evaluates (``shared.schedules``).
 
-Sluice's schedules are: none, ``@once``, a cron expression (or preset) read
-in the DAG's time zone, and a fixed timedelta. Airflow builds a trigger
-timetable from a cron string or timedelta by default (``[scheduler]
-create_cron_data_intervals`` is off in Airflow 3); both kinds map to the same
-Sluice schedule when they run at the same moments (no separate data
-interval, no ``run_immediately``). Any other timetable is refused, naming
-the DAG and the timetable.
+``schedule_json(dag)`` is the one entry point. The timetable is stored as
+Airflow serializes it (``encode_timetable``), with the time restriction
+Airflow's scheduler applies to it (the earliest start date of the DAG and its
+tasks, the end date) and the summary and description Airflow shows; the
+scheduler decodes it into Airflow's own core class and asks it for runs, so
+every built-in timetable keeps Airflow 3.3's semantics: ``CronTriggerTimetable``
+(what a cron string or preset builds by default, ``interval=`` and
+``run_immediately=`` included), ``DeltaTriggerTimetable`` (a timedelta),
+``CronDataIntervalTimetable``, ``DeltaDataIntervalTimetable``,
+``MultipleCronTriggerTimetable``, ``EventsTimetable``, ``@once`` and
+``@continuous``. An asset schedule's condition is ``shared.airflow_spec.assets``'s;
+its time part (``AssetOrTimeSchedule``) is a timetable like any other.
+
+Refused at load, naming the DAG and the timetable: timetable classes that are
+not Airflow's own (plugins; Sluice's scheduler runs no DAG-folder code) and
+partitioned timetables (``CronPartitionTimetable``, ``PartitionedAtRuntime``).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.airflow_spec.assets import is_asset_timetable, time_part
 from shared.airflow_spec.errors import SpecError
-from shared.schedules import CronSchedule, DeltaSchedule, zone_name
+from shared.schedules import Schedule, timetable_json
 
 FAMILIES = ("airflow.sdk.definitions.timetables.", "airflow.timetables.")
-SUPPORTED = ("None, '@once', a cron expression or preset, a timedelta, CronDataIntervalTimetable, "
-             "DeltaDataIntervalTimetable, or CronTriggerTimetable/DeltaTriggerTimetable "
-             "without interval or run_immediately")
+PARTITIONED = ("CronPartitionTimetable", "PartitionedAtRuntime", "PartitionedAssetTimetable")
 
 
 def schedule_json(dag: Any) -> dict[str, Any] | None:
@@ -36,22 +44,56 @@ def schedule_json(dag: Any) -> dict[str, Any] | None:
         if timetable is None:
             return None
     kind = _kind(timetable)
+    where = f"DAG {dag.dag_id!r}: schedule {type(timetable).__name__}"
+    if not kind:
+        cls = type(timetable)
+        raise SpecError(f"DAG {dag.dag_id!r}: schedule {cls.__module__}.{cls.__qualname__} is "
+                        "not supported by Sluice (custom timetable classes, Airflow's timetable "
+                        "plugins, are not run; use one of Airflow's own timetables)")
+    if kind in PARTITIONED:
+        raise SpecError(f"{where} is not supported by Sluice (partitioned runs)")
+    if kind == "NullTimetable":
+        return None
     try:
-        if kind == "NullTimetable":
-            return None
-        if kind == "OnceTimetable":
-            return {"kind": "once"}
-        if kind == "CronDataIntervalTimetable" or (kind == "CronTriggerTimetable" and _plain(timetable)):
-            return CronSchedule(_field(timetable, "expression"),
-                                zone_name(_field(timetable, "timezone"))).to_json()
-        delta = _field(timetable, "delta") if kind.startswith("Delta") else None
-        if (kind == "DeltaDataIntervalTimetable" or (kind == "DeltaTriggerTimetable" and _plain(timetable))) \
-                and isinstance(delta, timedelta):
-            return DeltaSchedule(delta).to_json()
-    except ValueError as exc:
-        raise SpecError(f"DAG {dag.dag_id!r}: schedule {_describe(timetable)}: {exc}") from exc
-    raise SpecError(f"DAG {dag.dag_id!r}: schedule {_describe(timetable)} is not supported by "
-                    f"Sluice (supported: {SUPPORTED})")
+        core = Schedule(timetable_json(timetable)).timetable
+        core.validate()
+        # the core class's own encoding: an SDK class and its core twin store alike
+        encoded = {"__type": timetable_json(timetable)["__type"],
+                   "__var": json.loads(json.dumps(core.serialize()))}
+    except Exception as exc:  # Airflow's own words for what its scheduler could not load
+        raise SpecError(f"{where}: {exc}") from exc
+    earliest, latest = time_restriction(dag)
+    return Schedule(encoded, earliest=earliest, latest=latest, summary=core.summary,
+                    description=getattr(core, "description", "") or core.summary).to_json()
+
+
+def time_restriction(dag: Any) -> tuple[datetime | None, datetime | None]:
+    """Airflow's ``SerializedDAG._time_restriction`` bounds: (earliest, latest) in UTC.
+
+    Earliest: the earliest start date of the DAG and its tasks. Latest: the
+    DAG's end date, unless every task has an end date, then the latest of
+    those and the DAG's.
+    """
+    starts = [t.start_date for t in dag.tasks if t.start_date]
+    if dag.start_date is not None:
+        starts.append(dag.start_date)
+    earliest = min(starts, key=_instant) if starts else None
+    latest = dag.end_date
+    ends = [t.end_date for t in dag.tasks if t.end_date]
+    if len(ends) == len(dag.tasks):
+        if dag.end_date is not None:
+            ends.append(dag.end_date)
+        if ends:
+            latest = max(ends, key=_instant)
+    return _opt_instant(earliest), _opt_instant(latest)
+
+
+def _instant(value: datetime) -> datetime:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _opt_instant(value: datetime | None) -> datetime | None:
+    return None if value is None else _instant(value)
 
 
 def _kind(timetable: Any) -> str:
@@ -60,19 +102,11 @@ def _kind(timetable: Any) -> str:
     return cls.__name__ if cls.__module__.startswith(FAMILIES) else ""
 
 
-def _field(timetable: Any, name: str) -> Any:
-    """An attribute the SDK class has public and Airflow's core class private."""
-    return getattr(timetable, name, None) if hasattr(timetable, name) \
-        else getattr(timetable, f"_{name}", None)
-
-
-def _plain(timetable: Any) -> bool:
-    """A trigger timetable that runs exactly at its ticks: no data interval, no catch-up rule."""
-    interval = _field(timetable, "interval")
-    return interval in (None, timedelta()) and not _field(timetable, "run_immediately")
-
-
-def _describe(timetable: Any) -> str:
-    shown = {k: _field(timetable, k) for k in ("expression", "delta", "interval", "run_immediately")}
-    args = ", ".join(f"{k}={v!r}" for k, v in shown.items() if v not in (None, False, timedelta()))
-    return f"{type(timetable).__name__}({args})"
+def describe(schedule: dict[str, Any] | None) -> str:
+    """What ``dags list`` shows of a stored schedule: Airflow's summary and description."""
+    if not schedule:
+        return "-"
+    if schedule.get("kind") != "timetable":
+        return json.dumps(schedule)
+    summary, description = schedule.get("summary"), schedule.get("description")
+    return summary if description in (None, "", summary) else f"{summary} ({description})"

@@ -1443,6 +1443,14 @@ SELECT DISTINCT l -> 'asset' ->> 'name' AS name, l -> 'asset' ->> 'uri' AS uri
    AND NOT EXISTS (SELECT 1 FROM asset a WHERE a.name = l -> 'asset' ->> 'name'
                                           AND a.uri = l -> 'asset' ->> 'uri')
 
+-- ---------------------------------------------------------------------------
+-- Timetables: creating scheduled runs (scheduler.runs.create_due_runs)
+
+-- name: active_run_count
+-- The DAG's queued and running runs, of every type: Airflow creates no scheduled run
+-- while they reach max_active_runs.
+SELECT count(*) FROM dag_run WHERE dag_id = $1 AND state IN ('queued', 'running')
+
 -- name: set_next_dagrun
 -- Airflow's DagModel.next_dagrun / next_dagrun_data_interval (run_after is the interval's
 -- end for every timetable Sluice runs); NULLs when the timetable schedules no more runs.

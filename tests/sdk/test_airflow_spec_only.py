@@ -60,7 +60,7 @@ def test_params_keep_defaults_and_their_schema(tmp_path: Path):
         "who": {"schema": {"type": "string"}, "description": "required", "required": True}}
 
 
-def test_trigger_timetables_map_to_sluices_schedules_in_the_dags_zone(tmp_path: Path):
+def test_timetables_are_stored_as_airflow_encodes_them_in_the_dags_zone(tmp_path: Path):
     [result] = parse(write(tmp_path, "tt.py", """
         import pendulum
         from airflow.timetables.trigger import CronTriggerTimetable as CoreCron
@@ -75,13 +75,22 @@ def test_trigger_timetables_map_to_sluices_schedules_in_the_dags_zone(tmp_path: 
                 EmptyOperator(task_id="x")
     """), tmp_path)
     assert result["error"] is None, result["error"]
-    schedules = {d["dag_id"]: d["schedule"] for d in result["dags"]}
-    assert schedules == {
-        "string": {"kind": "cron", "expr": "30 6 * * *", "tz": "Europe/Paris"},
-        "delta": {"kind": "delta", "seconds": 600.0},
-        "core": {"kind": "cron", "expr": "0 * * * *", "tz": "Asia/Tokyo"},
-        "interval": {"kind": "cron", "expr": "0 2 * * *"},
-        "trigger_delta": {"kind": "delta", "seconds": 7200.0}}
+    timetables = {d["dag_id"]: d["schedule"]["timetable"] for d in result["dags"]}
+    trigger, data = "airflow.timetables.trigger.", "airflow.timetables.interval."
+    assert timetables == {
+        "string": {"__type": trigger + "CronTriggerTimetable", "__var": {
+            "expression": "30 6 * * *", "timezone": "Europe/Paris", "interval": 0.0,
+            "run_immediately": False}},
+        "delta": {"__type": trigger + "DeltaTriggerTimetable",
+                  "__var": {"delta": 600.0, "interval": 0.0}},
+        "core": {"__type": trigger + "CronTriggerTimetable", "__var": {
+            "expression": "0 * * * *", "timezone": "Asia/Tokyo", "interval": 0.0,
+            "run_immediately": False}},
+        "interval": {"__type": data + "CronDataIntervalTimetable",
+                     "__var": {"expression": "0 2 * * *", "timezone": "UTC"}},
+        "trigger_delta": {"__type": trigger + "DeltaTriggerTimetable",
+                          "__var": {"delta": 7200.0, "interval": 0.0}}}
+    assert {d["schedule"]["earliest"] for d in result["dags"]} == {"2025-12-31T23:00:00+00:00"}
 
 
 def test_a_class_start_trigger_args_changed_by_init_is_what_every_instance_holds(tmp_path: Path):

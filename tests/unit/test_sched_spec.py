@@ -31,7 +31,12 @@ def test_the_spec_carries_scheduling_facts_with_default_args_under_explicit_valu
                            trigger_rule="none_failed")
         a >> b >> c
     spec = dag_spec(d)
-    assert (spec["schedule"], spec["max_active_runs"]) == ({"kind": "cron", "expr": "0 0 * * *"}, 2)
+    # a preset builds Airflow 3.3's CronTriggerTimetable, stored as Airflow encodes it
+    assert spec["schedule"]["timetable"] == {
+        "__type": "airflow.timetables.trigger.CronTriggerTimetable",
+        "__var": {"expression": "0 0 * * *", "timezone": "UTC", "interval": 0.0,
+                  "run_immediately": False}}
+    assert (spec["schedule"]["summary"], spec["max_active_runs"]) == ("0 0 * * *", 2)
     ta, tb, tc = spec["tasks"]
     # True is Airflow's 2.0 multiplier (as its scheduler deserializes it)
     assert (ta["retries"], ta["retry_delay_s"], ta["retry_backoff"], ta["max_retry_delay_s"],
