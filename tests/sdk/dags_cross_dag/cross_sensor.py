@@ -34,7 +34,8 @@ def an_hour_before(logical_date, **context):
 
 
 def report_dag(dag_id: str, sensors: dict[str, dict]) -> None:
-    with DAG(dag_id, schedule=None, start_date=START, catchup=False, tags=["cross_dag"]):
+    with DAG(dag_id, schedule=None, start_date=START, catchup=False, tags=["cross_dag"],
+             is_paused_upon_creation=False):
         waits = [ExternalTaskSensor(task_id=task_id, **kwargs)
                  for task_id, kwargs in sensors.items()]
 

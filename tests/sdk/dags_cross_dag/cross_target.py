@@ -19,7 +19,7 @@ from airflow.sdk import dag, task, task_group
 
 
 @dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False,
-     tags=["cross_dag"])
+     tags=["cross_dag"], is_paused_upon_creation=False)
 def cross_target():
     @task
     def read_conf(dag_run=None):

@@ -18,7 +18,8 @@ from airflow.sdk import DAG, task
 
 for dag_id, deferrable in (("cross_trigger_poke", False), ("cross_trigger_deferrable", True)):
     with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-             catchup=False, tags=["cross_dag"]):
+             catchup=False, tags=["cross_dag"],
+             is_paused_upon_creation=False):
         trigger = TriggerDagRunOperator(
             task_id="trigger_target",
             trigger_dag_id="cross_target",
