@@ -378,7 +378,6 @@ async def test_a_route_sluice_does_not_implement_answers_400_naming_it(server, d
             ("GET", "assets/by-name", "GET /assets/by-name yet"),
             ("GET", "asset-events/by-asset", "GET /asset-events/by-asset yet"),
             ("PUT", "store/ti/x/k", "PUT /store/ti/x/k yet"),
-            ("POST", "dag-runs/unknown/new-run", "POST /dag-runs/{dag_id}/{run_id} (triggering"),
             ("GET", "no/such/route", "GET /no/such/route yet")]:
         with pytest.raises(ServerResponseError) as refused:
             once(client, method, path, params={"name": "a"})
@@ -580,3 +579,112 @@ async def test_connections_are_decrypted_for_the_task_and_read_from_the_environm
     assert (from_env.host, from_env.login, from_env.password, from_env.port) == \
         ("db.example", "reader", "s@cret", 5433)
     assert client.connections.get("nope").error.value == "CONNECTION_NOT_FOUND"
+
+
+# --- cross-DAG: a task triggers and resets another DAG's run, asks about other DAGs --------------
+def post(client: Client, path: str, body: dict | None = None) -> httpx.Response:
+    return once(client, "POST", path, content=json.dumps(body) if body is not None else None)
+
+
+async def test_a_task_triggers_a_run_of_another_dag_and_resets_it(server, db, streams, prefix):
+    """``TriggerDagRunOperator``'s calls, answered as Airflow's execution_api/routes/dag_runs.py."""
+    from airflow.sdk.exceptions import ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse, OKResponse
+
+    _, tis = await seed(db, "parent", "run-1", [("extract", -1)])
+    await seed(db, "child", "seeded", [("extract", -1)], claim_by=None)
+    client = client_for(server, tis[("extract", -1)])
+    runs = client.dag_runs
+    when = NOW + timedelta(days=30, microseconds=123)
+
+    assert runs.trigger("child", "from-parent", conf={"a": [1, 2]}, logical_date=when,
+                        note="by parent") == OKResponse(ok=True)
+    row = await db.fetchrow("SELECT * FROM dag_run WHERE dag_id = 'child' AND run_id = $1",
+                            "from-parent")
+    assert (row["run_type"], row["state"], row["conf"], row["note"], row["logical_date"]) == \
+        ("manual", "queued", {"a": [1, 2]}, "by parent", when)  # microseconds kept, as Airflow
+    assert RunChanged(run_pk=row["id"]) in await messages(streams, prefix, "events")
+
+    # the same run id again: 409 with Airflow's detail, which the SDK reports as a duplicate
+    with pytest.raises(ServerResponseError) as exists:
+        post(client, "dag-runs/child/from-parent", {"conf": {}})
+    assert exists.value.response.status_code == 409
+    assert exists.value.detail == {"reason": "already_exists", "message":
+                                   "A run already exists for Dag 'child' with run_id 'from-parent'"}
+    assert runs.trigger("child", "from-parent") == \
+        ErrorResponse(error=ErrorType.DAGRUN_ALREADY_EXISTS)
+    # Sluice: another run id at a logical date the DAG's manual runs already have is a 409 too
+    with pytest.raises(ServerResponseError) as same_date:
+        post(client, "dag-runs/child/other-id", {"logical_date": when.isoformat()})
+    assert same_date.value.response.status_code == 409
+    # a run with no logical date is dated when it is due (Airflow's run_after)
+    runs.trigger("child", "undated", logical_date=None, run_after=when + timedelta(hours=1))
+    assert await db.fetchval("SELECT logical_date FROM dag_run WHERE run_id = 'undated'") == \
+        when + timedelta(hours=1)
+
+    # reset_dag_run: the SDK clears the run after the 409; Sluice clears finished runs only
+    with pytest.raises(ServerResponseError) as active:
+        runs.trigger("child", "from-parent", reset_dag_run=True)
+    assert active.value.response.status_code == 409
+    assert active.value.detail["reason"] == "invalid_state"
+    assert "only a finished run can be cleared" in active.value.detail["message"]
+    await db.execute("UPDATE dag_run SET state = 'failed', end_date = now() WHERE id = $1",
+                     row["id"])
+    assert runs.trigger("child", "from-parent", conf={"b": 2}, reset_dag_run=True) == \
+        OKResponse(ok=True)
+    again = await db.fetchrow("SELECT * FROM dag_run WHERE id = $1", row["id"])
+    assert (again["state"], again["clear_number"], again["conf"]) == ("queued", 1, {"a": [1, 2]})
+
+    # unknown DAG, unknown run, a DAG whose file does not import
+    for path in ("dag-runs/nope/r", "dag-runs/nope/r/clear"):
+        with pytest.raises(ServerResponseError) as missing:
+            post(client, path, {} if not path.endswith("clear") else None)
+        assert (missing.value.response.status_code, missing.value.detail) == (404, {
+            "reason": "not_found", "message": "Dag with dag_id: 'nope' not found"})
+    with pytest.raises(ServerResponseError) as no_run:
+        post(client, "dag-runs/child/no-such-run/clear")
+    assert (no_run.value.response.status_code, no_run.value.detail["message"]) == \
+        (404, "Dag run with run_id: 'no-such-run' not found")
+    await db.execute("INSERT INTO import_error (fileloc, message) VALUES ('/dags/child.py', 'x')")
+    try:
+        with pytest.raises(ServerResponseError) as broken:
+            post(client, "dag-runs/child/new-run", {})
+        assert (broken.value.response.status_code, broken.value.detail) == (400, {
+            "reason": "import_errors",
+            "message": "Dag with dag_id 'child' has import errors and cannot be triggered"})
+    finally:
+        await db.execute("DELETE FROM import_error WHERE fileloc = '/dags/child.py'")
+    with pytest.raises(ServerResponseError) as partitioned:
+        post(client, "dag-runs/child/partitioned", {"partition_key": "2026-01"})
+    assert (partitioned.value.response.status_code, partitioned.value.detail["reason"]) == \
+        (400, "not_implemented")
+    assert "partitioned runs: 'partition_key'" in partitioned.value.detail["message"]
+    # the payload is the SDK's model: unknown fields and naive dates are refused (422)
+    for body in ({"conf": {}, "surprise": 1}, {"logical_date": "2026-01-01T00:00:00"}):
+        with pytest.raises(ServerResponseError) as invalid:
+            post(client, "dag-runs/child/bad-body", body)
+        assert invalid.value.response.status_code == 422
+
+
+async def test_counts_and_states_filter_as_airflows_routes(server, db):
+    """Empty filters filter nothing; ``states`` with task ids *and* a group answers both
+    sets, ``count`` their intersection (execution_api/routes/task_instances.py)."""
+    _, tis = await seed(db, "other", "run-a", [("extract", -1), ("load", -1), ("report", 0),
+                                               ("report", 1)], logical_date=NOW - timedelta(days=9))
+    client = client_for(server, tis[("extract", -1)])
+    instances = client.task_instances
+    assert instances.get_count("other", task_ids=[], run_ids=[], logical_dates=[]).count == 4
+    assert instances.get_count("other", task_ids=["extract"], task_group_id="etl").count == 0
+    assert instances.get_count("other", task_ids=["load", "extract"],
+                               task_group_id="etl").count == 1
+    assert instances.get_task_states("other", task_ids=["extract"], task_group_id="etl.inner"
+                                     ).task_states == {"run-a": {
+                                         "extract": "running", "report_0": "running",
+                                         "report_1": "running"}}
+    assert instances.get_count("other", states=["null"]).count == 0
+    assert client.dag_runs.get_count("other", states=[], run_ids=[]).count == 1
+    for path, params in (("task-instances/count", {"dag_id": "other"}),
+                         ("dag-runs/count", {"dag_id": "other"})):
+        with pytest.raises(ServerResponseError) as naive:
+            once(client, "GET", path, params={**params, "logical_dates": "2026-03-01T12:00:00"})
+        assert naive.value.response.status_code == 422
