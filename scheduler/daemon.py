@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from scheduler.assets import create_asset_runs, sync_references
+from scheduler.callbacks import CallbackRequests, CallbackRunner, run_end_reason
 from scheduler.decide import RunDecision, StateCounts, TIRow, decide
 from scheduler.expansion import RunFacts
 from scheduler.groups import group_states
@@ -80,6 +81,7 @@ class Scheduler:
         self._read_scope: anyio.CancelScope | None = None
         self.stats = {"runs_scheduled": 0, "tis_queued": 0}
         self.db_continuity = Continuity()  # zombies are judged only on an unbroken view
+        self.callbacks = CallbackRequests()  # owed DAG and task callbacks (scheduler/callbacks.py)
         self.past = PastWaker()  # depends_on_past: a settled run wakes the runs after it
 
     # --- DAG definitions --------------------------------------------------
@@ -201,6 +203,8 @@ class Scheduler:
                     self.last_pass.pop(run["id"], None)
                     note = "all_tasks_deadlocked" if decision.deadlocked else None
                     await conn.execute(q("finish_run"), run["id"], decision.run_state, note)
+                    await self.callbacks.run_ended(conn, spec, run["id"], decision.run_state,
+                                                   run_end_reason(decision.run_state, bool(note)))
                     log.info("run_finished", dag_id=run["dag_id"], run_id=run["run_id"],
                              state=decision.run_state, note=note)
             if ends_ids:
@@ -218,11 +222,13 @@ class Scheduler:
                 queued = await conn.fetch(q("queue_tis"), chosen) if chosen else []
                 to_send += [(self.streams.queue(r["queue"]), RunTask(ti_id=r["id"], try_number=r["try_number"]))
                             for r in queued]
+        self.callbacks.flush()
         self.stats["runs_scheduled"] += len(runs)
         self.stats["tis_queued"] += len(to_send)
         await bus.publish(self.redis, to_send)
 
     async def _time_out(self, conn: asyncpg.Connection, spec: DagSpec, run) -> None:
+        await self.callbacks.run_ended(conn, spec, run["id"], "failed", "timed_out")
         await conn.execute(q("time_out_run"), run["id"])
         self.timers.pop(run["id"], None)
         self.run_sizes.pop(run["id"], None)
@@ -520,6 +526,7 @@ class Scheduler:
                 if self.db_continuity.longer_than(s.worker_heartbeat_timeout_s):
                     touched = await self._fail_zombies(conn)
                 touched |= await self._expire_deferrals(conn)
+            self.callbacks.flush()
             owed = await conn.fetch(q("owed_queued"), s.queued_resend_after_s)
             if owed:
                 await conn.execute(q("touch_queued"), [r["id"] for r in owed])
@@ -556,6 +563,7 @@ class Scheduler:
             msg = "task instance heartbeat expired: its worker died or lost contact"
             pk = await conn.fetchval(q("fail_zombie"), z["id"], z["try_number"], msg, delay)
             if pk is not None:
+                await self.callbacks.try_failed(conn, z["id"], z["try_number"], msg)
                 log.warning("zombie_task_failed", dag_id=z["dag_id"], task_id=z["task_id"],
                             ti_id=z["id"], try_number=z["try_number"])
                 touched.add(pk)
@@ -602,6 +610,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             tg.start_soon(sched.stop_reading_on_shutdown)
             tg.start_soon(sched.parse_loop, parser)
             tg.start_soon(sched.repair_loop)
+            tg.start_soon(CallbackRunner(settings, pool, parser.server, sched.callbacks).run)
             tg.start_soon(serve_scheduler, sched)  # /metrics and /health
             tg.start_soon(life.watchdog, sched.status)
             log.info("scheduler_ready", dags_folder=str(settings.dags_folder))

@@ -47,6 +47,14 @@ def parse_result(path: Path, dags_folder: Path, timeout_s: float | None) -> dict
     return {**result, "source_hash": source_hash(path)}
 
 
+def run_callback(request: dict, dags_folder: Path, timeout_s: float | None) -> dict:
+    """Owed callbacks of one run or try, output to the request's log (``callback_child``)."""
+    from scheduler import callback_child
+
+    callback_child.redirect_output(request["log_path"])
+    return callback_child.run(request, dags_folder, timeout_s)
+
+
 def preload() -> None:
     """Import what every parse needs before forking, so a child starts with it."""
     from airflow.dag_processing.dagbag import BundleDagBag  # noqa: F401
@@ -110,15 +118,17 @@ class Server:
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(result_r)
-            self._child(Path(request["path"]), timeout_s, result_w, output_fd)
+            self._child(request, timeout_s, result_w, output_fd)
         os.close(result_w)
         kill_after_s = request.get("kill_after_s", KILL_AFTER_TIMEOUT_S)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s + kill_after_s
-        job = Job(request["id"], request["path"], pid, result_r, output_fd, deadline)
+        what = request.get("path") or f"callback {request['callback'].get('callback')}"
+        job = Job(request["id"], what, pid, result_r, output_fd, deadline)
         self.jobs[result_r] = job
         self.selector.register(result_r, selectors.EVENT_READ, job)
 
-    def _child(self, path: Path, timeout_s: float | None, result_w: int, output_fd: int) -> None:
+    def _child(self, request: dict, timeout_s: float | None, result_w: int,
+               output_fd: int) -> None:
         code = 1
         try:
             self.selector.close()
@@ -127,7 +137,12 @@ class Server:
             os.dup2(output_fd, 1)  # the file's prints, shown only if the child dies
             os.dup2(output_fd, 2)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            body = json.dumps(parse_result(path, self.dags_folder, timeout_s)).encode()
+            if "callback" in request:
+                body = json.dumps(run_callback(request["callback"], self.dags_folder,
+                                               timeout_s)).encode()
+            else:
+                body = json.dumps(parse_result(Path(request["path"]), self.dags_folder,
+                                               timeout_s)).encode()
             with os.fdopen(result_w, "wb") as pipe:
                 pipe.write(body)
             code = 0

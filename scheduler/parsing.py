@@ -138,6 +138,36 @@ class ParseServer:
         result["error"] = cap_error(result["error"])
         return result
 
+    async def run_callback(self, request: dict, import_timeout_s: float,
+                           timeout_s: float) -> dict:
+        """Owed callbacks run in a forked child (``scheduler.callback_child``): ``{ran,
+        errors}``, or ``{error}`` when the child died, was killed ``timeout_s`` after it
+        started (loading the DAG file, at most ``import_timeout_s`` of it, and the callbacks
+        together), or the server failed. Never raises for the callbacks' faults."""
+        self.next_id += 1
+        job = self.next_id
+        import_timeout_s = min(import_timeout_s, timeout_s)
+        try:
+            proc = await self._started()
+            with anyio.fail_after(timeout_s + ANSWER_GRACE_S):
+                await proc.stdin.send(json.dumps(
+                    {"id": job, "callback": request, "timeout_s": import_timeout_s,
+                     "kill_after_s": timeout_s - import_timeout_s}).encode() + b"\n")
+                answer = await self._answer(job, proc)
+        except TimeoutError:
+            await self.stop()
+            return {"error": "the parse server did not answer in time"}
+        except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, ValueError) as exc:
+            await self.stop()
+            return {"error": f"the parse server died: {type(exc).__name__}: {exc}"}
+        if answer.get("timed_out"):
+            return {"error": f"killed: still running {timeout_s:g}s after it started "
+                             "(SLUICE_CALLBACK_TIMEOUT_S)"}
+        if "failed" in answer:
+            return {"error": cap_error(answer["failed"])}
+        return answer["result"]
+
     async def _started(self) -> anyio.abc.Process:
         """The running server; a new one is started and awaited until it says it is ready
         (raises TimeoutError past ``SERVER_START_TIMEOUT_S``)."""

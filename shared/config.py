@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     max_map_length: int = 1024
     trigger_timeout_grace_s: float = 5.0
     batch_size: int = 256
+    callback_timeout_s: float = Field(default=60.0, gt=0)  # a callback child: its DAG file + callbacks
 
     # worker
     worker_concurrency: int = 8

@@ -263,10 +263,16 @@ class Worker:
         log.info("task_finished", state=row["state"], error=error)
 
     async def _record(self, req: dict, error: str | None, delay_s: float):
-        async with self.pool.acquire() as conn:
-            return await conn.fetchrow(
+        """The lost try's failure, and the task callbacks and email it owes (the scheduler
+        runs them: scheduler/callbacks.py), in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
                 q("finish_ti"), req["ti_id"], req["try_number"], "retry", error, None,
                 float(delay_s), self.id, [], [], None, None)
+            if row is not None:
+                await conn.execute(q("request_task_callback"), req["ti_id"], req["try_number"],
+                                   error or "the try failed outside its task process")
+            return row
 
     async def _retry_delay(self, req: dict) -> float:
         spec = await self._spec(req["dag_id"])
