@@ -1,0 +1,66 @@
+"""Sluice's own Kubernetes cluster (deploy/k8s/cluster.sh) for the tests under tests/k8s.
+
+The session fixture brings the cluster up when it is not already running and stops
+it at the end of the session, only if it started it. A cluster that cannot start
+fails the tests that need it: they never skip. ``make test`` builds the binaries and
+images beforehand (``cluster.sh build``), so bringing it up here takes about a minute;
+on a machine where nothing is built yet the first test waits for the build.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "deploy" / "k8s" / "cluster.sh"
+UP_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Kube:
+    """The running cluster: the kubeconfig (a path; it holds the admin token) and its images."""
+
+    kubeconfig: Path
+    python_image: str = "sluice-k8s/python:bookworm"
+    busybox_image: str = "sluice-k8s/busybox:1.35"
+
+    def core_v1(self):
+        """A synchronous CoreV1Api client of the cluster (kubernetes, as the provider uses it)."""
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return client.CoreV1Api(api)
+
+
+def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ})
+
+
+def _kubeconfig() -> Path:
+    out = _script("env", timeout=30)
+    for line in out.stdout.splitlines():
+        if line.startswith("export KUBECONFIG="):
+            return Path(line.split("=", 1)[1])
+    raise AssertionError(f"cluster.sh env named no KUBECONFIG: {out.stdout!r} {out.stderr!r}")
+
+
+@pytest.fixture(scope="session")
+def kube() -> Kube:
+    was_up = _script("status", timeout=60).returncode == 0
+    if not was_up:
+        up = _script("up", timeout=UP_TIMEOUT_S)
+        if up.returncode != 0:
+            pytest.fail(f"Sluice's Kubernetes cluster did not start (deploy/k8s/cluster.sh up, "
+                        f"exit {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
+    try:
+        yield Kube(kubeconfig=_kubeconfig())
+    finally:
+        if not was_up:
+            down = _script("down", timeout=300)
+            assert down.returncode == 0, down.stderr[-4000:]

@@ -1,0 +1,175 @@
+"""Airflow's KubernetesPodOperator, mapped, on Sluice's real daemons and a real Kubernetes cluster.
+
+``dags/kpo_train.py`` is the seed pattern: ``discover`` returns 8 configs, an unmodified
+``KubernetesPodOperator.partial(...).expand(arguments=...)`` trains each in a pod of
+the cluster's local python3 image under a 128Mi memory limit, and ``pick_best``
+(``all_done``) reduces their XCom results. Config 5 allocates 400 MB: its pod is
+OOMKilled, the try fails with exit 137 in its log, the retry does the same, and
+``pick_best`` gets the other 7 results.
+
+The cluster is deploy/k8s/cluster.sh (the ``kube`` fixture); Sluice's scheduler,
+worker and triggerer run as processes. The kubeconfig reaches the operator through
+the ``kubernetes_default`` connection, made with ``sluice connections add``: the
+worker's slots hold no cluster credentials of their own. ``k8s_train`` waits for
+its pods in worker slots; ``k8s_train_deferrable`` hands each wait to
+``KubernetesPodTrigger`` in the triggerer, so more pods run at once than the worker
+has slots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.cluster import Cluster, wait_for
+from tests.k8s.conftest import Kube
+
+# the session's cluster may be built and started by the first test
+pytestmark = pytest.mark.timeout(1800)
+
+DAGS = Path(__file__).parent / "dags"
+RUN_TIMEOUT_S = 600.0
+OOM_CONFIG = 5
+WORKER_SLOTS = 3
+LABEL = "app=sluice-k8s-e2e"
+
+
+def expected_loss(i: int) -> float:
+    lr = round(0.01 * (i + 1), 3)
+    return round((lr - 0.03) ** 2 + 0.01 * i, 6)
+
+
+def delete_test_pods(kube: Kube) -> None:
+    v1 = kube.core_v1()
+    v1.delete_collection_namespaced_pod("default", label_selector=LABEL, grace_period_seconds=0)
+
+
+@pytest.fixture(scope="module")
+async def kpo(kube: Kube, services, template_db, tmp_path_factory):
+    """Sluice's daemons over dags/, with ``kubernetes_default`` naming the cluster's kubeconfig."""
+    admin_url, redis_url = services
+    name = f"sluice_k8s_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("k8s")
+    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
+    cluster.env.pop("KUBECONFIG", None)  # the connection is the only way to the cluster
+    extra = json.dumps({"kube_config_path": str(kube.kubeconfig), "namespace": "default"})
+    out = cluster.cli("connections", "add", "kubernetes_default", "--conn-type", "kubernetes",
+                      "--conn-extra", extra)
+    assert out.returncode == 0, out.stderr
+    delete_test_pods(kube)
+    cluster.start("scheduler")
+    cluster.start("triggerer")
+    cluster.start("worker", SLUICE_WORKER_CONCURRENCY=str(WORKER_SLOTS))
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        delete_test_pods(kube)
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def try_log(cluster: Cluster, doc: dict, map_index: int, attempt: int) -> str:
+    path = (cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / f"run_id={doc['run_id']}"
+            / "task_id=train" / f"map_index={map_index}" / f"attempt={attempt}.log")
+    return path.read_text()
+
+
+async def run_train(cluster: Cluster, dag_id: str, watch=None) -> dict:
+    """Trigger ``dag_id`` and wait for its run; ``watch`` polls the database meanwhile."""
+    run_id = await cluster.trigger(dag_id)
+    if watch is None:
+        return await cluster.wait_run(run_id, timeout=RUN_TIMEOUT_S)
+    doc = None
+
+    async def finished():
+        nonlocal doc
+        await watch(run_id)
+        doc = await cluster.run_doc(run_id)
+        return doc["state"] in ("success", "failed")
+
+    await wait_for(finished, RUN_TIMEOUT_S, f"run {run_id} of {dag_id}")
+    return doc
+
+
+def assert_seed_pattern_outcome(cluster: Cluster, kube: Kube, doc: dict) -> None:
+    """8 pods trained, config 5 OOMKilled twice (exit 137 in both tries' logs), 7 results reduced."""
+    trains = {t["map_index"]: t for t in doc["tasks"] if t["task_id"] == "train"}
+    assert sorted(trains) == list(range(8)), trains
+    states = {i: (t["state"], t["try_number"]) for i, t in trains.items()}
+    assert states == {i: ("failed", 2) if i == OOM_CONFIG else ("success", 1)
+                      for i in range(8)}, states
+    for i, t in trains.items():
+        if i != OOM_CONFIG:
+            assert t["return_value"]["id"] == i
+            assert t["return_value"]["loss"] == expected_loss(i)
+            assert t["return_value"]["pod"].startswith("train-"), t["return_value"]
+    ok_ids = [i for i in range(8) if i != OOM_CONFIG]
+    best = Cluster.by_task(doc)["pick_best"]
+    assert best["state"] == "success", doc
+    assert best["return_value"] == {"n": 7, "ids": ok_ids,
+                                    "best_id": min(ok_ids, key=expected_loss)}
+    assert doc["state"] == "success", doc  # pick_best, the only leaf, succeeded
+    # the pod's own output is in the instance's try log
+    log0 = try_log(cluster, doc, 0, 1)
+    assert "training config 0 lr=0.01 with 8 MB" in log0, log0[-3000:]
+    assert f"config 0 loss={expected_loss(0)}" in log0, log0[-3000:]
+    # the OOMKilled pod fails each try with its exit code and reason in the try's log
+    for attempt in (1, 2):
+        text = try_log(cluster, doc, OOM_CONFIG, attempt)
+        assert "OOMKilled" in text and "137" in text, text[-3000:]
+    # on_finish_action=delete_succeeded_pod: only the OOMKilled tries' pods are left
+    pods = kube.core_v1().list_namespaced_pod(
+        "default", label_selector=f"{LABEL},sluice-dag={doc['dag_id']}").items
+    left = sorted((p.metadata.labels["map_index"], p.metadata.labels["try_number"]) for p in pods)
+    assert left == [(str(OOM_CONFIG), "1"), (str(OOM_CONFIG), "2")], left
+    for pod in pods:
+        base = next(s for s in pod.status.container_statuses if s.name == "base")
+        term = base.state.terminated
+        assert (term.reason, term.exit_code) == ("OOMKilled", 137), term
+        limits = pod.spec.containers[0].resources.limits
+        assert limits["memory"] == "128Mi", limits
+
+
+# --- tests ---------------------------------------------------------------------------------
+async def test_mapped_pods_train_and_the_oom_config_fails_after_its_retry(kpo, kube):
+    doc = await run_train(kpo, "k8s_train")
+    assert_seed_pattern_outcome(kpo, kube, doc)
+    delete_test_pods(kube)
+
+
+async def test_deferrable_pods_wait_in_the_triggerer_holding_no_worker_slot(kpo, kube):
+    most = {"deferred": 0}
+
+    async def count_deferred(run_id: str) -> None:
+        conn = await kpo.connect()
+        try:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk "
+                "WHERE r.run_id = $1 AND ti.task_id = 'train' AND ti.state = 'deferred'", run_id)
+        finally:
+            await conn.close()
+        most["deferred"] = max(most["deferred"], n)
+
+    doc = await run_train(kpo, "k8s_train_deferrable", watch=count_deferred)
+    assert_seed_pattern_outcome(kpo, kube, doc)
+    # every pod ran for 10 s while its instance waited in the triggerer: more instances
+    # waited at once than the worker has slots
+    assert most["deferred"] > WORKER_SLOTS, most
+    delete_test_pods(kube)
