@@ -195,12 +195,39 @@ def dags_trigger(
 
 
 @dags_app.command("test")
-def dags_test(dag_id: str, timeout: float = 3600.0) -> None:
-    """Trigger a run and wait for it, printing its outcome (needs running daemons)."""
-    from shared.runs_cli import trigger
+def dags_test(
+    dag_id: str,
+    conf: Annotated[str | None, typer.Option(help="Run configuration as a JSON object.")] = None,
+    logical_date: Annotated[str | None, typer.Option(
+        "--logical-date", help="The run's logical date (ISO 8601; default: now). A manual run "
+                               "of the DAG at that date is replaced.")] = None,
+) -> None:
+    """Run the DAG once in this process, no daemons: each task's output on the terminal,
+    breakpoint() works in a task; exit 0 on success, 1 on failure."""
+    from shared.dag_test import DagTestError, parse_logical_date, test_dag
 
+    conf_obj = _conf_object(conf)
+    try:
+        when = parse_logical_date(logical_date)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--logical-date") from None
     settings = load_settings()
-    raise typer.Exit(_run(settings, trigger, settings, dag_id, {}, True, False, timeout))
+    try:
+        raise typer.Exit(test_dag(settings, dag_id, conf_obj, when))
+    except DagTestError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _conf_object(conf: str | None) -> dict:
+    """``--conf`` as a JSON object, or the usage error that says why not."""
+    try:
+        conf_obj = json.loads(conf) if conf else {}
+    except ValueError as exc:
+        raise typer.BadParameter(f"--conf is not valid JSON: {exc}") from None
+    if not isinstance(conf_obj, dict):
+        raise typer.BadParameter("--conf must be a JSON object")
+    return conf_obj
 
 
 @runs_app.command("list")
@@ -420,6 +447,64 @@ def tasks_logs(
     settings = load_settings()
     raise typer.Exit(_run(settings, logs, settings, dag_id, run_id, task_id, map_index,
                           try_number, follow, as_json))
+
+
+# --- task operations: tasks clear / mark-success / mark-failed, runs cancel (shared.clear) ---
+MapIndex = Annotated[int | None, typer.Option(
+    "--map-index", help="One mapped instance (default: every instance of the task).")]
+Downstream = Annotated[bool, typer.Option("--downstream", "-d", help="Its downstream tasks too.")]
+Upstream = Annotated[bool, typer.Option("--upstream", "-u", help="Its upstream tasks too.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print what changed as JSON.")]
+
+
+@tasks_app.command("clear")
+def tasks_clear(dag_id: str, run_id: str, task_id: str, map_index: MapIndex = None,
+                downstream: Downstream = False, upstream: Upstream = False,
+                only_failed: Annotated[bool, typer.Option(
+                    "--only-failed", help="Only failed and upstream_failed instances.")] = False,
+                as_json: AsJson = False) -> None:
+    """Clear task instances so they run again (their tries kept; a finished run runs again;
+    the task's setups and teardowns go along, as in Airflow)."""
+    from shared.tasks_cli import clear
+
+    settings = load_settings()
+    raise typer.Exit(_run(settings, clear, settings, dag_id, run_id, task_id, map_index,
+                          downstream, upstream, only_failed, as_json))
+
+
+def _mark(state: str, dag_id: str, run_id: str, task_id: str, map_index: int | None,
+          downstream: bool, upstream: bool, as_json: bool) -> None:
+    from shared.tasks_cli import mark
+
+    settings = load_settings()
+    raise typer.Exit(_run(settings, mark, settings, dag_id, run_id, task_id, state, map_index,
+                          downstream, upstream, as_json))
+
+
+@tasks_app.command("mark-success")
+def tasks_mark_success(dag_id: str, run_id: str, task_id: str, map_index: MapIndex = None,
+                       downstream: Downstream = False, upstream: Upstream = False,
+                       as_json: AsJson = False) -> None:
+    """Mark task instances success (a running try is stopped); failed ones downstream run again."""
+    _mark("success", dag_id, run_id, task_id, map_index, downstream, upstream, as_json)
+
+
+@tasks_app.command("mark-failed")
+def tasks_mark_failed(dag_id: str, run_id: str, task_id: str, map_index: MapIndex = None,
+                      downstream: Downstream = False, upstream: Upstream = False,
+                      as_json: AsJson = False) -> None:
+    """Mark task instances failed (a running try is stopped)."""
+    _mark("failed", dag_id, run_id, task_id, map_index, downstream, upstream, as_json)
+
+
+@runs_app.command("cancel", cls=RunCommand)
+def runs_cancel(first: FirstRunArg, second: SecondRunArg = None, as_json: AsJson = False) -> None:
+    """Fail a run now (Airflow's "mark run failed"): running tries are stopped, the rest skipped."""
+    from shared.runs_cli import cancel
+
+    settings = load_settings()
+    raise typer.Exit(_run(settings, cancel, settings, *_run_ref(first, second), as_json))
+# --- (end of task operations)
 
 
 def main() -> None:

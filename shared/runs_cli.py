@@ -1,4 +1,4 @@
-"""The run commands of the CLI: trigger (and wait), clear, list, show.
+"""The run commands of the CLI: trigger (and wait), clear, cancel, list, show.
 
 A run is named by ``[DAG_ID] RUN_ID`` (``runview.find_run``). Every database
 read goes through ``reconnect.Database``, so a PostgreSQL restart while a
@@ -40,7 +40,7 @@ FINISHED = ("success", "failed")
 RETRY_CAP_S = 5.0
 
 
-def _budget() -> float:
+def budget() -> float:
     return deadline_in(CONNECT_BUDGET_S)
 
 
@@ -57,13 +57,13 @@ async def trigger(settings: Settings, dag_id: str, conf: dict, wait: bool, as_js
     db_url, redis_url = settings.require_urls()
     db = Database(db_url)
     try:
-        if not await db.run(_dag_is_active, dag_id, deadline=_budget()):
+        if not await db.run(_dag_is_active, dag_id, deadline=budget()):
             print(f"DAG {dag_id!r} not found (is the scheduler running on this DAGs folder? "
                   "see `sluice dags list`)", file=sys.stderr)
             return 2
-        await redis_call(redis_url, ping, deadline=_budget())
-        run_pk, run_id = await db.run_once(create_manual_run, dag_id, conf, deadline=_budget())
-        await _wake_scheduler(settings, run_pk)
+        await redis_call(redis_url, ping, deadline=budget())
+        run_pk, run_id = await db.run_once(create_manual_run, dag_id, conf, deadline=budget())
+        await wake_scheduler(settings, run_pk)
         return await _report(db, run_pk, f"created run {run_id} of DAG {dag_id}", wait, as_json,
                              timeout)
     finally:
@@ -79,14 +79,14 @@ async def clear(settings: Settings, dag_id: str | None, run_id: str, only_failed
     db = Database(db_url)
     try:
         try:
-            run_pk = await db.run(find_run, run_id, dag_id, deadline=_budget())
-            await redis_call(redis_url, ping, deadline=_budget())
+            run_pk = await db.run(find_run, run_id, dag_id, deadline=budget())
+            await redis_call(redis_url, ping, deadline=budget())
             done = await db.run_once(partial(clear_run, only_failed=only_failed), run_pk,
-                                  deadline=_budget())
+                                  deadline=budget())
         except (RunLookupError, ClearError) as exc:
             print(str(exc), file=sys.stderr)
             return 2
-        await _wake_scheduler(settings, run_pk)
+        await wake_scheduler(settings, run_pk)
         summary = (f"cleared {done['cleared']} task instances of run {run_id} of DAG "
                    f"{done['dag_id']} ({done['removed']} removed, {done['added']} added)")
         return await _report(db, run_pk, summary, wait, as_json, timeout)
@@ -94,12 +94,44 @@ async def clear(settings: Settings, dag_id: str | None, run_id: str, only_failed
         await db.close()
 
 
-async def _wake_scheduler(settings: Settings, run_pk: int) -> None:
+async def cancel(settings: Settings, dag_id: str | None, run_id: str, as_json: bool) -> int:
+    """Airflow's "mark run failed" (``shared.clear.cancel_run``): running tries are stopped by
+    their workers, deferred ones leave the triggerer, the rest are skipped."""
+    from shared.clear import ClearError, cancel_run
+
+    db_url, redis_url = settings.require_urls()
+    db = Database(db_url)
+    try:
+        try:
+            run_pk = await db.run(find_run, run_id, dag_id, deadline=budget())
+            await redis_call(redis_url, ping, deadline=budget())
+            done = await db.run_once(cancel_run, run_pk, deadline=budget())
+        except (RunLookupError, ClearError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+    finally:
+        await db.close()
+    await wake_scheduler(settings, run_pk)
+    if as_json:
+        print(json.dumps({k: v for k, v in done.items() if k != "run_pk"}))
+        return 0
+    failed = sum(1 for c in done["changed"] if c["new_state"] == "failed")
+    print_lines(f"cancelled run {done['run_id']} of DAG {done['dag_id']}: {failed} failed, "
+                f"{len(done['changed']) - failed} skipped; the run is {done['run_state']}"
+                + ("" if done["run_state"] == "failed" else " until its teardowns end"))
+    if done["changed"]:
+        print_table(("task", "map_index", "was", "now"),
+                    [[c["task_id"], str(c["map_index"]), c["state"] or "none", c["new_state"]]
+                     for c in done["changed"]], whole=("task",))
+    return 0
+
+
+async def wake_scheduler(settings: Settings, run_pk: int) -> None:
     """Tell the scheduler about the run; if Redis is gone, its repair sweep finds the run."""
     _, redis_url = settings.require_urls()
     item = (bus.Streams(settings.stream_prefix).events, RunChanged(run_pk=run_pk))
     try:
-        await redis_call(redis_url, bus.publish, [item], deadline=_budget())
+        await redis_call(redis_url, bus.publish, [item], deadline=budget())
     except ServiceUnavailable as exc:
         print(f"{exc} (the scheduler's repair sweep starts the run)", file=sys.stderr)
 
@@ -109,14 +141,14 @@ async def _report(db: Database, run_pk: int, summary: str, wait: bool, as_json: 
     """Print the run (or ``summary``); with ``wait``, its outcome as the exit code."""
     if not wait:
         if as_json:
-            print(json.dumps((await db.run(run_document_at, run_pk, deadline=_budget()))["doc"]))
+            print(json.dumps((await db.run(run_document_at, run_pk, deadline=budget()))["doc"]))
         else:
             print(summary)
         return 0
     deadline = deadline_in(timeout)
     state = await _wait(db, run_pk, deadline, live=not as_json and sys.stdout.isatty())
     try:  # the wait's time left (a PostgreSQL restart is waited out), at least a connect's
-        found = await db.run(run_document_at, run_pk, deadline=max(deadline, _budget()))
+        found = await db.run(run_document_at, run_pk, deadline=max(deadline, budget()))
     except ServiceUnavailable as exc:
         if state not in FINISHED:  # the wait's own deadline passed: that is what exit 3 says
             print(f"gave up waiting after {timeout:g}s (run is {state}; {exc})", file=sys.stderr)
@@ -253,7 +285,7 @@ async def show(settings: Settings, dag_id: str | None, run_id: str, as_json: boo
     db_url, _ = settings.require_urls()
     db = Database(db_url)
     try:
-        found = await db.run(_find_document, run_id, dag_id, deadline=_budget())
+        found = await db.run(_find_document, run_id, dag_id, deadline=budget())
     except RunLookupError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -276,7 +308,7 @@ async def list_runs(settings: Settings, dag_id: str | None, limit: int, as_json:
     db_url, _ = settings.require_urls()
     db = Database(db_url)
     try:
-        rows = await db.run(_recent_runs, dag_id, limit, deadline=_budget())
+        rows = await db.run(_recent_runs, dag_id, limit, deadline=budget())
     finally:
         await db.close()
     from shared.runview import iso

@@ -173,6 +173,7 @@ class Worker:
         """
         ids = {k: req[k] for k in ("dag_id", "run_id", "task_id", "map_index", "try_number")}
         with bound_contextvars(**ids):
+            await self._end_earlier_try(req["ti_id"])
             self.running[req["ti_id"]] = req
             try:
                 log.info("task_started")
@@ -302,6 +303,15 @@ class Worker:
             except DB_ERRORS as exc:
                 log.warning("heartbeat_failed", error=str(exc))
                 retry_delays = retry_delays or backoff_delays(cap_s=every_s)
+
+    async def _end_earlier_try(self, ti_id: int) -> None:
+        """An instance cleared while its try ran here (``sluice tasks clear``) may be queued
+        again and come back to this worker before a heartbeat saw the clear: its earlier
+        try is stopped, and gone, before the new one starts."""
+        if ti_id in self.running:
+            log.warning("task_killed", reason="a new try of its instance was claimed here")
+            self.stop_taken_away([ti_id])
+            await self._wait_until(lambda: ti_id not in self.running)
 
     def stop_taken_away(self, ti_ids: list[int]) -> None:
         """Kill the bodies of instances that are no longer this worker's running tries.

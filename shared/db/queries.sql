@@ -1707,3 +1707,21 @@ SELECT DISTINCT l -> 'asset' ->> 'name' AS name, l -> 'asset' ->> 'uri' AS uri
  WHERE t.uuid = $1 AND s ->> 'task_id' = t.task_id AND l -> 'asset' IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM asset a WHERE a.name = l -> 'asset' ->> 'name'
                                           AND a.uri = l -> 'asset' ->> 'uri')
+
+-- ===========================================================================================
+-- sluice dags test (shared/dag_test.py): one run in one process, no daemons.
+-- ===========================================================================================
+
+-- name: dag_test_replace_run
+-- `dags test --logical-date`: a manual run of the DAG at that date is replaced, as
+-- `airflow dags test` replaces it (its instances, XComs and history go with it).
+DELETE FROM dag_run WHERE dag_id = $1 AND logical_date = $2 AND run_type = 'manual'
+
+-- name: dag_test_queued
+SELECT id, try_number FROM task_instance WHERE run_pk = $1 AND state = 'queued' ORDER BY id
+
+-- name: dag_test_triggers
+SELECT trigger_id FROM task_instance
+ WHERE run_pk = $1 AND state = 'deferred' AND trigger_id IS NOT NULL ORDER BY id
+
+-- (end of dags test)
