@@ -7,7 +7,9 @@ Its run's ``conf`` drives it, so one file serves every cross-DAG test:
 - ``fail``: ``produce`` raises, the ``work`` group's tasks end ``upstream_failed`` and
   the run fails.
 
-``produce`` and the task group ``work`` are what ``ExternalTaskSensor`` waits on.
+``produce`` and the task group ``work`` are what ``ExternalTaskSensor`` waits on;
+``mark_sensor_poke`` is the ``ExternalTaskMarker`` Airflow's docs pair with such a
+sensor (in Airflow 3.3, as in Sluice, it runs as the ``EmptyOperator`` it is).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import time
 
 import pendulum
+from airflow.providers.standard.sensors.external_task import ExternalTaskMarker
 from airflow.sdk import dag, task, task_group
 
 
@@ -47,7 +50,10 @@ def cross_target():
         step_two(step_one(value))
 
     read_conf()
-    work(produce())
+    produced = produce()
+    work(produced)
+    produced >> ExternalTaskMarker(task_id="mark_sensor_poke", external_dag_id="cross_sensor_poke",
+                                   external_task_id="wait_task")
 
 
 cross_target()
