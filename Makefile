@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test faults bench lint clean browser
+.PHONY: run test faults bench lint clean browser k8s-build
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,7 +20,12 @@ browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 
-test: $(STAMP) browser
+# tests/k8s run on Sluice's own Kubernetes cluster: its binaries and images are built (once,
+# cached outside the repository) before the suite, which starts and stops the cluster itself
+k8s-build:
+	deploy/k8s/cluster.sh build
+
+test: $(STAMP) browser k8s-build
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not faults" $(PYTEST_ARGS)
 
 faults: $(STAMP)
