@@ -24,7 +24,7 @@ from scheduler.callbacks import CallbackRequests, CallbackRunner, run_end_reason
 from scheduler.decide import RunDecision, StateCounts, TIRow, decide
 from scheduler.expansion import RunFacts
 from scheduler.groups import group_states
-from scheduler.limits import Busy, Candidate, select
+from scheduler.limits import Busy, Candidate, pool_problems, select
 from scheduler.parsing import FolderParser
 from scheduler.past import PastWaker, blocked
 from scheduler.runs import create_due_runs, insert_task_instances, task_instance_rows, utcnow
@@ -76,6 +76,8 @@ class Scheduler:
         self.starved: set[int] = set()
         self.dags_dirty = True
         self.pools: dict[str, int] = {}
+        self.pool_warned: set[tuple[str, str, str, str]] = set()  # waits for a pool, said once
+        self.paused_seen: set[str] = set()  # paused DAGs as the last refresh saw them
         self.run_sizes: dict[int, int] = {}
         self.last_pass: dict[int, float] = {}
         self._read_scope: anyio.CancelScope | None = None
@@ -104,6 +106,18 @@ class Scheduler:
                     self.next_due.pop(dag_id, None)  # a changed timetable is asked again
         self.specs, self.paused = specs, paused
         self.dags_dirty = False
+        await self._resume_unpaused()
+
+    async def _resume_unpaused(self) -> None:
+        """Pause, unpause and pool changes wake us with ``DagsChanged``: the active runs of
+        DAGs just unpaused, and the runs limits held back, get a pass now."""
+        unpaused, self.paused_seen = self.paused_seen - self.paused, set(self.paused)
+        self.pending |= self.starved
+        self.starved = set()
+        if unpaused:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(q("active_runs_of_dags"), sorted(unpaused))
+            self.pending.update(r["id"] for r in rows)
 
     async def create_scheduled_runs(self, now: datetime) -> datetime | None:
         """Create the scheduled runs due at ``now``; return when the next one is due.
@@ -185,7 +199,9 @@ class Scheduler:
                     ends_ids.append(ti_id)
                     ends_states.append(state)
                 ti_by_id = {ti.id: ti for ti in tis}
-                for ti_id in decision.queue:
+                # a paused DAG's running runs still end what cannot run, as in Airflow,
+                # but start nothing new until it is unpaused
+                for ti_id in () if spec.dag_id in self.paused else decision.queue:
                     t = spec.task(ti_by_id[ti_id].task_id)
                     if self._start_in_triggerer(spec, run, ti_by_id[ti_id], starts, failures):
                         continue
@@ -366,6 +382,8 @@ class Scheduler:
             if spec is None:
                 await conn.execute(q("finish_run"), run["id"], "failed", "dag_not_found")
                 continue
+            if spec.dag_id in self.paused:  # Airflow: queued until the DAG is unpaused
+                continue
             if counts.get(spec.dag_id, 0) >= spec.max_active_runs:
                 continue
             counts[spec.dag_id] = counts.get(spec.dag_id, 0) + 1
@@ -376,11 +394,13 @@ class Scheduler:
 
     async def _apply_limits(self, conn: asyncpg.Connection, busy: Busy,
                             candidates: list[Candidate]) -> tuple[list[int], bool]:
-        if any(c.pool not in self.pools for c in candidates):
-            self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
-        for c in candidates:
-            if c.pool not in self.pools:
-                log.warning("pool_not_found", dag_id=c.dag_id, task_id=c.task_id, pool=c.pool)
+        # read in the pass: a pool created, resized or deleted counts from the next pass
+        self.pools = {row["name"]: row["slots"] for row in await conn.fetch(q("pools"))}
+        for (dag_id, task_id, pool), why in pool_problems(candidates, self.pools).items():
+            if (dag_id, task_id, pool, why) not in self.pool_warned:  # once, not every pass
+                self.pool_warned.add((dag_id, task_id, pool, why))
+                log.warning("task_waits_for_pool", dag_id=dag_id, task_id=task_id, pool=pool,
+                            error=why)
         return select(candidates, busy, self.pools)
 
     # --- the loops ---------------------------------------------------------
@@ -605,7 +625,9 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         await sched.consumer.ensure_groups()
         # parsing runs beside scheduling: the DAGs stored already are scheduled meanwhile
         parser = FolderParser(pool, settings.dags_folder, settings.parse_timeout_s,
-                              home=settings.home, on_change=lambda: bus.publish(redis, [(sched.streams.events,
+                              home=settings.home,
+                              paused_at_creation=settings.dags_are_paused_at_creation,
+                              on_change=lambda: bus.publish(redis, [(sched.streams.events,
                                                                      DagsChanged())]))
         await sched.refresh_dags()
         async with pool.acquire() as conn:

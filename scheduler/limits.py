@@ -54,3 +54,25 @@ def select(candidates: list[Candidate], busy: Busy, pools: dict[str, int]) -> tu
         busy.run_task_tis[(c.run_pk, c.task_id)] += 1
         chosen.append(c.ti_id)
     return chosen, held
+
+
+def pool_problems(candidates: list[Candidate], pools: dict[str, int]) -> dict[tuple[str, str, str], str]:
+    """Why candidates cannot be queued while the pools stay as they are, by (DAG, task, pool).
+
+    As in Airflow, such a task is not failed: it waits, ``scheduled``, until
+    its pool is created or grows (``sluice pools set``).
+    """
+    out: dict[tuple[str, str, str], str] = {}
+    for c in candidates:
+        total = pools.get(c.pool)
+        where = f"DAG {c.dag_id!r}: task {c.task_id!r}"
+        if total is None:
+            why = (f"{where}: pool {c.pool!r} does not exist; the task waits until it is "
+                   f"created (`sluice pools set {c.pool} SLOTS`)")
+        elif c.pool_slots > total:
+            why = (f"{where}: needs {c.pool_slots} slots of pool {c.pool!r}, which has "
+                   f"{total}; the task waits until the pool has that many")
+        else:
+            continue
+        out[(c.dag_id, c.task_id, c.pool)] = why
+    return out

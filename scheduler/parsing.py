@@ -224,18 +224,33 @@ class Stored:
 
 
 async def store_result(pool: asyncpg.Pool, result: dict,
-                       present: Collection[str] | None = None) -> bool:
+                       present: Collection[str] | None = None, *,
+                       paused_at_creation: bool = True) -> bool:
     """Write one file's outcome; True when a DAG was added or changed."""
-    return (await store_file(pool, result, present)).changed
+    return (await store_file(pool, result, present,
+                             paused_at_creation=paused_at_creation)).changed
+
+
+def paused_upon_creation(dag: dict, paused_at_creation: bool) -> bool:
+    """Whether a DAG seen for the first time starts paused, as Airflow decides it.
+
+    The DAG's own ``is_paused_upon_creation`` when it sets one, else the
+    installation's ``dags_are_paused_at_creation``. A DAG already stored keeps
+    whatever it is (``upsert_dag`` sets ``is_paused`` on insert only).
+    """
+    own = dag.get("is_paused_upon_creation")
+    return paused_at_creation if own is None else bool(own)
 
 
 async def store_file(pool: asyncpg.Pool, result: dict,
-                     present: Collection[str] | None = None) -> Stored:
+                     present: Collection[str] | None = None, *,
+                     paused_at_creation: bool = True) -> Stored:
     """Write one file's outcome: its DAGs, its import error, or both.
 
     ``present`` are the DAGs folder's files (resolved); without it a file is
     there when it exists. A dag_id whose active row belongs to another present
     file is not stored: the file gets Airflow's duplicate import error instead.
+    A new DAG starts paused as :func:`paused_upon_creation` says.
     """
     fileloc = result["fileloc"]
     async with pool.acquire() as conn, conn.transaction():
@@ -246,7 +261,7 @@ async def store_file(pool: asyncpg.Pool, result: dict,
         owners = await _owned_elsewhere(conn, result, present)
         kept = [dag for dag in result["dags"] if dag["dag_id"] not in owners]
         for dag in kept:
-            paused = bool(dag.get("is_paused_upon_creation"))
+            paused = paused_upon_creation(dag, paused_at_creation)
             await conn.execute(q("upsert_dag"), dag["dag_id"], fileloc, result["source_hash"],
                                dag, paused)
         retired = "UPDATE 0"
@@ -298,8 +313,9 @@ class FolderParser:
 
     def __init__(self, pool: asyncpg.Pool, dags_folder: Path, timeout_s: float,
                  on_change: Callable[[], Awaitable[object]] | None = None,
-                 home: Path | None = None):
+                 home: Path | None = None, paused_at_creation: bool = True):
         self.pool = pool
+        self.paused_at_creation = paused_at_creation
         self.dags_folder = Path(dags_folder)
         self.timeout_s = timeout_s
         self.server = ParseServer(self.dags_folder, home)
@@ -370,7 +386,8 @@ class FolderParser:
                 if await self._claims_unowned(result, present):
                     for turn in turns[:i]:
                         await turn.wait()
-                stored = await store_file(self.pool, result, present)
+                stored = await store_file(self.pool, result, present,
+                                          paused_at_creation=self.paused_at_creation)
             finally:
                 turns[i].set()
             any_stored |= stored.changed

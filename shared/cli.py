@@ -190,8 +190,7 @@ def dags_trigger(
         raise typer.BadParameter(f"--conf is not valid JSON: {exc}") from None
     if not isinstance(conf_obj, dict):
         raise typer.BadParameter("--conf must be a JSON object")
-    settings = load_settings()
-    raise typer.Exit(_run(settings, trigger, settings, dag_id, conf_obj, wait, as_json, timeout))
+    raise typer.Exit(_trigger(load_settings(), trigger, dag_id, conf_obj, wait, as_json, timeout))
 
 
 @dags_app.command("test")
@@ -228,6 +227,81 @@ def _conf_object(conf: str | None) -> dict:
     if not isinstance(conf_obj, dict):
         raise typer.BadParameter("--conf must be a JSON object")
     return conf_obj
+
+
+def _trigger(settings, trigger, dag_id: str, conf: dict, *args) -> int:
+    """``trigger``; a paused DAG is said first (its run waits queued, as in Airflow), and a
+    conf its params refuse is one line and exit 2."""
+    from shared.params import ParamsError
+    from shared.pools_cli import is_paused
+
+    if _run(settings, is_paused, settings, dag_id):
+        typer.echo(f"DAG {dag_id!r} is paused: its run stays queued until "
+                   f"`sluice dags unpause {dag_id}`", err=True)
+    try:
+        return _run(settings, trigger, settings, dag_id, conf, *args)
+    except ParamsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@dags_app.command("pause")
+def dags_pause(dag_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Pause a DAG: no new runs start (scheduled or triggered) until it is unpaused."""
+    _admin("set_paused", dag_id, True, as_json)
+
+
+@dags_app.command("unpause")
+def dags_unpause(dag_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Unpause a DAG: its queued runs start and its schedule resumes."""
+    _admin("set_paused", dag_id, False, as_json)
+
+
+def _admin(name: str, *args) -> None:
+    """Run ``shared.pools_cli.<name>``; a refusal is one line and its exit code."""
+    from functools import partial
+
+    from shared import pools_cli
+
+    settings = load_settings()
+    try:
+        code = _run(settings, partial(getattr(pools_cli, name), settings, *args))
+    except pools_cli.Refused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(exc.code) from None
+    raise typer.Exit(code or 0)
+
+
+# --- pools: Airflow's `pools` commands -----------------------------------------------------
+pools_app = typer.Typer(no_args_is_help=True, help="Manage pools (slots shared by tasks).")
+app.add_typer(pools_app, name="pools")
+
+
+@pools_app.command("set")
+def pools_set(
+    name: str, slots: int,
+    description: Annotated[str | None, typer.Option(help="The pool's description.")] = None,
+) -> None:
+    """Create a pool or set its slots (and description)."""
+    _admin("pools_set", name, slots, description)
+
+
+@pools_app.command("get")
+def pools_get(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One pool, with the slots its queued and running tasks hold; exit 2 if none."""
+    _admin("pools_get", name, as_json)
+
+
+@pools_app.command("list")
+def pools_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every pool, with the slots its queued and running tasks hold."""
+    _admin("pools_list", as_json)
+
+
+@pools_app.command("delete")
+def pools_delete(name: str) -> None:
+    """Delete a pool no queued or running task holds (default_pool cannot be deleted)."""
+    _admin("pools_delete", name)
 
 
 @runs_app.command("list")

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # scheduler
     parse_timeout_s: float = 30.0
     dag_dir_list_interval_s: float = 30.0
+    # a DAG seen for the first time starts paused unless it says otherwise
+    # (is_paused_upon_creation), as Airflow's [core] dags_are_paused_at_creation;
+    # `sluice standalone` makes it false for the daemons it starts unless it is set
+    dags_are_paused_at_creation: bool = True
     repair_interval_s: float = 10.0
     worker_heartbeat_timeout_s: float = 30.0
     queued_resend_after_s: float = 60.0

@@ -87,7 +87,10 @@ async def serve(settings: Settings) -> int:
             {"database_url": db_url, "redis_url": redis_url, "pid": os.getpid()}))
         env = {**os.environ, "SLUICE_DATABASE_URL": db_url, "SLUICE_REDIS_URL": redis_url,
                "SLUICE_DAGS_FOLDER": str(settings.dags_folder.resolve()),
-               "SLUICE_HOME": str(settings.home)}
+               "SLUICE_HOME": str(settings.home),
+               # a try-it installation: new DAGs start unpaused unless the user says otherwise
+               "SLUICE_DAGS_ARE_PAUSED_AT_CREATION": os.environ.get(
+                   "SLUICE_DAGS_ARE_PAUSED_AT_CREATION", "false")}
         log.info("standalone_ready", dags_folder=str(settings.dags_folder),
                  hint=f"SLUICE_HOME={settings.home} sluice dags trigger DAG_ID --wait",
                  api_server=_api_url())

@@ -26,6 +26,8 @@ from tests.services import resolve_services
 # never ~/airflow, set before any test module imports airflow.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="sluice-airflow-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Tests trigger the DAGs they write: new DAGs start unpaused (tests of pausing set it back).
+os.environ.setdefault("SLUICE_DAGS_ARE_PAUSED_AT_CREATION", "false")
 
 
 def _with_db(url: str, name: str) -> str:

@@ -150,7 +150,21 @@ async def patch_dag(request: Request, dag_id: str, body: m.DAGPatchBody,
         raise unsupported(f"patching {sorted(set(update_mask) - {'is_paused'})} of a DAG")
     if await db(request).fetchval(q("pause_dag"), dag_id, body.is_paused) is None:
         raise not_found(f"Dag with id {dag_id} was")
+    await _wake_on_pause(request)
     return await get_dag(request, dag_id)
+
+
+async def _wake_on_pause(request: Request) -> None:
+    """The scheduler reads paused DAGs again (``sluice dags pause`` sends the same)."""
+    from shared import bus
+    from shared.messages import DagsChanged
+
+    state = state_of(request)
+    try:
+        await bus.publish(state.redis, [(bus.Streams(state.settings.stream_prefix).events,
+                                         DagsChanged())])
+    except Exception:  # noqa: BLE001 - a wake-up is best effort: the change is in PostgreSQL
+        pass
 
 
 @router.get("/importErrors", response_model=m.ImportErrorCollectionResponse)

@@ -98,6 +98,7 @@ async def get_dag_run(request: Request, dag_id: str, dag_run_id: str) -> dict:
 async def trigger_dag_run(request: Request, dag_id: str, body: m.TriggerDAGRunPostBody) -> dict:
     """A manual run with ``conf``, as ``sluice dags trigger`` creates it."""
     from scheduler.runs import create_manual_run
+    from shared.params import ParamsError
 
     for name in ("dag_run_id", "data_interval_start", "data_interval_end", "run_after",
                  "partition_key"):
@@ -109,6 +110,8 @@ async def trigger_dag_run(request: Request, dag_id: str, body: m.TriggerDAGRunPo
     async with db(request).acquire() as conn:
         try:
             run_pk, _ = await create_manual_run(conn, dag_id, body.conf or {}, body.logical_date)
+        except ParamsError as exc:  # Airflow: 400 with the param's validation error
+            raise HTTPException(400, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
         if body.note is not None:
