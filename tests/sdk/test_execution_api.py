@@ -680,6 +680,12 @@ async def test_counts_and_states_filter_as_airflows_routes(server, db):
                                          "extract": "running", "report_0": "running",
                                          "report_1": "running"}}
     assert instances.get_count("other", states=["null"]).count == 0
+    for dag_id, message in (("other", "Task group nope not found in DAG other"),
+                            ("nope", "The Dag with ID: `nope` was not found")):
+        with pytest.raises(ServerResponseError) as unknown:
+            instances.get_task_states(dag_id, task_group_id="nope")
+        assert (unknown.value.response.status_code, unknown.value.detail["message"]) == \
+            (404, message)
     assert client.dag_runs.get_count("other", states=[], run_ids=[]).count == 1
     for path, params in (("task-instances/count", {"dag_id": "other"}),
                          ("dag-runs/count", {"dag_id": "other"})):

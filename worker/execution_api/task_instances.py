@@ -310,9 +310,12 @@ class Filters:
         self.logical_dates, self.run_ids = filter_values(logical_dates), filter_values(run_ids)
 
     async def group(self, a: Api) -> list[str]:
-        """The task ids inside the task group (nested groups included); 404 for none."""
+        """The task ids inside the task group (nested groups included); 404 for an unknown
+        DAG or group, with Airflow's words for each."""
         rows = await a.pool.fetch(q("api_group_task_ids"), self.dag_id, self.task_group_id)
         if not rows:
+            if await a.pool.fetchrow(q("api_dag"), self.dag_id) is None:
+                raise not_found(f"The Dag with ID: `{self.dag_id}` was not found")
             raise not_found(f"Task group {self.task_group_id} not found in DAG {self.dag_id}")
         return [r["task_id"] for r in rows]
 
