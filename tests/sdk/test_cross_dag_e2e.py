@@ -51,7 +51,8 @@ async def cluster(services, template_db, tmp_path_factory):
     c.start_all(SLUICE_WORKER_CONCURRENCY="6")
     try:
         for dag_id in ("cross_target", "cross_trigger_poke", "cross_trigger_deferrable",
-                       "cross_fanout", *SENSOR_DAGS, "cross_sensor_delta"):
+                       "cross_trigger_errors", "cross_fanout", *SENSOR_DAGS,
+                       "cross_sensor_delta"):
             await c.wait_dag(dag_id, timeout=120)
         yield c
     finally:
@@ -244,6 +245,25 @@ async def test_a_failed_target_fails_the_waiting_trigger_task_with_airflows_mess
     deferred = task_log(cluster, docs["cross_trigger_deferrable"], "trigger_target")
     assert "cross_target failed with failed states [" in deferred, deferred[-2000:]
     assert f"for run_ids ['{ids['cross_trigger_deferrable']}']" in deferred
+
+
+async def test_a_trigger_that_cannot_start_its_run_skips_or_fails_as_in_airflow(cluster):
+    target_run_id = await cluster.trigger("cross_target", {"who": "errors"})
+    doc = await trigger_and_wait(cluster, "cross_trigger_errors",
+                                 {"target_run_id": target_run_id})
+    assert doc["state"] == "failed"
+    assert states(doc) == {"trigger_skip": "skipped", "trigger_duplicate": "failed",
+                           "trigger_unknown": "failed"}
+    skip = task_log(cluster, doc, "trigger_skip")
+    assert "Dag Run already exists, skipping task as skip_when_already_exists is set to True." \
+        in skip, skip[-2000:]
+    duplicate = task_log(cluster, doc, "trigger_duplicate")
+    assert "Dag Run already exists, marking task as failed." in duplicate, duplicate[-2000:]
+    unknown = task_log(cluster, doc, "trigger_unknown")
+    assert "Dag with dag_id: 'cross_no_such_dag' not found" in unknown, unknown[-2000:]
+    # the existing run was left alone
+    row = await run_row(cluster, "cross_target", run_id=target_run_id)
+    assert (row["conf"], row["clear_number"]) == ({"who": "errors"}, 0)
 
 
 # --- ExternalTaskSensor ----------------------------------------------------------------------
