@@ -378,14 +378,16 @@ def _direct_verdict(dag: DagSpec, spec: TaskSpec, ti: TIRow, up: UpstreamStates,
     """The trigger rule over ``up`` plus, in a mapped group, this index's in-group upstreams."""
     if not inside:
         return evaluate(spec.trigger_rule, up, map_index=ti.map_index)
-    pairs = in_group_states(inside, ti.map_index, state_at, expanding)
-    if pairs is None:
+    states = in_group_states(inside, ti.map_index, state_at, expanding)
+    if states is None:
         return Verdict.RUN
     setups = structure(dag).direct_setups.get(spec.task_id, frozenset())
     in_setups = [u for u in inside if u in setups]
-    in_setups = (in_group_states(in_setups, ti.map_index, state_at, expanding) or []) if in_setups else []
+    setup_states = (in_group_states(in_setups, ti.map_index, state_at, expanding) or []
+                    if in_setups else [])
     return evaluate(spec.trigger_rule,
-                    up + tally(pairs, len(pairs), setup_states=in_setups, setup_total=len(in_setups)),
+                    up + tally(states, len(states), setup_states=setup_states,
+                               setup_total=len(setup_states)),
                     map_index=ti.map_index)
 
 

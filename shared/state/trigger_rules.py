@@ -8,8 +8,10 @@ passing one, because Airflow writes the state before it checks whether the rule
 passes, and a TI in a finished state is never queued.
 
 Not covered here (callers' concerns): ``wait_for_past_depends_before_skipping``
-(defer a ``skipped`` verdict until past depends are met), and a teardown's wait for
-the in-scope tasks between its setups and itself.
+(defer a ``skipped`` verdict until past depends are met; Airflow's scheduler does not
+set it), which setups count as a task's direct or indirect ones, and a teardown's wait
+for the in-scope tasks between its setups and itself (``scheduler.setups`` and
+``scheduler.decide``).
 """
 
 from __future__ import annotations
