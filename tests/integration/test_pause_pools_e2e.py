@@ -19,6 +19,7 @@ import json
 import anyio
 import pytest
 
+from tests.api_server import call, login, start_api_server
 from tests.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(420)
@@ -120,6 +121,38 @@ async def test_paused_dags_keep_triggered_runs_queued_and_params_validate_every_
     unknown = await cli(cluster, "dags", "pause", "nope")
     assert (unknown.returncode, unknown.stderr.count("\n")) == (2, 1)
     assert unknown.stderr.startswith("DAG 'nope' not found")
+
+
+async def test_the_rest_api_refuses_a_conf_the_params_refuse_and_its_pause_reaches_the_scheduler(
+        cluster: Cluster):
+    cluster.write_dag("paramed.py", PARAMED)
+    cluster.write_dag("eager.py", EAGER)
+    cluster.start("scheduler")
+    cluster.start("worker")
+    await cluster.wait_dag("paramed", PARSE_S)
+    base = await start_api_server(cluster, {"ana": ("admin", "ana-pw")})
+    token = await anyio.to_thread.run_sync(login, base, "ana", "ana-pw")
+
+    async def rest(path: str, method: str, body: dict):
+        return await anyio.to_thread.run_sync(
+            lambda: call(f"{base}/api/v2{path}", method, body, token=token))
+
+    status, body = await rest("/dags/paramed/dagRuns", "POST",
+                              {"logical_date": None, "conf": {"n": "many"}})
+    assert (status, body) == (400, {"detail": "DAG 'paramed': invalid input for param 'n': "
+                                              "'many' is not of type 'integer'"})
+    status, body = await rest("/dags/paramed", "PATCH", {"is_paused": True})
+    assert (status, body["is_paused"]) == (200, True)
+    status, body = await rest("/dags/paramed/dagRuns", "POST",
+                              {"logical_date": None, "conf": {"n": 9}})
+    assert (status, body["state"]) == (200, "queued")
+    run_id = body["dag_run_id"]
+    assert (await cluster.wait_run(await cluster.trigger("eager"), RUN_S))["state"] == "success"
+    assert await run_state(cluster, run_id) == "queued"
+    assert (await rest("/dags/paramed", "PATCH", {"is_paused": False}))[0] == 200
+    doc = await cluster.wait_run(run_id, RUN_S)
+    assert cluster.by_task(doc)["seen"]["return_value"] == {"n": 9, "label": "plain",
+                                                            "context": 9}
 
 
 POOLED = """

@@ -105,6 +105,20 @@ def test_a_scheduled_dag_whose_defaults_do_not_validate_does_not_load():
             params={"who": Param(type="string")})
 
 
+async def test_a_scheduled_dag_whose_defaults_do_not_validate_is_an_import_error(tmp_path):
+    path = tmp_path / "scheduled_bad.py"
+    path.write_text(
+        "from datetime import datetime\n"
+        "from airflow.sdk import DAG, Param\n"
+        "from airflow.providers.standard.operators.empty import EmptyOperator\n"
+        "with DAG('scheduled_bad', schedule='@daily', start_date=datetime(2026, 1, 1),\n"
+        "         params={'n': Param(50, type='integer', maximum=10)}):\n"
+        "    EmptyOperator(task_id='t')\n")
+    result = await parse_file(path, tmp_path, timeout_s=60)
+    assert result["dags"] == []
+    assert "Dag 'scheduled_bad' is not allowed to define a Schedule" in result["error"]
+
+
 def test_a_schema_that_is_not_json_schema_is_said_so():
     assert schema_problem(1, {"type": "integr"}).startswith("its schema is not valid JSON Schema")
 
