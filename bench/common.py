@@ -197,7 +197,7 @@ def _where(url: str) -> str:
 
 
 PLUMBING = {"SLUICE_DATABASE_URL", "SLUICE_REDIS_URL", "SLUICE_STREAM_PREFIX",
-            "SLUICE_DAGS_FOLDER", "SLUICE_HOME"}
+            "SLUICE_DAGS_FOLDER", "SLUICE_HOME", "SLUICE_DAGS_ARE_PAUSED_AT_CREATION"}
 
 
 def settings_used(env: dict[str, str], fields: Iterable[str]) -> dict[str, str]:
@@ -321,6 +321,7 @@ async def bench_cluster(root: Path, *, defaults: bool = True,
                           dags_folder=dags)
         if defaults:
             cluster.env = {k: v for k, v in cluster.env.items() if k not in FAST}
+        cluster.env["SLUICE_DAGS_ARE_PAUSED_AT_CREATION"] = "false"  # scenarios trigger at once
         cluster.env.update(env)
         yield cluster, f"PostgreSQL {_where(admin_url)}, Redis {_where(redis_url)}"
     except BaseException:
