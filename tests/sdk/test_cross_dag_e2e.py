@@ -276,7 +276,8 @@ async def sensor_runs(cluster: Cluster, logical_date: datetime, dag_ids: list[st
 
 
 async def test_sensors_pass_when_the_external_work_succeeds(cluster):
-    _, at = await fan_out(cluster, {"target_conf": {"who": "sensors", "sleep_s": 3},
+    # produce works long enough for every sensor to find it unfinished at first
+    _, at = await fan_out(cluster, {"target_conf": {"who": "sensors", "sleep_s": 6},
                                     "sensor_dags": SENSOR_DAGS})
     target = await run_row(cluster, "cross_target", logical_date=at)
     b = await finished_run(cluster, "cross_target", target["run_id"])
