@@ -36,6 +36,7 @@ from shared.dags_folder import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler
+from shared.schedules import RunInfo, load_timetables
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
 
@@ -69,8 +70,9 @@ class Scheduler:
                                      claim_interval_s=settings.claim_interval_s)
         self.specs: dict[str, DagSpec] = {}
         self.paused: set[str] = set()
-        # when each DAG's next scheduled run is due (None: never); absent: evaluate its timetable
-        self.next_due: dict[str, datetime | None] = {}
+        # each DAG's next scheduled run as its timetable planned it (None: no more runs);
+        # absent: ask its timetable on the next pass
+        self.planned: dict[str, RunInfo | None] = {}
         self.timers: dict[int, datetime] = {}
         self.pending: set[int] = set()
         self.starved: set[int] = set()
@@ -103,7 +105,7 @@ class Scheduler:
                     paused.add(row["dag_id"])
             for dag_id, spec in specs.items():
                 if dag_id not in self.specs or self.specs[dag_id] != spec:
-                    self.next_due.pop(dag_id, None)  # a changed timetable is asked again
+                    self.planned.pop(dag_id, None)  # a changed timetable is asked again
         self.specs, self.paused = specs, paused
         self.dags_dirty = False
         await self._resume_unpaused()
@@ -122,36 +124,39 @@ class Scheduler:
     async def create_scheduled_runs(self, now: datetime) -> datetime | None:
         """Create the scheduled runs due at ``now``; return when the next one is due.
 
-        A DAG's timetable is asked only once its next run is due (or its
-        definition changed): what it answered is kept as the moment to wake at.
-        A run held back by ``max_active_runs`` is due already: it is asked
-        again on the next pass (a run ending wakes the scheduler), never slept
-        for. A DAG whose timetable fails is logged and left until it changes.
+        A DAG's timetable is asked when it is loaded or changed and when one of
+        its runs is created (as Airflow's scheduler does); the run it plans is
+        created when due, and its ``run_after`` is the moment to wake at. A run
+        held back by ``max_active_runs`` is due already: it is planned again on
+        the next pass (a run ending wakes the scheduler), never slept for. A DAG
+        whose timetable fails is logged and left until it changes.
         """
         earliest: datetime | None = None
         for dag_id, spec in self.specs.items():
             if spec.schedule is None or dag_id in self.paused:
+                self.planned.pop(dag_id, None)  # unpaused, it plans from then (as Airflow re-plans)
                 continue
-            if dag_id in self.next_due:
-                due = self.next_due[dag_id]
-                if due is None:
-                    continue
-                if due > now:
-                    earliest = due if earliest is None else min(earliest, due)
-                    continue
+            planned = self.planned.get(dag_id)
+            if dag_id in self.planned and (planned is None or planned.run_after > now):
+                if planned is not None:
+                    earliest = planned.run_after if earliest is None else min(earliest, planned.run_after)
+                continue
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    created, nxt = await create_due_runs(conn, spec, now)
+                    created, nxt = await create_due_runs(conn, spec, now, planned)
             except ValueError as exc:
                 log.error("dag_schedule_failed", dag_id=dag_id, error=str(exc))
-                self.next_due[dag_id] = None
+                self.planned[dag_id] = None
                 continue
             if created:
                 log.info("scheduled_runs_created", dag_id=dag_id, count=len(created))
                 self.pending.update(created)
-            self.next_due[dag_id] = due = nxt.run_after if nxt is not None else None
-            if due is not None and due > now:
-                earliest = due if earliest is None else min(earliest, due)
+            if nxt is not None and nxt.run_after <= now:  # held back by max_active_runs
+                self.planned.pop(dag_id, None)
+                continue
+            self.planned[dag_id] = nxt
+            if nxt is not None:
+                earliest = nxt.run_after if earliest is None else min(earliest, nxt.run_after)
         return earliest
 
     # --- scheduling -------------------------------------------------------
@@ -629,6 +634,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
                               paused_at_creation=settings.dags_are_paused_at_creation,
                               on_change=lambda: bus.publish(redis, [(sched.streams.events,
                                                                      DagsChanged())]))
+        await anyio.to_thread.run_sync(load_timetables)  # Airflow's, which decide scheduled runs
         await sched.refresh_dags()
         async with pool.acquire() as conn:
             sched.pending.update(r["id"] for r in await conn.fetch(q("active_run_pks")))

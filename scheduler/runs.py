@@ -26,13 +26,16 @@ def run_id_for(run_type: str, logical_date: datetime) -> str:
 
 async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
                             logical_date: datetime | None = None,
-                            run_id: str | None = None) -> tuple[int, str]:
+                            run_id: str | None = None,
+                            run_after: datetime | None = None) -> tuple[int, str]:
     """Insert a queued manual run; the scheduler creates its task instances.
 
     Its data interval is the one Airflow infers from the DAG's schedule (the
     last complete interval for a cron schedule); its logical date is the moment.
     ``run_id`` is the caller's (a task's ``TriggerDagRunOperator``) or
-    ``manual__<logical date>``. A given date or run id that clashes with an
+    ``manual__<logical date>``; ``run_after`` (when the run was asked for, Airflow's
+    ``run_after``) dates the data interval instead of the logical date, as Airflow
+    infers a triggered run's. A given date or run id that clashes with an
     existing run raises ``ValueError``. A conf its DAG's params refuse raises
     ``shared.params.ParamsError`` before anything is written, whichever entry
     point triggered the run.
@@ -42,7 +45,7 @@ async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
     while True:
         when = logical_date or utcnow()
         new_id = run_id or run_id_for("manual", when)
-        interval = manual_interval(schedule, when)
+        interval = manual_interval(schedule, run_after or when)
         pk = await conn.fetchval(q("insert_run"), dag_id, new_id, "manual", when,
                                  interval.start, interval.end, conf)
         if pk is not None:
@@ -73,18 +76,23 @@ async def insert_task_instances(conn: asyncpg.Connection, run_pk: int, rows: lis
     await conn.execute(q("insert_tis"), run_pk, *[list(c) for c in cols])
 
 
-async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec,
-                          now: datetime) -> tuple[list[int], RunInfo | None]:
+async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec, now: datetime,
+                          planned: RunInfo | None = None) -> tuple[list[int], RunInfo | None]:
     """Create the DAG's scheduled runs that are due at ``now``; return them and the next one.
 
     As Airflow 3.3's scheduler: the timetable gives the run after the last
     scheduled one (by logical date), which is created once its ``run_after``
     has come, with the timetable's logical date, data interval and run id
     ``scheduled__<run_after>``; then the next, until one is not due yet.
-    While the DAG has ``max_active_runs`` (the timetable's own limit for
-    ``@continuous``: 1) queued or running runs, manual ones included, none is
-    created: the returned run is then already due and waits for a run to end.
-    ``None``: the timetable will not schedule another run.
+    Airflow asks the timetable for the next run when it creates one, not when
+    that one is due: ``planned``, the next run this function returned before
+    (asked at that pass's ``now``), is created as it was planned if no newer
+    run exists (a ``catchup=False`` delta DAG runs every delta, not every
+    delta plus the scheduler's delay). While the DAG has ``max_active_runs``
+    (the timetable's own limit for ``@continuous``: 1) queued or running runs,
+    manual ones included, none is created: the returned run is then already
+    due and waits for a run to end. ``None``: the timetable will not schedule
+    another run.
     """
     schedule = parse_schedule(spec.schedule)
     created: list[int] = []
@@ -96,8 +104,10 @@ async def create_due_runs(conn: asyncpg.Connection, spec: DagSpec,
     after = Interval(last["data_interval_start"], last["data_interval_end"]) if last else None
     limit = min(spec.max_active_runs, schedule.active_runs_limit or spec.max_active_runs)
     active = await conn.fetchval(q("active_run_count"), spec.dag_id)
+    fresh = planned is not None and (after is None or planned.logical_date > after.start)
     while True:
-        info = _next_run(schedule, after, spec.catchup, now)
+        info = planned if fresh else _next_run(schedule, after, spec.catchup, now)
+        fresh = False
         if info is None or info.run_after > now or active >= limit:
             await conn.execute(q("set_next_dagrun"), spec.dag_id,
                                info and info.interval.start, info and info.interval.end)

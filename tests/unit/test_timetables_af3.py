@@ -285,3 +285,21 @@ def test_the_stored_schedule_is_airflows_encoding_with_its_restriction_and_texts
         "summary": "0 3 * * *", "description": "At 03:00",
         # Airflow's restriction: the earliest start of the DAG and its tasks (here the task's)
         "earliest": "2026-01-31T23:00:00+00:00", "latest": "2026-06-01T00:00:00+00:00"}
+
+
+async def test_a_planned_run_is_created_as_planned_when_the_scheduler_comes_late(db):
+    """Airflow plans the next run when it creates one: a late pass does not shift it."""
+    dag = DAG("tt_planned", schedule=timedelta(seconds=30), start_date=START, catchup=False)
+    spec = spec_of(dag)
+    await db.execute(q("upsert_dag"), spec.dag_id, "/dags/x.py", "h",
+                     spec.model_dump(mode="json"), False)
+    async with db.transaction():
+        _, planned = await create_due_runs(db, spec, NOW)
+    assert planned.run_after == NOW + timedelta(seconds=30)
+    late = NOW + timedelta(seconds=31.5)
+    async with db.transaction():
+        created, nxt = await create_due_runs(db, spec, late, planned)
+    assert len(created) == 1 and nxt.run_after == NOW + timedelta(seconds=60)
+    rows = await db.fetch("SELECT logical_date FROM dag_run WHERE dag_id = $1 "
+                          "ORDER BY logical_date", spec.dag_id)
+    assert [r["logical_date"] for r in rows] == [NOW, NOW + timedelta(seconds=30)]
