@@ -268,3 +268,28 @@ async def test_dags_without_past_dependencies_never_wake_anything(db):
     run = {"id": 1, "logical_date": START}
     assert await PastWaker().after_pass(db, spec, run, {"a": Counter({"success": 1})}, {}, [],
                                         True) == []
+
+
+async def test_a_mapped_task_waits_for_every_instance_of_its_previous_run(db):
+    """Airflow's ``test_mapped_task_depends_on_past``: the second run's instances become
+    schedulable only once both of the first run's have run."""
+    with DAG("mapped_past", start_date=START, schedule="@daily") as dag:
+        @task(depends_on_past=True)
+        def print_value(value):
+            print(value)
+
+        print_value.expand_kwargs([{"value": i} for i in range(2)])
+    spec = spec_of(dag)
+    await add_dag(db, spec)
+    await add_run(db, spec, 0, {"print_value": [None, None]})
+    second = await add_run(db, spec, 1, {"print_value": [None, None]})
+    counts = {"print_value": Counter({None: 2})}
+    assert await blocked(db, spec, second, counts) == {"print_value"}
+    rows = [TIRow(0, "print_value", 0, None), TIRow(1, "print_value", 1, None)]
+    assert decide(spec, rows, NOW, past_blocked=frozenset({"print_value"})).queue == []
+    await db.execute("UPDATE task_instance SET state = 'success' WHERE map_index = 0 AND run_pk <> $1",
+                     second["id"])
+    assert await blocked(db, spec, second, counts) == {"print_value"}
+    await db.execute("UPDATE task_instance SET state = 'success' WHERE run_pk <> $1", second["id"])
+    assert await blocked(db, spec, second, counts) == frozenset()
+    assert decide(spec, rows, NOW).queue == [0, 1]

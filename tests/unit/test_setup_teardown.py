@@ -359,3 +359,112 @@ def test_dags_without_setups_have_no_structure_to_read():
     st = structure(spec)
     assert (st.indirect_setups, st.teardown_scope, st.direct_setups) == ({}, {}, {})
     assert effective_leaves(spec) == ["b"]
+
+
+# --- cases of Airflow's own tests (tests/unit/models/test_dagrun.py,
+# tests/unit/ti_deps/deps/test_trigger_rule_dep.py), rebuilt here ----------------------------
+@setup
+def setup_task():
+    pass
+
+
+@teardown
+def teardown_task():
+    pass
+
+
+def wired(statements: list[str]) -> DagSpec:
+    """A DAG from lines like ``s1 >> w1 >> t1_``: s = setup, w = work, t = teardown,
+    t..._ = teardown with on_failure_fail_dagrun (Airflow's test_tis_considered_for_state)."""
+    made: dict = {}
+    with DAG("wired", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+        def make(task_id: str):
+            if task_id not in made:
+                if task_id.startswith("s"):
+                    made[task_id] = setup_task.override(task_id=task_id)()
+                elif task_id.startswith("w"):
+                    made[task_id] = work.override(task_id=task_id)()
+                else:
+                    made[task_id] = teardown_task.override(
+                        task_id=task_id, on_failure_fail_dagrun=task_id.endswith("_"))()
+            return made[task_id]
+
+        for line in statements:
+            ids = [p.strip() for p in line.split(">>")]
+            for task_id in ids:
+                make(task_id)
+            for left, right in zip(ids, ids[1:], strict=False):
+                make(left) >> make(right)
+    return spec_of(dag)
+
+
+@pytest.mark.parametrize("statements,leaves", [
+    (["s1 >> w1 >> t1"], {"w1"}),
+    (["s1 >> w1 >> t1", "s1 >> t1"], {"w1"}),
+    (["s1 >> w1"], {"w1"}),
+    (["s1 >> w1 >> t1_"], {"t1_"}),
+    (["s1 >> w1 >> t1_", "s1 >> t1_"], {"t1_"}),
+    (["s1 >> w1 >> t1_ >> w2", "s1 >> t1_"], {"w2"}),
+    (["t1 >> t2"], {"t2"}),  # all teardowns: the plain leaves
+    (["w1 >> t1_ >> t2"], {"t1_"}),  # teardown to teardown
+])
+def test_the_tasks_a_runs_state_is_judged_on(statements, leaves):
+    """Airflow's ``test_tis_considered_for_state`` table."""
+    assert set(effective_leaves(wired(statements))) == leaves
+
+
+@pytest.mark.parametrize("fail_dagrun,run", [(False, "success"), (True, "failed")])
+def test_a_failed_teardown_before_another_teardown(fail_dagrun, run):
+    """Airflow's ``test_teardown_failure_on_non_leaf_behaviour_on_dagrun``."""
+    spec = wired(["w1 >> t1_ >> t2"] if fail_dagrun else ["w1 >> t1 >> t2"])
+    first = "t1_" if fail_dagrun else "t1"
+    _, got = run_to_end(spec, {first: "failed", "t2": "failed"})
+    assert got == run
+
+
+def test_a_failed_work_task_not_wired_to_the_teardown_fails_the_run():
+    """Airflow's ``test_failure_of_leaf_task_not_connected_to_teardown_task``."""
+    spec = wired(["s1", "t1", "w1"])
+    assert run_to_end(spec, {"w1": "failed"})[1] == "failed"
+
+
+@pytest.mark.parametrize("setup_state,expected", [
+    ("failed", "upstream_failed"), ("skipped", "skipped")])
+def test_one_failed_or_skipped_setup_ends_the_work_at_once(setup_state, expected):
+    """Airflow's ``test_setup_constraint_will_fail_or_skip_fast``: the other setup still
+    runs, yet w1 (direct) and w2 (indirect) end in the same pass."""
+    spec = wired(["s1 >> w1 >> w2", "s2 >> w1"])
+    rows = [TIRow(0, "s1", -1, "running"), TIRow(1, "s2", -1, setup_state),
+            TIRow(2, "w1", -1, None), TIRow(3, "w2", -1, None)]
+    d = decide(spec, rows, NOW)
+    assert d.end == {2: expected, 3: expected} and d.run_state is None
+
+
+def test_an_unfinished_setup_keeps_both_checks_waiting():
+    """Airflow's ``test_setup_constraint_blocks_execution``."""
+    spec = wired(["s1 >> w1 >> w2"])
+    rows = [TIRow(0, "s1", -1, "running"), TIRow(1, "w1", -1, "success"), TIRow(2, "w2", -1, None)]
+    assert decide(spec, rows, NOW).queue == []  # w1 ended (say, marked) but s1 still runs
+    rows[0].state = "success"
+    assert decide(spec, rows, NOW).queue == [2]
+
+
+def test_an_indirect_setup_skipped_before_a_mapped_group_expanded():
+    """Airflow's ``test_setup_mapped_task_group_finished_upstream_before_expand``: t3 (in a
+    group mapped over a literal, all_done) has t1 as an indirect setup; t1 skipped."""
+    with DAG("group_setup", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+        @task(trigger_rule="all_done")
+        def t(x):
+            return x
+
+        @task_group
+        def tg(x):
+            return t.override(task_id="t3")(x=x)
+
+        vals = t.override(task_id="t1")([1, 2]).as_setup()
+        t.override(task_id="t2").expand(x=vals).as_setup() >> tg.expand(x=[1, 2]).as_setup()
+    spec = spec_of(dag)
+    assert structure(spec).indirect_setups["tg.t3"] == ("t1",)
+    rows = [TIRow(0, "t1", -1, "skipped"), TIRow(1, "t2", -1, "success"),
+            TIRow(2, "tg.t3", 0, None), TIRow(3, "tg.t3", 1, None)]
+    assert decide(spec, rows, NOW).end == {2: "skipped", 3: "skipped"}
