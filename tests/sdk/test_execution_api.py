@@ -602,6 +602,10 @@ async def test_a_task_triggers_a_run_of_another_dag_and_resets_it(server, db, st
     assert (row["run_type"], row["state"], row["conf"], row["note"], row["logical_date"]) == \
         ("manual", "queued", {"a": [1, 2]}, "by parent", when)  # microseconds kept, as Airflow
     assert RunChanged(run_pk=row["id"]) in await messages(streams, prefix, "events")
+    # Airflow infers the data interval from when the run was asked for, not its logical date
+    # (the seeded DAG has no schedule: the interval is that moment)
+    assert row["data_interval_start"] == row["data_interval_end"]
+    assert row["data_interval_start"] > datetime.now(UTC) - timedelta(minutes=5)
 
     # the same run id again: 409 with Airflow's detail, which the SDK reports as a duplicate
     with pytest.raises(ServerResponseError) as exists:

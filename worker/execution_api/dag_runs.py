@@ -11,6 +11,7 @@ so the SDK raises what Airflow's users see.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from airflow.sdk.api.datamodels._generated import (
@@ -96,13 +97,15 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
         await _triggerable(conn, dag_id)
         if await conn.fetchval(q("find_runs"), run_id, dag_id) is not None:
             raise _exists(dag_id, run_id)
-        # Sluice keeps a logical date on every run: Airflow's date-less run (logical_date
-        # None) is dated when it is due (run_after), as its run id says.
-        when = payload.logical_date or payload.run_after
+        # Airflow infers the data interval from when the run is asked for (run_after: the
+        # payload's, else now), whatever the logical date. Sluice keeps a logical date on
+        # every run: Airflow's date-less run (logical_date None) is dated run_after.
+        run_after = payload.run_after or datetime.now(UTC)
         try:
             async with conn.transaction():
-                run_pk, _ = await create_manual_run(conn, dag_id, payload.conf or {}, when,
-                                                    run_id=run_id)
+                run_pk, _ = await create_manual_run(
+                    conn, dag_id, payload.conf or {}, payload.logical_date or run_after,
+                    run_id=run_id, run_after=run_after)
                 if payload.note is not None:
                     await conn.execute(q("api_run_set_note"), run_pk, payload.note)
         except ParamsError as exc:  # Airflow's ParamValidationError is its ValueError: 400
