@@ -193,9 +193,13 @@ def request_document(row, log_path: Path, connections: dict, variables: dict) ->
     the instance, the callback and its reason."""
     ti = None
     if row["uuid"] is not None:
+        try_number, state = row["try_number"], row["state"]
+        if row["kind"] == "task":  # the failed try's, though a next try may have begun
+            try_number = row["request_try"]
+            state = "up_for_retry" if row["callback"] == "on_retry_callback" else "failed"
         ti = {"uuid": str(row["uuid"]), "task_id": row["task_id"], "map_index": row["map_index"],
-              "try_number": row["try_number"], "max_tries": row["max_tries"],
-              "state": row["state"], "start_date": _iso(row["start_date"]),
+              "try_number": try_number, "max_tries": row["max_tries"],
+              "state": state, "start_date": _iso(row["start_date"]),
               "end_date": _iso(row["end_date"]), "hostname": row["hostname"],
               "queue": row["queue"], "label": row["label"]}
     return {"kind": row["kind"], "callback": row["callback"], "reason": row["reason"],

@@ -67,7 +67,11 @@ def cb_failure():
     def boom(x):
         raise ValueError("boom in the task")
 
-    boom(ok())
+    @task(on_failure_callback=record("upstream_failed_never"))
+    def after(x):
+        return x
+
+    after(boom(ok()))
 
 
 cb_failure()
