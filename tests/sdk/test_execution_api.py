@@ -618,7 +618,9 @@ async def test_a_task_triggers_a_run_of_another_dag_and_resets_it(server, db, st
     # Sluice: another run id at a logical date the DAG's manual runs already have is a 409 too
     with pytest.raises(ServerResponseError) as same_date:
         post(client, "dag-runs/child/other-id", {"logical_date": when.isoformat()})
-    assert same_date.value.response.status_code == 409
+    assert (same_date.value.response.status_code, same_date.value.detail) == (409, {
+        "reason": "already_exists",
+        "message": f"A run already exists for Dag 'child' at logical date '{when.isoformat()}'"})
     # a run with no logical date is dated when it is due (Airflow's run_after)
     runs.trigger("child", "undated", logical_date=None, run_after=when + timedelta(hours=1))
     assert await db.fetchval("SELECT logical_date FROM dag_run WHERE run_id = 'undated'") == \

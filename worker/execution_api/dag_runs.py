@@ -110,9 +110,12 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
                     await conn.execute(q("api_run_set_note"), run_pk, payload.note)
         except ParamsError as exc:  # Airflow's ParamValidationError is its ValueError: 400
             raise problem(400, "value_error", str(exc)) from None
-        except ValueError as exc:  # the same run id or date, created meanwhile or before
+        except ValueError:  # the run id taken meanwhile, or (Sluice) the logical date
+            if await conn.fetchval(q("find_runs"), run_id, dag_id) is not None:
+                raise _exists(dag_id, run_id) from None
+            when = (payload.logical_date or run_after).isoformat()
             raise problem(409, "already_exists", f"A run already exists for Dag '{dag_id}' "
-                          f"with run_id '{run_id}' ({exc})") from None
+                          f"at logical date '{when}'") from None
     await a.notify(RunChanged(run_pk=run_pk))
     return Response(status_code=204)
 
