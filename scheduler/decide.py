@@ -315,8 +315,8 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                         verdict = same_for_all
                     else:
                         verdict = _verdict(dag, spec, ti, up, inside, state_at, expanding, counts)
-                        if not inside and not up.removed and not _group_extra(dag, task_id)[0]:
-                            same_for_all = verdict
+                        if not inside and not up.removed and not structure(dag).extra(task_id):
+                            same_for_all = verdict  # (setup checks may differ per index)
                     if verdict is Verdict.RUN and task_id in past_blocked:
                         verdict = Verdict.WAIT
                     if spec.mapped is not None and ti.map_index < 0:

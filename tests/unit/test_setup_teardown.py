@@ -468,3 +468,22 @@ def test_an_indirect_setup_skipped_before_a_mapped_group_expanded():
     rows = [TIRow(0, "t1", -1, "skipped"), TIRow(1, "t2", -1, "success"),
             TIRow(2, "tg.t3", 0, None), TIRow(3, "tg.t3", 1, None)]
     assert decide(spec, rows, NOW).end == {2: "skipped", 3: "skipped"}
+
+
+def test_removed_instances_of_a_mapped_indirect_setup_remove_the_indexes_past_them():
+    """``_evaluate_setup_constraint``: removed setups and map_index >= successes: removed
+    (Airflow's ``test_setup_constraint_mapped_task_upstream_removed_and_success``)."""
+    with DAG("removed", start_date=datetime(2026, 1, 1), schedule=None) as dag:
+        @task
+        def each(x):
+            pass
+
+        s = each.override(task_id="s").expand(x=[1, 2, 3]).as_setup()
+        w1 = work.override(task_id="w1", trigger_rule="always")()
+        w2 = each.override(task_id="w2", trigger_rule="all_done").expand(x=[1, 2, 3])
+        s >> w1 >> w2 >> work.override(task_id="t")().as_teardown(setups=s)
+    spec = spec_of(dag)
+    rows = ([TIRow(i, "s", i, st) for i, st in enumerate(["success", "success", "removed"])]
+            + [TIRow(3, "w1", -1, "success")] + [TIRow(4 + i, "w2", i, None) for i in range(3)])
+    d = decide(spec, rows, NOW)
+    assert d.queue == [4, 5] and d.end == {6: "removed"}
