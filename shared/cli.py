@@ -165,10 +165,11 @@ def dags_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                       "schedule": d["schedule"]} for d in dags],
             "import_errors": [{"fileloc": e["fileloc"], "message": e["message"]} for e in errors]}))
         return
+    from shared.schedules import schedule_text
     from shared.tables import print_notes, print_table
 
     print_table(("dag_id", "schedule", "paused", "fileloc"),
-                [[d["dag_id"], json.dumps(d["schedule"]) if d["schedule"] else "-",
+                [[d["dag_id"], schedule_text(d["schedule"]),
                   str(d["is_paused"]), d["fileloc"]] for d in dags], whole=("dag_id",))
     print_notes("import error", [(e["fileloc"], e["message"]) for e in errors])
 

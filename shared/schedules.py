@@ -40,7 +40,7 @@ from types import SimpleNamespace
 from typing import Any
 
 __all__ = ["Interval", "RunInfo", "Schedule", "load_timetables", "manual_interval",
-           "parse_schedule", "timetable_json"]
+           "parse_schedule", "schedule_text", "timetable_json"]
 
 KIND = "timetable"
 
@@ -273,6 +273,20 @@ def timetable_json(timetable: Any) -> dict[str, Any]:
         if "_summary" not in var:
             var["_summary"] = var.get("description") or f"{len(var['event_dates'])} events"
     return encoded
+
+
+def schedule_text(schedule: dict[str, Any] | None) -> str:
+    """A stored schedule as ``dags list`` shows it: Airflow's summary (and description).
+
+    ``0 0 * * * (At 00:00)``, ``@once (Once, as soon as possible)``, ``1:00:00``;
+    ``-`` for none. Reads the document only (no Airflow import).
+    """
+    if not schedule:
+        return "-"
+    if schedule.get("kind") != KIND:
+        return json.dumps(schedule)
+    summary, description = schedule.get("summary"), schedule.get("description")
+    return str(summary) if description in (None, "", summary) else f"{summary} ({description})"
 
 
 def parse_schedule(value: Any) -> Schedule | None:

@@ -101,12 +101,3 @@ def _kind(timetable: Any) -> str:
     cls = type(timetable)
     return cls.__name__ if cls.__module__.startswith(FAMILIES) else ""
 
-
-def describe(schedule: dict[str, Any] | None) -> str:
-    """What ``dags list`` shows of a stored schedule: Airflow's summary and description."""
-    if not schedule:
-        return "-"
-    if schedule.get("kind") != "timetable":
-        return json.dumps(schedule)
-    summary, description = schedule.get("summary"), schedule.get("description")
-    return summary if description in (None, "", summary) else f"{summary} ({description})"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 from tests.cluster import wait_for
@@ -97,6 +98,12 @@ async def test_scheduled_runs_have_airflow_3s_dates_in_the_run_and_the_tasks_con
     for dag_id in ("every_3s", "every_minute", "daily_intervals"):
         await cluster.wait_dag(dag_id)
     started = datetime.now(UTC)
+    listed = await anyio.to_thread.run_sync(lambda: cluster.cli("dags", "list"))
+    assert listed.returncode == 0, listed.stderr
+    shown = {line.split()[0]: line for line in listed.stdout.splitlines() if line.strip()}
+    assert "0:00:03" in shown["every_3s"]
+    assert "* * * * * (Every minute)" in shown["every_minute"]
+    assert "0 0 * * * (At 00:00)" in shown["daily_intervals"]
 
     async def five_delta_runs():
         return settled(await scheduled_runs(cluster, "every_3s"), 5)

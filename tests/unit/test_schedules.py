@@ -22,6 +22,7 @@ from shared.schedules import (
     frozen_clock,
     manual_interval,
     parse_schedule,
+    schedule_text,
     timetable_json,
 )
 from tests.unit.conftest import spec_of
@@ -109,6 +110,12 @@ def test_texts_are_airflows_summary_and_description():
     assert schedule.description() == \
         "Every 15 minutes, between 06:00 and 18:59, Monday through Friday"
     assert parse_schedule(timedelta(hours=6)).description() == "6:00:00"  # no description: summary
+
+
+def test_dags_list_shows_the_summary_and_description():
+    assert schedule_text(parse_schedule("@daily").to_json()) == "0 0 * * * (At 00:00)"
+    assert schedule_text(parse_schedule(timedelta(hours=1)).to_json()) == "1:00:00"
+    assert schedule_text(None) == "-"
 
 
 def test_the_clock_is_the_given_moment_inside_and_the_real_one_after():
