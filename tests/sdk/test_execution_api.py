@@ -693,6 +693,15 @@ async def test_counts_and_states_filter_as_airflows_routes(server, db):
         assert (unknown.value.response.status_code, unknown.value.detail["message"]) == \
             (404, message)
     assert client.dag_runs.get_count("other", states=[], run_ids=[]).count == 1
+    assert instances.get_previous("other", "extract", state="running").task_instance.run_id == \
+        "run-a"
+    assert client.dag_runs.get_previous("other", NOW, state="running").dag_run.run_id == "run-a"
+    for path, params in (("task-instances/previous/other/extract", {"state": "bogus"}),
+                         ("dag-runs/previous", {"dag_id": "other", "logical_date": NOW.isoformat(),
+                                                "state": "bogus"})):
+        with pytest.raises(ServerResponseError) as bad_state:
+            once(client, "GET", path, params=params)
+        assert bad_state.value.response.status_code == 422
     for path, params in (("task-instances/count", {"dag_id": "other"}),
                          ("dag-runs/count", {"dag_id": "other"})):
         with pytest.raises(ServerResponseError) as naive:

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from airflow.sdk.api.datamodels._generated import (
     DagResponse,
+    DagRunState,
     DagRunStateResponse,
     TriggerDAGRunPayload,
 )
@@ -56,8 +57,10 @@ async def run_count(request: Request, dag_id: str,
 
 @runs.get("/previous")
 async def run_previous(request: Request, dag_id: str, logical_date: AwareDatetime,
-                       state: str | None = None) -> Response:
-    row = await api(request).pool.fetchrow(q("api_run_previous"), dag_id, logical_date, state)
+                       state: DagRunState | None = None) -> Response:
+    """The latest run before ``logical_date``, in ``state`` if given (``null``: none)."""
+    row = await api(request).pool.fetchrow(q("api_run_previous"), dag_id, logical_date,
+                                           state and state.value)
     return json_text("null") if row is None else model_response(dag_run(row))
 
 

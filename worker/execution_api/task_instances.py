@@ -14,6 +14,7 @@ from typing import Annotated
 from airflow.sdk.api.datamodels._generated import (
     PreviousTIResponse,
     PrevSuccessfulDagRunResponse,
+    TaskInstanceState,
     TaskStatesResponse,
     TIDeferredStatePayload,
     TIEnterRunningPayload,
@@ -368,9 +369,10 @@ async def ti_states(request: Request, filters: Annotated[Filters, Depends()]) ->
 @router.get("/previous/{dag_id}/{task_id}")
 async def ti_previous(request: Request, dag_id: str, task_id: str, map_index: int = -1,
                       logical_date: AwareDatetime | None = None,
-                      state: str | None = None) -> Response:
+                      state: TaskInstanceState | None = None) -> Response:
+    """The latest instance before ``logical_date`` (any when absent), in ``state`` if given."""
     row = await api(request).pool.fetchrow(q("api_ti_previous"), dag_id, task_id, map_index,
-                                           logical_date, state)
+                                           logical_date, state and state.value)
     if row is None:
         return json_text("null")
     duration = (row["end_date"] - row["start_date"]).total_seconds() \
