@@ -242,6 +242,11 @@ class Triggerer:
                                        float(retry_delay_s or 0.0))
         else:
             done = await conn.fetchrow(q("end_deferred_ti"), row["ti_id"], row["id"], state)
+        if done is not None and state in ("failed", "up_for_retry"):
+            # no task process ran this end: the scheduler runs the task's failure or retry
+            # callback and email, as Airflow's triggerer asks its DAG processor to
+            await conn.execute(q("request_task_callback"), row["ti_id"], row["try_number"],
+                               "the task's trigger ended it with a TaskFailedEvent")
         if done is not None and xcoms:
             keys = list(xcoms)
             await conn.execute(q("put_xcoms"), done["run_pk"], done["task_id"],

@@ -124,6 +124,7 @@ async def cluster(services, template_db, tmp_path_factory, smtp):
     assert out.returncode == 0, out.stderr
     cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S="10")
     cluster.start("worker")
+    cluster.start("triggerer")
     try:
         yield cluster
     finally:
@@ -258,6 +259,14 @@ async def test_killed_slot_gets_its_retry_callback(cluster):
     assert doc["state"] == "success"
     assert cluster.by_task(doc)["victim"]["try_number"] == 2
     assert not out(cluster, "killed_failure.jsonl").exists()
+
+
+async def test_trigger_failed_task_gets_its_failure_callback(cluster):
+    run_id = await cluster.trigger("cb_trigger_fail")
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
+    assert cluster.by_task(doc)["deferred"]["state"] == "failed"
+    (line,) = await lines(cluster, "trigger_failure")
+    assert line == {"task_id": "deferred", "try_number": 1, "run_id": run_id}
 
 
 async def test_zombie_gets_its_failure_callback_and_email(cluster, smtp):
