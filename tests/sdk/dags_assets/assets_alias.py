@@ -8,7 +8,7 @@ from airflow.sdk import DAG, Asset, AssetAlias, Metadata, task
 
 alias = AssetAlias("sluice-daily-export")
 
-with DAG("alias_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+with DAG("alias_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
     @task(outlets=[alias])
     def export(*, outlet_events):
@@ -21,7 +21,7 @@ with DAG("alias_producer", schedule=None, start_date=datetime(2026, 1, 1), catch
     export() >> export_metadata()
 
 
-with DAG("alias_consumer", schedule=[alias], start_date=datetime(2026, 1, 1), catchup=False):
+with DAG("alias_consumer", schedule=[alias], start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
     @task
     def days(*, triggering_asset_events):

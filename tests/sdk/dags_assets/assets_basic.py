@@ -12,7 +12,7 @@ orders = Asset("s3://warehouse/orders.csv", extra={"owner": "sales"})
 report = Asset(name="orders_report", uri="s3://warehouse/report.parquet")
 
 
-@dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+@dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False)
 def assets_producer():
     @task(outlets=[orders])
     def write_orders(*, outlet_events):
@@ -30,7 +30,7 @@ def assets_producer():
 assets_producer()
 
 
-with DAG("assets_consumer", schedule=[orders], start_date=datetime(2026, 1, 1), catchup=False):
+with DAG("assets_consumer", schedule=[orders], start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
     @task
     def read_triggers(*, triggering_asset_events, dag_run):
@@ -48,7 +48,7 @@ with DAG("assets_consumer", schedule=[orders], start_date=datetime(2026, 1, 1), 
 
 
 with DAG("assets_report_consumer", schedule=[report], start_date=datetime(2026, 1, 1),
-         catchup=False):
+         catchup=False, is_paused_upon_creation=False):
 
     @task
     def pages(*, triggering_asset_events):

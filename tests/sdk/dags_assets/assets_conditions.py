@@ -10,7 +10,7 @@ a = Asset("cond_a", uri="file:///data/cond_a")
 b = Asset("cond_b", uri="file:///data/cond_b")
 
 for name, asset in (("cond_produce_a", a), ("cond_produce_b", b)):
-    with DAG(name, schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    with DAG(name, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
         @task(outlets=[asset], task_id="emit")
         def emit(*, outlet_events, dag_run, asset=asset):
@@ -20,7 +20,7 @@ for name, asset in (("cond_produce_a", a), ("cond_produce_b", b)):
 
 
 def consumer(dag_id, schedule):
-    with DAG(dag_id, schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False):
+    with DAG(dag_id, schedule=schedule, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
         @task
         def consumed(*, triggering_asset_events):

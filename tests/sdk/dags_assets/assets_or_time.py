@@ -8,7 +8,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, t
 
 ticks = Asset("or_time_ticks", uri="file:///data/ticks")
 
-with DAG("or_time_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+with DAG("or_time_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
     @task(outlets=[ticks])
     def tick():
@@ -17,7 +17,7 @@ with DAG("or_time_producer", schedule=None, start_date=datetime(2026, 1, 1), cat
     tick()
 
 
-with DAG("or_time_consumer", start_date=datetime(2026, 1, 1), catchup=False,
+with DAG("or_time_consumer", start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False,
          schedule=AssetOrTimeSchedule(
              timetable=CronTriggerTimetable("0 3 1 1 *", timezone="UTC"), assets=[ticks])):
 

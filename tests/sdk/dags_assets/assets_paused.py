@@ -8,7 +8,7 @@ from airflow.sdk import DAG, Asset, task
 
 snapshots = Asset("paused_snapshots", uri="file:///data/snapshots")
 
-with DAG("paused_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+with DAG("paused_producer", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, is_paused_upon_creation=False):
 
     @task(outlets=[snapshots])
     def snapshot(*, outlet_events, dag_run):
