@@ -34,6 +34,7 @@ pytestmark = pytest.mark.timeout(420)
 DAGS = Path(__file__).parent / "dags_callbacks"
 RUN_TIMEOUT_S = 90.0
 CALLBACK_TIMEOUT_S = 90.0
+HANG_KILL_S = 10  # SLUICE_CALLBACK_TIMEOUT_S: a hanging callback's child is killed after it
 
 
 class _SmtpHandler(socketserver.StreamRequestHandler):
@@ -122,7 +123,7 @@ async def cluster(services, template_db, tmp_path_factory, smtp):
                       f"smtp://127.0.0.1:{port}/?disable_ssl=true&disable_tls=true"
                       "&retry_limit=0&timeout=10&from_email=sluice%40example.com")
     assert out.returncode == 0, out.stderr
-    cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S="10")
+    cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S=str(HANG_KILL_S))
     cluster.start("worker")
     cluster.start("triggerer")
     try:
@@ -247,11 +248,21 @@ async def test_raising_and_hanging_callbacks_leave_the_scheduler_running(cluster
         await conn.close()
 
 
-async def test_killed_slot_gets_its_retry_callback(cluster):
+async def test_killed_slot_gets_its_retry_callback_across_a_scheduler_restart(cluster):
     run_id = await cluster.trigger("cb_killed")
     pid = await wait_for(lambda: _async(_read(out(cluster, "killed_pid"))), RUN_TIMEOUT_S,
                          "the try to start")
+    cluster.stop("scheduler")  # the request is kept in PostgreSQL until a scheduler runs it
     os.kill(int(pid), signal.SIGKILL)  # its slot dies: the worker fails the try
+    conn = await cluster.connect()
+    try:
+        owed = await wait_for(lambda: conn.fetch("SELECT kind, callback FROM callback_request"),
+                              RUN_TIMEOUT_S, "the worker to record the owed callback")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in owed] == [("task", "on_retry_callback")]
+    assert not out(cluster, "killed_retry.jsonl").exists()
+    cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S=str(HANG_KILL_S))
     (line,) = await lines(cluster, "killed_retry")
     assert line["task_id"] == "victim" and line["try_number"] == 1
     assert line["run_id"] == run_id
