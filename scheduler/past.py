@@ -29,6 +29,7 @@ from datetime import datetime
 
 import asyncpg
 
+from scheduler.decide import TIRow
 from shared.db import q
 from shared.serialization import DagSpec
 
@@ -116,7 +117,7 @@ class PastWaker:
         self._seen: dict[int, frozenset[str]] = {}
 
     async def after_pass(self, conn: asyncpg.Connection, dag: DagSpec, run,
-                         counts: dict[str, Counter], end: dict[int, str], tis: list,
+                         counts: dict[str, Counter], end: dict[int, str], tis: list[TIRow],
                          finished: bool) -> list[int]:
         """Later active runs to schedule now that ``run`` settled more of its watched tasks.
 
