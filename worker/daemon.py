@@ -37,7 +37,7 @@ from shared.serialization import DagSpec
 from shared.tasklogs import log_path
 from shared.textcap import cap_error
 from worker.logserver import serve_sides
-from worker.sdk_slots import SdkSlot, slot_environment, start_slots
+from worker.sdk_slots import KILL_GRACE_S, SdkSlot, slot_environment, start_slots
 from worker.sdk_zygote import ForkServer
 
 log = structlog.get_logger()
@@ -81,6 +81,7 @@ class Worker:
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
         self.finishing: set[int] = set()  # outcome in hand, being written: never handed back
         self.scopes: dict[int, anyio.CancelScope] = {}  # each running body, to stop it
+        self.slot_of: dict[int, SdkSlot] = {}  # the slot each running body is on
         self.done_count = 0
         self._wakes: dict[tuple, object] = {}  # wake-ups waiting to be sent, in order, once each
         self._waking = False
@@ -175,6 +176,7 @@ class Worker:
         with bound_contextvars(**ids):
             await self._end_earlier_try(req["ti_id"])
             self.running[req["ti_id"]] = req
+            self.slot_of[req["ti_id"]] = slot
             try:
                 log.info("task_started")
                 with anyio.CancelScope() as scope:
@@ -194,6 +196,7 @@ class Worker:
             finally:
                 self.running.pop(req["ti_id"], None)
                 self.scopes.pop(req["ti_id"], None)
+                self.slot_of.pop(req["ti_id"], None)
                 self.finishing.discard(req["ti_id"])
                 self.api.forget(req)
                 self.idle.append(slot)
@@ -318,12 +321,16 @@ class Worker:
 
         Something else changed them: a ``dagrun_timeout`` skipped them, a clear
         reset them, the scheduler judged this worker dead during a long pause.
-        As in Airflow, a body whose instance was changed elsewhere is stopped
-        (its process group killed) and its outcome never written.
+        As in Airflow, a body whose instance was changed elsewhere (marked success or
+        failed, its run cancelled) is stopped and its outcome never written: SIGTERM
+        first, on which the SDK calls the operator's ``on_kill``, then its process
+        group killed ``KILL_GRACE_S`` later, as Airflow's supervisor escalates.
         """
         for ti_id in ti_ids:
             scope = self.scopes.get(ti_id)
             if scope is not None and ti_id in self.running and ti_id not in self.finishing:
+                if (slot := self.slot_of.get(ti_id)) is not None:
+                    slot.cancel_grace_s = KILL_GRACE_S  # its on_kill runs first, as in Airflow
                 scope.cancel()
 
     async def stop_reading_on_shutdown(self) -> None:

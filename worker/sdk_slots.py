@@ -75,6 +75,10 @@ class SdkSlot:
         self.tries_run = 0
         self._lost_reason: str | None = None
         self._starting = anyio.Lock()
+        #: set by the worker before it cancels a try whose instance was set to another state
+        #: elsewhere (marked, cleared, its run cancelled): SIGTERM first, so the SDK calls the
+        #: operator's ``on_kill``, as Airflow's supervisor stops a try the API answered 409
+        self.cancel_grace_s = 0.0
 
     @property
     def alive(self) -> bool:
@@ -123,7 +127,8 @@ class SdkSlot:
                 anyio.ClosedResourceError):
             code = await self._reap()
         except anyio.get_cancelled_exc_class():  # handed back or stopped: the task must not run on
-            await self.kill("cancelled")
+            grace_s, self.cancel_grace_s = self.cancel_grace_s, 0.0
+            await self.kill("cancelled", grace_s=grace_s)
             raise
         reason = self._lost_reason or f"task process exited unexpectedly ({describe_exit(code)})"
         return TryResult(state=None, reported=False, error=reason, slot_lost=True,

@@ -107,25 +107,32 @@ DAGS = {
         from datetime import datetime, timedelta
         from pathlib import Path
         from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
-        from airflow.sdk import dag, task
+        from airflow.sdk import BaseOperator, dag, task
 
         MARKERS = Path({markers!r})
 
-        @dag(schedule=None, start_date=datetime(2026, 1, 1))
-        def sleepy():
-            @task
-            def nap(ti=None):
+        class Nap(BaseOperator):
+            \"\"\"Its first try sleeps; on_kill leaves a mark (the worker's SIGTERM).\"\"\"
+
+            def execute(self, context):
+                ti = context["ti"]
+                self.killed_mark = MARKERS / f"killed-{{ti.run_id}}-{{ti.try_number}}"
                 (MARKERS / f"nap-{{ti.run_id}}-{{ti.try_number}}").write_text(str(os.getpid()))
                 if ti.try_number == 1:
                     time.sleep(600)
                 return ti.try_number
 
+            def on_kill(self):
+                self.killed_mark.write_text("on_kill")
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def sleepy():
             @task
             def after():
                 return "after"
 
             parked = TimeDeltaSensor(task_id="parked", delta=timedelta(hours=1), deferrable=True)
-            nap() >> after()
+            Nap(task_id="nap") >> after()
             parked
         sleepy()
     """,
@@ -272,6 +279,7 @@ async def test_clearing_a_running_try_stops_it_and_runs_a_new_one(cluster: Clust
     pid = await started_nap(cluster, run_id, 1)
     cli_json(cluster, "tasks", "clear", "sleepy", run_id, "nap")
     await wait_for(lambda: _async(not pid_alive(pid)), 60, "the cleared try's process to die")
+    assert (cluster.root / "markers" / f"killed-{run_id}-1").read_text() == "on_kill"
     await started_nap(cluster, run_id, 2)
 
     async def nap_done():
@@ -298,6 +306,7 @@ async def test_cancel_stops_a_sleeping_try_and_a_deferred_one(cluster: Cluster):
     assert {(c["task_id"], c["new_state"]) for c in done["changed"]} == {
         ("nap", "failed"), ("parked", "failed"), ("after", "skipped")}
     await wait_for(lambda: _async(not pid_alive(pid)), 60, "the cancelled try's process to die")
+    assert (cluster.root / "markers" / f"killed-{run_id}-1").read_text() == "on_kill"
     doc = await cluster.run_doc(run_id)
     assert doc["state"] == "failed"
     assert tries(doc) == {("nap", -1): ("failed", 1), ("parked", -1): ("failed", 1),
