@@ -302,6 +302,8 @@ def decide(dag: DagSpec, tis: list[TIRow], now: datetime, facts: RunFacts | None
                 if st == "scheduled" and ti.state == "scheduled":  # resumed from a trigger
                     queue(ti, spec)
                 elif st == "up_for_retry":
+                    if task_id in past_blocked:
+                        continue  # its past is checked again for each try, as in Airflow
                     if ti.next_retry_at is None or ti.next_retry_at <= now:
                         queue(ti, spec)
                     elif out.wake_at is None or ti.next_retry_at < out.wake_at:

@@ -90,9 +90,12 @@ async def blocked(conn: asyncpg.Connection, dag: DagSpec, run, counts: dict[str,
                   ) -> frozenset[str]:
     """The tasks of ``run`` that wait on its previous run; no query when none could.
 
-    Only tasks with instances still undecided (no state) are looked at.
+    Only tasks with instances still to start (no state, or up for retry: each
+    try checks its past, as Airflow's dependencies do) are looked at.
     """
-    waiting = [t for t in dag.tasks if t.depends_on_past and counts.get(t.task_id, Counter())[None]]
+    waiting = [t for t in dag.tasks if t.depends_on_past
+               and (counts.get(t.task_id, Counter())[None]
+                    or counts.get(t.task_id, Counter())["up_for_retry"])]
     if not waiting:
         return frozenset()
     rows = await conn.fetch(q("past_previous_run"), run["id"], dag.catchup, list(watched(dag)))

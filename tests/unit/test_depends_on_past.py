@@ -293,3 +293,20 @@ async def test_a_mapped_task_waits_for_every_instance_of_its_previous_run(db):
     await db.execute("UPDATE task_instance SET state = 'success' WHERE run_pk <> $1", second["id"])
     assert await blocked(db, spec, second, counts) == frozenset()
     assert decide(spec, rows, NOW).queue == [0, 1]
+
+
+def test_a_retry_waits_on_its_past_too():
+    """Airflow checks PrevDagrunDep before each try (an up_for_retry instance is
+    schedulable again only when its dependencies are met)."""
+    spec = past_dag()
+    rows = [TIRow(0, "a", -1, "up_for_retry", 1, NOW), TIRow(1, "b", -1, None)]
+    assert decide(spec, rows, NOW, past_blocked=frozenset({"a"})).queue == []
+    assert decide(spec, rows, NOW).queue == [0]
+
+
+async def test_an_instance_up_for_retry_has_its_past_read(db):
+    spec = past_dag()
+    await add_dag(db, spec)
+    await add_run(db, spec, 0, {"a": "running"})
+    later = await add_run(db, spec, 1, {"a": "up_for_retry"})
+    assert await blocked(db, spec, later, {"a": Counter({"up_for_retry": 1})}) == {"a"}
