@@ -36,7 +36,8 @@ def test_zoned_naive_and_default_args_start_dates_are_stored_as_utc_instants():
     stored = dag_spec(paris)
     assert (stored["start_date"], stored["end_date"]) == \
         ("2020-12-31T23:00:00+00:00", "2030-06-01T10:00:00+00:00")
-    assert stored["schedule"] == {"kind": "cron", "expr": "0 6 * * *", "tz": "Europe/Paris"}
+    assert stored["schedule"]["timetable"]["__var"]["timezone"] == "Europe/Paris"
+    assert stored["schedule"]["earliest"] == "2020-12-31T23:00:00+00:00"
     assert spec_of(paris).start_date == pendulum.datetime(2021, 1, 1, tz="Europe/Paris")
 
     with DAG("naive", schedule=None, start_date=datetime(2026, 1, 1, 5)) as naive:
@@ -52,7 +53,7 @@ def test_zoned_naive_and_default_args_start_dates_are_stored_as_utc_instants():
 
 FILE = """
 from datetime import datetime
-from airflow.sdk import DAG
+from airflow.sdk import DAG, CronPartitionTimetable
 from airflow.providers.standard.operators.empty import EmptyOperator
 
 with DAG("steady", schedule=None, start_date=datetime(2026, 1, 1)):
@@ -62,7 +63,7 @@ with DAG("shifting", schedule=None, start_date=datetime(2026, 1, 1)):
     a, b = EmptyOperator(task_id="a"), EmptyOperator(task_id="b")
     a >> b {closing}
 
-with DAG("timed", schedule={schedule!r}, start_date=datetime(2026, 1, 1), max_active_runs=1):
+with DAG("timed", schedule={schedule}, start_date=datetime(2026, 1, 1), max_active_runs=1):
     EmptyOperator(task_id="t")
 """
 
@@ -94,29 +95,31 @@ async def test_a_refused_dag_keeps_its_last_good_version_and_the_files_others_mo
     pool = await create_pool(db_url, min_size=1, max_size=4)
     parser = FolderParser(pool, folder, timeout_s=60)
     try:
-        write(path, steady_task="old", closing="", schedule="@daily")
+        write(path, steady_task="old", closing="", schedule="'@daily'")
         await parser.parse_changed()
         dags, error = await stored(db)
         assert (sorted(dags), error) == (["shifting", "steady", "timed"], None)
         good_shifting, good_timed = dags["shifting"], dags["timed"]
 
         # Airflow refuses a cycle, Sluice a schedule it cannot run: one line each
-        write(path, steady_task="new", closing=">> a", schedule="@continuous")
+        write(path, steady_task="new", closing=">> a",
+              schedule="CronPartitionTimetable('0 0 * * *', timezone='UTC')")
         assert await parser.parse_changed()
         dags, error = await stored(db)
         assert task_ids(dags["steady"]) == ["new"]
         assert (dags["shifting"], dags["timed"]) == (good_shifting, good_timed)
         cycle, refused = error.splitlines()
         assert cycle == "AirflowDagCycleException: Cycle detected in Dag: shifting. Faulty task: b"
-        assert refused.startswith(f"{path.resolve()}: DAG 'timed': schedule ContinuousTimetable() "
-                                  "is not supported by Sluice"), refused
+        assert refused == (f"{path.resolve()}: DAG 'timed': schedule CronPartitionTimetable "
+                           "is not supported by Sluice (partitioned runs)"), refused
 
-        write(path, steady_task="new", closing=">> EmptyOperator(task_id='c')", schedule="@hourly")
+        write(path, steady_task="new", closing=">> EmptyOperator(task_id='c')",
+              schedule="'@hourly'")
         assert await parser.parse_changed()
         dags, error = await stored(db)
         assert error is None
         assert task_ids(dags["shifting"]) == ["a", "b", "c"]
-        assert dags["timed"]["schedule"] == {"kind": "cron", "expr": "0 * * * *"}
+        assert dags["timed"]["schedule"]["summary"] == "0 * * * *"
     finally:
         await parser.aclose()
         await pool.close()
