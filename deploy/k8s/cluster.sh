@@ -253,7 +253,8 @@ start() {
         return 0
     fi
     mkdir -p "$STATE/run" "$STATE/log"
-    setsid "$@" >> "$STATE/log/$name.log" 2>&1 < /dev/null &
+    # fd 9 (the lock) is not inherited: a daemon holding it would block every later command
+    setsid "$@" >> "$STATE/log/$name.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$(pidfile "$name")"
     log "started $name (pid $!)"
 }

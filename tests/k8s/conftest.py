@@ -56,6 +56,7 @@ def kube() -> Kube:
     if not was_up:
         up = _script("up", timeout=UP_TIMEOUT_S)
         if up.returncode != 0:
+            _script("down", timeout=300)  # whatever part of it did start
             pytest.fail(f"Sluice's Kubernetes cluster did not start (deploy/k8s/cluster.sh up, "
                         f"exit {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
     try:
