@@ -207,8 +207,21 @@ class DagTest:
         self.portal.call(self.services.start_parts)
         self.run_pk, self.run_id = self.portal.call(self._create_run, conf, logical_date)
         print(f"dags test: run {self.run_id} of DAG {self.dag_id}", file=sys.stderr, flush=True)
-        state = self._loop()
+        try:
+            state = self._loop()
+        except KeyboardInterrupt:  # Ctrl-C: the run is not left running for a scheduler to take
+            self.portal.call(self._cancel)
+            print(f"dags test: interrupted; run {self.run_id} cancelled (failed)",
+                  file=sys.stderr, flush=True)
+            return 130
         return self._report(state)
+
+    async def _cancel(self) -> None:
+        from shared.clear import ClearError, cancel_run
+
+        async with self.services.pool.acquire() as conn:
+            with contextlib.suppress(ClearError):
+                await cancel_run(conn, self.run_pk)
 
     def _load(self) -> None:
         """Parse the DAG's file here (where the database says it is, else the whole DAGs
