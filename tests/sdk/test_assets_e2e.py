@@ -27,7 +27,8 @@ DAGS = Path(__file__).parent / "dags_assets"
 RUN_TIMEOUT_S = 90.0
 ALL_DAGS = ("assets_producer", "assets_consumer", "assets_report_consumer", "cond_produce_a",
             "cond_produce_b", "cond_both", "cond_either", "alias_producer", "alias_consumer",
-            "or_time_producer", "or_time_consumer", "paused_producer", "paused_consumer")
+            "or_time_producer", "or_time_consumer", "paused_producer", "paused_consumer",
+            "raw_orders", "clean_orders")
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,9 @@ async def test_a_paused_consumer_is_not_queued_and_its_next_run_consumes_what_ca
     third = await produce(assets, "paused_producer")
     [doc] = await asset_runs(assets, "paused_consumer", 1)
     assert returned(doc, "seen") == [first, second, third]
+
+
+async def test_asset_decorated_functions_run_as_dags_scheduled_on_each_other(assets):
+    await produce(assets, "raw_orders")
+    [doc] = await asset_runs(assets, "clean_orders", 1)
+    assert returned(doc, "clean_orders") == {"input": "file:///data/raw_orders.csv", "rows": 12}
