@@ -9,6 +9,7 @@ and those return values:
   follow each other every 3 s exactly once the scheduler keeps up, each at its own moment (logical date =
   data interval start = end = run_after), ``run_id`` ``scheduled__<run_after>``;
 * ``* * * * *`` (a ``CronTriggerTimetable``): the latest minute tick runs at once;
+* ``@continuous``: one run at a time, each covering from where the last ended;
 * ``@daily`` as a ``CronDataIntervalTimetable`` with ``catchup=True`` from two
   days ago: the two complete days, each covering its day and run at its end.
 """
@@ -48,6 +49,10 @@ with DAG("every_3s", schedule=timedelta(seconds=3), start_date=datetime(2026, 1,
 
 with DAG("every_minute", schedule="* * * * *", start_date=datetime(2026, 1, 1),
          is_paused_upon_creation=False):
+    facts()
+
+with DAG("continuous", schedule="@continuous", start_date=datetime(2026, 1, 1),
+         max_active_runs=1, is_paused_upon_creation=False):
     facts()
 
 with DAG("daily_intervals", schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -95,7 +100,7 @@ async def test_scheduled_runs_have_airflow_3s_dates_in_the_run_and_the_tasks_con
     cluster.write_dag("timetables.py", CONTEXT_TASK)
     cluster.start("scheduler")
     cluster.start("worker")
-    for dag_id in ("every_3s", "every_minute", "daily_intervals"):
+    for dag_id in ("every_3s", "every_minute", "continuous", "daily_intervals"):
         await cluster.wait_dag(dag_id)
     started = datetime.now(UTC)
     listed = await anyio.to_thread.run_sync(lambda: cluster.cli("dags", "list"))
@@ -141,3 +146,22 @@ async def test_scheduled_runs_have_airflow_3s_dates_in_the_run_and_the_tasks_con
         assert day["logical_date"] == day["data_interval_start"]
         assert day["run_id"] == f"scheduled__{day['data_interval_end'].isoformat()}"
         assert_context_is_the_run(day)
+
+    async def three_continuous_runs():
+        return settled(await scheduled_runs(cluster, "continuous"), 3)
+
+    runs = await wait_for(three_continuous_runs, 120, "three runs of continuous")
+    assert runs[0]["data_interval_start"] == datetime(2026, 1, 1, tzinfo=UTC)  # the start date
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert after["data_interval_start"] == before["data_interval_end"]
+        assert after["logical_date"] == after["data_interval_start"]
+    for run in runs:
+        assert run["run_id"] == f"scheduled__{run['data_interval_end'].isoformat()}"
+        assert_context_is_the_run(run)
+    conn = await cluster.connect()
+    try:
+        spans = await conn.fetch("SELECT start_date, end_date FROM dag_run WHERE dag_id = "
+                                 "'continuous' AND end_date IS NOT NULL ORDER BY logical_date")
+    finally:
+        await conn.close()
+    assert all(b["start_date"] >= a["end_date"] for a, b in zip(spans, spans[1:], strict=False))
