@@ -74,7 +74,7 @@ async def _ready(conn: asyncpg.Connection, queued: list) -> list[tuple[str, bool
         if not evaluate(cond, set(zip(row["names"], row["uris"], strict=True)), resolver):
             log.debug("asset_condition_not_met", dag_id=row["dag_id"])
         elif not row["has_room"]:
-            log.info("asset_triggered_run_deferred_max_active_runs", dag_id=row["dag_id"])
+            log.debug("asset_triggered_run_waits_max_active_runs", dag_id=row["dag_id"])
         else:
             ready.append((row["dag_id"], bool(row["catchup"])))
     return ready

@@ -153,9 +153,12 @@ async def test_an_alias_names_its_asset_at_run_time_and_runs_its_consumer(assets
         return runs if done and sum(r["consumed"] for r in runs) == 2 else None
 
     runs = await wait_for(consumed_both, RUN_TIMEOUT_S, "alias_consumer to consume two events")
-    days = [row for r in runs for row in returned(await assets.run_doc(r["run_id"]), "days")]
+    docs = [await assets.run_doc(r["run_id"]) for r in runs]
+    days = [row for doc in docs for row in returned(doc, "days")]
     assert sorted(days) == [["s3://exports/2026-01-01.csv", "2026-01-01", ["sluice-daily-export"]],
                             ["s3://exports/2026-01-02.csv", "2026-01-02", ["sluice-daily-export"]]]
+    # inlet_events[alias]: every event emitted through the alias so far
+    assert returned(docs[-1], "through_alias") == ["2026-01-01", "2026-01-02"]
 
 
 async def test_asset_or_time_schedule_runs_on_the_asset_and_keeps_its_cron(assets):

@@ -28,4 +28,8 @@ with DAG("alias_consumer", schedule=[alias], start_date=datetime(2026, 1, 1), ca
         return sorted([e.asset.uri, e.extra["day"], [a.name for a in e.source_aliases]]
                       for e in triggering_asset_events[alias])
 
-    days()
+    @task(inlets=[alias])
+    def through_alias(*, inlet_events):
+        return sorted(e.extra["day"] for e in inlet_events[alias])
+
+    days() >> through_alias()
