@@ -121,8 +121,8 @@ class CallbackRunner:
         while True:
             try:
                 await self.drain()
-            except TRANSIENT as exc:
-                log.warning("callbacks_connection_error", error=str(exc))
+            except* TRANSIENT as lost:  # claimed rows come back when their lease ends
+                log.warning("callbacks_connection_error", error=str(lost.exceptions[0]))
             with anyio.move_on_after(self.settings.repair_interval_s):
                 await self.requests.wake.wait()
             self.requests.wake = anyio.Event()
@@ -143,6 +143,17 @@ class CallbackRunner:
                     tg.start_soon(self._run_one, row, secrets)
 
     async def _run_one(self, row, secrets: tuple[dict, dict]) -> None:
+        """Run one claimed request; a fault of ours (not the callbacks') is logged and the
+        request runs again when its lease ends, ``MAX_ATTEMPTS`` claims at most."""
+        try:
+            await self._run(row, secrets)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one request's fault must not stop the others
+            log.exception("callback_not_run", dag_id=row["dag_id"], run_id=row["run_id"],
+                          callback=row["callback"], error=f"{type(exc).__name__}: {exc}")
+
+    async def _run(self, row, secrets: tuple[dict, dict]) -> None:
         path = callback_log_path(self.settings.logs_dir, row["dag_id"], row["run_id"])
         fields = {"dag_id": row["dag_id"], "run_id": row["run_id"], "callback": row["callback"],
                   "task_id": row["task_id"] if row["kind"] == "task" else None,
