@@ -216,8 +216,11 @@ class Worker:
             if result.error and result.state in ("failed", "up_for_retry"):
                 await self._keep_error(req, result.error)
             return
+        # a try the SDK saw to its end ran its callbacks in the slot: none owed (state None:
+        # the slot died or was killed first)
         await self.fail_lost(
-            req, result.error or f"the try ended in state {result.state} without reporting it")
+            req, result.error or f"the try ended in state {result.state} without reporting it",
+            callbacks_owed=result.state is None)
 
     async def _keep_error(self, req: dict, error: str) -> None:
         """Store why a try the SDK reported failed (its state payload has no room for it), for
@@ -239,22 +242,25 @@ class Worker:
             raw = await conn.fetchval(q("task_spec"), dag_id)
         return DagSpec.model_validate(raw) if raw else None
 
-    async def fail_lost(self, req: dict, error: str) -> None:
+    async def fail_lost(self, req: dict, error: str, *, callbacks_owed: bool = True) -> None:
         """Fail a try whose end never reached the API, in one guarded statement, then wake
         the scheduler: up_for_retry (after the task's retry delay) or failed.
 
         Never dropped for a connection loss: the write is retried (each attempt shielded)
         until PostgreSQL is back, while the heartbeat keeps the instance ours. A retry after
-        a commit whose reply was lost matches nothing.
+        a commit whose reply was lost matches nothing. ``callbacks_owed``: the task's
+        failure or retry callbacks and email did not run in the slot (the scheduler runs them).
         """
         error = cap_error(error)
         delay = await until_reachable("retry_delay", lambda: self._retry_delay(req))
         try:
-            row = await persist(lambda: self._record(req, error, delay), what="finish")
+            row = await persist(lambda: self._record(req, error, delay, callbacks_owed),
+                                 what="finish")
         except asyncpg.PostgresError as exc:  # the error text itself is unstorable
             log.error("task_outcome_unstorable", error=str(exc))
             error = f"the outcome of this try could not be stored: {type(exc).__name__}: {exc}"
-            row = await persist(lambda: self._record(req, error, delay), what="finish")
+            row = await persist(lambda: self._record(req, error, delay, callbacks_owed),
+                                 what="finish")
         if row is None:
             log.info("task_result_discarded", reason="instance no longer ours")
             return
@@ -266,14 +272,14 @@ class Worker:
         # logged after the wake-up, which is on the path to the next task's start
         log.info("task_finished", state=row["state"], error=error)
 
-    async def _record(self, req: dict, error: str | None, delay_s: float):
+    async def _record(self, req: dict, error: str | None, delay_s: float, callbacks_owed: bool):
         """The lost try's failure, and the task callbacks and email it owes (the scheduler
         runs them: scheduler/callbacks.py), in one transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 q("finish_ti"), req["ti_id"], req["try_number"], "retry", error, None,
                 float(delay_s), self.id, [], [], None, None)
-            if row is not None:
+            if row is not None and callbacks_owed:
                 await conn.execute(q("request_task_callback"), req["ti_id"], req["try_number"],
                                    error or "the try failed outside its task process")
             return row
