@@ -281,10 +281,22 @@ app.add_typer(pools_app, name="pools")
 @pools_app.command("set")
 def pools_set(
     name: str, slots: int,
+    text: Annotated[str | None, typer.Argument(
+        metavar="DESCRIPTION", show_default=False,
+        help="The pool's description (as in `airflow pools set NAME SLOTS DESCRIPTION`).")] = None,
     description: Annotated[str | None, typer.Option(help="The pool's description.")] = None,
+    include_deferred: Annotated[bool, typer.Option(
+        "--include-deferred", help="Not supported: deferred tasks never hold pool slots.")]
+    = False,
 ) -> None:
     """Create a pool or set its slots (and description)."""
-    _admin("pools_set", name, slots, description)
+    if include_deferred:
+        typer.echo(f"pool {name!r}: --include-deferred is not supported by Sluice (deferred "
+                   "task instances never hold pool slots)", err=True)
+        raise typer.Exit(2)
+    if text is not None and description is not None and text != description:
+        raise typer.BadParameter("give the description once (DESCRIPTION or --description)")
+    _admin("pools_set", name, slots, description if description is not None else text)
 
 
 @pools_app.command("get")

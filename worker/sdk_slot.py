@@ -35,7 +35,7 @@ import signal
 import threading
 import time
 import uuid
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,6 @@ class Slot:
 
     def _execute(self, what, ti_context, req: dict, send) -> tuple[int, str | None]:
         """What ``task_runner.main`` does after startup; returns its exit code and the task's error."""
-        from airflow.sdk.api.datamodels._generated import TaskInstanceState
         from airflow.sdk.exceptions import AirflowRescheduleException
         from airflow.sdk.execution_time import task_runner
         from airflow.sdk.execution_time.comms import RescheduleTask
@@ -185,6 +184,13 @@ class Slot:
         timeout = getattr(task, "execution_timeout", None)
         if timeout is not None:
             send({"op": "started", "timeout_s": max(timeout.total_seconds(), 0.0)})
+        with pristine_params(task):
+            return self._execute_task(task, what, ti_context, log)
+
+    def _execute_task(self, task, what, ti_context, log) -> tuple[int, str | None]:
+        from airflow.sdk.api.datamodels._generated import TaskInstanceState
+        from airflow.sdk.execution_time import task_runner
+
         try:
             ti = task_runner.RuntimeTaskInstance.model_construct(
                 **what.model_dump(exclude_unset=True), task=task, _ti_context_from_server=ti_context,
@@ -221,6 +227,25 @@ class Slot:
                 self.client._cookies = ResponseCookies()  # the API sets none: skip the jar
         self.client.auth = BearerAuth(req["token"])
         return self.client
+
+
+@contextmanager
+def pristine_params(task: Any):
+    """The try's DAG and task params as their file defines them, before and after the try.
+
+    The SDK's ``process_params`` resolves a run's conf into the DAG's own ``Param``
+    objects (``Param.resolve`` keeps the value it validated). A task process runs
+    one try in Airflow; a slot runs many with the DAG file loaded once, so without
+    this one run's conf would become the next run's defaults.
+    """
+    owners = [getattr(getattr(task, "dag", None), "params", None), getattr(task, "params", None)]
+    saved = [(param, param.value) for params in owners if hasattr(params, "get_param")
+             for param in (params.get_param(key) for key in params)]
+    try:
+        yield
+    finally:
+        for param, value in saved:
+            param.value = value
 
 
 def share_json_adapter() -> None:

@@ -72,7 +72,9 @@ async def test_paused_dags_keep_triggered_runs_queued_and_params_validate_every_
     cluster.write_dag("paramed.py", PARAMED)
     cluster.write_dag("eager.py", EAGER)
     cluster.start("scheduler", SLUICE_DAGS_ARE_PAUSED_AT_CREATION="true")
-    cluster.start("worker")
+    # one slot: every try runs in the same process, so one run's conf must not become the
+    # next run's defaults (a slot keeps the DAG file loaded between tries)
+    cluster.start("worker", SLUICE_WORKER_CONCURRENCY="1")
     await cluster.wait_dag("paramed", PARSE_S)
     await cluster.wait_dag("eager", PARSE_S)
 
@@ -202,8 +204,12 @@ def overlaps(intervals: list[tuple]) -> int:
 async def test_pools_hold_instances_to_their_slots_and_refuse_deletion_while_held(
         cluster: Cluster, tmp_path):
     gate = tmp_path / "gate"
-    created = await cli(cluster, "pools", "set", "tiny", "1", "--description", "one at a time")
+    created = await cli(cluster, "pools", "set", "tiny", "1", "one at a time")  # Airflow's form
     assert (created.returncode, created.stdout) == (0, "Pool tiny created\n")
+    deferred = await cli(cluster, "pools", "set", "tiny", "1", "--include-deferred")
+    assert (deferred.returncode, deferred.stderr) == (2, (
+        "pool 'tiny': --include-deferred is not supported by Sluice (deferred task instances "
+        "never hold pool slots)\n"))
     cluster.write_dag("pooled.py", POOLED.format(gate=str(gate)))
     cluster.start("scheduler")
     cluster.start("worker")
