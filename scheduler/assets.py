@@ -7,7 +7,8 @@ assets satisfy its condition (:func:`shared.airflow_spec.assets.evaluate`) gets 
 ``asset_triggered`` run consuming every event of its assets since its previous such run,
 and the queue rows it took are deleted. Paused DAGs are neither queued nor run; the
 events stay and the first run after unpausing consumes them. Several schedulers can do
-this at once: the queue rows are taken ``FOR UPDATE SKIP LOCKED``.
+this at once: the queue rows are taken ``FOR UPDATE SKIP LOCKED``. The watchers of the
+assets DAGs are scheduled on are kept in ``asset_watcher`` for the triggerer to run.
 """
 
 from __future__ import annotations
@@ -45,6 +46,20 @@ async def sync_references(conn: asyncpg.Connection) -> None:
     refs = sorted(wanted)
     await conn.execute(q("asset_sync_references"), *[list(c) for c in zip(*refs, strict=True)]
                        if refs else ([], [], [], []))
+    await _sync_watchers(conn)
+
+
+async def _sync_watchers(conn: asyncpg.Connection) -> None:
+    """The asset watchers are exactly those of the assets active DAGs are scheduled on."""
+    watchers: dict[tuple[str, str, str], tuple[str, str, str, str, str]] = {}
+    for row in await conn.fetch(q("asset_dag_watchers")):
+        for w in json.loads(row["watchers"]):
+            key = (w["asset"]["name"], w["asset"]["uri"], w["name"])
+            watchers.setdefault(key, (*key, w["classpath"], json.dumps(w["kwargs"])))
+    columns = [list(c) for c in zip(*watchers.values(), strict=True)] if watchers else [[]] * 5
+    async with conn.transaction():
+        await conn.execute(q("asset_drop_watchers"), *columns)
+        await conn.execute(q("asset_add_watchers"), *columns)
 
 
 async def create_asset_runs(pool: asyncpg.Pool) -> list[int]:

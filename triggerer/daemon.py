@@ -35,6 +35,7 @@ from shared.db import DB_ERRORS, Continuity, create_pool, persist, q
 from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
 from shared.metrics import observe_fire_lag, serve_triggerer
+from triggerer.asset_watchers import AssetWatchers
 
 log = structlog.get_logger()
 TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
@@ -345,6 +346,7 @@ class Triggerer:
         tg.start_soon(self.heartbeat_loop)
         tg.start_soon(self.write_fired)
         tg.start_soon(self.watchdog_loop)
+        tg.start_soon(AssetWatchers(self).run)  # assets: AssetWatcher triggers
 
     def status(self) -> str:
         return f"{len(self.running)} triggers running, {self.fired} fired"

@@ -6,9 +6,11 @@ and every asset and alias it declares.
 condition is walked into plain JSON (``condition_json``), which ``scheduler.assets``
 evaluates against the queued events with :func:`evaluate`. ``AssetOrTimeSchedule``
 is that condition plus its timetable, which ``shared.airflow_spec.timetables`` reads as
-any other schedule. What Sluice cannot run fails at DAG load, naming the DAG and the
-feature: ``AssetWatcher`` (event-driven scheduling from a trigger) and partitioned
-asset timetables.
+any other schedule. An ``AssetWatcher`` of a scheduled asset is kept as its trigger's
+class path and serde-encoded kwargs (``asset_watchers``), which the triggerer runs
+(``triggerer.asset_watchers``). What Sluice cannot run fails at DAG load, naming the DAG
+and the feature: partitioned asset timetables, a watcher whose trigger is not an
+event trigger or cannot be serialized.
 
 Condition JSON, one node each::
 
@@ -18,6 +20,7 @@ Condition JSON, one node each::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +62,12 @@ def asset_fields(dag: Any) -> dict[str, Any]:
     if is_asset_timetable(timetable):
         time_part(dag)  # refuses what cannot be scheduled
         condition = condition_json(timetable.asset_condition, dag.dag_id, declared)
+    watchers = [w for a in declared.assets.values() for w in a.pop("watchers", [])]
     for task in dag.tasks:
         for item in [*(task.inlets or ()), *(task.outlets or ())]:
             declared.add(item)
     return {"asset_condition": condition, "assets": list(declared.assets.values()),
-            "asset_aliases": sorted(declared.aliases)}
+            "asset_aliases": sorted(declared.aliases), "asset_watchers": watchers}
 
 
 @dataclass
@@ -73,13 +77,16 @@ class Declared:
     assets: dict[AssetKey, dict[str, Any]] = field(default_factory=dict)
     aliases: set[str] = field(default_factory=set)
 
-    def add(self, item: Any) -> None:
+    def add(self, item: Any, dag_id: str | None = None) -> None:
+        """Record an asset or alias; a scheduled asset (``dag_id`` given) with its watchers."""
         from airflow.sdk import Asset, AssetAlias
 
         if isinstance(item, Asset):
-            self.assets.setdefault((item.name, item.uri), {
+            entry = self.assets.setdefault((item.name, item.uri), {
                 "name": item.name, "uri": item.uri, "group": item.group,
                 "extra": dict(item.extra or {})})
+            if dag_id is not None and item.watchers and "watchers" not in entry:
+                entry["watchers"] = [watcher_json(w, item, dag_id) for w in item.watchers]
         elif isinstance(item, AssetAlias):
             self.aliases.add(item.name)
 
@@ -91,11 +98,7 @@ def condition_json(cond: Any, dag_id: str, declared: Declared | None = None) -> 
 
     declared = declared if declared is not None else Declared()
     if isinstance(cond, Asset):
-        if cond.watchers:
-            raise SpecError(f"DAG {dag_id!r}: schedule asset {cond.name!r} has watchers "
-                            "(AssetWatcher): event-driven scheduling from a trigger is not "
-                            "supported by Sluice")
-        declared.add(cond)
+        declared.add(cond, dag_id)
         return {"asset": {"name": cond.name, "uri": cond.uri}}
     if isinstance(cond, AssetAlias):
         declared.add(cond)
@@ -109,6 +112,27 @@ def condition_json(cond: Any, dag_id: str, declared: Declared | None = None) -> 
         return {kind: [condition_json(o, dag_id, declared) for o in cond.objects]}
     raise SpecError(f"DAG {dag_id!r}: schedule asset condition {type(cond).__name__} is not "
                     "supported by Sluice (Asset, AssetAlias, Asset.ref, & and |)")
+
+
+def watcher_json(watcher: Any, asset: Any, dag_id: str) -> dict[str, Any]:
+    """An ``AssetWatcher`` as the triggerer runs it: its asset, name, trigger class path and
+    kwargs encoded with the SDK's serde (as a deferral's are)."""
+    from airflow.sdk.serde import serialize
+    from airflow.triggers.base import BaseEventTrigger
+
+    where = f"DAG {dag_id!r}: asset {asset.name!r} watcher {watcher.name!r}"
+    if not isinstance(watcher.trigger, BaseEventTrigger):
+        raise SpecError(f"{where}: {type(watcher.trigger).__name__} is not an event trigger "
+                        "(BaseEventTrigger)")
+    try:
+        classpath, kwargs = watcher.trigger.serialize()
+        encoded = serialize(kwargs)
+        json.dumps(encoded)
+    except Exception as exc:  # noqa: BLE001 - a user's trigger decides what serialize() does
+        raise SpecError(f"{where}: its trigger's kwargs cannot be stored: "
+                        f"{type(exc).__name__}: {exc}") from None
+    return {"asset": {"name": asset.name, "uri": asset.uri}, "name": watcher.name,
+            "classpath": classpath, "kwargs": encoded}
 
 
 # --- the pure rules the scheduler applies -----------------------------------------------------

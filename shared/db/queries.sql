@@ -1725,3 +1725,51 @@ SELECT trigger_id FROM task_instance
  WHERE run_pk = $1 AND state = 'deferred' AND trigger_id IS NOT NULL ORDER BY id
 
 -- (end of dags test)
+
+-- ===== assets: AssetWatcher triggers =====
+
+-- name: asset_dag_watchers
+-- The watchers of the assets the active, asset-scheduled DAGs are scheduled on.
+SELECT dag_id, (serialized -> 'asset_watchers')::text AS watchers
+  FROM dag WHERE is_active AND json_typeof(serialized -> 'asset_watchers') = 'array'
+
+-- name: asset_drop_watchers
+-- Watchers not among ($1 asset name, $2 uri, $3 watcher name, $4 classpath, $5 kwargs as
+-- JSON text) go: one that changed goes too, and comes back as a new row (asset_add_watchers);
+-- the triggerer running a gone row stops it.
+DELETE FROM asset_watcher x USING asset a
+ WHERE a.id = x.asset_id
+   AND NOT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                                 AS w(asset_name, asset_uri, name, classpath, kwargs)
+                    WHERE (w.asset_name, w.asset_uri, w.name, w.classpath, w.kwargs)
+                        = (a.name, a.uri, x.name, x.classpath, x.kwargs::text))
+
+-- name: asset_add_watchers
+INSERT INTO asset_watcher (asset_id, name, classpath, kwargs)
+SELECT a.id, w.name, w.classpath, w.kwargs::json
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+       AS w(asset_name, asset_uri, name, classpath, kwargs)
+  JOIN asset a ON a.name = w.asset_name AND a.uri = w.asset_uri
+ON CONFLICT (asset_id, name) DO NOTHING
+
+-- name: asset_watchers_claim
+-- Triggerer $1 takes up to $2 watchers nobody runs (or whose triggerer is gone).
+WITH free AS (
+    SELECT x.id FROM asset_watcher x
+     WHERE x.triggerer_id IS NULL
+        OR NOT EXISTS (SELECT 1 FROM triggerer tr WHERE tr.id = x.triggerer_id)
+     ORDER BY x.id LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE asset_watcher x SET triggerer_id = $1 FROM free WHERE x.id = free.id
+RETURNING x.id
+
+-- name: asset_watchers_owned
+-- The watchers triggerer $1 runs: each with its trigger and asset.
+SELECT x.id, x.name, x.classpath, x.kwargs::text AS kwargs, a.name AS asset_name,
+       a.uri AS asset_uri
+  FROM asset_watcher x JOIN asset a ON a.id = x.asset_id
+ WHERE x.triggerer_id = $1
+
+-- name: asset_watchers_release
+UPDATE asset_watcher SET triggerer_id = NULL WHERE triggerer_id = $1

@@ -318,3 +318,17 @@ CREATE INDEX dag_run_asset_event_by_event ON dag_run_asset_event (event_id);
 ALTER TABLE dag_run DROP CONSTRAINT dag_run_run_type_check;
 ALTER TABLE dag_run ADD CONSTRAINT dag_run_run_type_check
     CHECK (run_type IN ('manual', 'scheduled', 'asset_triggered'));
+
+-- assets: each AssetWatcher of an asset an active DAG is scheduled on (kept in sync by the
+-- scheduler): its trigger, run by the triggerer that claimed it (triggerer_id) for as long
+-- as the row lives; each event it fires is an event of the asset.
+CREATE TABLE asset_watcher (
+    id          bigserial PRIMARY KEY,
+    asset_id    bigint NOT NULL REFERENCES asset (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    classpath   text NOT NULL,
+    kwargs      json NOT NULL,
+    triggerer_id bigint REFERENCES triggerer (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (asset_id, name)
+);

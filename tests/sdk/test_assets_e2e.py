@@ -6,8 +6,9 @@ asset-scheduled consumer gets an ``asset_triggered`` run once its condition hold
 reads the events from ``triggering_asset_events`` and ``inlet_events``. ``&`` waits for
 both assets, ``|`` runs on either, events that came before the consumer ran are consumed
 by one run, an alias names its asset at run time, ``AssetOrTimeSchedule`` runs on the
-asset too, and a paused consumer is not queued (its first run after unpausing consumes
-what came meanwhile), as in Airflow 3.3.
+asset too, a paused consumer is not queued (its first run after unpausing consumes
+what came meanwhile), and an ``AssetWatcher``'s trigger in the triggerer updates its
+asset on each event, as in Airflow 3.3.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ RUN_TIMEOUT_S = 90.0
 ALL_DAGS = ("assets_producer", "assets_consumer", "assets_report_consumer", "cond_produce_a",
             "cond_produce_b", "cond_both", "cond_either", "alias_producer", "alias_consumer",
             "or_time_producer", "or_time_consumer", "paused_producer", "paused_consumer",
-            "raw_orders", "clean_orders")
+            "raw_orders", "clean_orders", "watched_consumer")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ async def assets(services, template_db, tmp_path_factory):
     cluster.env.pop("AIRFLOW_HOME", None)
     cluster.start("scheduler")
     cluster.start("worker")
+    cluster.start("triggerer")
     try:
         for dag_id in ALL_DAGS:
             await cluster.wait_dag(dag_id, timeout=120)
@@ -189,3 +191,12 @@ async def test_asset_decorated_functions_run_as_dags_scheduled_on_each_other(ass
     await produce(assets, "raw_orders")
     [doc] = await asset_runs(assets, "clean_orders", 1)
     assert returned(doc, "clean_orders") == {"input": "file:///data/raw_orders.csv", "rows": 12}
+
+
+async def test_an_asset_watchers_trigger_updates_its_asset_on_each_event(assets):
+    incoming = assets.dags_folder / "incoming.csv"
+    for n in (1, 2):
+        incoming.write_text("id\n1\n")  # FileDeleteTrigger fires once it sees it, and deletes it
+        [*_, doc] = await asset_runs(assets, "watched_consumer", n)
+        assert returned(doc, "landed_events") == [[{"from_trigger": True, "payload": True}, None]]
+        assert not incoming.exists()

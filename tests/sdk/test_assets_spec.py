@@ -1,7 +1,6 @@
 """A DAG's assets as walked at parse time, and the events a success records (pure rules).
 
-What Sluice cannot run is refused at load naming the DAG: ``AssetWatcher`` and
-partitioned asset timetables.
+An ``AssetWatcher`` is kept as its trigger's class path and kwargs, for the triggerer.
 """
 
 from __future__ import annotations
@@ -44,16 +43,21 @@ def test_schedule_conditions_are_walked_with_the_assets_they_name(tmp_path: Path
     assert dag["asset_aliases"] == ["al"]
 
 
-def test_an_asset_watcher_is_refused_at_load_naming_the_dag(tmp_path: Path):
+def test_an_asset_watcher_is_walked_into_its_trigger_for_the_triggerer(tmp_path: Path):
     result = parsed(tmp_path, """
         from airflow.providers.standard.triggers.file import FileDeleteTrigger
-        watched = Asset("w", watchers=[AssetWatcher(name="w", trigger=FileDeleteTrigger(filepath="/tmp/x"))])
+        trigger = FileDeleteTrigger(filepath="/tmp/x", poke_interval=2.0)
+        watched = Asset("w", watchers=[AssetWatcher(name="file", trigger=trigger)])
         with DAG("watching", schedule=[watched], start_date=datetime(2026, 1, 1)):
             pass
     """)
-    assert result["dags"] == []
-    assert "DAG 'watching': schedule asset 'w' has watchers (AssetWatcher)" in result["error"]
-    assert "not supported by Sluice" in result["error"]
+    assert result["error"] is None
+    [dag] = result["dags"]
+    assert dag["asset_watchers"] == [{
+        "asset": {"name": "w", "uri": "w"}, "name": "file",
+        "classpath": "airflow.providers.standard.triggers.file.FileDeleteTrigger",
+        "kwargs": {"filepath": "/tmp/x", "poke_interval": 2.0}}]
+    assert dag["assets"] == [{"name": "w", "uri": "w", "group": "asset", "extra": {}}]
 
 
 def test_a_success_emits_one_event_per_outlet_and_extra():
