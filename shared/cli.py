@@ -211,12 +211,21 @@ def dags_test(
         when = parse_logical_date(logical_date)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--logical-date") from None
+    from shared.reconnect import one_line
+
     settings = load_settings()
     try:
-        raise typer.Exit(test_dag(settings, dag_id, conf_obj, when))
+        code = test_dag(settings, dag_id, conf_obj, when)
     except DagTestError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - a database that cannot serve: one line, exit 2
+        line = one_line(exc, settings.database_url, None)
+        if line is None:
+            raise
+        typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 def _conf_object(conf: str | None) -> dict:

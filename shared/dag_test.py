@@ -18,7 +18,9 @@ database; no Redis needed); what the daemons do is done here, in one loop:
   database pool (anyio's blocking portal): the task's calls are answered while
   the main thread is inside the task, or stopped at a breakpoint;
 * a deferred instance's trigger runs here until it fires (the triggerer's own
-  code), then the task resumes, as ``airflow dags test`` runs triggers inline.
+  code), then the task resumes, as ``airflow dags test`` runs triggers inline;
+* the DAG callbacks the run's end owes run at the end, as the scheduler runs
+  them (in a child of a parse server), their output shown here.
 
 Task log lines go to the try's log file (``sluice tasks logs`` reads them) and,
 readable, to stdout. The exit code is 0 when the run succeeded, 1 when it
@@ -214,7 +216,36 @@ class DagTest:
             print(f"dags test: interrupted; run {self.run_id} cancelled (failed)",
                   file=sys.stderr, flush=True)
             return 130
+        self._run_callbacks()
         return self._report(state)
+
+    def _run_callbacks(self) -> None:
+        """The DAG callbacks the run's end owes (``on_success_callback``...), run now as the
+        scheduler runs them (a child of a parse server), their output shown here: none is
+        left owed for a scheduler started later."""
+        owed = self.portal.call(self._fetchval, "SELECT count(*) FROM callback_request"
+                                " WHERE run_pk = $1", self.run_pk)
+        if not owed:
+            return
+        from scheduler.callbacks import callback_log_path
+
+        print(f"dags test: running {owed} callback(s) of the run", file=sys.stderr, flush=True)
+        self.portal.call(self._drain_callbacks)
+        path = callback_log_path(self.settings.logs_dir, self.dag_id, self.run_id)
+        if path.is_file():
+            sys.stdout.write(path.read_text(errors="replace"))
+            sys.stdout.flush()
+
+    async def _drain_callbacks(self) -> None:
+        from scheduler.callbacks import CallbackRunner
+        from scheduler.parsing import ParseServer
+
+        server = ParseServer(self.folder, self.settings.home)
+        try:
+            await CallbackRunner(self.settings, self.services.pool, server,
+                                 self.services.scheduler.callbacks).drain()
+        finally:
+            await server.stop()
 
     async def _cancel(self) -> None:
         from shared.clear import ClearError, cancel_run

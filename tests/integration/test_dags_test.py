@@ -81,6 +81,22 @@ DAGS = {
             wait >> after()
         deferring()
     """,
+    "callbacks.py": """
+        from datetime import datetime
+        from airflow.sdk import dag, task
+
+        def said(context):
+            print("DAG CALLBACK SAYS", context["dag_run"].run_id)
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1), on_success_callback=said)
+        def with_callback():
+            @task
+            def one():
+                return 1
+
+            one()
+        with_callback()
+    """,
     "debugging.py": """
         from datetime import datetime
         from airflow.sdk import dag, task
@@ -187,6 +203,18 @@ async def test_same_logical_date_replaces_the_run(db_url, folder, tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
     doc = await only_run(db_url, "debugging")
     assert doc["run_id"] == "manual__2026-01-01T00:00:00+00:00"
+
+
+async def test_the_runs_dag_callback_runs_before_the_command_ends(db_url, folder, tmp_path):
+    out = dags_test(db_url, folder, tmp_path / "home", "with_callback")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = await only_run(db_url, "with_callback")
+    assert f"DAG CALLBACK SAYS {doc['run_id']}" in out.stdout
+    conn = await asyncpg.connect(db_url)
+    try:  # nothing left owed for a scheduler started later
+        assert await conn.fetchval("SELECT count(*) FROM callback_request") == 0
+    finally:
+        await conn.close()
 
 
 def test_unknown_dag_is_one_line_and_exit_2(db_url, folder, tmp_path):
