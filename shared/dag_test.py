@@ -68,7 +68,7 @@ def test_dag(settings: Settings, dag_id: str, conf: dict, logical_date: datetime
     """Run ``dag_id`` once here; 0 on success, 1 on failure (``DagTestError`` before a run)."""
     from shared.airflow_spec.loading import use_airflow_home
 
-    settings = settings.resolved() if hasattr(settings, "resolved") else settings
+    settings = settings.resolved()
     if not settings.database_url:
         raise DagTestError("no database configured: set SLUICE_DATABASE_URL, or start "
                            f"`sluice standalone` with SLUICE_HOME={settings.home}")
@@ -89,7 +89,7 @@ class Services:
         self.settings, self.pool = settings, pool
         self.api_settings, self.server, self.sock = api_settings, server, sock
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-        self.served = anyio.Event()
+        self.served: anyio.Event | None = None  # set once the server stopped serving
         self.scheduler = None
         self.triggerer = None
 
@@ -110,6 +110,7 @@ class Services:
         return cls(settings, pool, api_settings, server, sock)
 
     async def serve(self) -> None:
+        self.served = anyio.Event()
         try:
             await self.server.serve(sockets=[self.sock])
         finally:
@@ -125,8 +126,9 @@ class Services:
 
     async def close(self) -> None:
         self.server.should_exit = True
-        with anyio.move_on_after(5):
-            await self.served.wait()
+        if self.served is not None:
+            with anyio.move_on_after(5):
+                await self.served.wait()
         self.sock.close()
         with anyio.move_on_after(5):
             await self.pool.close()
