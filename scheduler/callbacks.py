@@ -160,7 +160,7 @@ class CallbackRunner:
                   "map_index": row["map_index"] if row["kind"] == "task" else None,
                   "log": str(path)}
         async with self.limiter:
-            await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+            await anyio.to_thread.run_sync(_private_dirs, path.parent)
             result = await self.server.run_callback(request_document(row, path, *secrets),
                                                     self.settings.parse_timeout_s,
                                                     self.settings.callback_timeout_s)
@@ -243,6 +243,19 @@ def _where(row) -> str:
     if row["kind"] == "task":
         where += f" task {row['task_id']!r} map_index {row['map_index']}"
     return where
+
+
+def _private_dirs(folder: Path) -> None:
+    """``folder`` and its missing parents, each created mode 0700 (as task logs' folders)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for each in reversed(missing):
+        try:
+            each.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
 
 
 def _append(path: Path, text: str) -> None:
