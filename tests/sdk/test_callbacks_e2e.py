@@ -272,6 +272,16 @@ async def test_killed_slot_gets_its_retry_callback_across_a_scheduler_restart(cl
     assert not out(cluster, "killed_failure.jsonl").exists()
 
 
+async def test_try_wedged_past_its_execution_timeout_gets_its_failure_callback(cluster):
+    run_id = await cluster.trigger("cb_wedged")
+    doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
+    assert cluster.by_task(doc)["wedged"]["state"] == "failed"
+    (line,) = await lines(cluster, "wedged_failure")
+    assert line == {"task_id": "wedged", "try_number": 1, "run_id": run_id}
+    text = await until_logged(callback_log(cluster, "cb_wedged", run_id), "wedged_failure")
+    assert "execution_timeout of 1s exceeded" in text  # the reason the worker gave
+
+
 async def test_trigger_failed_task_gets_its_failure_callback(cluster):
     run_id = await cluster.trigger("cb_trigger_fail")
     doc = await cluster.wait_run(run_id, RUN_TIMEOUT_S)
