@@ -348,7 +348,8 @@ async def clear_tasks(conn: asyncpg.Connection, run_pk: int, task_id: str, *,
         _check_target(run, spec, rows, task_id, map_index)
         tasks = clear_subset(spec, {task_id}, downstream=downstream, upstream=upstream)
         plan = plan_clear(spec, rows, only_failed, selection_for(spec, tasks, task_id, map_index))
-        await _apply(conn, run, plan)
+        if _changes(plan):  # nothing to clear (none failed, say): the run is left as it is
+            await _apply(conn, run, plan)
     return {"run_pk": run["id"], "dag_id": run["dag_id"], "run_id": run["run_id"],
             "cleared": _listed(rows, plan.reset), "removed": len(plan.remove),
             "added": len(plan.insert)}
@@ -372,7 +373,7 @@ async def mark_tasks(conn: asyncpg.Connection, run_pk: int, task_id: str, state:
                           ti.try_number) for ti in rows]
         below = clear_subset(spec, {task_id}, downstream=True, upstream=False) - {task_id}
         plan = plan_clear(spec, after, True, {tid: None for tid in below})
-        if plan.reset or plan.remove or plan.insert:
+        if _changes(plan):
             await _apply(conn, run, plan)
         elif run["state"] in FINISHED_RUN:
             await conn.execute(q("reopen_run"), run["id"])
@@ -402,6 +403,10 @@ async def _set_states(conn: asyncpg.Connection, changes: dict[int, str]) -> None
     ids = list(changes)
     await conn.execute(q("delete_triggers_of_tis"), ids)
     await conn.execute(q("set_ti_states"), ids, [changes[i] for i in ids])
+
+
+def _changes(plan: ClearPlan) -> bool:
+    return bool(plan.reset or plan.remove or plan.insert or plan.delete)
 
 
 async def _apply(conn: asyncpg.Connection, run, plan: ClearPlan) -> None:

@@ -47,8 +47,10 @@ async def clear(settings: Settings, dag_id: str, run_id: str, task_id: str, map_
         upstream=upstream, only_failed=only_failed))
     if done is None:
         return 2
-    _show(done, as_json, f"cleared {len(done['cleared'])} task instances of run {run_id} of "
-                         f"DAG {dag_id}", "cleared")
+    summary = (f"cleared {len(done['cleared'])} task instances of run {run_id} of DAG {dag_id}"
+               if done["cleared"] else
+               f"no task instance to clear in run {run_id} of DAG {dag_id}: the run is left as it is")
+    _show(done, as_json, summary, "cleared")
     return 0
 
 

@@ -332,6 +332,9 @@ async def test_unknown_task_or_map_index_is_one_line(cluster: Cluster):
     assert out.returncode == 2
     assert out.stderr.strip() == (f"task 'double' of run {run_id!r} of DAG 'fanout' has no map "
                                   "index 7 (its map indexes: 0..2)")
+    done = cli_json(cluster, "tasks", "clear", "fanout", run_id, "double", "--only-failed")
+    assert done["cleared"] == []  # none failed: the finished run is left as it is
+    assert (await cluster.run_doc(run_id))["state"] == "success"
     out = cluster.cli("tasks", "clear", "fanout", "no_such_run", "double")
     assert out.returncode == 2
     assert out.stderr.strip() == "run 'no_such_run' of DAG 'fanout' not found"
