@@ -25,7 +25,8 @@ from shared.db import DB_ERRORS, persist, q
 from shared.messages import DagsChanged
 
 log = structlog.get_logger()
-RESTART_AFTER_S = 1.0  # a trigger that ended or failed runs again after this
+RESTART_AFTER_S = 1.0  # a trigger that ended runs again after this
+MAX_RESTART_AFTER_S = 60.0  # one that keeps failing waits longer each time, up to this
 CAPACITY = 1000  # watchers one triggerer takes at most
 
 
@@ -74,22 +75,28 @@ class AssetWatchers:
         ids = {"asset": row["asset_name"], "watcher": row["name"], "watcher_id": row["id"]}
         with scope, bound_contextvars(**ids):
             log.info("asset_watcher_started", trigger=row["classpath"])
+            pause = RESTART_AFTER_S
             while True:
-                await self._run_once(row)
-                await anyio.sleep(RESTART_AFTER_S)
+                ended_well = await self._run_once(row)
+                pause = RESTART_AFTER_S if ended_well else min(pause * 2, MAX_RESTART_AFTER_S)
+                await anyio.sleep(pause)
 
-    async def _run_once(self, row: dict) -> None:
+    async def _run_once(self, row: dict) -> bool:
+        """One run of the trigger; False when it could not load or raised (it waits longer
+        before the next)."""
         af = self.trig.airflow
         try:
             trigger = af.load_trigger({**row, "dag_id": None, "task_id": None, "map_index": None})
         except af.TriggerLoadError as exc:
             log.error("asset_watcher_load_failed", error=str(exc))
-            return
+            return False
         try:
             async for event in trigger.run():
                 await self._emit(row, event.payload)
         except Exception as exc:  # noqa: BLE001 - a user's trigger; it runs again
             log.error("asset_watcher_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
     async def _emit(self, row: dict, payload) -> None:
         """The asset's event for one trigger event, and a wake-up for the scheduler."""

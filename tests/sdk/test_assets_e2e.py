@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
@@ -195,7 +196,11 @@ async def test_asset_decorated_functions_run_as_dags_scheduled_on_each_other(ass
 
 async def test_an_asset_watchers_trigger_updates_its_asset_on_each_event(assets):
     incoming = assets.dags_folder / "incoming.csv"
-    for n in (1, 2):
+    for n in (1, 2, 3):
+        if n == 3:  # a triggerer killed: another one takes its watchers over
+            assets.signal("triggerer", signal.SIGKILL)
+            assets.stop("triggerer")
+            assets.start("triggerer", "triggerer2")
         incoming.write_text("id\n1\n")  # FileDeleteTrigger fires once it sees it, and deletes it
         [*_, doc] = await asset_runs(assets, "watched_consumer", n)
         assert returned(doc, "landed_events") == [[{"from_trigger": True, "payload": True}, None]]
