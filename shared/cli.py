@@ -201,9 +201,14 @@ def dags_test(
     logical_date: Annotated[str | None, typer.Option(
         "--logical-date", help="The run's logical date (ISO 8601; default: now). A manual run "
                                "of the DAG at that date is replaced.")] = None,
+    mark_success_pattern: Annotated[str | None, typer.Option(
+        "--mark-success-pattern", help="Mark the tasks whose id this regex matches success "
+                                       "instead of running them.")] = None,
 ) -> None:
     """Run the DAG once in this process, no daemons: each task's output on the terminal,
     breakpoint() works in a task; exit 0 on success, 1 on failure."""
+    import re
+
     from shared.dag_test import DagTestError, parse_logical_date, test_dag
 
     conf_obj = _conf_object(conf)
@@ -211,11 +216,16 @@ def dags_test(
         when = parse_logical_date(logical_date)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--logical-date") from None
+    try:
+        pattern = re.compile(mark_success_pattern) if mark_success_pattern is not None else None
+    except re.error as exc:
+        raise typer.BadParameter(f"not a regular expression: {exc}",
+                                 param_hint="--mark-success-pattern") from None
     from shared.reconnect import one_line
 
     settings = load_settings()
     try:
-        code = test_dag(settings, dag_id, conf_obj, when)
+        code = test_dag(settings, dag_id, conf_obj, when, pattern)
     except DagTestError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

@@ -177,6 +177,15 @@ async def test_failing_dag_exits_1_after_its_retry(db_url, folder, tmp_path):
     assert tis[("never", -1)]["state"] == "upstream_failed"
 
 
+async def test_mark_success_pattern_skips_running_the_tasks_it_matches(db_url, folder, tmp_path):
+    out = dags_test(db_url, folder, tmp_path / "home", "failing", "--mark-success-pattern", "bo+m")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kaboom" not in out.stdout
+    assert "NEVER RUNS" in out.stdout
+    tis = instances(await only_run(db_url, "failing"))
+    assert (tis[("boom", -1)]["state"], tis[("never", -1)]["state"]) == ("success", "success")
+
+
 async def test_deferred_task_resumes_after_its_trigger_runs_inline(db_url, folder, tmp_path):
     out = dags_test(db_url, folder, tmp_path / "home", "deferring")
     assert out.returncode == 0, out.stdout + out.stderr
