@@ -110,13 +110,32 @@ EOF
     echo "$src"
 }
 
+# Kubernetes 1.20 vendors reflect2 1.0.1 and json-iterator 1.1.10, which fault (SIGSEGV in
+# map iteration) when built with Go >= 1.18, as bookworm's golang-go is: the API server dies
+# within seconds. Debian's own packages of their fixed releases replace them in vendor/.
+patch_vendor() {
+    local src="$1" gocode=/usr/share/gocode/src/github.com
+    [ -e "$src/vendor/github.com/modern-go/reflect2/go_above_118.go" ] && return 0
+    if [ ! -e "$gocode/modern-go/reflect2/go_above_118.go" ] || [ ! -d "$gocode/json-iterator/go" ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev >/dev/null
+    fi
+    log "vendoring reflect2 1.0.2 and json-iterator 1.1.12 (Go >= 1.18)"
+    rsync -a --delete --exclude '*_test.go' --exclude go.mod --exclude go.sum \
+        "$gocode/modern-go/reflect2/" "$src/vendor/github.com/modern-go/reflect2/"
+    rsync -a --delete --exclude '*_test.go' --exclude go.mod --exclude go.sum \
+        "$gocode/json-iterator/go/" "$src/vendor/github.com/json-iterator/go/"
+}
+
 ensure_binaries() {
     local b missing=0
+    [ -e "$BIN/.vendor-go118" ] || missing=1
     for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
         [ -x "$BIN/$b" ] || missing=1
     done
     ((missing)) || return 0
     local src; src="$(ensure_source)"
+    patch_vendor "$src"
     log "building Kubernetes v$K8S_VERSION from $src (several minutes, once)"
     local t0=$SECONDS
     (
@@ -132,6 +151,7 @@ ensure_binaries() {
     for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
         cp "$src/_output/bin/$b" "$BIN.tmp/$b"
     done
+    touch "$BIN.tmp/.vendor-go118"
     rm -rf "$BIN" && mv "$BIN.tmp" "$BIN"
     log "built in $((SECONDS - t0))s into $BIN"
 }
@@ -322,6 +342,7 @@ start_control_plane() {
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --allow-privileged=true --enable-admission-plugins NamespaceLifecycle,ServiceAccount \
         --kubelet-preferred-address-types InternalIP,Hostname --profiling=false \
+        --endpoint-reconciler-type none \
         --cert-dir "$STATE/apiserver-certs"
     wait_until 120 "kube-apiserver to be ready" api_ready
     start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_PATH" \
@@ -404,8 +425,9 @@ cmd_up() {
 
 unmount_under() {
     local dir="$1" m
-    # deepest first; only mounts below this cluster's own state directory
-    for m in $(awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+    # deepest first; only mounts at or below this cluster's own kubelet directory (kubelet
+    # bind-mounts its root directory onto itself, then volumes below it)
+    for m in $(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r); do
         umount -l "$m" 2>/dev/null || true
     done
 }
