@@ -65,6 +65,7 @@ def _train_dag(dag_id: str, *, deferrable: bool, train_secs: int) -> None:
             retries=1,
             retry_delay=timedelta(seconds=1),
             on_finish_action="delete_succeeded_pod",
+            log_events_on_failure=True,
             deferrable=deferrable,
             poll_interval=1,
             startup_timeout_seconds=240,
