@@ -5,7 +5,9 @@ names the asset (``asset_dag_run_queue``, written by the Execution API in the sa
 transaction as the success). Here, as Airflow 3.3's scheduler does, a DAG whose queued
 assets satisfy its condition (:func:`shared.airflow_spec.assets.evaluate`) gets one
 ``asset_triggered`` run consuming every event of its assets since its previous such run,
-and the queue rows it took are deleted. Paused DAGs are neither queued nor run; the
+and the queue rows it took are deleted. A queue row is dated by its asset's latest event
+(Airflow keeps the first), so events that came while the DAG could not run yet (its
+condition, ``max_active_runs``) are all consumed by its next run, none left behind. Paused DAGs are neither queued nor run; the
 events stay and the first run after unpausing consumes them. Several schedulers can do
 this at once: the queue rows are taken ``FOR UPDATE SKIP LOCKED``. The watchers of the
 assets DAGs are scheduled on are kept in ``asset_watcher`` for the triggerer to run.

@@ -1295,9 +1295,11 @@ SELECT DISTINCT ON (key) key, kind, name, uri FROM (
 -- run $6 of DAG $4 at map index $7, emitted through aliases $8. An asset first named at run
 -- time (through an alias, $9 true) is created with extra $10. Every active, unpaused DAG
 -- scheduled on the asset (by key, name or uri reference) or on one of the aliases gets the
--- asset queued, as Airflow's asset_dag_run_queue. No row: the asset is unknown.
+-- asset queued, as Airflow's asset_dag_run_queue, dated by its latest event: the next run
+-- consumes every event up to then (Airflow keeps the first date, and an event that came
+-- after it waits for another one). No row: the asset is unknown.
 WITH created AS (
-    INSERT INTO asset (name, uri, extra) SELECT $1, $2, coalesce($10, '{}')::json WHERE $9
+    INSERT INTO asset (name, uri, extra) SELECT $1, $2, coalesce($10::text, '{}')::json WHERE $9
     ON CONFLICT (name, uri) DO NOTHING RETURNING id
 ), target AS (
     SELECT id FROM created UNION ALL SELECT id FROM asset WHERE name = $1 AND uri = $2 LIMIT 1
@@ -1307,7 +1309,7 @@ WITH created AS (
 ), event AS (
     INSERT INTO asset_event (asset_id, extra, source_dag_id, source_task_id, source_run_id,
                              source_map_index)
-    SELECT id, $3::json, $4, $5, $6, $7 FROM target RETURNING id, asset_id
+    SELECT id, $3::text::json, $4, $5, $6, $7 FROM target RETURNING id, asset_id
 ), resolved AS (
     INSERT INTO asset_alias_asset (alias_id, asset_id)
     SELECT aliases.id, event.asset_id FROM aliases, event ON CONFLICT DO NOTHING
@@ -1321,7 +1323,8 @@ WITH created AS (
        AND ((s.kind = 'asset' AND s.name = $1 AND s.uri = $2)
             OR (s.kind = 'name_ref' AND s.name = $1) OR (s.kind = 'uri_ref' AND s.uri = $2)
             OR (s.kind = 'alias' AND s.name = any($8::text[])))
-    ON CONFLICT DO NOTHING RETURNING target_dag_id
+    ON CONFLICT (asset_id, target_dag_id) DO UPDATE SET created_at = EXCLUDED.created_at
+    RETURNING target_dag_id
 )
 SELECT event.id, (SELECT count(*) FROM queued)::int AS queued FROM event
 
@@ -1503,210 +1506,6 @@ UPDATE dag_run SET state = 'failed', start_date = coalesce(start_date, now()), e
  WHERE id = $1 AND state IN ('queued', 'running')
 
 -- (end of task operations)
-
--- ===== assets: asset events, the asset-scheduled DAGs' queue, asset-triggered runs =====
-
--- name: asset_dag_conditions
--- Every active DAG's asset condition (NULL: not asset-scheduled) and the assets and aliases
--- it names, as the walk stored them.
-SELECT dag_id, (serialized -> 'asset_condition')::text AS condition,
-       (serialized -> 'assets')::text AS assets, (serialized -> 'asset_aliases')::text AS aliases
-  FROM dag WHERE is_active
-
--- name: asset_upsert_declared
--- Assets ($1 names, $2 uris, $3 groups, $4 extras as JSON text) and aliases ($5) the DAGs
--- name: created when new; a declared asset's group and extra are the last parse's.
-WITH assets AS (
-    INSERT INTO asset (name, uri, "group", extra)
-    SELECT n, u, g, e::json FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS x(n, u, g, e)
-    ON CONFLICT (name, uri) DO UPDATE SET "group" = EXCLUDED."group", extra = EXCLUDED.extra
-    RETURNING 1
-)
-INSERT INTO asset_alias (name) SELECT DISTINCT unnest($5::text[])
-ON CONFLICT (name) DO NOTHING
-
--- name: asset_sync_references
--- The DAGs' schedule references are exactly ($1 dag, $2 kind, $3 name, $4 uri); a kept
--- reference keeps its created_at. Queued events of a DAG no longer asset-scheduled go.
-WITH wanted AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS w(dag_id, kind, name, uri)
-), gone AS (
-    DELETE FROM dag_schedule_asset s
-     WHERE NOT EXISTS (SELECT 1 FROM wanted w WHERE (w.dag_id, w.kind, w.name, w.uri)
-                                                  = (s.dag_id, s.kind, s.name, s.uri))
-), stale AS (
-    DELETE FROM asset_dag_run_queue q
-     WHERE NOT EXISTS (SELECT 1 FROM wanted w WHERE w.dag_id = q.target_dag_id)
-)
-INSERT INTO dag_schedule_asset (dag_id, kind, name, uri)
-SELECT w.dag_id, w.kind, w.name, w.uri FROM wanted w JOIN dag d ON d.dag_id = w.dag_id
-ON CONFLICT DO NOTHING
-
--- name: asset_ti_source
--- The producing instance of try $1: the source of the asset events its success emits.
-SELECT r.dag_id, t.task_id, r.run_id, t.map_index
-  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk WHERE t.uuid = $1
-
--- name: asset_resolve_refs
--- The assets names $1 and uris $2 refer to (the first by id when several share one).
-SELECT DISTINCT ON (key) key, kind, name, uri FROM (
-    SELECT a.name AS key, 'name' AS kind, a.name, a.uri, a.id FROM asset a WHERE a.name = any($1::text[])
-    UNION ALL
-    SELECT a.uri, 'uri', a.name, a.uri, a.id FROM asset a WHERE a.uri = any($2::text[])
-) x ORDER BY key, id
-
--- name: asset_register_event
--- One asset event for asset ($1 name, $2 uri) with extra $3 (JSON text), from task $5 of
--- run $6 of DAG $4 at map index $7, emitted through aliases $8. An asset first named at run
--- time (through an alias, $9 true) is created with extra $10. Every active, unpaused DAG
--- scheduled on the asset (by key, name or uri reference) or on one of the aliases gets the
--- asset queued, as Airflow's asset_dag_run_queue. No row: the asset is unknown.
-WITH created AS (
-    INSERT INTO asset (name, uri, extra) SELECT $1, $2, coalesce($10::text, '{}')::json WHERE $9
-    ON CONFLICT (name, uri) DO NOTHING RETURNING id
-), target AS (
-    SELECT id FROM created UNION ALL SELECT id FROM asset WHERE name = $1 AND uri = $2 LIMIT 1
-), aliases AS (
-    INSERT INTO asset_alias (name) SELECT DISTINCT unnest($8::text[])
-    ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id
-), event AS (
-    INSERT INTO asset_event (asset_id, extra, source_dag_id, source_task_id, source_run_id,
-                             source_map_index)
-    SELECT id, $3::text::json, $4, $5, $6, $7 FROM target RETURNING id, asset_id
-), resolved AS (
-    INSERT INTO asset_alias_asset (alias_id, asset_id)
-    SELECT aliases.id, event.asset_id FROM aliases, event ON CONFLICT DO NOTHING
-), through AS (
-    INSERT INTO asset_event_alias (event_id, alias_id) SELECT event.id, aliases.id FROM aliases, event
-), queued AS (
-    INSERT INTO asset_dag_run_queue (asset_id, target_dag_id)
-    SELECT DISTINCT event.asset_id, s.dag_id
-      FROM event, dag_schedule_asset s JOIN dag d ON d.dag_id = s.dag_id
-     WHERE d.is_active AND NOT d.is_paused
-       AND ((s.kind = 'asset' AND s.name = $1 AND s.uri = $2)
-            OR (s.kind = 'name_ref' AND s.name = $1) OR (s.kind = 'uri_ref' AND s.uri = $2)
-            OR (s.kind = 'alias' AND s.name = any($8::text[])))
-    ON CONFLICT DO NOTHING RETURNING target_dag_id
-)
-SELECT event.id, (SELECT count(*) FROM queued)::int AS queued FROM event
-
--- name: asset_queued_dags
--- The active, unpaused DAGs with queued assets: their condition, the queued assets, and
--- whether their queued and running runs leave room under max_active_runs.
-SELECT q.target_dag_id AS dag_id, (d.serialized -> 'asset_condition')::text AS condition,
-       array_agg(a.name) AS names, array_agg(a.uri) AS uris,
-       coalesce((d.serialized ->> 'catchup')::boolean, false) AS catchup,
-       (SELECT count(*) FROM dag_run r WHERE r.dag_id = d.dag_id
-           AND r.state IN ('queued', 'running'))
-         < coalesce((d.serialized ->> 'max_active_runs')::int, 16) AS has_room
-  FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id
-  JOIN dag d ON d.dag_id = q.target_dag_id
- WHERE d.is_active AND NOT d.is_paused
- GROUP BY q.target_dag_id, d.dag_id
-
--- name: asset_alias_members
--- The assets each of aliases $1 resolved to so far.
-SELECT al.name AS alias, a.name, a.uri
-  FROM asset_alias al JOIN asset_alias_asset m ON m.alias_id = al.id JOIN asset a ON a.id = m.asset_id
- WHERE al.name = any($1::text[])
-
--- name: asset_lock_queue
--- The queue rows of DAG $1 this scheduler takes (another scheduler's are skipped).
-SELECT asset_id, created_at FROM asset_dag_run_queue WHERE target_dag_id = $1
- ORDER BY created_at DESC FOR UPDATE SKIP LOCKED
-
--- name: asset_create_run
--- The asset-triggered run of DAG $1 ($2 run_id) due at $3, consuming every event of an asset
--- or alias the DAG is scheduled on since its last asset-triggered run (else since it was
--- first scheduled on them, $4 catchup false) up to $3; then the queue rows $5 it took go.
-WITH run AS (
-    INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state, conf)
-    VALUES ($1, $2, 'asset_triggered', $3, 'queued', '{}')
-    ON CONFLICT DO NOTHING RETURNING id
-), floor AS (
-    SELECT coalesce(
-        (SELECT max(logical_date) FROM dag_run WHERE dag_id = $1 AND run_type = 'asset_triggered'
-            AND logical_date < $3),
-        CASE WHEN NOT $4 THEN (SELECT min(created_at) FROM dag_schedule_asset WHERE dag_id = $1) END,
-        '-infinity'::timestamptz) AS after
-), events AS (
-    SELECT DISTINCT e.id FROM asset_event e JOIN asset a ON a.id = e.asset_id, floor
-     WHERE e.timestamp <= $3 AND e.timestamp > floor.after
-       AND EXISTS (
-           SELECT 1 FROM dag_schedule_asset s
-            WHERE s.dag_id = $1
-              AND ((s.kind = 'asset' AND s.name = a.name AND s.uri = a.uri)
-                   OR (s.kind = 'name_ref' AND s.name = a.name)
-                   OR (s.kind = 'uri_ref' AND s.uri = a.uri)
-                   OR (s.kind = 'alias' AND EXISTS (
-                        SELECT 1 FROM asset_event_alias ea JOIN asset_alias al ON al.id = ea.alias_id
-                         WHERE ea.event_id = e.id AND al.name = s.name))))
-), consumed AS (
-    INSERT INTO dag_run_asset_event (run_pk, event_id) SELECT run.id, events.id FROM run, events
-    RETURNING event_id
-), taken AS (
-    DELETE FROM asset_dag_run_queue WHERE target_dag_id = $1 AND asset_id = any($5::bigint[])
-       AND EXISTS (SELECT 1 FROM run)
-)
-SELECT run.id, (SELECT count(*) FROM consumed)::int AS consumed FROM run
-
--- name: asset_run_events
--- The events run ($1 dag, $2 run_id) consumed, oldest first, each with its asset and the
--- aliases it came through (the Execution API's consumed_asset_events).
-SELECT a.name, a.uri, a.extra::text AS asset_extra, e.extra::text AS extra, e.source_dag_id,
-       e.source_task_id, e.source_run_id, e.source_map_index, e.timestamp,
-       ARRAY(SELECT al.name FROM asset_event_alias ea JOIN asset_alias al ON al.id = ea.alias_id
-              WHERE ea.event_id = e.id ORDER BY al.name) AS aliases
-  FROM dag_run r JOIN dag_run_asset_event c ON c.run_pk = r.id
-  JOIN asset_event e ON e.id = c.event_id JOIN asset a ON a.id = e.asset_id
- WHERE r.dag_id = $1 AND r.run_id = $2
- ORDER BY e.timestamp, e.id
-
--- name: asset_by
--- The asset named $1 (by name) or with uri $2 (by uri): the first by id.
-SELECT name, uri, "group", extra::text AS extra FROM asset
- WHERE ($1::text IS NULL OR name = $1) AND ($2::text IS NULL OR uri = $2)
- ORDER BY id LIMIT 1
-
--- name: asset_by_alias
-SELECT a.name, a.uri, a."group", a.extra::text AS extra
-  FROM asset_alias al JOIN asset_alias_asset m ON m.alias_id = al.id JOIN asset a ON a.id = m.asset_id
- WHERE al.name = $1 ORDER BY a.id
-
--- name: asset_events_by
--- Events of the asset ($1 name and/or $2 uri) or, $3 set, emitted through alias $3; from $4,
--- up to $5, oldest first unless $6 is false, at most $7; with the runs that consumed each.
-SELECT e.id, e.timestamp, e.extra::text AS extra, e.source_dag_id, e.source_task_id,
-       e.source_run_id, e.source_map_index, a.name, a.uri, a."group", a.extra::text AS asset_extra,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'run_id', r.run_id, 'dag_id', r.dag_id, 'partition_key', NULL,
-                   'logical_date', CASE WHEN r.run_type <> 'asset_triggered' THEN r.logical_date END,
-                   'start_date', coalesce(r.start_date, r.created_at), 'end_date', r.end_date,
-                   'state', r.state, 'data_interval_start', r.data_interval_start,
-                   'data_interval_end', r.data_interval_end) ORDER BY r.id), '[]')::text
-          FROM dag_run_asset_event c JOIN dag_run r ON r.id = c.run_pk
-         WHERE c.event_id = e.id) AS created_dagruns
-  FROM asset_event e JOIN asset a ON a.id = e.asset_id
- WHERE (($3::text IS NULL AND ($1::text IS NULL OR a.name = $1) AND ($2::text IS NULL OR a.uri = $2))
-        OR ($3::text IS NOT NULL AND EXISTS (
-              SELECT 1 FROM asset_event_alias ea JOIN asset_alias al ON al.id = ea.alias_id
-               WHERE ea.event_id = e.id AND al.name = $3)))
-   AND ($4::timestamptz IS NULL OR e.timestamp >= $4)
-   AND ($5::timestamptz IS NULL OR e.timestamp <= $5)
- ORDER BY CASE WHEN $6 THEN e.timestamp END ASC, CASE WHEN NOT $6 THEN e.timestamp END DESC, e.id
- LIMIT $7
-
--- name: asset_inactive_of_ti
--- The assets (name, uri) the inlets and outlets of try $1's task declare that Sluice has
--- no record of (Airflow's inactive assets).
-SELECT DISTINCT l -> 'asset' ->> 'name' AS name, l -> 'asset' ->> 'uri' AS uri
-  FROM task_instance t JOIN dag_run r ON r.id = t.run_pk JOIN dag d ON d.dag_id = r.dag_id
- CROSS JOIN LATERAL json_array_elements(d.serialized -> 'tasks') AS s
- CROSS JOIN LATERAL (SELECT json_array_elements(coalesce(s -> 'inlets', '[]'))
-                     UNION ALL SELECT json_array_elements(coalesce(s -> 'outlets', '[]'))) AS x(l)
- WHERE t.uuid = $1 AND s ->> 'task_id' = t.task_id AND l -> 'asset' IS NOT NULL
-   AND NOT EXISTS (SELECT 1 FROM asset a WHERE a.name = l -> 'asset' ->> 'name'
-                                          AND a.uri = l -> 'asset' ->> 'uri')
 
 -- ===========================================================================================
 -- sluice dags test (shared/dag_test.py): one run in one process, no daemons.

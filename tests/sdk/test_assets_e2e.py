@@ -7,8 +7,9 @@ reads the events from ``triggering_asset_events`` and ``inlet_events``. ``&`` wa
 both assets, ``|`` runs on either, events that came before the consumer ran are consumed
 by one run, an alias names its asset at run time, ``AssetOrTimeSchedule`` runs on the
 asset too, a paused consumer is not queued (its first run after unpausing consumes
-what came meanwhile), and an ``AssetWatcher``'s trigger in the triggerer updates its
-asset on each event, as in Airflow 3.3.
+what came meanwhile), events that wait for a busy consumer (``max_active_runs=1``) are
+all consumed by its next run, and an ``AssetWatcher``'s trigger in the triggerer updates
+its asset on each event, as in Airflow 3.3.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ RUN_TIMEOUT_S = 90.0
 ALL_DAGS = ("assets_producer", "assets_consumer", "assets_report_consumer", "cond_produce_a",
             "cond_produce_b", "cond_both", "cond_either", "alias_producer", "alias_consumer",
             "or_time_producer", "or_time_consumer", "paused_producer", "paused_consumer",
-            "raw_orders", "clean_orders", "watched_consumer")
+            "raw_orders", "clean_orders", "watched_consumer", "backlog_producer",
+            "backlog_consumer")
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +207,21 @@ async def test_an_asset_watchers_trigger_updates_its_asset_on_each_event(assets)
         [*_, doc] = await asset_runs(assets, "watched_consumer", n)
         assert returned(doc, "landed_events") == [[{"from_trigger": True, "payload": True}, None]]
         assert not incoming.exists()
+
+
+async def test_events_that_wait_for_a_busy_consumer_are_all_consumed_by_its_next_run(assets):
+    hold = assets.dags_folder / "hold_backlog"
+    hold.write_text("")
+    first = await produce(assets, "backlog_producer")
+
+    async def running():
+        runs = await runs_of(assets, "backlog_consumer")
+        return runs if runs and runs[0]["state"] == "running" else None
+
+    await wait_for(running, RUN_TIMEOUT_S, "the first backlog_consumer run to start")
+    second = await produce(assets, "backlog_producer")
+    third = await produce(assets, "backlog_producer")
+    assert len(await runs_of(assets, "backlog_consumer")) == 1  # max_active_runs=1
+    hold.unlink()
+    docs = await asset_runs(assets, "backlog_consumer", 2)
+    assert [returned(d, "drain") for d in docs] == [[first], [second, third]]
