@@ -533,7 +533,7 @@ def rotate_fernet_key() -> None:
 
 
 # --- task instances ----------------------------------------------------------------------
-tasks_app = typer.Typer(no_args_is_help=True, help="Inspect task instances.")
+tasks_app = typer.Typer(no_args_is_help=True, help="Inspect, clear and mark task instances.")
 app.add_typer(tasks_app, name="tasks")
 
 
@@ -569,8 +569,9 @@ def tasks_clear(dag_id: str, run_id: str, task_id: str, map_index: MapIndex = No
                 only_failed: Annotated[bool, typer.Option(
                     "--only-failed", help="Only failed and upstream_failed instances.")] = False,
                 as_json: AsJson = False) -> None:
-    """Clear task instances so they run again (their tries kept; a finished run runs again;
-    the task's setups and teardowns go along, as in Airflow)."""
+    """Clear task instances so they run again, tries kept (with their setups and teardowns).
+
+    A finished run runs again; a running try is stopped and runs again as a new try."""
     from shared.tasks_cli import clear
 
     settings = load_settings()
