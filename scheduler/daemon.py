@@ -30,10 +30,12 @@ from scheduler.past import PastWaker, blocked
 from scheduler.runs import create_due_runs, insert_task_instances, task_instance_rows, utcnow
 from scheduler.start_trigger import render, run_context, start_args
 from shared import bus
+from shared.airflow_spec.loading import use_airflow_home
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.dags_folder import require_dags_folder
 from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
+from shared.logging import configure_logging
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler
 from shared.schedules import RunInfo, load_timetables
@@ -634,7 +636,11 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
                               paused_at_creation=settings.dags_are_paused_at_creation,
                               on_change=lambda: bus.publish(redis, [(sched.streams.events,
                                                                      DagsChanged())]))
-        await anyio.to_thread.run_sync(load_timetables)  # Airflow's, which decide scheduled runs
+        # Airflow's timetables decide scheduled runs: imported once, with Sluice's Airflow
+        # home, and Sluice's log format put back over the one importing Airflow sets
+        use_airflow_home(settings.home)
+        await anyio.to_thread.run_sync(load_timetables)
+        configure_logging()
         await sched.refresh_dags()
         async with pool.acquire() as conn:
             sched.pending.update(r["id"] for r in await conn.fetch(q("active_run_pks")))
