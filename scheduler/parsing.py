@@ -264,6 +264,7 @@ async def store_file(pool: asyncpg.Pool, result: dict,
             paused = paused_upon_creation(dag, paused_at_creation)
             await conn.execute(q("upsert_dag"), dag["dag_id"], fileloc, result["source_hash"],
                                dag, paused)
+        await warn_unknown_pools(conn, kept)
         retired = "UPDATE 0"
         if not result["error"]:  # a DAG refused with an error keeps its last good version
             retired = await conn.execute(q("deactivate_missing_dags"), fileloc,
@@ -279,6 +280,24 @@ async def store_file(pool: asyncpg.Pool, result: dict,
         else:
             await conn.execute(q("clear_import_error"), fileloc)
     return Stored(changed=bool(kept) or retired != "UPDATE 0", refused=tuple(owners))
+
+
+async def warn_unknown_pools(conn: asyncpg.Connection, dags: list[dict]) -> None:
+    """Airflow's DAG warning for tasks naming a pool that does not exist: they wait for it.
+
+    Logged when the file is stored (Airflow shows it in its UI); the scheduler says
+    it again, per task, when such a task is held back (``limits.pool_problems``).
+    """
+    wanted = {d["dag_id"]: sorted({t["pool"] for t in d.get("tasks", ())}) for d in dags}
+    names = sorted({p for pools in wanted.values() for p in pools})
+    if not names:
+        return
+    known = {r["name"] for r in await conn.fetch(q("known_pools"), names)}
+    for dag_id, pools in wanted.items():
+        missing = [p for p in pools if p not in known]
+        if missing:
+            log.warning("dag_warning", dag_id=dag_id,
+                        warning=f"Dag '{dag_id}' references non-existent pools: {missing!r}")
 
 
 def duplicate_message(dag_id: str, incoming: str, existing: str) -> str:

@@ -1192,6 +1192,10 @@ SELECT r.dag_id, r.run_id, t.task_id, t.map_index, t.state, count(*) OVER () AS 
 -- name: delete_pool_row
 DELETE FROM pool WHERE name = $1
 
+-- name: known_pools
+-- Which of the pools $1 exist (a DAG naming another gets Airflow's DAG warning).
+SELECT name FROM pool WHERE name = any($1::text[])
+
 -- ---------------------------------------------------------------------------
 -- depends_on_past / wait_for_downstream (scheduler/past.py)
 

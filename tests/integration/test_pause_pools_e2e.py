@@ -234,7 +234,8 @@ async def test_pools_hold_instances_to_their_slots_and_refuse_deletion_while_hel
     async def waiting_for_pools():
         log = cluster.log("scheduler")
         return ("pool 'nowhere' does not exist" in log
-                and "needs 2 slots of pool 'tiny', which has 1" in log)
+                and "needs 2 slots of pool 'tiny', which has 1" in log
+                and "Dag 'pooled' references non-existent pools: ['nowhere']" in log)
 
     await wait_for(waiting_for_pools, RUN_S, "the scheduler to say why wide and lost wait")
     tasks = cluster.by_task(await cluster.run_doc(run_id))
