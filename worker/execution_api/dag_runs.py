@@ -25,6 +25,7 @@ from pydantic import AwareDatetime
 
 from shared.db import q
 from shared.messages import RunChanged
+from worker.execution_api.assets import consumed_events
 from worker.execution_api.common import (
     api,
     dag_run,
@@ -69,7 +70,10 @@ async def run_detail(request: Request, dag_id: str, run_id: str) -> Response:
     row = await api(request).pool.fetchrow(q("api_run_detail"), dag_id, run_id)
     if row is None:
         raise _missing(dag_id, run_id)
-    return model_response(dag_run(row))
+    run = dag_run(row)
+    if row["run_type"] == "asset_triggered":  # assets: the events it consumed
+        run.consumed_asset_events = await consumed_events(api(request).pool, dag_id, run_id)
+    return model_response(run)
 
 
 @runs.get("/{dag_id}/{run_id}/state")
