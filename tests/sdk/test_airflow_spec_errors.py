@@ -83,21 +83,27 @@ def test_an_import_past_the_timeout_is_airflows_dagbag_import_timeout(tmp_path: 
 
 
 def test_a_schedule_sluice_cannot_run_is_an_import_error_naming_dag_and_timetable(tmp_path: Path):
+    """Airflow's own timetables all run (tests/unit/test_timetables_af3.py); a class of the
+    DAG file's own (a timetable plugin's) is refused, the file's other DAGs loaded."""
     path = write(tmp_path, "tt.py", """
         from airflow.timetables.trigger import CronTriggerTimetable
 
-        with DAG("fine", schedule="@hourly", start_date=datetime(2026, 1, 1)):
-            EmptyOperator(task_id="x")
-        with DAG("windowed", start_date=datetime(2026, 1, 1),
+        class EveryOtherHour(CronTriggerTimetable):
+            pass
+
+        with DAG("fine", start_date=datetime(2026, 1, 1),
                  schedule=CronTriggerTimetable("0 1 * * *", timezone="UTC",
                                                interval=timedelta(hours=1))):
+            EmptyOperator(task_id="x")
+        with DAG("custom", start_date=datetime(2026, 1, 1),
+                 schedule=EveryOtherHour("0 */2 * * *", timezone="UTC")):
             EmptyOperator(task_id="x")
     """)
     [result] = parse(path, tmp_path)
     assert [d["dag_id"] for d in result["dags"]] == ["fine"]
-    [windowed] = result["error"].splitlines()  # an asset schedule is Sluice's (test_assets_spec)
-    assert windowed.startswith(f"{path}: DAG 'windowed': schedule CronTriggerTimetable(")
-    assert "is not supported by Sluice" in windowed
+    [custom] = result["error"].splitlines()
+    assert custom.startswith(f"{path}: DAG 'custom': schedule ")
+    assert "EveryOtherHour is not supported by Sluice (custom timetable classes" in custom
 
 
 def test_an_upstream_output_for_start_from_trigger_is_refused_naming_dag_and_task(tmp_path: Path):
