@@ -14,7 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import anyio
 import pytest
@@ -259,3 +264,37 @@ async def test_pools_hold_instances_to_their_slots_and_refuse_deletion_while_hel
     assert (await cli(cluster, "pools", "delete", "tiny")).stdout == "Pool tiny deleted\n"
     gone = await cli(cluster, "pools", "get", "tiny")
     assert (gone.returncode, gone.stderr) == (2, "Pool tiny does not exist\n")
+
+
+async def test_standalone_starts_new_dags_unpaused_so_the_first_trigger_runs(
+        cluster: Cluster, tmp_path):
+    """The README's first trigger: ``sluice standalone`` makes new DAGs start unpaused."""
+    cluster.write_dag("hello.py", """
+        from datetime import datetime
+        from airflow.sdk import dag, task
+
+        @dag(schedule=None, start_date=datetime(2026, 1, 1))
+        def hello():
+            @task
+            def say():
+                return "hello"
+            say()
+        hello()
+    """)
+    env = {k: v for k, v in cluster.env.items() if k != "SLUICE_DAGS_ARE_PAUSED_AT_CREATION"}
+    with open(tmp_path / "standalone.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "standalone"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        await cluster.wait_dag("hello", PARSE_S)
+        listed = json.loads((await cli(cluster, "dags", "list", "--json")).stdout)
+        assert [(d["dag_id"], d["is_paused"]) for d in listed["dags"]] == [("hello", False)]
+        doc = await cluster.wait_run(await cluster.trigger("hello"), RUN_S)
+        assert cluster.by_task(doc)["say"]["return_value"] == "hello"
+    finally:
+        if proc.poll() is None:  # a stop request first: it stops every daemon it started
+            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
