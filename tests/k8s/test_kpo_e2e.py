@@ -23,6 +23,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -108,7 +109,7 @@ async def run_train(cluster: Cluster, dag_id: str, watch=None) -> dict:
     return doc
 
 
-def assert_seed_pattern_outcome(cluster: Cluster, kube: Kube, doc: dict) -> None:
+def assert_seed_pattern_outcome(cluster: Cluster, doc: dict) -> None:
     """8 pods trained, config 5 OOMKilled twice (exit 137 in both tries' logs), 7 results reduced."""
     trains = {t["map_index"]: t for t in doc["tasks"] if t["task_id"] == "train"}
     assert sorted(trains) == list(range(8)), trains
@@ -135,12 +136,28 @@ def assert_seed_pattern_outcome(cluster: Cluster, kube: Kube, doc: dict) -> None
         text = try_log(cluster, doc, OOM_CONFIG, attempt)
         assert "Container 'base': state='TERMINATED', reason='OOMKilled', exit_code=137" in text, \
             text[-3000:]
-    # on_finish_action=delete_succeeded_pod: only the OOMKilled tries' pods are left
+
+
+def pods_left(kube: Kube, dag_id: str) -> list:
+    """The run's pods not being deleted (a deleted pod is listed until its kubelet stops it)."""
     pods = kube.core_v1().list_namespaced_pod(
-        "default", label_selector=f"{LABEL},sluice-dag={doc['dag_id']}").items
-    left = sorted((p.metadata.labels["map_index"], p.metadata.labels["try_number"]) for p in pods)
-    assert left == [(str(OOM_CONFIG), "1"), (str(OOM_CONFIG), "2")], left
-    for pod in pods:
+        "default", label_selector=f"{LABEL},sluice-dag={dag_id}").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+async def assert_only_oom_pods_left(kube: Kube, dag_id: str) -> None:
+    """on_finish_action=delete_succeeded_pod: the OOMKilled tries' two pods are kept."""
+    expected = [(str(OOM_CONFIG), "1"), (str(OOM_CONFIG), "2")]
+
+    def left() -> list[tuple[str, str]]:
+        return sorted((p.metadata.labels["map_index"], p.metadata.labels["try_number"])
+                      for p in pods_left(kube, dag_id))
+
+    async def only_oom() -> bool:
+        return await anyio.to_thread.run_sync(left) == expected
+
+    await wait_for(only_oom, 120, f"only {expected} of {dag_id}'s pods to be left")
+    for pod in pods_left(kube, dag_id):
         base = next(s for s in pod.status.container_statuses if s.name == "base")
         term = base.state.terminated
         assert (term.reason, term.exit_code) == ("OOMKilled", 137), term
@@ -151,7 +168,8 @@ def assert_seed_pattern_outcome(cluster: Cluster, kube: Kube, doc: dict) -> None
 # --- tests ---------------------------------------------------------------------------------
 async def test_mapped_pods_train_and_the_oom_config_fails_after_its_retry(kpo, kube):
     doc = await run_train(kpo, "k8s_train")
-    assert_seed_pattern_outcome(kpo, kube, doc)
+    assert_seed_pattern_outcome(kpo, doc)
+    await assert_only_oom_pods_left(kube, doc["dag_id"])
     delete_test_pods(kube)
 
 
@@ -169,7 +187,8 @@ async def test_deferrable_pods_wait_in_the_triggerer_holding_no_worker_slot(kpo,
         most["deferred"] = max(most["deferred"], n)
 
     doc = await run_train(kpo, "k8s_train_deferrable", watch=count_deferred)
-    assert_seed_pattern_outcome(kpo, kube, doc)
+    assert_seed_pattern_outcome(kpo, doc)
+    await assert_only_oom_pods_left(kube, doc["dag_id"])
     # every pod ran for 10 s while its instance waited in the triggerer: more instances
     # waited at once than the worker has slots
     assert most["deferred"] > WORKER_SLOTS, most
