@@ -31,8 +31,19 @@ def _schedule_texts(schedule: dict | None) -> tuple[str | None, str | None]:
     parsed = parse_schedule(schedule)
     if parsed is None:
         return None, "Never, external triggers only"
-    summary = schedule.get("expr") if schedule.get("kind") == "cron" else parsed.description()
-    return summary, parsed.description()
+    return parsed.summary(), parsed.description()
+
+
+TRIVIAL = ("NullTimetable", "OnceTimetable", "ContinuousTimetable", "AssetTriggeredTimetable")
+
+
+def _periodic(schedule: dict | None) -> bool:
+    """Airflow's ``timetable.periodic``: false for its trivial timetables (none, once,
+    continuous, assets), read from the stored class name without importing Airflow."""
+    parsed = parse_schedule(schedule)
+    if parsed is None:
+        return False
+    return parsed.to_json()["timetable"]["__type"].rpartition(".")[2] not in TRIVIAL
 
 
 def dag_response(row, dags_folder) -> dict:
@@ -49,7 +60,7 @@ def dag_response(row, dags_folder) -> dict:
         "fileloc": row["fileloc"], "description": spec.get("description"),
         "timetable_summary": summary, "timetable_description": description,
         "timetable_partitioned": False,
-        "timetable_periodic": (spec.get("schedule") or {}).get("kind") in ("cron", "delta"),
+        "timetable_periodic": _periodic(spec.get("schedule")),
         "tags": [{"name": t, "dag_id": row["dag_id"], "dag_display_name": row["dag_id"]}
                  for t in sorted(spec.get("tags") or [])],
         "max_active_tasks": spec.get("max_active_tasks", 16),
