@@ -34,6 +34,10 @@ PYTHON_IMAGE="sluice-k8s/python:bookworm"
 BUSYBOX_IMAGE="sluice-k8s/busybox:1.35"
 PAUSE_IMAGE="sluice-k8s/pause:3.2"
 SIDECAR_TAGS="${SLUICE_K8S_SIDECAR_TAGS:-alpine:3.24.2 alpine:latest}"
+# pods get addresses on a bridge of this cluster's own (CNI bridge + host-local): kubelet
+# kills a non-hostNetwork pod whose sandbox has no IP at its next sync (the xcom sidecar with it)
+POD_CIDR="${SLUICE_K8S_POD_CIDR:-10.244.0.0/24}"
+CNI_BRIDGE="sluicek8s0"
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler dockerd kubelet"
 KUBECONFIG_PATH="$STATE/admin.kubeconfig"
 DOCKER_SOCK="$STATE/docker/docker.sock"
@@ -69,6 +73,7 @@ ensure_packages() {
     command -v curl >/dev/null || missing+=(curl)
     command -v gcc >/dev/null || missing+=(gcc libc6-dev)
     command -v python3 >/dev/null || missing+=(python3)
+    [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         apt-get update -qq
@@ -367,8 +372,20 @@ start_dockerd() {
     wait_until 120 "dockerd to answer on $DOCKER_SOCK" docker_ready
 }
 
+write_cni_config() {
+    mkdir -p "$STATE/cni/net.d" "$STATE/cni/cache" "$STATE/cni/ipam"
+    cat > "$STATE/cni/net.d/10-sluice-k8s.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "sluice-k8s", "plugins": [
+  {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": false,
+   "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]],
+            "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "$STATE/cni/ipam"}}]}
+EOF
+}
+
 start_kubelet() {
     mkdir -p "$STATE/kubelet" "$STATE/kubelet-plugins" "$STATE/kubelet-pki" "$STATE/dockershim"
+    write_cni_config
     start kubelet "$BIN/kubelet" --kubeconfig "$KUBECONFIG_PATH" --container-runtime docker \
         --docker-endpoint "unix://$DOCKER_SOCK" --pod-infra-container-image "$PAUSE_IMAGE" \
         --cgroup-driver cgroupfs --fail-swap-on=false --root-dir "$STATE/kubelet" \
@@ -379,7 +396,9 @@ start_kubelet() {
         --cgroups-per-qos=false --enforce-node-allocatable= --make-iptables-util-chains=false \
         --volume-plugin-dir "$STATE/kubelet-plugins" --cert-dir "$STATE/kubelet-pki" \
         --resolv-conf /etc/resolv.conf --image-gc-high-threshold 100 --eviction-hard= \
-        --volume-stats-agg-period 0 --max-pods 110 --v 1
+        --volume-stats-agg-period 0 --max-pods 110 --v 1 \
+        --network-plugin cni --cni-bin-dir /usr/lib/cni --cni-conf-dir "$STATE/cni/net.d" \
+        --cni-cache-dir "$STATE/cni/cache"
     wait_until 120 "kubelet's health endpoint" kubelet_healthy
     wait_until 120 "node $NODE to register" node_registered
     # kubelet will not put a loopback address in the node's status; the apiserver reaches
@@ -448,7 +467,11 @@ cmd_down() {
     stop etcd
     unmount_under "$STATE/kubelet"
     # pods and node state are forgotten; certificates, the token and the images are kept
-    rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim"
+    rm -rf "$STATE/etcd" "$STATE/kubelet" "$STATE/dockershim" "$STATE/cni"
+    # the pods' bridge, made by the CNI plugin for this cluster's kubelet
+    if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+        ip link delete "$CNI_BRIDGE" || true
+    fi
     log "down"
 }
 
