@@ -143,6 +143,23 @@ async def test_branches_and_short_circuits_skip_what_they_say(e2e):
     assert tasks_of(doc)["pick", -1]["return_value"] is None
 
 
+async def test_sensor_and_virtualenv_decorators_chain_linear_and_labels(e2e):
+    code, doc = await trigger_and_wait(e2e, "e2e_authoring")
+    assert code == 0, doc
+    assert set(states(doc).values()) == {"success"} and len(doc["tasks"]) == 7
+    assert tasks_of(doc)["ready", -1]["return_value"] == "the data is there"
+    assert tasks_of(doc)["isolated", -1]["return_value"] == {
+        "prefix_is_not_ours": True, "got": "the data is there"}
+    conn = await e2e.connect()  # chain_linear: b and c each before d and e
+    try:
+        spec = await conn.fetchval("SELECT serialized FROM dag WHERE dag_id = 'e2e_authoring'")
+    finally:
+        await conn.close()
+    tasks = {t["task_id"]: t for t in spec["tasks"]}
+    assert tasks["d"]["upstream"] == tasks["e"]["upstream"] == ["b", "c"]
+    assert tasks["a"]["upstream"] == ["ready"]  # a Label is an edge's name, not a task
+
+
 async def test_retries_then_failure_and_a_dying_task_process(e2e):
     code, doc = await trigger_and_wait(e2e, "e2e_failures")
     assert code == 1 and doc["state"] == "failed"
