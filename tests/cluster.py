@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -159,3 +162,106 @@ class Cluster:
     @staticmethod
     def by_task(doc: dict) -> dict[str, dict]:
         return {t["task_id"]: t for t in doc["tasks"] if t["map_index"] == -1}
+
+
+@asynccontextmanager
+async def own_cluster(services: tuple[str, str], template_db: str, root: Path, *, name: str,
+                      dags: Path | None = None,
+                      own_airflow_home: bool = True) -> AsyncIterator[Cluster]:
+    """A Cluster on a database of its own, its daemons not started: the module starts them.
+
+    The database ``sluice_<name>_<random>`` is a copy of ``template_db`` on the ``services``
+    server, and the stream prefix is random, so modules running side by side never meet.
+    ``root/dags`` is a copy of ``dags`` (without ``__pycache__``), or empty when ``dags`` is
+    None. With ``own_airflow_home`` the daemons drop the test process's AIRFLOW_HOME and use
+    their own, ``$SLUICE_HOME/airflow``, as a deployment does; without it they share the test
+    process's. On exit, however the body ends, every daemon is stopped and the database
+    dropped (forcing off any connection still open).
+    """
+    admin_url, redis_url = services
+    db_name = f"sluice_{name}_{uuid.uuid4().hex[:12]}"
+    await _admin(admin_url, f'CREATE DATABASE "{db_name}" TEMPLATE "{template_db}"')
+    cluster = None
+    try:
+        if dags is None:
+            (root / "dags").mkdir()
+        else:
+            shutil.copytree(dags, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+        cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{db_name}",
+                          redis_url=redis_url, prefix=f"t{uuid.uuid4().hex[:10]}",
+                          dags_folder=root / "dags")
+        if own_airflow_home:
+            cluster.env.pop("AIRFLOW_HOME", None)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop_all()
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE cannot run in a transaction) as the admin."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+# --- helpers the end-to-end modules share --------------------------------
+async def run_once(cluster: Cluster, dag_id: str, parse_timeout: float = 120.0,
+                   run_timeout: float = 120.0) -> tuple[str, dict]:
+    """Trigger ``dag_id`` once it is parsed: its run id and its finished run's document.
+
+    The default timeouts are generous: each daemon imports Airflow as it starts, and the machine
+    may be loaded; every wait ends as soon as its condition holds."""
+    await cluster.wait_dag(dag_id, timeout=parse_timeout)
+    run_id = await cluster.trigger(dag_id)
+    return run_id, await cluster.wait_run(run_id, run_timeout)
+
+
+def tasks_of(doc: dict) -> dict[tuple[str, int], dict]:
+    """A run document's instances by (task_id, map_index)."""
+    return {(t["task_id"], t["map_index"]): t for t in doc["tasks"]}
+
+
+def states(doc: dict) -> dict[str, str]:
+    """Each instance's state, keyed ``task_id`` or, for a mapped one, ``task_id[map_index]``."""
+    return {t["task_id"] if t["map_index"] < 0 else f"{t['task_id']}[{t['map_index']}]": t["state"]
+            for t in doc["tasks"]}
+
+
+def task_log_path(cluster: Cluster, doc: dict, task_id: str, map_index: int = -1,
+                  attempt: int = 1) -> Path:
+    """Where the worker writes one try's log, in Airflow's layout under ``$SLUICE_HOME/logs``."""
+    folder = cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / \
+        f"run_id={doc['run_id']}" / f"task_id={task_id}"
+    if map_index >= 0:
+        folder /= f"map_index={map_index}"
+    return folder / f"attempt={attempt}.log"
+
+
+def task_log(cluster: Cluster, doc: dict, task_id: str, map_index: int = -1,
+             attempt: int = 1) -> str:
+    """One try's log as the worker wrote it; empty if it has none (yet)."""
+    path = task_log_path(cluster, doc, task_id, map_index, attempt)
+    return path.read_text() if path.exists() else ""
+
+
+def log_events(cluster: Cluster, name: str) -> list[dict]:
+    """The JSON lines of one daemon's log, in order (other lines skipped)."""
+    out = []
+    for line in cluster.log(name).splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def fired(cluster: Cluster, dag_id: str) -> list[dict]:
+    """The triggerer's ``trigger_fired`` lines for ``dag_id``."""
+    return [e for e in log_events(cluster, "triggerer")
+            if e.get("event") == "trigger_fired" and e.get("dag_id") == dag_id]

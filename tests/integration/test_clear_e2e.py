@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, run_once, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -21,34 +19,11 @@ RUN_S = 120.0
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
     """The three daemons on a database of the module's own; each test has its own DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_clear_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("clear")
-    (root / "dags").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("clear"), name="clear",
+                           own_airflow_home=False) as c:
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
-
-async def run_once(cluster: Cluster, dag_id: str) -> tuple[str, dict]:
-    """Trigger ``dag_id`` once it is parsed: its run id and its finished run's document."""
-    await cluster.wait_dag(dag_id, timeout=PARSE_S)
-    run_id = await cluster.trigger(dag_id)
-    return run_id, await cluster.wait_run(run_id, RUN_S)
 
 LITERAL_DAG = """
     from datetime import datetime

@@ -9,16 +9,13 @@ serves the module's tests; the takeover test runs two triggerers of its own.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from datetime import datetime
 
-import asyncpg
 import pytest
 
 from shared.runview import run_document
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, log_events, own_cluster, task_log, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 PARSE_TIMEOUT_S = 90.0  # the daemons import Airflow before their first parse
@@ -28,28 +25,10 @@ RUN_TIMEOUT_S = 90.0
 @pytest.fixture(scope="module")
 async def daemons(services, template_db, tmp_path_factory):
     """One scheduler, triggerer and worker for the module's tests; each writes its own DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_deferral_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("deferral")
-    (root / "dags").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("deferral"),
+                           name="deferral") as c:
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def ready(cluster: Cluster, dag_id: str) -> None:
@@ -66,19 +45,6 @@ async def trigger(cluster: Cluster, dag_id: str) -> str:
     return await cluster.trigger(dag_id)
 
 
-def log_events(cluster: Cluster, name: str) -> list[dict]:
-    """The JSON log lines of one daemon."""
-    out = []
-    for line in cluster.log(name).splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
 def task_events(cluster: Cluster, event: str, dag_id: str, task_id: str) -> list[dict]:
     return [e for e in log_events(cluster, "worker")
             if e.get("event") == event and (e.get("dag_id"), e.get("task_id")) == (dag_id, task_id)]
@@ -87,13 +53,6 @@ def task_events(cluster: Cluster, event: str, dag_id: str, task_id: str) -> list
 def daemon_events(cluster: Cluster, name: str, event: str, dag_id: str) -> list[dict]:
     return [e for e in log_events(cluster, name)
             if e.get("event") == event and e.get("dag_id") == dag_id]
-
-
-def task_log(cluster: Cluster, doc: dict, task_id: str, attempt: int = 1) -> str:
-    """The try's log file, as the worker wrote it."""
-    path = cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / \
-        f"run_id={doc['run_id']}" / f"task_id={task_id}" / f"attempt={attempt}.log"
-    return path.read_text() if path.exists() else ""
 
 
 async def errors_by_task(cluster: Cluster, run_id: str) -> dict[str, str | None]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import re
 import signal
-import uuid
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,28 +26,11 @@ RUN_S = 120.0
 @pytest.fixture(scope="module")
 async def shared(services, template_db, tmp_path_factory):
     """Scheduler, triggerer and a two-slot worker on a database of the module's own."""
-    admin_url, redis_url = services
-    name = f"sluice_e2e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("e2e")
-    (root / "dags").mkdir()
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env["COLUMNS"] = "200"  # `runs show`: one line per instance
-    cluster.start_all(SLUICE_WORKER_CONCURRENCY="2")
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("e2e"), name="e2e",
+                           own_airflow_home=False) as cluster:
+        cluster.env["COLUMNS"] = "200"  # `runs show`: one line per instance
+        cluster.start_all(SLUICE_WORKER_CONCURRENCY="2")
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def trigger(cluster: Cluster, dag_id: str, allow_errors: bool = False) -> str:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster, run_once
 
 pytestmark = pytest.mark.timeout(240)
 PARSE_TIMEOUT_S = 90.0
@@ -17,34 +14,15 @@ RUN_TIMEOUT_S = 120.0
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
     """One scheduler, triggerer and worker for the module's tests; each writes its own DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_mapping_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("mapping")
-    (root / "dags").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    c.start_all(SLUICE_WORKER_CONCURRENCY="8")
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("mapping"),
+                           name="mapping") as c:
+        c.start_all(SLUICE_WORKER_CONCURRENCY="8")
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def run(cluster: Cluster, dag_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
-    """Trigger ``dag_id`` once parsed (the daemons import Airflow first) and wait for its end."""
-    await cluster.wait_dag(dag_id, timeout=PARSE_TIMEOUT_S)
-    return await cluster.wait_run(await cluster.trigger(dag_id), timeout)
+    """Trigger ``dag_id`` once parsed and wait for its end: the finished run's document."""
+    return (await run_once(cluster, dag_id, PARSE_TIMEOUT_S, timeout))[1]
 
 
 def instances(doc: dict, task_id: str) -> list[dict]:

@@ -18,11 +18,10 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 from tests.faults import OwnedPostgres, OwnedValkey
 
 pytestmark = pytest.mark.timeout(240)
@@ -879,28 +878,11 @@ async def test_malformed_stream_messages_are_dead_lettered(cluster: Cluster, str
 async def plain(services, template_db, tmp_path_factory):
     """The three daemons on a database of the module's own, for the tests that only run DAGs
     (each its own) and check every daemon outlives them."""
-    admin_url, redis_url = services
-    name = f"sluice_ops_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("ops")
-    (root / "dags").mkdir()
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.write_dag("simple.py", SIMPLE_DAG)
-    cluster.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("ops"), name="ops",
+                           own_airflow_home=False) as cluster:
+        cluster.write_dag("simple.py", SIMPLE_DAG)
+        cluster.start_all()
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def test_bad_return_values_fail_only_their_try(plain: Cluster):

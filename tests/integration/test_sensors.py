@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import uuid
 
-import asyncpg
 import pytest
 
 from shared.runview import run_document
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 PARSE_TIMEOUT_S = 90.0  # the daemons import Airflow before their first parse
@@ -19,28 +17,10 @@ RUN_TIMEOUT_S = 120.0
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
     """One scheduler, triggerer and worker for the module's tests; each writes its own DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_sensors_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("sensors")
-    (root / "dags").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("sensors"),
+                           name="sensors") as c:
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def _trigger(cluster: Cluster, dag_id: str) -> str:

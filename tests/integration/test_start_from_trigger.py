@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dags"
@@ -22,28 +20,10 @@ RUN_TIMEOUT_S = 120.0
 @pytest.fixture(scope="module")
 async def daemons(services, template_db, tmp_path_factory):
     """One scheduler, triggerer and worker for the module's runs; each test writes its DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_start_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("start_from_trigger")
-    (root / "dags").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("start_from_trigger"),
+                           name="start") as c:
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def run(cluster: Cluster, dag_id: str) -> dict:

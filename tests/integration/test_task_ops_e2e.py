@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, run_once, wait_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -142,37 +140,15 @@ DAGS = {
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
     """The three daemons on a database of the module's own; each test has its own DAG."""
-    admin_url, redis_url = services
-    name = f"sluice_taskops_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
     root = tmp_path_factory.mktemp("taskops")
-    (root / "dags").mkdir()
-    (root / "markers").mkdir()
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    for file, source in DAGS.items():
-        c.write_dag(file, source.format(markers=str(root / "markers")) if "{markers" in source
-                    else source)
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, root, name="taskops",
+                           own_airflow_home=False) as c:
+        (root / "markers").mkdir()
+        for file, source in DAGS.items():
+            c.write_dag(file, source.format(markers=str(root / "markers")) if "{markers" in source
+                        else source)
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
-async def finished_run(cluster: Cluster, dag_id: str) -> tuple[str, dict]:
-    await cluster.wait_dag(dag_id, timeout=PARSE_S)
-    run_id = await cluster.trigger(dag_id)
-    return run_id, await cluster.wait_run(run_id, RUN_S)
 
 
 def cli_json(cluster: Cluster, *args: str) -> dict:
@@ -198,7 +174,7 @@ async def history(cluster: Cluster, dag_id: str, run_id: str) -> list[tuple]:
 
 
 async def test_clear_one_task_with_downstream(cluster: Cluster):
-    run_id, doc = await finished_run(cluster, "chain")
+    run_id, doc = await run_once(cluster, "chain")
     assert doc["state"] == "success", doc
     done = cli_json(cluster, "tasks", "clear", "chain", run_id, "b", "--downstream")
     assert [(c["task_id"], c["state"]) for c in done["cleared"]] == [("b", "success"),
@@ -214,7 +190,7 @@ async def test_clear_one_task_with_downstream(cluster: Cluster):
 
 
 async def test_clear_one_map_index_and_what_follows(cluster: Cluster):
-    run_id, doc = await finished_run(cluster, "fanout")
+    run_id, doc = await run_once(cluster, "fanout")
     assert cluster.by_task(doc)["total"]["return_value"] == 12
     cli_json(cluster, "tasks", "clear", "fanout", run_id, "double", "--map-index", "1",
              "--downstream")
@@ -226,7 +202,7 @@ async def test_clear_one_map_index_and_what_follows(cluster: Cluster):
 
 
 async def test_clearing_a_task_takes_its_setup_and_teardown(cluster: Cluster):
-    run_id, doc = await finished_run(cluster, "scoped")
+    run_id, doc = await run_once(cluster, "scoped")
     assert doc["state"] == "success", doc
     done = cli_json(cluster, "tasks", "clear", "scoped", run_id, "work")
     assert sorted(c["task_id"] for c in done["cleared"]) == ["create", "delete", "work"]
@@ -236,7 +212,7 @@ async def test_clearing_a_task_takes_its_setup_and_teardown(cluster: Cluster):
 
 
 async def test_mark_success_then_failed_sets_the_run_state(cluster: Cluster):
-    run_id, doc = await finished_run(cluster, "marks")
+    run_id, doc = await run_once(cluster, "marks")
     assert tries(doc) == {("boom", -1): ("failed", 1), ("after", -1): ("upstream_failed", 0)}
     done = cli_json(cluster, "tasks", "mark-success", "marks", run_id, "boom")
     assert [(m["task_id"], m["state"], m["new_state"]) for m in done["marked"]] == [
@@ -324,7 +300,7 @@ async def test_cancel_stops_a_sleeping_try_and_a_deferred_one(cluster: Cluster):
 
 
 async def test_unknown_task_or_map_index_is_one_line(cluster: Cluster):
-    run_id, _ = await finished_run(cluster, "fanout")
+    run_id, _ = await run_once(cluster, "fanout")
     out = cluster.cli("tasks", "clear", "fanout", run_id, "nope")
     assert out.returncode == 2
     assert out.stderr.strip() == f"task 'nope' is not in DAG 'fanout' (run {run_id!r})"
