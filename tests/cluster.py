@@ -180,7 +180,7 @@ async def own_cluster(services: tuple[str, str], template_db: str, root: Path, *
     """
     admin_url, redis_url = services
     db_name = f"sluice_{name}_{uuid.uuid4().hex[:12]}"
-    await _admin(admin_url, f'CREATE DATABASE "{db_name}" TEMPLATE "{template_db}"')
+    await admin_execute(admin_url, f'CREATE DATABASE "{db_name}" TEMPLATE "{template_db}"')
     cluster = None
     try:
         if dags is None:
@@ -196,10 +196,10 @@ async def own_cluster(services: tuple[str, str], template_db: str, root: Path, *
     finally:
         if cluster is not None:
             cluster.stop_all()
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        await admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
-async def _admin(admin_url: str, statement: str) -> None:
+async def admin_execute(admin_url: str, statement: str) -> None:
     """Run one statement (CREATE/DROP DATABASE cannot run in a transaction) as the admin."""
     conn = await asyncpg.connect(admin_url)
     try:

@@ -15,13 +15,12 @@ from datetime import datetime
 from importlib import resources
 
 import anyio
-import asyncpg
 import jsonschema
 import pytest
 import yaml
 
 from tests.api_server import call, login, start_api_server
-from tests.cluster import Cluster, wait_for
+from tests.cluster import own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -93,34 +92,19 @@ class Airflow:
 
 @pytest.fixture(scope="module")
 async def served(services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_api_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
     root = tmp_path_factory.mktemp("api")
-    (root / "dags").mkdir()
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)
-    cluster.write_dag("api_shapes.py", DAG)
-    cluster.write_dag("broken.py", "from airflow.sdk import dag\nimport nowhere_to_be_found\n")
-    cluster.start("scheduler")
-    cluster.start("worker")
-    try:
-        base = await start_api_server(cluster, {"admin": ("admin", "pw")})
-        await cluster.wait_dag("api_shapes", timeout=60, allow_errors=True)
-        yield cluster, base, await anyio.to_thread.run_sync(login, base, "admin", "pw")
-    finally:
-        cluster.stop_all()
-        shutil.rmtree(root / "home" / "logs", ignore_errors=True)
-        conn = await asyncpg.connect(admin_url)
+    async with own_cluster(services, template_db, root, name="api") as cluster:
+        cluster.write_dag("api_shapes.py", DAG)
+        cluster.write_dag("broken.py", "from airflow.sdk import dag\nimport nowhere_to_be_found\n")
+        cluster.start("scheduler")
+        cluster.start("worker")
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            base = await start_api_server(cluster, {"admin": ("admin", "pw")})
+            await cluster.wait_dag("api_shapes", timeout=60, allow_errors=True)
+            yield cluster, base, await anyio.to_thread.run_sync(login, base, "admin", "pw")
         finally:
-            await conn.close()
+            cluster.stop_all()
+            shutil.rmtree(root / "home" / "logs", ignore_errors=True)
 
 
 async def test_each_route_answers_airflows_schema(served):

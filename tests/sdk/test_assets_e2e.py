@@ -15,14 +15,12 @@ its asset on each event, as in Airflow 3.3.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,34 +36,14 @@ ALL_DAGS = ("assets_producer", "assets_consumer", "assets_report_consumer", "con
 @pytest.fixture(scope="module")
 async def assets(services, template_db, tmp_path_factory):
     """One cluster for the module, every DAG of ``dags_assets`` parsed."""
-    import asyncpg
-
-    admin_url, redis_url = services
-    name = f"sluice_assets_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("assets")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)
-    cluster.start("scheduler")
-    cluster.start("worker")
-    cluster.start("triggerer")
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("assets"),
+                           name="assets", dags=DAGS) as cluster:
+        cluster.start("scheduler")
+        cluster.start("worker")
+        cluster.start("triggerer")
         for dag_id in ALL_DAGS:
             await cluster.wait_dag(dag_id, timeout=120)
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def produce(cluster: Cluster, dag_id: str) -> str:

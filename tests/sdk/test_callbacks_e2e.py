@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socketserver
 import threading
-import uuid
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -105,36 +102,18 @@ def smtp():
 
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory, smtp):
-    admin_url, redis_url = services
-    name = f"sluice_cb_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
     root = tmp_path_factory.mktemp("callbacks")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "out").mkdir()
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    port = smtp.server_address[1]
-    out = cluster.cli("connections", "add", "smtp_default", "--conn-uri",
-                      f"smtp://127.0.0.1:{port}/?disable_ssl=true&disable_tls=true"
-                      "&retry_limit=0&timeout=10&from_email=sluice%40example.com")
-    assert out.returncode == 0, out.stderr
-    cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S=str(HANG_KILL_S))
-    cluster.start("worker")
-    cluster.start("triggerer")
-    try:
+    async with own_cluster(services, template_db, root, name="cb", dags=DAGS) as cluster:
+        (root / "out").mkdir()
+        port = smtp.server_address[1]
+        out = cluster.cli("connections", "add", "smtp_default", "--conn-uri",
+                          f"smtp://127.0.0.1:{port}/?disable_ssl=true&disable_tls=true"
+                          "&retry_limit=0&timeout=10&from_email=sluice%40example.com")
+        assert out.returncode == 0, out.stderr
+        cluster.start("scheduler", SLUICE_CALLBACK_TIMEOUT_S=str(HANG_KILL_S))
+        cluster.start("worker")
+        cluster.start("triggerer")
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def out(cluster: Cluster, name: str) -> Path:

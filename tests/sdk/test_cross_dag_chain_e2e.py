@@ -11,16 +11,13 @@ succeed, ``chain_d`` consuming ``chain_b``'s event.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from shared.runview import run_document
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -30,27 +27,8 @@ WAIT_S = 120.0
 
 @pytest.fixture
 async def chain(services, template_db, tmp_path):
-    admin_url, redis_url = services
-    name = f"sluice_chain_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    shutil.copytree(DAGS, tmp_path / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(tmp_path, db_url=f"{admin_url.rpartition('/')[0]}/{name}",
-                      redis_url=redis_url, prefix=f"t{uuid.uuid4().hex[:10]}",
-                      dags_folder=tmp_path / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)
-    try:
+    async with own_cluster(services, template_db, tmp_path, name="chain", dags=DAGS) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def fetchrow(cluster: Cluster, sql: str, *args):

@@ -14,7 +14,6 @@ module's tests; each starts its own runs.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ import asyncpg
 import pytest
 
 from shared.runview import run_document
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, fired, own_cluster, states, task_log, wait_for
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -35,33 +34,15 @@ SENSOR_DAGS = ["cross_sensor_poke", "cross_sensor_reschedule", "cross_sensor_def
 
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_cross_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("cross_dag")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    # poke-mode waiters hold a slot each while the DAG they wait on needs slots too
-    c.start_all(SLUICE_WORKER_CONCURRENCY="6")
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("cross_dag"),
+                           name="cross", dags=DAGS) as c:
+        # poke-mode waiters hold a slot each while the DAG they wait on needs slots too
+        c.start_all(SLUICE_WORKER_CONCURRENCY="6")
         for dag_id in ("cross_target", "cross_trigger_poke", "cross_trigger_deferrable",
                        "cross_trigger_errors", "cross_fanout", *SENSOR_DAGS,
                        "cross_sensor_delta"):
             await c.wait_dag(dag_id, timeout=120)
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -113,32 +94,8 @@ def tasks_of(doc: dict) -> dict[str, dict]:
             for t in doc["tasks"]}
 
 
-def states(doc: dict) -> dict[str, str]:
-    return {k: t["state"] for k, t in tasks_of(doc).items()}
-
-
 def ts(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
-
-
-def task_log(cluster: Cluster, doc: dict, task_id: str, attempt: int = 1) -> str:
-    path = cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / \
-        f"run_id={doc['run_id']}" / f"task_id={task_id}" / f"attempt={attempt}.log"
-    return path.read_text() if path.exists() else ""
-
-
-def fired(cluster: Cluster, dag_id: str) -> list[dict]:
-    """The triggerer's ``trigger_fired`` lines for ``dag_id``."""
-    out = []
-    for line in cluster.log("triggerer").splitlines():
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "trigger_fired" and event.get("dag_id") == dag_id:
-                out.append(event)
-    return out
 
 
 async def fan_out(cluster: Cluster, conf: dict) -> tuple[dict, datetime]:

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import anyio
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, fired, log_events, own_cluster, task_log, tasks_of
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,28 +29,10 @@ MANY_SECONDS = float(os.environ.get("SLUICE_TEST_DEFERRAL_S", "2"))  # 5 for the
 
 @pytest.fixture(scope="module")
 async def cluster(services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_defer_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("deferral")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    c = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    c.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    c.start_all()
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("deferral"),
+                           name="defer", dags=DAGS) as c:
+        c.start_all()
         yield c
-    finally:
-        c.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def trigger_and_wait(cluster: Cluster, dag_id: str, conf: dict | None = None) -> dict:
@@ -67,39 +46,8 @@ async def trigger_and_wait(cluster: Cluster, dag_id: str, conf: dict | None = No
     return json.loads(out.stdout)
 
 
-def tasks_of(doc: dict) -> dict[tuple[str, int], dict]:
-    return {(t["task_id"], t["map_index"]): t for t in doc["tasks"]}
-
-
 def ts(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
-
-
-def task_log(cluster: Cluster, doc: dict, task_id: str, map_index: int = -1,
-             attempt: int = 1) -> str:
-    folder = cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / \
-        f"run_id={doc['run_id']}" / f"task_id={task_id}"
-    if map_index >= 0:
-        folder /= f"map_index={map_index}"
-    path = folder / f"attempt={attempt}.log"
-    return path.read_text() if path.exists() else ""
-
-
-def log_events(cluster: Cluster, name: str) -> list[dict]:
-    out = []
-    for line in cluster.log(name).splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
-def fired(cluster: Cluster, dag_id: str) -> list[dict]:
-    """The triggerer's ``trigger_fired`` lines for ``dag_id``."""
-    return [e for e in log_events(cluster, "triggerer")
-            if e.get("event") == "trigger_fired" and e.get("dag_id") == dag_id]
 
 
 # --- the standard provider's deferrable sensors ----------------------------------------------

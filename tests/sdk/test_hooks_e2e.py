@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import uuid
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -24,7 +23,7 @@ import asyncpg
 import pytest
 from airflow.sdk import serde
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, admin_execute, own_cluster, task_log_path
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,49 +35,42 @@ PG_PASSWORD = f"pg@{uuid.uuid4().hex}/pw"
 
 @pytest.fixture(scope="module")
 async def hooks(services, template_db, tmp_path_factory):
-    """The cluster, with a database of its own and a login role the DAGs' connection uses."""
-    admin_url, redis_url = services
-    name = f"sluice_hooks_{uuid.uuid4().hex[:12]}"
+    """The cluster, with a database of its own and a login role the DAGs' connection uses.
+
+    The role outlives the database: it cannot be dropped while the database grants it rights."""
+    admin_url, _ = services
     role = f"hook_user_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
+    await admin_execute(admin_url, f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PG_PASSWORD}'")
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-        await conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{PG_PASSWORD}'")
+        async with own_cluster(services, template_db, tmp_path_factory.mktemp("hooks"),
+                               name="hooks", dags=DAGS) as cluster:
+            await add_connections(cluster, role)
+            cluster.start("scheduler")
+            cluster.start("worker",
+                          AIRFLOW_CONN_FROM_ENV='{"conn_type": "http", "host": "env.example"}')
+            yield cluster
     finally:
-        await conn.close()
-    db_url = f"{admin_url.rpartition('/')[0]}/{name}"
-    conn = await asyncpg.connect(db_url)
+        await admin_execute(admin_url, f'DROP ROLE IF EXISTS "{role}"')
+
+
+async def add_connections(cluster: Cluster, role: str) -> None:
+    """Grant ``role`` what the DAGs' queries need and add the connections they use: ``sluice_pg``
+    logs in as ``role`` to the cluster's own database; ``api_x`` carries a password."""
+    conn = await asyncpg.connect(cluster.db_url)
     try:
         await conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"; '
                            f'GRANT SELECT ON dag_run TO "{role}"')
     finally:
         await conn.close()
-    root = tmp_path_factory.mktemp("hooks")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(root, db_url=db_url, redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    server = urlsplit(db_url)
+    server = urlsplit(cluster.db_url)
     pg_uri = (f"postgresql://{role}:{quote(PG_PASSWORD, safe='')}@{server.hostname}:"
-              f"{server.port or 5432}/{name}")
+              f"{server.port or 5432}{server.path}")
     for args in (["connections", "add", "sluice_pg", "--conn-uri", pg_uri],
                  ["connections", "add", "api_x", "--conn-uri",
                   f"http://svc-user:{quote(API_PASSWORD, safe='')}@api.example.internal:8443/"
                   "v2?region=eu-west-1&retries=3"]):
         out = cluster.cli(*args)
         assert out.returncode == 0, out.stderr
-    cluster.start("scheduler")
-    cluster.start("worker", AIRFLOW_CONN_FROM_ENV='{"conn_type": "http", "host": "env.example"}')
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-        finally:
-            await conn.close()
 
 
 async def trigger_and_wait(cluster: Cluster, dag_id: str) -> dict:
@@ -96,8 +88,7 @@ def returns(doc: dict) -> dict[str, object]:
 
 
 def task_log(cluster: Cluster, doc: dict, task_id: str) -> list[dict]:
-    path = (cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" /
-            f"run_id={doc['run_id']}" / f"task_id={task_id}" / "attempt=1.log")
+    path = task_log_path(cluster, doc, task_id)
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

@@ -8,15 +8,12 @@ tries with the Task SDK against the worker's Execution API) over the DAG files o
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from pathlib import Path
 
 import anyio
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, own_cluster, states, task_log_path, tasks_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -26,29 +23,11 @@ RUN_TIMEOUT_S = 60.0
 
 @pytest.fixture(scope="module")
 async def e2e(services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_e2e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    cluster.start("scheduler")
-    cluster.start("worker")
-    try:
+    async with own_cluster(services, template_db, tmp_path_factory.mktemp("e2e"), name="e2e",
+                           dags=DAGS) as cluster:
+        cluster.start("scheduler")
+        cluster.start("worker")
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def trigger_and_wait(cluster: Cluster, dag_id: str) -> tuple[int, dict]:
@@ -58,15 +37,6 @@ async def trigger_and_wait(cluster: Cluster, dag_id: str) -> tuple[int, dict]:
         "dags", "trigger", dag_id, "--wait", "--json", "--timeout", str(RUN_TIMEOUT_S)))
     assert out.returncode in (0, 1), (out.returncode, out.stderr, cluster.log("worker")[-3000:])
     return out.returncode, json.loads(out.stdout)
-
-
-def tasks_of(doc: dict) -> dict[tuple[str, int], dict]:
-    return {(t["task_id"], t["map_index"]): t for t in doc["tasks"]}
-
-
-def states(doc: dict) -> dict[str, str]:
-    return {t["task_id"] if t["map_index"] < 0 else f"{t['task_id']}[{t['map_index']}]": t["state"]
-            for t in doc["tasks"]}
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -102,19 +72,10 @@ async def test_classic_operators_variables_and_self_log(e2e):
     assert tasks["shout", -1]["return_value"] == "HI THERE"
     assert tasks["read_variable", -1]["return_value"] == {
         "greeting": "hi there", "config": {"depth": 3}, "missing": "fallback"}
-    log = task_log(e2e, doc, "shout")
+    log = task_log_path(e2e, doc, "shout")
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(line["event"] == "shouting HI THERE" and line["level"] == "info"
                for line in lines), lines
-
-
-def task_log(cluster: Cluster, doc: dict, task_id: str, map_index: int = -1,
-             attempt: int = 1) -> Path:
-    folder = cluster.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / \
-        f"run_id={doc['run_id']}" / f"task_id={task_id}"
-    if map_index >= 0:
-        folder /= f"map_index={map_index}"
-    return folder / f"attempt={attempt}.log"
 
 
 async def test_mapping_over_literals_upstream_output_kwargs_and_a_task_group(e2e):
@@ -176,7 +137,7 @@ async def test_retries_then_failure_and_a_dying_task_process(e2e):
     assert errors["exits"] == "task process exited unexpectedly (exit code 3)"
     assert errors["always_fails"] == "ValueError: this task never works"
     for attempt in (1, 2, 3):
-        lines = task_log(e2e, doc, "always_fails", attempt=attempt).read_text().splitlines()
+        lines = task_log_path(e2e, doc, "always_fails", attempt=attempt).read_text().splitlines()
         failed = [json.loads(line) for line in lines if "Task failed with exception" in line]
         assert [(e["exc_type"], e["exc_value"]) for e in failed[0]["exception"]] == [
             ("ValueError", "this task never works")]

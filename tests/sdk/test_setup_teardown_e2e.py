@@ -8,15 +8,12 @@ the pass over its previous run (event driven), not by the sweep.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from datetime import datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.cluster import Cluster, wait_for
+from tests.cluster import Cluster, own_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,30 +23,12 @@ RUN_TIMEOUT_S = 90.0
 
 @pytest.fixture(scope="module")
 async def st(services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_st_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
     root = tmp_path_factory.mktemp("st")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "gates").mkdir()
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    cluster.start("scheduler", SLUICE_REPAIR_INTERVAL_S="300")
-    cluster.start("worker", ST_GATES_DIR=str(root / "gates"))
-    try:
+    async with own_cluster(services, template_db, root, name="st", dags=DAGS) as cluster:
+        (root / "gates").mkdir()
+        cluster.start("scheduler", SLUICE_REPAIR_INTERVAL_S="300")
+        cluster.start("worker", ST_GATES_DIR=str(root / "gates"))
         yield cluster
-    finally:
-        cluster.stop_all()
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def states(doc: dict) -> dict[str, str | None]:
