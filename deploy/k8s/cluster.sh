@@ -38,6 +38,8 @@ SIDECAR_TAGS="${SLUICE_K8S_SIDECAR_TAGS:-alpine:3.24.2 alpine:latest}"
 # kills a non-hostNetwork pod whose sandbox has no IP at its next sync (the xcom sidecar with it)
 POD_CIDR="${SLUICE_K8S_POD_CIDR:-10.244.0.0/24}"
 CNI_BRIDGE="sluicek8s0"
+# bumped when an image's content changes: up re-imports images of an older revision
+IMAGES_REV=2
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler dockerd kubelet"
 KUBECONFIG_PATH="$STATE/admin.kubeconfig"
 DOCKER_SOCK="$STATE/docker/docker.sock"
@@ -172,6 +174,17 @@ build_image_tars() {
         tar -C "$dir" -cf "$IMAGES/pause.tar.tmp" pause && mv "$IMAGES/pause.tar.tmp" "$IMAGES/pause.tar"
         rm -rf "$dir"
     fi
+    # tarballs of an older revision are rebuilt (busybox, seconds) or amended (python)
+    if [ "$(cat "$IMAGES/rev" 2>/dev/null)" != "$IMAGES_REV" ]; then
+        rm -f "$IMAGES/busybox.tar"
+        if [ -s "$IMAGES/python.tar" ]; then
+            local tmp; tmp="$(mktemp -d)"
+            mkdir -p "$tmp/usr/bin" && ln -s python3 "$tmp/usr/bin/python"
+            tar -C "$tmp" -rf "$IMAGES/python.tar" ./usr/bin/python
+            rm -rf "$tmp"
+        fi
+        echo "$IMAGES_REV" > "$IMAGES/rev"
+    fi
     if [ ! -s "$IMAGES/busybox.tar" ]; then
         local dir; dir="$(mktemp -d)"
         mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc" "$dir/proc" "$dir/sys" "$dir/dev" "$dir/root"
@@ -181,6 +194,7 @@ build_image_tars() {
             [ "$applet" = busybox ] || ln -sf busybox "$dir/bin/$applet"
         done
         mkdir -p "$dir/usr" && ln -s ../bin "$dir/usr/bin" && ln -s bin "$dir/sbin"
+        cp "$HERE/pgrep" "$dir/bin/pgrep"
         printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$dir/etc/passwd"
         printf 'root:x:0:\nnogroup:x:65534:\n' > "$dir/etc/group"
         chmod 1777 "$dir/tmp"
@@ -194,25 +208,36 @@ build_image_tars() {
         debootstrap --variant=minbase --include=python3 bookworm "$dir" http://deb.debian.org/debian \
             > "$CACHE/debootstrap.log" 2>&1 || die "debootstrap failed: $CACHE/debootstrap.log"
         rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+        # @task.kubernetes runs `python`: bookworm's python3 has no such name
+        ln -sf python3 "$dir/usr/bin/python"
         tar -C "$dir" -cf "$IMAGES/python.tar.tmp" . && mv "$IMAGES/python.tar.tmp" "$IMAGES/python.tar"
         rm -rf "$dir"
     fi
 }
 
+# current IMAGE: present in this cluster's dockerd, of this script's image revision
+current() {
+    [ "$(docker_cli image inspect -f '{{ index .Config.Labels "sluice-k8s.rev" }}' "$1" 2>/dev/null)" \
+        = "$IMAGES_REV" ]
+}
+
 import_images() {
-    if ! docker_cli image inspect "$PAUSE_IMAGE" >/dev/null 2>&1; then
-        docker_cli import --change 'ENTRYPOINT ["/pause"]' "$IMAGES/pause.tar" "$PAUSE_IMAGE" >/dev/null
-    fi
-    if ! docker_cli image inspect "$BUSYBOX_IMAGE" >/dev/null 2>&1; then
-        docker_cli import --change 'CMD ["sh"]' --change 'ENV PATH=/bin' \
-            "$IMAGES/busybox.tar" "$BUSYBOX_IMAGE" >/dev/null
+    local rev="LABEL sluice-k8s.rev=$IMAGES_REV"
+    if ! current "$PAUSE_IMAGE"; then
+        docker_cli import --change 'ENTRYPOINT ["/pause"]' --change "$rev" \
+            "$IMAGES/pause.tar" "$PAUSE_IMAGE" >/dev/null
     fi
     local tag
+    if ! current "$BUSYBOX_IMAGE"; then
+        docker_cli import --change 'CMD ["sh"]' --change 'ENV PATH=/bin' --change "$rev" \
+            "$IMAGES/busybox.tar" "$BUSYBOX_IMAGE" >/dev/null
+        for tag in $SIDECAR_TAGS; do docker_cli tag "$BUSYBOX_IMAGE" "$tag"; done
+    fi
     for tag in $SIDECAR_TAGS; do
         docker_cli image inspect "$tag" >/dev/null 2>&1 || docker_cli tag "$BUSYBOX_IMAGE" "$tag"
     done
-    if ! docker_cli image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
-        docker_cli import --change 'CMD ["python3"]' \
+    if ! current "$PYTHON_IMAGE"; then
+        docker_cli import --change 'CMD ["python3"]' --change "$rev" \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV PYTHONUNBUFFERED=1' "$IMAGES/python.tar" "$PYTHON_IMAGE" >/dev/null
     fi
@@ -279,7 +304,7 @@ start() {
     fi
     mkdir -p "$STATE/run" "$STATE/log"
     # fd 9 (the lock) is not inherited: a daemon holding it would block every later command
-    setsid "$@" >> "$STATE/log/$name.log" 2>&1 < /dev/null 9>&- &
+    setsid "$@" > "$STATE/log/$name.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$(pidfile "$name")"
     log "started $name (pid $!)"
 }
@@ -349,7 +374,7 @@ start_control_plane() {
         --kubelet-preferred-address-types InternalIP,Hostname --profiling=false \
         --endpoint-reconciler-type none \
         --cert-dir "$STATE/apiserver-certs"
-    wait_until 120 "kube-apiserver to be ready" api_ready
+    wait_until 600 "kube-apiserver to be ready" api_ready
     start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUBECONFIG_PATH" \
         --leader-elect=false --service-account-private-key-file "$pki/sa.key" \
         --root-ca-file "$pki/ca.crt" --bind-address 127.0.0.1 --secure-port "$CM_PORT" --port 0 \
@@ -369,7 +394,7 @@ start_dockerd() {
         --iptables=false --ip6tables=false --bridge=none --ip-masq=false --userland-proxy=false \
         --add-runtime "sluice-runc=$HERE/runc-clamp-oom" --default-runtime sluice-runc \
         --exec-opt native.cgroupdriver=cgroupfs
-    wait_until 120 "dockerd to answer on $DOCKER_SOCK" docker_ready
+    wait_until 600 "dockerd to answer on $DOCKER_SOCK" docker_ready
 }
 
 write_cni_config() {
@@ -399,12 +424,12 @@ start_kubelet() {
         --volume-stats-agg-period 0 --max-pods 110 --v 1 \
         --network-plugin cni --cni-bin-dir /usr/lib/cni --cni-conf-dir "$STATE/cni/net.d" \
         --cni-cache-dir "$STATE/cni/cache"
-    wait_until 120 "kubelet's health endpoint" kubelet_healthy
-    wait_until 120 "node $NODE to register" node_registered
+    wait_until 600 "kubelet's health endpoint" kubelet_healthy
+    wait_until 600 "node $NODE to register" node_registered
     # kubelet will not put a loopback address in the node's status; the apiserver reaches
     # the kubelet (pod logs, exec) through the node's InternalIP
     node_has_ip || patch_node_address
-    wait_until 120 "node $NODE to be Ready" node_ready
+    wait_until 600 "node $NODE to be Ready" node_ready
 }
 
 smoke_pod() {
@@ -412,11 +437,11 @@ smoke_pod() {
     kubectl_ -n default delete pod "$name" --ignore-not-found --grace-period=0 --force >/dev/null 2>&1 || true
     kubectl_ -n default run "$name" --image "$BUSYBOX_IMAGE" --image-pull-policy Never \
         --restart Never --command -- sh -c 'echo sluice-k8s-ready; exec sleep 60' >/dev/null
-    wait_until 180 "a pod to run" pod_running "$name"
+    wait_until 600 "a pod to run" pod_running "$name"
     local got
     got="$(kubectl_ -n default exec "$name" -- sh -c 'echo exec-ok')" || die "exec into a pod failed"
     [ "$got" = exec-ok ] || die "exec into a pod returned '$got'"
-    wait_until 30 "a pod's log" pod_logged "$name"
+    wait_until 120 "a pod's log" pod_logged "$name"
     kubectl_ -n default delete pod "$name" --grace-period=0 --force >/dev/null 2>&1 || true
 }
 pod_running() { [ "$(kubectl_ -n default get pod "$1" -o jsonpath='{.status.phase}')" = Running ]; }
@@ -437,7 +462,7 @@ cmd_up() {
     start_dockerd
     import_images
     start_kubelet
-    wait_until 120 "the default service account" default_sa
+    wait_until 600 "the default service account" default_sa
     smoke_pod
     log "cluster ready in $((SECONDS - t0))s: export KUBECONFIG=$KUBECONFIG_PATH"
 }

@@ -193,3 +193,16 @@ async def test_deferrable_pods_wait_in_the_triggerer_holding_no_worker_slot(kpo,
     # waited at once than the worker has slots
     assert most["deferred"] > WORKER_SLOTS, most
     delete_test_pods(kube)
+
+
+async def test_task_kubernetes_functions_run_in_mapped_pods(kpo, kube):
+    doc = await run_train(kpo, "k8s_task_decorator")
+    squares = {t["map_index"]: t for t in doc["tasks"] if t["task_id"] == "square"}
+    assert {i: (t["state"], t["return_value"]) for i, t in squares.items()} == {
+        0: ("success", {"x": 2, "square": 4}), 1: ("success", {"x": 3, "square": 9}),
+        2: ("success", {"x": 4, "square": 16})}, doc
+    assert Cluster.by_task(doc)["total"]["return_value"] == 29
+    assert doc["state"] == "success"
+    log = (kpo.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / f"run_id={doc['run_id']}"
+           / "task_id=square" / "map_index=1" / "attempt=1.log").read_text()
+    assert "squaring 3 on python 3.11" in log, log[-3000:]
