@@ -13,7 +13,7 @@ the ``kubernetes_default`` connection, made with ``sluice connections add``: the
 worker's slots hold no cluster credentials of their own. ``k8s_train`` waits for
 its pods in worker slots; ``k8s_train_deferrable`` hands each wait to
 ``KubernetesPodTrigger`` in the triggerer, so more pods run at once than the worker
-has slots.
+has slots. ``dags/task_kubernetes.py`` maps a ``@task.kubernetes`` function over a list.
 """
 
 from __future__ import annotations
