@@ -228,12 +228,12 @@ async def test_example_mapping_over_an_unmapped_upstream_list(cluster: Cluster):
 MISSING_PROVIDER = """\
 from datetime import datetime
 from airflow.sdk import dag
-from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.amazon.aws.operators.s3 import S3CreateBucketOperator
 
 @dag(schedule=None, start_date=datetime(2026, 1, 1))
-def uses_kubernetes():
-    KubernetesPodOperator(task_id="pod", image="busybox")
-uses_kubernetes()
+def uses_s3():
+    S3CreateBucketOperator(task_id="bucket", bucket_name="b")
+uses_s3()
 """
 
 MISSING_NAME = """\
@@ -270,18 +270,18 @@ mapped_group()
 
 
 async def test_files_that_do_not_load_are_import_errors_and_other_files_still_run(cluster: Cluster):
-    kubernetes = cluster.write_dag("uses_kubernetes.py", MISSING_PROVIDER).resolve()
+    missing = cluster.write_dag("uses_s3.py", MISSING_PROVIDER).resolve()
     misspelt = cluster.write_dag("misspelt.py", MISSING_NAME).resolve()
     cluster.write_dag("mapped_group.py", MAPPED_TASK_GROUP)
     write_templates(cluster, "dynamic_task_mapping")
     cluster.start_all()
-    errors = await import_errors(cluster, ["uses_kubernetes.py", "misspelt.py", "mapped_group.py"])
+    errors = await import_errors(cluster, ["uses_s3.py", "misspelt.py", "mapped_group.py"])
 
     # Airflow's DagBag decides the message: the traceback down to the line of the import
-    k8s = errors["uses_kubernetes.py"]
-    assert f'File "{kubernetes}", line 3, in <module>' in k8s, k8s
-    assert k8s.rstrip().endswith(
-        "ModuleNotFoundError: No module named 'airflow.providers.cncf'"), k8s
+    s3 = errors["uses_s3.py"]  # a provider this venv does not have
+    assert f'File "{missing}", line 3, in <module>' in s3, s3
+    assert s3.rstrip().endswith(
+        "ModuleNotFoundError: No module named 'airflow.providers.amazon'"), s3
     name = errors["misspelt.py"]
     assert f'File "{misspelt}", line 2, in <module>' in name, name
     assert "ImportError: cannot import name 'task_flow' from 'airflow.sdk'" in name, name
