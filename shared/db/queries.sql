@@ -1576,3 +1576,24 @@ SELECT x.id, x.name, x.classpath, x.kwargs::text AS kwargs, a.name AS asset_name
 
 -- name: asset_watchers_release
 UPDATE asset_watcher SET triggerer_id = NULL WHERE triggerer_id = $1
+
+-- ---------------------------------------------------------------------------------------
+-- Task state store (worker/execution_api/task_state_store.py): keyed by the instance the
+-- try ($1, its uuid) belongs to; a uuid matching no instance answers nothing.
+
+-- name: api_store_get
+SELECT s.value FROM task_state_store s
+JOIN task_instance ti ON (ti.run_pk, ti.task_id, ti.map_index) = (s.run_pk, s.task_id, s.map_index)
+WHERE ti.uuid = $1 AND s.key = $2
+
+-- name: api_store_set
+INSERT INTO task_state_store (run_pk, task_id, map_index, key, value, expires_at)
+SELECT run_pk, task_id, map_index, $2, $3, $4 FROM task_instance WHERE uuid = $1
+ON CONFLICT (run_pk, task_id, map_index, key)
+DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at, updated_at = now()
+RETURNING 1
+
+-- name: api_store_delete
+DELETE FROM task_state_store s USING task_instance ti
+WHERE ti.uuid = $1 AND (ti.run_pk, ti.task_id, ti.map_index) = (s.run_pk, s.task_id, s.map_index)
+  AND ($2::text IS NULL OR s.key = $2)

@@ -375,7 +375,7 @@ async def test_a_route_sluice_does_not_implement_answers_400_naming_it(server, d
     _, tis = await seed(db, "unknown", "run-1", [("extract", -1)])
     client = client_for(server, tis[("extract", -1)])
     for method, path, named in [
-            ("PUT", "store/ti/x/k", "PUT /store/ti/x/k yet"),
+            ("PUT", "store/asset/by-name/value", "PUT /store/asset/by-name/value yet"),
             ("GET", "no/such/route", "GET /no/such/route yet")]:
         with pytest.raises(ServerResponseError) as refused:
             once(client, method, path, params={"name": "a"})
@@ -397,6 +397,37 @@ async def test_the_sdk_client_fails_at_once_on_a_route_sluice_does_not_implement
     assert time.monotonic() - started < 2.0
     assert refused.value.response.status_code == 400
     assert refused.value.detail["message"] == "Sluice does not implement GET /no/such/route yet"
+
+
+# --- task state store ----------------------------------------------------------------------
+async def test_the_task_state_store_keeps_values_for_the_instance_across_its_tries(server, db):
+    """As Airflow's ``routes/task_state_store.py``: what a try stores, a retry of the same
+    instance reads (a KubernetesPodOperator's pod to reattach to); a missing key is the
+    SDK's TASK_STORE_NOT_FOUND, another try's store 403."""
+    _, tis = await seed(db, "stored", "run-1", [("pod", 0), ("pod", 1)])
+    first = client_for(server, tis[("pod", 0)])
+    first.task_state_store.set(tis[("pod", 0)], "pod/name", {"name": "p-0", "ns": "default"}, None)
+    first.task_state_store.set(tis[("pod", 0)], "attempts", 1, None)
+    first.task_state_store.set(tis[("pod", 0)], "attempts", 2, None)
+    assert first.task_state_store.get(tis[("pod", 0)], "attempts").value == 2
+    assert first.task_state_store.get(tis[("pod", 0)], "nothing").error.value == \
+        "TASK_STORE_NOT_FOUND"
+    with pytest.raises(ServerResponseError) as other:
+        first.task_state_store.get(tis[("pod", 1)], "attempts")
+    assert other.value.response.status_code == 403
+
+    retry = await db.fetchval(  # the instance's next try: a new id, the same store
+        "UPDATE task_instance SET uuid = gen_random_uuid(), try_number = try_number + 1 "
+        "WHERE uuid = $1 RETURNING uuid", tis[("pod", 0)])
+    second = client_for(server, retry)
+    assert second.task_state_store.get(retry, "pod/name").value == {"name": "p-0", "ns": "default"}
+    sibling = client_for(server, tis[("pod", 1)])  # map index 1 has a store of its own
+    assert sibling.task_state_store.get(tis[("pod", 1)], "attempts").error.value == \
+        "TASK_STORE_NOT_FOUND"
+    second.task_state_store.delete(retry, "attempts")
+    assert second.task_state_store.get(retry, "attempts").error.value == "TASK_STORE_NOT_FOUND"
+    second.task_state_store.clear(retry)
+    assert await db.fetchval("SELECT count(*) FROM task_state_store") == 0
 
 
 # --- XComs ---------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ from fastapi.responses import JSONResponse
 
 from shared.db import DB_ERRORS
 from shared.secrets import Secrets, SecretsError, load_key_text
-from worker.execution_api import assets, dag_runs, task_instances, variables, xcoms
+from worker.execution_api import (
+    assets,
+    dag_runs,
+    task_instances,
+    task_state_store,
+    variables,
+    xcoms,
+)
 from worker.execution_api.common import Api, Ended, Wake, database_unavailable
 from worker.execution_api.common import not_implemented as unimplemented
 from worker.execution_api.config import ApiSettings
@@ -53,6 +60,7 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
     app.include_router(dag_runs.dags, prefix="/dags")
     app.include_router(assets.assets, prefix="/assets")
     app.include_router(assets.asset_events, prefix="/asset-events")
+    app.include_router(task_state_store.router, prefix="/store/ti")
     app.add_api_route("/health/ping", lambda: {"ok": True}, methods=["GET"])
     app.add_api_route("/{path:path}", not_implemented, methods=ALL_METHODS)
     for error in DB_ERRORS:
