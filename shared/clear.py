@@ -321,14 +321,17 @@ def _listed(rows: list[Instance], ids, new_states: dict[int, str] | None = None)
             for ti in sorted(rows, key=lambda t: (t.task_id, t.map_index)) if ti.id in wanted]
 
 
-async def clear_run(conn: asyncpg.Connection, run_pk: int, *, only_failed: bool = False) -> dict:
+async def clear_run(conn: asyncpg.Connection, run_pk: int, *, only_failed: bool = False,
+                    unfinished_too: bool = False) -> dict:
     """Clear a finished run (by primary key: ``runview.find_run``) in one transaction.
 
-    The caller wakes the scheduler.
+    ``unfinished_too``: a queued or running run too, as Airflow's Execution API clears
+    one for ``reset_dag_run`` (its running tries are stopped, as ``clear_tasks`` stops
+    them). The caller wakes the scheduler.
     """
     async with conn.transaction():
         run, spec, rows = await _locked(conn, run_pk)
-        if run["state"] not in FINISHED_RUN:
+        if run["state"] not in FINISHED_RUN and not unfinished_too:
             raise ClearError(f"run {run['run_id']!r} of DAG {run['dag_id']!r} is {run['state']}: "
                              "only a finished run can be cleared")
         plan = plan_clear(spec, rows, only_failed)

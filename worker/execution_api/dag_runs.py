@@ -129,11 +129,8 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
 
 @runs.post("/{dag_id}/{run_id}/clear", status_code=204)
 async def run_clear(request: Request, dag_id: str, run_id: str) -> Response:
-    """Run a finished run again (``reset_dag_run``): every instance cleared, run queued.
-
-    Sluice clears a finished run only (``sluice runs clear``); Airflow would also
-    restart one still running -- that is a 409 naming the run's state here.
-    """
+    """Run a run again (``reset_dag_run``): every instance cleared, run queued; as
+    Airflow's ``dag.clear``, a run still running too (its running tries are stopped)."""
     from shared.clear import ClearError, clear_run
 
     a = api(request)
@@ -143,7 +140,7 @@ async def run_clear(request: Request, dag_id: str, run_id: str) -> Response:
         if run_pk is None:
             raise not_found(f"Dag run with run_id: '{run_id}' not found")
         try:
-            await clear_run(conn, run_pk)
+            await clear_run(conn, run_pk, unfinished_too=True)
         except ClearError as exc:
             raise problem(409, "invalid_state", f"cannot reset run '{run_id}' of Dag "
                           f"'{dag_id}': {exc}") from None
