@@ -61,8 +61,6 @@ for dag_id, deferrable in (("bench_k8s_slots", False), ("bench_k8s_deferrable", 
             image_pull_policy="Never", cmds=["true"], get_logs=True, do_xcom_push=False,
             on_finish_action="delete_pod", deferrable=deferrable, poll_interval=1,
             labels={{"app": "sluice-k8s-bench"}}, max_active_tis_per_dag=100000,
-            # reattaching needs the Execution API's task state store, not in Sluice yet
-            reattach_on_restart=False,
         ).expand(arguments=[[str(i)] for i in range({count})])
 
     bench()

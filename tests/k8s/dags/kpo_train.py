@@ -66,9 +66,6 @@ def _train_dag(dag_id: str, *, deferrable: bool, train_secs: int) -> None:
             retry_delay=timedelta(seconds=1),
             on_finish_action="delete_succeeded_pod",
             log_events_on_failure=True,
-            # reattaching to a try's pod goes through the Execution API's task state store
-            # (GET/PUT /store/ti/{id}/{key}), which Sluice does not implement yet
-            reattach_on_restart=False,
             deferrable=deferrable,
             poll_interval=1,
             startup_timeout_seconds=240,

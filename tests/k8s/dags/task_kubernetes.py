@@ -21,9 +21,7 @@ def k8s_task_decorator():
 
     @task.kubernetes(image=IMAGE, image_pull_policy="Never", namespace="default",
                      do_xcom_push=True, get_logs=True, on_finish_action="delete_pod",
-                     labels={"app": "sluice-k8s-e2e", "sluice-dag": "k8s_task_decorator"},
-                     # reattaching needs the Execution API's task state store (not in Sluice yet)
-                     reattach_on_restart=False)
+                     labels={"app": "sluice-k8s-e2e", "sluice-dag": "k8s_task_decorator"})
     def square(x: int) -> dict:
         import platform
 
