@@ -41,7 +41,7 @@ async def sync_references(conn: asyncpg.Connection) -> None:
         aliases.update(json.loads(row["aliases"] or "null") or [])
         for kind, name, uri in references(json.loads(row["condition"] or "null")):
             wanted.add((row["dag_id"], kind, name or "", uri or ""))
-    values = list(assets.values())
+    values = [assets[k] for k in sorted(assets)]  # one lock order for every scheduler
     await conn.execute(q("asset_upsert_declared"), [a["name"] for a in values],
                        [a["uri"] for a in values], [a.get("group") or "asset" for a in values],
                        [json.dumps(a.get("extra") or {}) for a in values], sorted(aliases))

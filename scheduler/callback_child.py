@@ -59,10 +59,14 @@ def _export_secrets(connections: dict[str, str], variables: dict[str, str]) -> N
     """Sluice's connections and variables as ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*`` for this
     child only: what a callback reads through the SDK, as a task would. The environment's
     own values win, as they do for tasks."""
-    for conn_id, text in connections.items():
-        os.environ.setdefault(f"AIRFLOW_CONN_{conn_id.upper()}", text)
-    for key, value in variables.items():
-        os.environ.setdefault(f"AIRFLOW_VAR_{key.upper()}", value)
+    entries = [(f"AIRFLOW_CONN_{conn_id.upper()}", text) for conn_id, text in connections.items()]
+    entries += [(f"AIRFLOW_VAR_{key.upper()}", value) for key, value in variables.items()]
+    for name, value in entries:
+        try:
+            os.environ.setdefault(name, value)
+        except ValueError:  # '=' or NUL in a key: no environment variable can carry it
+            print(f"{name.partition('=')[0]!r}... cannot be passed to callbacks: its id "
+                  "holds a character an environment variable name cannot", file=sys.stderr)
 
 
 def _load_dag(request: dict, dags_folder: Path, import_timeout_s: float | None):

@@ -44,7 +44,7 @@ import structlog
 
 from shared import bus
 from shared.config import Settings
-from shared.db import DB_ERRORS, q
+from shared.db import DB_ERRORS, TRANSIENT_SQL, q
 from shared.secrets import SecretsError, secrets_for
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
@@ -53,12 +53,12 @@ log = structlog.get_logger()
 
 #: Claims of one request before it is dropped (each claim's scheduler died running it).
 MAX_ATTEMPTS = 3
-#: Requests claimed at once, and run at once (each is a forked child).
-BATCH = 16
+#: Requests claimed at once, and run at once (each is a forked child): no more are
+#: claimed than can run, so no claim's lease runs down while it waits its turn.
 CONCURRENCY = 4
 #: A claim's lease beyond the time its child may take.
 LEASE_MARGIN_S = 30.0
-TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS
+TRANSIENT = DB_ERRORS + TRANSIENT_SQL + bus.REDIS_ERRORS
 
 
 class CallbackRequests:
@@ -134,7 +134,7 @@ class CallbackRunner:
                 for row in await conn.fetch(q("callback_given_up"), MAX_ATTEMPTS):
                     log.error("callback_given_up", **dict(row),
                               why=f"its runner died {MAX_ATTEMPTS} times while running it")
-                rows = await conn.fetch(q("claim_callbacks"), BATCH, self.lease_s, MAX_ATTEMPTS)
+                rows = await conn.fetch(q("claim_callbacks"), CONCURRENCY, self.lease_s, MAX_ATTEMPTS)
                 secrets = await self._secrets(conn) if rows else ({}, {})
             if not rows:
                 return

@@ -34,7 +34,7 @@ from shared.airflow_spec.loading import use_airflow_home
 from shared.config import Settings
 from shared.daemon import Lifecycle, sd_notify
 from shared.dags_folder import require_dags_folder
-from shared.db import DB_ERRORS, Continuity, create_pool, q, rederivable_transaction
+from shared.db import DB_ERRORS, TRANSIENT_SQL, Continuity, create_pool, q, rederivable_transaction
 from shared.logging import configure_logging
 from shared.messages import DagsChanged, RunChanged, RunTask, TriggersPending
 from shared.metrics import SCHEDULING_PASS_SECONDS, serve_scheduler
@@ -43,7 +43,8 @@ from shared.serialization import DagSpec
 from shared.textcap import cap_error
 
 log = structlog.get_logger()
-TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
+# a lost connection or a deadlock with another writer: retried, never blamed on a message
+TRANSIENT = DB_ERRORS + TRANSIENT_SQL + bus.REDIS_ERRORS
 PASS_GAP_PER_TI_S = 5e-7
 WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
 LOCKED_RETRY_S = 0.02  # a run another scheduler's pass holds is tried again after this
@@ -415,7 +416,7 @@ class Scheduler:
         while not self.life.stopping.is_set():
             try:
                 await self._iteration()
-            except DB_ERRORS + bus.REDIS_ERRORS as exc:
+            except TRANSIENT as exc:
                 log.warning("scheduler_connection_error", error=str(exc))
                 with anyio.move_on_after(1.0):
                     await self.life.stopping.wait()
@@ -530,7 +531,7 @@ class Scheduler:
             try:
                 if await parser.parse_changed():
                     await bus.publish(self.redis, [(self.streams.events, DagsChanged())])
-            except* DB_ERRORS + bus.REDIS_ERRORS as lost:  # also from inside a task group
+            except* TRANSIENT as lost:  # also from inside a task group
                 log.warning("parse_loop_connection_error", error=str(lost.exceptions[0]))
             with anyio.move_on_after(self.settings.dag_dir_list_interval_s):
                 await self.life.stopping.wait()
@@ -566,12 +567,21 @@ class Scheduler:
                               RunTask(ti_id=r["id"], try_number=r["try_number"])) for r in owed]
                 log.info("queued_resent", count=len(owed))
             active = [r["id"] for r in await conn.fetch(q("active_run_pks"))]
+            await self._notice_missed_changes(conn)
             if await conn.fetchval(q("unclaimed_triggers_exist")):
                 messages.append((self.streams.triggers, TriggersPending()))
             await conn.execute(q("delete_orphan_triggers"))
         await self.consumer.ensure_groups()
         messages += [(self.streams.events, RunChanged(run_pk=pk)) for pk in set(active) | touched]
         await bus.publish(self.redis, messages)
+
+    async def _notice_missed_changes(self, conn: asyncpg.Connection) -> None:
+        """A pause, an unpause or a pool change another scheduler consumed the wake-up of
+        (or that was lost with Redis) is read here, at the latest one sweep later."""
+        paused = {r["dag_id"] for r in await conn.fetch(q("paused_dag_ids"))}
+        pools = {r["name"]: r["slots"] for r in await conn.fetch(q("pools"))}
+        if paused & self.specs.keys() != self.paused or pools != self.pools:
+            self.dags_dirty = True
 
     async def _expire_deferrals(self, conn: asyncpg.Connection) -> set[int]:
         """Backstop for trigger timeouts when no triggerer enforced them (none alive)."""

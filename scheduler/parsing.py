@@ -40,7 +40,7 @@ from shared import bus
 from shared.config import default_home
 from shared.daemon import task_environment
 from shared.dags_folder import DagsFolderMissing, list_dag_files
-from shared.db import DB_ERRORS, q
+from shared.db import DB_ERRORS, TRANSIENT_SQL, q
 from shared.textcap import cap_error
 
 log = structlog.get_logger()
@@ -245,6 +245,24 @@ def paused_upon_creation(dag: dict, paused_at_creation: bool) -> bool:
 async def store_file(pool: asyncpg.Pool, result: dict,
                      present: Collection[str] | None = None, *,
                      paused_at_creation: bool = True) -> Stored:
+    """Write one file's outcome (:func:`_store_file`); one PostgreSQL refuses to store
+    (a value the walk let through) is that file's import error, never the scheduler's
+    end: the file is parsed again when it changes."""
+    try:
+        return await _store_file(pool, result, present, paused_at_creation=paused_at_creation)
+    except asyncpg.PostgresError as exc:
+        if isinstance(exc, DB_ERRORS + TRANSIENT_SQL):
+            raise
+        error = cap_error(f"{result['fileloc']}: its DAGs could not be stored: "
+                          f"{type(exc).__name__}: {exc}")
+        log.warning("dag_import_error", fileloc=result["fileloc"], error=error)
+        await pool.execute(q("set_import_error"), result["fileloc"], error)
+        return Stored(changed=False)
+
+
+async def _store_file(pool: asyncpg.Pool, result: dict,
+                      present: Collection[str] | None = None, *,
+                      paused_at_creation: bool = True) -> Stored:
     """Write one file's outcome: its DAGs, its import error, or both.
 
     ``present`` are the DAGs folder's files (resolved); without it a file is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import asyncpg
@@ -20,6 +21,24 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Airflow's [scheduler] allowed_run_id_pattern default, and its refusal of "..": a run id
+# names folders of task and callback logs, so one a user gives cannot leave them.
+ALLOWED_RUN_ID = re.compile(r"^[A-Za-z0-9_.~:+-]+$")
+
+
+class RunIdError(ValueError):
+    """A run id a user gave that Airflow's rules refuse."""
+
+
+def check_run_id(run_id: str) -> None:
+    """Raise :class:`RunIdError` (Airflow's words) for a run id users may not give."""
+    if ".." in run_id:
+        raise RunIdError(f"The run_id '{run_id}' must not contain '..' to prevent path traversal")
+    if not ALLOWED_RUN_ID.match(run_id):
+        raise RunIdError(f"The run_id provided '{run_id}' does not match regex pattern "
+                         f"'{ALLOWED_RUN_ID.pattern}'")
+
+
 def run_id_for(run_type: str, logical_date: datetime) -> str:
     return f"{run_type}__{logical_date.isoformat()}"
 
@@ -36,10 +55,13 @@ async def create_manual_run(conn: asyncpg.Connection, dag_id: str, conf: dict,
     ``manual__<logical date>``; ``run_after`` (when the run was asked for, Airflow's
     ``run_after``) dates the data interval instead of the logical date, as Airflow
     infers a triggered run's. A given date or run id that clashes with an
-    existing run raises ``ValueError``. A conf its DAG's params refuse raises
+    existing run raises ``ValueError``, a run id Airflow's pattern refuses
+    :class:`RunIdError`. A conf its DAG's params refuse raises
     ``shared.params.ParamsError`` before anything is written, whichever entry
     point triggered the run.
     """
+    if run_id is not None:
+        check_run_id(run_id)
     await check_run_conf(conn, dag_id, conf)
     schedule = parse_schedule(await conn.fetchval(q("dag_schedule"), dag_id))
     while True:

@@ -21,8 +21,9 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from shared import bus
-from shared.db import DB_ERRORS, persist, q
+from shared.db import DB_ERRORS, TRANSIENT_SQL, persist, q
 from shared.messages import DagsChanged
+from shared.textcap import cap_error
 
 log = structlog.get_logger()
 RESTART_AFTER_S = 1.0  # a trigger that ended runs again after this
@@ -44,7 +45,7 @@ class AssetWatchers:
                 while True:
                     try:
                         await self._sync(tg)
-                    except DB_ERRORS as exc:
+                    except DB_ERRORS + TRANSIENT_SQL as exc:
                         log.warning("asset_watchers_connection_error", error=str(exc))
                     await anyio.sleep(self.trig.settings.triggerer_heartbeat_s)
         finally:
@@ -117,11 +118,15 @@ class AssetWatchers:
 
 def _jsonable(payload):
     """A trigger event's payload as stored in the event's extra: the SDK's serde for what
-    plain JSON cannot hold."""
-    try:
-        json.dumps(payload)
-        return payload
-    except (TypeError, ValueError):
-        from airflow.sdk.serde import serialize
+    plain JSON cannot hold, and its text (``repr``) for what neither can (a NaN: PostgreSQL's
+    json refuses it, and the event would be lost)."""
+    from airflow.sdk.serde import serialize
 
-        return serialize(payload)
+    for encode in (lambda p: p, serialize):
+        try:
+            value = encode(payload)
+            json.dumps(value, allow_nan=False)
+            return value
+        except (TypeError, ValueError):
+            continue
+    return cap_error(repr(payload))

@@ -7,6 +7,7 @@ fails here with one line naming the DAG, the task and the feature.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -43,7 +44,7 @@ def dag_spec(dag: Any) -> dict[str, Any]:
     """The scheduler's view of one ``airflow.sdk`` DAG (raises :class:`SpecError`)."""
     weights = _downstream_weights(_weight_view(dag))
     params = dag.params
-    return {
+    return storable({
         "dag_id": dag.dag_id,
         "fileloc": dag.fileloc,
         "description": dag.description,
@@ -62,7 +63,26 @@ def dag_spec(dag: Any) -> dict[str, Any]:
         **_dag_callbacks(dag),
         "tasks": [task_spec(t, weights[t.task_id], dag.dag_id) for t in dag.tasks],
         **asset_fields(dag),  # read from the stored document by scheduler.assets
-    }
+    }, dag.dag_id)
+
+
+def storable(doc: Any, dag_id: str, where: str = "") -> Any:
+    """``doc``, refused (:class:`SpecError`) where PostgreSQL could not store it: a NaN or
+    infinite number (not JSON) or a NUL character (not text) anywhere in it -- an asset's
+    ``extra``, a watcher's kwargs, a name. Checked once here, so a DAG file cannot make
+    the scheduler's store fail: it is that file's import error."""
+    if isinstance(doc, float) and not math.isfinite(doc):
+        raise SpecError(f"DAG {dag_id!r}: {where or 'value'} is {doc!r}, which JSON cannot hold")
+    if isinstance(doc, str) and "\x00" in doc:
+        raise SpecError(f"DAG {dag_id!r}: {where or 'value'} contains a NUL character")
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            storable(k, dag_id, f"{where}[{k!r}]")
+            storable(v, dag_id, f"{where}[{k!r}]")
+    elif isinstance(doc, list | tuple):
+        for i, v in enumerate(doc):
+            storable(v, dag_id, f"{where}[{i}]")
+    return doc
 
 
 def _dag_callbacks(dag: Any) -> dict[str, list[str]]:

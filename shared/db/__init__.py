@@ -43,6 +43,13 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
+# What concurrent writers (two schedulers, a scheduler and a worker) can meet: the
+# transaction is rolled back whole and is worth running again.
+TRANSIENT_SQL: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
 
 def backoff_delays(first_s: float = 0.1, cap_s: float = 5.0):
     """Capped exponential delays with full jitter: 0.1, 0.2, 0.4 ... up to ``cap_s``."""

@@ -1250,7 +1250,7 @@ SELECT key, val, is_encrypted FROM variable ORDER BY key LIMIT 1000
 -- it names, as the walk stored them.
 SELECT dag_id, (serialized -> 'asset_condition')::text AS condition,
        (serialized -> 'assets')::text AS assets, (serialized -> 'asset_aliases')::text AS aliases
-  FROM dag WHERE is_active
+  FROM dag WHERE is_active ORDER BY dag_id
 
 -- name: asset_upsert_declared
 -- Assets ($1 names, $2 uris, $3 groups, $4 extras as JSON text) and aliases ($5) the DAGs
@@ -1597,3 +1597,7 @@ RETURNING 1
 DELETE FROM task_state_store s USING task_instance ti
 WHERE ti.uuid = $1 AND (ti.run_pk, ti.task_id, ti.map_index) = (s.run_pk, s.task_id, s.map_index)
   AND ($2::text IS NULL OR s.key = $2)
+
+-- name: paused_dag_ids
+-- The active DAGs paused now (the repair sweep compares them with what it scheduled by).
+SELECT dag_id FROM dag WHERE is_active AND is_paused

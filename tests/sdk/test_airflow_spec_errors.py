@@ -172,3 +172,25 @@ def test_airflow_imported_before_its_home_was_chosen_is_refused(tmp_path: Path):
     assert done.returncode == 1
     assert "airflow was imported before AIRFLOW_HOME was set" in done.stderr
     assert not (tmp_path / "user" / "airflow").exists()
+
+
+def test_what_postgresql_cannot_store_is_the_files_import_error(tmp_path: Path):
+    """A NaN in an asset's extra or a NUL in an asset's name would fail the scheduler's
+    store of the DAG (json has no NaN, text no NUL): each is its DAG's import error."""
+    path = write(tmp_path, "unstorable.py", """
+        from airflow.sdk import Asset
+
+        with DAG("nan_extra", start_date=datetime(2026, 1, 1),
+                 schedule=[Asset("a", extra={"v": float("nan")})]):
+            EmptyOperator(task_id="x")
+        with DAG("nul_name", start_date=datetime(2026, 1, 1), schedule=None):
+            EmptyOperator(task_id="x", outlets=[Asset("x\\x00y")])
+        with DAG("fine", start_date=datetime(2026, 1, 1), schedule=None):
+            EmptyOperator(task_id="x")
+    """)
+    [result] = parse(path, tmp_path)
+    assert [d["dag_id"] for d in result["dags"]] == ["fine"]
+    nan, nul = sorted(result["error"].splitlines())
+    assert nan == f"{path}: DAG 'nan_extra': ['assets'][0]['extra']['v'] is nan, which JSON " \
+                  "cannot hold"
+    assert nul.startswith(f"{path}: DAG 'nul_name': [") and "contains a NUL character" in nul

@@ -669,6 +669,16 @@ async def test_a_task_triggers_a_run_of_another_dag_and_resets_it(server, db, st
     again = await db.fetchrow("SELECT * FROM dag_run WHERE id = $1", row["id"])
     assert (again["state"], again["clear_number"]) == ("queued", 2)
 
+    # a run id Airflow's allowed_run_id_pattern refuses (it names log folders): 400
+    for bad, words in (("up..out", "must not contain '..' to prevent path traversal"),
+                       ("semi;colon", "does not match regex pattern '^[A-Za-z0-9_.~:+-]+$'")):
+        with pytest.raises(ServerResponseError) as refused:
+            post(client, f"dag-runs/child/{bad}", {"conf": {}})
+        assert refused.value.response.status_code == 400
+        assert words in refused.value.detail["message"]
+    assert await db.fetchval("SELECT count(*) FROM dag_run WHERE run_id IN "
+                             "('up..out', 'semi;colon')") == 0
+
     # unknown DAG, unknown run, a DAG whose file does not import
     for path in ("dag-runs/nope/r", "dag-runs/nope/r/clear"):
         with pytest.raises(ServerResponseError) as missing:

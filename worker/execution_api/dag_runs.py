@@ -93,7 +93,7 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
     id (or, Sluice, of that logical date) exists -- the SDK then clears it when
     ``reset_dag_run`` is set.
     """
-    from scheduler.runs import create_manual_run
+    from scheduler.runs import RunIdError, create_manual_run
     from shared.params import ParamsError
 
     if payload.partition_key is not None:
@@ -115,7 +115,7 @@ async def run_trigger(request: Request, dag_id: str, run_id: str,
                     run_id=run_id, run_after=run_after)
                 if payload.note is not None:
                     await conn.execute(q("api_run_set_note"), run_pk, payload.note)
-        except ParamsError as exc:  # Airflow's ParamValidationError is its ValueError: 400
+        except (ParamsError, RunIdError) as exc:  # Airflow's ValueErrors: 400
             raise problem(400, "value_error", str(exc)) from None
         except ValueError:  # the run id taken meanwhile, or (Sluice) the logical date
             if await conn.fetchval(q("find_runs"), run_id, dag_id) is not None:
