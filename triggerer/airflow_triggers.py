@@ -155,10 +155,7 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
     ``run_trigger``). A greenback portal lets the trigger call the SDK's sync methods from
     ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``.
     """
-    if os.environ.get("AIRFLOW_DISABLE_GREENBACK_PORTAL", "").lower() != "true":
-        import greenback
-
-        await greenback.ensure_portal()
+    await enter_portal()
     delay = None if timeout_at is None else (timeout_at - datetime.now(UTC)).total_seconds()
     try:
         with anyio.move_on_after(delay) as timer:
@@ -172,11 +169,25 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
     except Exception as exc:  # noqa: BLE001 - the task fails, the triggerer lives on
         return Failed(TRIGGER_FAILURE, exc)
     finally:
-        with anyio.CancelScope(shield=True):
-            try:
-                await trigger.cleanup()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("trigger_cleanup_failed", error=f"{type(exc).__name__}: {exc}")
+        await clean_up(trigger)
+
+
+async def enter_portal() -> None:
+    """A greenback portal for the current task, so a trigger may call the SDK's sync methods
+    from ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``."""
+    if os.environ.get("AIRFLOW_DISABLE_GREENBACK_PORTAL", "").lower() != "true":
+        import greenback
+
+        await greenback.ensure_portal()
+
+
+async def clean_up(trigger) -> None:
+    """``trigger.cleanup()``, shielded, its errors only logged (Airflow's ``run_trigger``)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await trigger.cleanup()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("trigger_cleanup_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 # --- what the instance gets ----------------------------------------------------------------

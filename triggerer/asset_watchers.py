@@ -15,6 +15,7 @@ the rows go back with the triggerer's registration.
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 
 import anyio
 import structlog
@@ -91,12 +92,16 @@ class AssetWatchers:
         except af.TriggerLoadError as exc:
             log.error("asset_watcher_load_failed", error=str(exc))
             return False
+        await af.enter_portal()  # as a deferral's trigger runs (airflow_triggers.first_event)
         try:
-            async for event in trigger.run():
-                await self._emit(row, event.payload)
+            async with aclosing(trigger.run()) as events:
+                async for event in events:
+                    await self._emit(row, event.payload)
         except Exception as exc:  # noqa: BLE001 - a user's trigger; it runs again
             log.error("asset_watcher_failed", error=f"{type(exc).__name__}: {exc}")
             return False
+        finally:
+            await af.clean_up(trigger)
         return True
 
     async def _emit(self, row: dict, payload) -> None:
