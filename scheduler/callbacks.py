@@ -45,6 +45,7 @@ import structlog
 from shared import bus
 from shared.config import Settings
 from shared.db import DB_ERRORS, TRANSIENT_SQL, q
+from shared.paths import private_dirs
 from shared.secrets import SecretsError, secrets_for
 from shared.serialization import DagSpec
 from shared.textcap import cap_error
@@ -160,7 +161,7 @@ class CallbackRunner:
                   "map_index": row["map_index"] if row["kind"] == "task" else None,
                   "log": str(path)}
         async with self.limiter:
-            await anyio.to_thread.run_sync(_private_dirs, path.parent)
+            await anyio.to_thread.run_sync(private_dirs, path.parent)
             result = await self.server.run_callback(request_document(row, path, *secrets),
                                                     self.settings.parse_timeout_s,
                                                     self.settings.callback_timeout_s)
@@ -243,19 +244,6 @@ def _where(row) -> str:
     if row["kind"] == "task":
         where += f" task {row['task_id']!r} map_index {row['map_index']}"
     return where
-
-
-def _private_dirs(folder: Path) -> None:
-    """``folder`` and its missing parents, each created mode 0700 (as task logs' folders)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        try:
-            each.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
 
 
 def _append(path: Path, text: str) -> None:

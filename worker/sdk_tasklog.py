@@ -23,6 +23,8 @@ from pathlib import Path
 
 import structlog
 
+from shared.paths import private_dirs
+
 _DRAIN = b"\x1esluice-drain\x1e"  # a line end no task writes; marks "all before is logged"
 _DRAIN_TIMEOUT_S = 5.0
 
@@ -47,7 +49,7 @@ class LogSink:
 
     def open(self, path: str) -> None:
         """Append to ``path`` (mode 0600 in 0700 folders: a task's output may hold secrets)."""
-        _private_dirs(Path(path).parent)
+        private_dirs(Path(path).parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
         with self._lock:
@@ -131,14 +133,3 @@ def _unread(fd: int) -> int:
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
-def _private_dirs(folder: Path) -> None:
-    """Create ``folder`` and its missing parents, each mode 0700."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for each in reversed(missing):
-        try:
-            each.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
