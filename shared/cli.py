@@ -89,10 +89,12 @@ def triggerer(dags_folder: DagsFolder = None,
 @app.command()
 def worker(dags_folder: DagsFolder = None,
            queues: Annotated[str | None, typer.Option(help="Comma-separated queue names.")] = None,
-           concurrency: Annotated[int | None, typer.Option(min=1)] = None) -> None:
+           concurrency: Annotated[int | None, typer.Option(min=1)] = None,
+           executor: Annotated[str | None, typer.Option(
+               help="local (task slots) or kubernetes (a pod per try).")] = None) -> None:
     """Run a worker daemon."""
     _daemon("worker", dags_folder=dags_folder, worker_queues=queues,
-            worker_concurrency=concurrency)
+            worker_concurrency=concurrency, worker_executor=executor)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,7 +54,9 @@ class Settings(BaseSettings):
 
     # worker
     worker_concurrency: int = 8
-    worker_queues: str = "default"
+    # the queues a worker reads (comma-separated); unset: "default", or "kubernetes" for a
+    # worker whose executor is kubernetes
+    worker_queues: str | None = None
     worker_heartbeat_s: float = 5.0
     worker_grace_period_s: float = 30.0
     runner_max_tasks: int = 1000
@@ -64,6 +67,25 @@ class Settings(BaseSettings):
     execution_api_port: int = Field(default=0, ge=0, le=65535)
     # the id the worker claims instances with (default host:pid); unique per worker
     worker_id: str | None = None
+
+    # Kubernetes execution mode (README "Running on Kubernetes"): a worker whose executor is
+    # "kubernetes" runs every try it claims in a pod of its own (worker.kubernetes), up to
+    # kubernetes_max_pods at once, holding no slot per pod
+    worker_executor: Literal["local", "kubernetes"] = "local"
+    kubernetes_config: Path | None = None  # the worker's kubeconfig; unset: in-cluster config
+    kubernetes_context: str | None = None
+    kubernetes_namespace: str = "default"
+    kubernetes_image: str | None = None  # the pods' image, unless the template names one
+    kubernetes_pod_template: Path | None = None  # a Pod (YAML or JSON): Airflow's pod_template_file
+    # the worker's Execution API as the pods reach it (e.g. http://10.0.0.5:8794/); the worker
+    # serves it on execution_api_host:execution_api_port
+    kubernetes_api_url: str | None = None
+    # where the DAGs folder is inside the pods (default: the worker's own path)
+    kubernetes_dags_folder: str | None = None
+    kubernetes_max_pods: int = Field(default=256, gt=0)
+    # a pod not running after this long (unschedulable, image not found) fails its try
+    kubernetes_pending_timeout_s: float = Field(default=300.0, gt=0)
+    kubernetes_delete_pods: bool = True  # delete each pod once its try's outcome is in
 
     # triggerer
     triggerer_capacity: int = Field(default=1000, gt=0)
@@ -110,7 +132,17 @@ class Settings(BaseSettings):
 
     @property
     def queues(self) -> list[str]:
-        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+        names = self.worker_queues
+        if names is None:
+            names = "kubernetes" if self.worker_executor == "kubernetes" else "default"
+        return [q.strip() for q in names.split(",") if q.strip()]
+
+    @property
+    def worker_capacity(self) -> int:
+        """How many tries one worker runs at once: its slots, or its pods."""
+        if self.worker_executor == "kubernetes":
+            return self.kubernetes_max_pods
+        return self.worker_concurrency
 
 
 def standalone_file(home: Path) -> Path:

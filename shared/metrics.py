@@ -344,7 +344,7 @@ def worker_side(worker) -> Side:
         running = len(worker.running)
         return [gauge("sluice_worker_slots", "This worker's task slots, running a try or free.",
                       [({"state": "running"}, running),
-                       ({"state": "free"}, max(0, s.worker_concurrency - running))], ("state",)),
+                       ({"state": "free"}, max(0, s.worker_capacity - running))], ("state",)),
                 counter("sluice_worker_tries", "Tries this worker ran to an outcome (a deferral too).",
                         worker.done_count)]
 

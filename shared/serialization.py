@@ -32,6 +32,7 @@ class TaskSpec(_Model):
     max_retry_delay_s: float | None = None
     execution_timeout_s: float | None = None
     queue: str = "default"
+    pod_override: dict[str, Any] | None = None  # executor_config["pod_override"], as Pod JSON
     pool: str = "default_pool"
     pool_slots: int = 1
     priority_weight: int = 1

@@ -36,6 +36,7 @@ from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.serialization import DagSpec
 from shared.tasklogs import log_path
 from shared.textcap import cap_error
+from worker.kubernetes import KubernetesConfigError, KubernetesPods, PodSlot
 from worker.logserver import serve_sides
 from worker.sdk_slots import KILL_GRACE_S, SdkSlot, slot_environment, start_slots
 from worker.sdk_zygote import ForkServer
@@ -72,10 +73,15 @@ class Worker:
             bus.consumer_name("worker"), deadletter=self.streams.deadletter,
             claim_interval_s=settings.claim_interval_s)
         dags, home = Path(settings.dags_folder).resolve(), airflow_home(settings.home)
-        # one fork server per worker: Airflow imported once, every slot forked from it
-        self.fork_server = ForkServer(dags, slot_environment(os.environ, home, dags))
-        self.idle = [SdkSlot(dags, home, fork_server=self.fork_server)
-                     for _ in range(settings.worker_concurrency)]
+        self.fork_server: ForkServer | None = None
+        self.pods: KubernetesPods | None = None
+        if settings.worker_executor == "kubernetes":  # a pod per try: worker.kubernetes
+            self.pods = KubernetesPods(settings, self.id, self._pod_spec, self._ended_here)
+            self.idle = [PodSlot(self.pods) for _ in range(settings.kubernetes_max_pods)]
+        else:  # one fork server per worker: Airflow imported once, every slot forked from it
+            self.fork_server = ForkServer(dags, slot_environment(os.environ, home, dags))
+            self.idle = [SdkSlot(dags, home, fork_server=self.fork_server)
+                         for _ in range(settings.worker_concurrency)]
         self.api: SdkApi | None = None  # the Execution API the slots call (set by run)
         self._changed = anyio.Event()  # set (and replaced) whenever running/idle/stopping change
         self.running: dict[int, dict] = {}  # held by this worker, heartbeated
@@ -241,6 +247,19 @@ class Worker:
         async with self.pool.acquire() as conn:
             raw = await conn.fetchval(q("task_spec"), dag_id)
         return DagSpec.model_validate(raw) if raw else None
+
+    async def _pod_spec(self, dag_id: str, task_id: str) -> tuple[dict | None, float | None]:
+        """A task's ``pod_override`` and ``execution_timeout`` (seconds), for its pod."""
+        spec = await until_reachable("task_spec", lambda: self._spec(dag_id))
+        if spec is None or task_id not in spec.task_map:
+            return None, None
+        task = spec.task(task_id)
+        return task.pod_override, task.execution_timeout_s
+
+    def _ended_here(self, ti_uuid: str) -> bool:
+        """Whether the Execution API committed the end of the try ``ti_uuid``."""
+        ti_id = self.api.by_uuid.get(str(ti_uuid)) if self.api is not None else None
+        return ti_id is not None and ti_id in self.finishing
 
     async def fail_lost(self, req: dict, error: str, *, callbacks_owed: bool = True) -> None:
         """Fail a try whose end never reached the API, in one guarded statement, then wake
@@ -417,6 +436,13 @@ class Worker:
             self.finishing.add(ti_id)
 
 
+async def _connect_pods(pods: KubernetesPods) -> None:
+    try:
+        await pods.connect()
+    except KubernetesConfigError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 async def _kill_quietly(slot) -> None:
     try:
         await slot.kill()
@@ -439,7 +465,9 @@ class SdkApi:
                                     max_map_length=s.max_map_length,
                                     max_xcom_bytes=s.max_xcom_bytes)
         self.sock = bind(s.execution_api_host, s.execution_api_port)
-        self.url = api_url(s.execution_api_host, self.sock.getsockname()[1])
+        # the pods of the Kubernetes mode reach the API over the network, at the URL they are told
+        self.url = (s.kubernetes_api_url if s.worker_executor == "kubernetes"
+                    else api_url(s.execution_api_host, self.sock.getsockname()[1]))
         self.by_uuid: dict[str, int] = {}  # running tries' uuid -> task instance id
         self.server = None
 
@@ -485,12 +513,22 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     life = Lifecycle("worker")
     use_airflow_home(settings.home)  # before anything imports Airflow, which reads it then
     # the Execution API's calls share the pool with the worker's own
-    pool = await create_pool(db_url, max_size=max(4, settings.worker_concurrency * 2 + 2))
-    redis = bus.connect(redis_url)
-    worker = Worker(settings, pool, redis, life)
+    if settings.worker_executor == "kubernetes" and not settings.kubernetes_api_url:
+        raise SystemExit("a Kubernetes worker's pods call its Execution API: set "
+                         "SLUICE_KUBERNETES_API_URL to the address they reach it at")
+    try:
+        worker_pods = settings.worker_executor == "kubernetes"
+        pool_size = 16 if worker_pods else settings.worker_concurrency * 2 + 2
+        pool = await create_pool(db_url, max_size=max(4, pool_size))
+        redis = bus.connect(redis_url)
+        worker = Worker(settings, pool, redis, life)
+    except KubernetesConfigError as exc:
+        raise SystemExit(str(exc)) from None
     try:
         await bus.wait_for_redis(redis)
         await worker.consumer.ensure_groups()
+        if worker.pods is not None:
+            await _connect_pods(worker.pods)
         async with anyio.create_task_group() as tg:
             await tg.start(serve_sides, worker)  # task logs, metrics, health: before any claim
             tg.start_soon(life.watch_signals, tg.cancel_scope)
@@ -498,16 +536,22 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
             tg.start_soon(worker.heartbeat)
             tg.start_soon(worker.drain, tg.cancel_scope)
             tg.start_soon(life.watchdog, worker.status)
-            await worker.fork_server.start()  # its Airflow import runs beside the API's
+            if worker.fork_server is not None:
+                await worker.fork_server.start()  # its Airflow import runs beside the API's
+            else:
+                tg.start_soon(worker.pods.watch.run)
             worker.api = SdkApi(worker)
             tg.start_soon(worker.api.serve, worker)
-            tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
             log.info("execution_api_serving", url=worker.api.url)
-            # every slot forked (Airflow imported) before the first claim: a try never waits
-            # for the worker's start, and the worker is ready when it says so
-            await start_slots(list(worker.idle))
+            if worker.fork_server is not None:
+                tg.start_soon(worker.fork_server.watch)  # restarted at once if it dies
+                # every slot forked (Airflow imported) before the first claim: a try never waits
+                # for the worker's start, and the worker is ready when it says so
+                await start_slots(list(worker.idle))
+            else:
+                await worker.pods.watch.connected.wait()  # the cluster answered
             log.info("worker_ready", worker_id=worker.id, queues=settings.queues,
-                     concurrency=settings.worker_concurrency)
+                     executor=settings.worker_executor, concurrency=settings.worker_capacity)
             sd_notify("READY=1", f"STATUS={worker.status()}")
             task_status.started()
             await worker.consume(tg)
@@ -515,7 +559,10 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
         with anyio.CancelScope(shield=True):
             for slot in worker.idle:
                 await slot.stop()
-            await worker.fork_server.stop()
+            if worker.fork_server is not None:
+                await worker.fork_server.stop()
+            if worker.pods is not None:
+                await worker.pods.close()
             await redis.aclose()
             if worker.api is not None:
                 worker.api.sock.close()

@@ -522,8 +522,17 @@ cmd_status() {
     return 1
 }
 
+# the host's address on the pods' bridge (the first of POD_CIDR): where a pod reaches a
+# server of this machine, such as a Kubernetes-mode worker's Execution API
+host_address() {
+    local net="${POD_CIDR%/*}" a b c d
+    IFS=. read -r a b c d <<< "$net"
+    echo "$a.$b.$c.$((d + 1))"
+}
+
 cmd_env() {
     echo "export KUBECONFIG=$KUBECONFIG_PATH"
+    echo "export SLUICE_K8S_HOST_ADDRESS=$(host_address)"
     echo "export PATH=$BIN:\$PATH"
     echo "export DOCKER_HOST=unix://$DOCKER_SOCK"
 }

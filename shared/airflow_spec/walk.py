@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.airflow_spec.assets import asset_fields
 from shared.airflow_spec.errors import SpecError
+from shared.airflow_spec.executors import pod_override, task_queue
 from shared.airflow_spec.mapping import mapped_json, start_trigger_json
 from shared.airflow_spec.timetables import schedule_json
 from shared.serde import to_jsonable
@@ -103,7 +104,8 @@ def task_spec(task: Any, weight: int, dag_id: str) -> dict[str, Any]:
         "trigger_rule": _text(task.trigger_rule),
         **_retry_fields(RetryPolicy.of_task(task)),
         "execution_timeout_s": _seconds(task.execution_timeout),
-        "queue": task.queue,
+        "queue": task_queue(task),
+        "pod_override": pod_override(task, where),
         "pool": task.pool,
         "pool_slots": task.pool_slots,
         "priority_weight": weight,

@@ -26,6 +26,7 @@ class Kube:
     """The running cluster: the kubeconfig (a path; it holds the admin token) and its images."""
 
     kubeconfig: Path
+    host_address: str = "10.244.0.1"  # this machine, as the pods reach it
     python_image: str = "sluice-k8s/python:bookworm"
     busybox_image: str = "sluice-k8s/busybox:1.35"
 
@@ -42,12 +43,14 @@ def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           env={**os.environ})
 
 
-def _kubeconfig() -> Path:
+def _cluster_env() -> dict[str, str]:
+    """What ``cluster.sh env`` exports: KUBECONFIG, SLUICE_K8S_HOST_ADDRESS ..."""
     out = _script("env", timeout=30)
-    for line in out.stdout.splitlines():
-        if line.startswith("export KUBECONFIG="):
-            return Path(line.split("=", 1)[1])
-    raise AssertionError(f"cluster.sh env named no KUBECONFIG: {out.stdout!r} {out.stderr!r}")
+    found = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines()
+                 if line.startswith("export "))
+    if "KUBECONFIG" not in found or "SLUICE_K8S_HOST_ADDRESS" not in found:
+        raise AssertionError(f"cluster.sh env is incomplete: {out.stdout!r} {out.stderr!r}")
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +63,8 @@ def kube() -> Kube:
             pytest.fail(f"Sluice's Kubernetes cluster did not start (deploy/k8s/cluster.sh up, "
                         f"exit {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
     try:
-        yield Kube(kubeconfig=_kubeconfig())
+        env = _cluster_env()
+        yield Kube(kubeconfig=Path(env["KUBECONFIG"]), host_address=env["SLUICE_K8S_HOST_ADDRESS"])
     finally:
         if not was_up:
             down = _script("down", timeout=300)

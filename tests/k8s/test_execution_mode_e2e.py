@@ -1,0 +1,182 @@
+"""Sluice's Kubernetes execution mode on the real cluster: a pod per try, the Task SDK inside.
+
+Two workers run beside the scheduler and the triggerer: a local one (slots: the
+``KubernetesPodOperator`` instances) and a Kubernetes-mode one
+(``SLUICE_WORKER_EXECUTOR=kubernetes``), which runs every try of the ``kubernetes``
+queue -- the tasks with ``executor="KubernetesExecutor"`` -- in a pod of its own. The
+pods run ``python -m worker.pod_task`` from this checkout's interpreter and packages,
+mounted read-only from the host (the cluster has no registry), and call the
+Kubernetes-mode worker's Execution API over the pods' bridge network. They hold no
+credentials but their try's token.
+
+``k8s_train_pods`` is the seed DAG (``dags/kpo_train.py``) whose plain ``@task``s run
+in pods shaped by their ``pod_override``; ``k8s_pod_lost``'s first pod is deleted
+mid-run and its try retried in a new pod.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from tests.cluster import Cluster, task_log, wait_for
+from tests.k8s.conftest import Kube
+from tests.k8s.test_kpo_e2e import (
+    LABEL,
+    assert_seed_pattern_outcome,
+    delete_test_pods,
+    run_train,
+)
+
+pytestmark = pytest.mark.timeout(1800)
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = Path(__file__).parent / "dags"
+POD_WORKER = "pod-worker"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def pod_template(path: Path, kube: Kube, dags: Path) -> Path:
+    """The pods' template: the cluster's python image running this checkout's interpreter,
+    packages and DAG files, mounted read-only at their own paths."""
+    mounts = {Path(sys.base_prefix).resolve(), ROOT, dags}
+    if not Path(sys.prefix).resolve().is_relative_to(ROOT):
+        mounts.add(Path(sys.prefix).resolve())
+    volumes = [{"name": f"host-{i}", "hostPath": {"path": str(p), "type": "Directory"}}
+               for i, p in enumerate(sorted(mounts))]
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"app": "sluice-k8s-e2e"}},
+        "spec": {
+            "containers": [{
+                "name": "base", "image": kube.python_image, "imagePullPolicy": "Never",
+                "command": [sys.executable, "-m", "worker.pod_task"],
+                "env": [{"name": "PYTHONPATH", "value": str(ROOT)},
+                        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                        {"name": "AIRFLOW_HOME", "value": "/tmp/airflow"}],
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                "volumeMounts": [{"name": v["name"], "mountPath": v["hostPath"]["path"],
+                                  "readOnly": True} for v in volumes]}],
+            "volumes": volumes}}
+    path.write_text(json.dumps(pod, indent=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+async def pods(kube: Kube, services, template_db, tmp_path_factory):
+    admin_url, redis_url = services
+    name = f"sluice_k8s_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    root = tmp_path_factory.mktemp("k8s-mode")
+    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
+                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
+    cluster.env.pop("AIRFLOW_HOME", None)
+    cluster.env.pop("KUBECONFIG", None)
+    extra = json.dumps({"kube_config_path": str(kube.kubeconfig), "namespace": "default"})
+    out = cluster.cli("connections", "add", "kubernetes_default", "--conn-type", "kubernetes",
+                      "--conn-extra", extra)
+    assert out.returncode == 0, out.stderr
+    delete_test_pods(kube)
+    port = free_port()
+    cluster.start("scheduler")
+    cluster.start("triggerer")
+    cluster.start("worker", SLUICE_WORKER_CONCURRENCY="3")
+    cluster.start("worker", POD_WORKER, SLUICE_WORKER_EXECUTOR="kubernetes",
+                  SLUICE_KUBERNETES_CONFIG=str(kube.kubeconfig),
+                  SLUICE_KUBERNETES_POD_TEMPLATE=str(pod_template(root / "pod.json", kube,
+                                                                  root / "dags")),
+                  SLUICE_EXECUTION_API_HOST="0.0.0.0", SLUICE_EXECUTION_API_PORT=str(port),
+                  SLUICE_KUBERNETES_API_URL=f"http://{kube.host_address}:{port}/",
+                  SLUICE_KUBERNETES_PENDING_TIMEOUT_S="240")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+        delete_test_pods(kube)
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def where(cluster: Cluster, run_id: str, task_id: str) -> dict:
+    """The pod a plain task said it ran in (its ``where`` XCom)."""
+    conn = await cluster.connect()
+    try:
+        raw = await conn.fetchval(
+            "SELECT x.value FROM xcom x JOIN dag_run r ON r.id = x.run_pk "
+            "WHERE r.run_id = $1 AND x.task_id = $2 AND x.key = 'where'", run_id, task_id)
+    finally:
+        await conn.close()
+    assert raw is not None, f"{task_id} pushed no 'where'"
+    return json.loads(raw)
+
+
+async def test_the_seed_dags_plain_tasks_run_each_in_its_own_pod(pods, kube):
+    doc = await run_train(pods, "k8s_train_pods")
+    assert_seed_pattern_outcome(pods, doc)
+    seen = {t: await where(pods, doc["run_id"], t) for t in ("discover", "pick_best")}
+    names = {w["pod"] for w in seen.values()}
+    assert len(names) == 2 and all(n.startswith("sluice-k8s-train-pods-") for n in names), seen
+    # the pod_override's env, label and memory limit (read through the downward API)
+    assert all(w["team"] == "ml" and w["memory_limit"] == str(768 * 1024 * 1024)
+               for w in seen.values()), seen
+    # the SDK's own lines of each try are in its log on the worker's machine
+    for task_id in ("discover", "pick_best"):
+        text = task_log(pods, doc, task_id)
+        assert "Pod sluice-k8s-train-pods-" in text and "ended: success" in text, text[-3000:]
+    # the pods were deleted once their tries' outcomes were in
+    assert not [p for p in kube.core_v1().list_namespaced_pod(
+        "default", label_selector="sluice.dev/worker,dag_id=k8s_train_pods").items
+        if p.metadata.deletion_timestamp is None]
+    delete_test_pods(kube)
+
+
+async def test_a_pod_deleted_mid_run_is_retried_in_a_new_pod(pods, kube):
+    run_id = await pods.trigger("k8s_pod_lost")
+    v1 = kube.core_v1()
+    first: dict = {}
+
+    def running_first_pod() -> bool:
+        for p in v1.list_namespaced_pod("default", label_selector=(
+                f"{LABEL},dag_id=k8s_pod_lost,try_number=1")).items:
+            if p.status.phase == "Running":
+                first["name"] = p.metadata.name
+                return True
+        return False
+
+    async def body_running() -> bool:
+        if not await anyio.to_thread.run_sync(running_first_pod):
+            return False
+        doc = await pods.run_doc(run_id)
+        return "first try: running until its pod is deleted" in task_log(pods, doc, "long_step")
+
+    await wait_for(body_running, 300, "long_step's first try to run in its pod")
+    await anyio.to_thread.run_sync(lambda: v1.delete_namespaced_pod(
+        first["name"], "default", grace_period_seconds=1))
+    doc = await pods.wait_run(run_id, timeout=300)
+    step = Cluster.by_task(doc)["long_step"]
+    assert (doc["state"], step["state"], step["try_number"]) == ("success", "success", 2), doc
+    assert step["return_value"]["try"] == 2
+    assert step["return_value"]["pod"] != first["name"]
+    lost = task_log(pods, doc, "long_step", attempt=1)
+    assert f"pod {first['name']}" in lost, lost[-3000:]
+    delete_test_pods(kube)
