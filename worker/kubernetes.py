@@ -46,6 +46,7 @@ from typing import Any
 import anyio
 import structlog
 
+from shared.airflow_spec.loading import EXECUTORS_VAR, SLUICE_EXECUTORS
 from shared.config import Settings
 from shared.paths import private_dirs
 from worker.sdk_slots import TryResult
@@ -158,14 +159,18 @@ class PodFactory:
             "name": CONTAINER,
             "env": [{"name": "SLUICE_POD_TRY", "value": json.dumps(pod_try)},
                     {"name": "AIRFLOW__CORE__DAGS_FOLDER", "value": self.dags_folder},
-                    {"name": "AIRFLOW__CORE__LOAD_EXAMPLES", "value": "False"}]}]}
+                    {"name": "AIRFLOW__CORE__LOAD_EXAMPLES", "value": "False"},
+                    {"name": EXECUTORS_VAR, "value": os.environ.get(EXECUTORS_VAR)
+                     or SLUICE_EXECUTORS}]}]}
         if timeout_s is not None:
             spec["activeDeadlineSeconds"] = int(timeout_s + DEADLINE_GRACE_S)
+        labels = {WORKER_LABEL: self.worker_label, TRY_LABEL: req["ti_uuid"],
+                  "dag_id": label_value(req["dag_id"]), "task_id": label_value(req["task_id"]),
+                  "try_number": str(req["try_number"])}
+        if req["map_index"] >= 0:  # as Airflow labels its worker pods: "-1" is no label value
+            labels["map_index"] = str(req["map_index"])
         return {"apiVersion": "v1", "kind": "Pod", "spec": spec, "metadata": {
-            "name": name, "namespace": self.namespace,
-            "labels": {WORKER_LABEL: self.worker_label, TRY_LABEL: req["ti_uuid"],
-                       "dag_id": label_value(req["dag_id"]), "task_id": label_value(req["task_id"]),
-                       "map_index": str(req["map_index"]), "try_number": str(req["try_number"])},
+            "name": name, "namespace": self.namespace, "labels": labels,
             "annotations": {"dag_id": req["dag_id"], "task_id": req["task_id"],
                             "run_id": req["run_id"], "map_index": str(req["map_index"]),
                             "try_number": str(req["try_number"])}}}
@@ -370,44 +375,49 @@ class KubernetesPods:
             trylog.close()
 
     async def _follow(self, name: str, req: dict, trylog: TryLog, started: float) -> TryResult:
-        pending_until = time.monotonic() + self.settings.kubernetes_pending_timeout_s
+        """Wait for the pod's end (its log copied meanwhile); delete it as the settings say."""
         async with anyio.create_task_group() as tg:
-            copying: anyio.Event | None = None
-            while True:
-                pod = self.watch.pods.get(name)
-                if name in self.watch.gone:
-                    tg.cancel_scope.cancel()
-                    return self._lost(trylog, started, f"pod {name} was deleted before its try "
-                                      f"ended{_describe_pod(pod)}", req)
-                phase = (pod or {}).get("status", {}).get("phase")
-                container = _container_state(pod)
-                if copying is None and (phase in _TERMINAL or "running" in container
-                                        or "terminated" in container):
-                    copying = anyio.Event()
-                    tg.start_soon(self._copy_log, name, trylog, copying)
-                if phase in _TERMINAL:
-                    with anyio.move_on_after(LOG_DRAIN_TIMEOUT_S):
-                        await copying.wait()
-                    tg.cancel_scope.cancel()
-                    result = self._ended(name, pod, req, trylog, started)
-                    if self.settings.kubernetes_delete_pods:
-                        await self.delete(name, 0)
-                    return result
+            result, delete = await self._until_ended(name, req, trylog, started, tg)
+            tg.cancel_scope.cancel()  # the log copy, if the pod never ran or went
+        if delete:
+            await self.delete(name, 0)
+        return result
+
+    async def _until_ended(self, name: str, req: dict, trylog: TryLog, started: float,
+                           tg) -> tuple[TryResult, bool]:
+        """The try's result once its pod ended, went, or never started; and whether to delete it."""
+        pending_until = time.monotonic() + self.settings.kubernetes_pending_timeout_s
+        copying: anyio.Event | None = None
+        while True:
+            pod = self.watch.pods.get(name)
+            if name in self.watch.gone:
+                return self._lost(trylog, started, f"pod {name} was deleted before its try "
+                                  f"ended{_describe_pod(pod)}", req), False
+            phase = (pod or {}).get("status", {}).get("phase")
+            container = _container_state(pod)
+            if copying is None and (phase in _TERMINAL or "running" in container
+                                    or "terminated" in container):
+                copying = anyio.Event()
+                tg.start_soon(self._copy_log, name, trylog, copying)
+            if phase in _TERMINAL:
+                with anyio.move_on_after(LOG_DRAIN_TIMEOUT_S):
+                    await copying.wait()
+                return (self._ended(name, pod, req, trylog, started),
+                        self.settings.kubernetes_delete_pods)
+            if phase in (None, "Pending") and "running" not in container:
                 waiting = container.get("waiting") or {}
-                if phase in (None, "Pending") and "running" not in container:
-                    reason = waiting.get("reason") or ""
-                    if reason in FATAL_WAITING or time.monotonic() > pending_until:
-                        tg.cancel_scope.cancel()
-                        why = (f"{reason}: {waiting.get('message') or ''}".rstrip(": ")
-                               if reason else "not scheduled")
-                        if reason not in FATAL_WAITING:
-                            why = (f"not running after {self.settings.kubernetes_pending_timeout_s:g}s"
-                                   f" ({why}{_describe_pod(pod)})")
-                        await self.delete(name, 0)
-                        return self._lost(trylog, started, f"pod {name} {why}", req)
-                    await self.watch.changed(name, max(0.1, pending_until - time.monotonic()))
-                else:
-                    await self.watch.changed(name, None)
+                reason = waiting.get("reason") or ""
+                if reason in FATAL_WAITING:
+                    why = f"{reason}: {waiting.get('message') or ''}".rstrip(": ")
+                    return self._lost(trylog, started, f"pod {name} {why}", req), True
+                if time.monotonic() > pending_until:
+                    timeout = self.settings.kubernetes_pending_timeout_s
+                    why = f"{reason or 'not scheduled'}{_describe_pod(pod)}"
+                    return self._lost(trylog, started, f"pod {name} not running after "
+                                      f"{timeout:g}s ({why})", req), True
+                await self.watch.changed(name, max(0.1, pending_until - time.monotonic()))
+            else:
+                await self.watch.changed(name, None)
 
     def _ended(self, name: str, pod: dict, req: dict, trylog: TryLog, started: float) -> TryResult:
         """The try's result from the pod's termination message (``worker.pod_task``); when
@@ -419,7 +429,10 @@ class KubernetesPods:
             trylog.line("info", f"Pod {name} ended: {message['state']}")
             return TryResult(state=message["state"], reported=message["reported"],
                              error=message["error"], wall_s=wall, cpu_s=message.get("cpu_s"))
-        reason = f"pod {name} ended{_describe_pod(pod)}"
+        # a pod deleted mid-run ends Failed, its container's state gone (Kubernetes 1.20)
+        how = ("was deleted before its try ended" if pod.get("metadata", {}).get("deletionTimestamp")
+               else "ended")
+        reason = f"pod {name} {how}{_describe_pod(pod)}"
         if message is not None and message.get("error"):
             reason += f": {message['error']}"
         return self._lost(trylog, started, reason, req)

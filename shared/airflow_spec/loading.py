@@ -39,12 +39,21 @@ def airflow_home(sluice_home: Path | None = None) -> Path:
     return Path(sluice_home or default_home()) / "airflow"
 
 
+#: The executors a task may name (Airflow's ``[core] executor``, which its DagBag checks each
+#: task's ``executor`` against): Sluice's worker slots, and its Kubernetes execution mode
+#: (``shared.airflow_spec.executors`` routes the latter's tasks to the ``kubernetes`` queue).
+EXECUTORS_VAR = "AIRFLOW__CORE__EXECUTOR"
+SLUICE_EXECUTORS = "LocalExecutor,KubernetesExecutor"
+
+
 def use_airflow_home(sluice_home: Path | None = None) -> Path:
-    """Point ``AIRFLOW_HOME`` under Sluice's home before Airflow reads its configuration.
+    """Point ``AIRFLOW_HOME`` under Sluice's home before Airflow reads its configuration,
+    and name the executors Sluice provides (unless ``AIRFLOW__CORE__EXECUTOR`` is set).
 
     An ``AIRFLOW_HOME`` already set is kept. Airflow imported without one
     would have chosen ``~/airflow``: that is refused rather than written to.
     """
+    os.environ.setdefault(EXECUTORS_VAR, SLUICE_EXECUTORS)
     current = os.environ.get("AIRFLOW_HOME")
     if current:
         return Path(current)

@@ -127,7 +127,7 @@ async def where(cluster: Cluster, run_id: str, task_id: str) -> dict:
     finally:
         await conn.close()
     assert raw is not None, f"{task_id} pushed no 'where'"
-    return json.loads(raw)
+    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 async def test_the_seed_dags_plain_tasks_run_each_in_its_own_pod(pods, kube):
@@ -139,14 +139,26 @@ async def test_the_seed_dags_plain_tasks_run_each_in_its_own_pod(pods, kube):
     # the pod_override's env, label and memory limit (read through the downward API)
     assert all(w["team"] == "ml" and w["memory_limit"] == str(768 * 1024 * 1024)
                for w in seen.values()), seen
-    # the SDK's own lines of each try are in its log on the worker's machine
+    # each try's log on the worker's machine: the pod's life and the SDK's own lines (the
+    # pod's end is written once the pod is seen to end, maybe after the run's)
     for task_id in ("discover", "pick_best"):
+        async def complete(task_id=task_id) -> bool:
+            return "ended: success" in task_log(pods, doc, task_id)
+
+        await wait_for(complete, 60, f"{task_id}'s log to say how its pod ended")
         text = task_log(pods, doc, task_id)
-        assert "Pod sluice-k8s-train-pods-" in text and "ended: success" in text, text[-3000:]
-    # the pods were deleted once their tries' outcomes were in
-    assert not [p for p in kube.core_v1().list_namespaced_pod(
-        "default", label_selector="sluice.dev/worker,dag_id=k8s_train_pods").items
-        if p.metadata.deletion_timestamp is None]
+        assert "Pod sluice-k8s-train-pods-" in text and "Done. Returned value was" in text, \
+            text[-3000:]
+    # the pods are deleted once their tries' outcomes are in
+    def left() -> list[str]:
+        return [p.metadata.name for p in kube.core_v1().list_namespaced_pod(
+            "default", label_selector="sluice.dev/worker,dag_id=k8s_train_pods").items
+            if p.metadata.deletion_timestamp is None]
+
+    async def all_deleted() -> bool:
+        return not await anyio.to_thread.run_sync(left)
+
+    await wait_for(all_deleted, 60, "the execution mode's pods to be deleted")
     delete_test_pods(kube)
 
 
@@ -178,5 +190,5 @@ async def test_a_pod_deleted_mid_run_is_retried_in_a_new_pod(pods, kube):
     assert step["return_value"]["try"] == 2
     assert step["return_value"]["pod"] != first["name"]
     lost = task_log(pods, doc, "long_step", attempt=1)
-    assert f"pod {first['name']}" in lost, lost[-3000:]
+    assert f"pod {first['name']} was deleted before its try ended" in lost, lost[-3000:]
     delete_test_pods(kube)

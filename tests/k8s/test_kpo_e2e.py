@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
@@ -206,3 +207,30 @@ async def test_task_kubernetes_functions_run_in_mapped_pods(kpo, kube):
     log = (kpo.root / "home" / "logs" / f"dag_id={doc['dag_id']}" / f"run_id={doc['run_id']}"
            / "task_id=square" / "map_index=1" / "attempt=1.log").read_text()
     assert "squaring 3 on python 3.11" in log, log[-3000:]
+
+
+async def test_deferred_pods_survive_a_triggerer_killed_mid_run(kpo, kube):
+    """The triggerer is SIGKILLed while pods run and their instances wait in it; a new one
+    takes the triggers over (re-created from their kwargs) and the run ends as it would have."""
+    restarted = {"done": False}
+
+    async def kill_once_deferred(run_id: str) -> None:
+        if restarted["done"]:
+            return
+        conn = await kpo.connect()
+        try:
+            n = await conn.fetchval(
+                "SELECT count(*) FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk "
+                "WHERE r.run_id = $1 AND ti.task_id = 'train' AND ti.state = 'deferred'", run_id)
+        finally:
+            await conn.close()
+        if n >= 2:
+            kpo.signal("triggerer", signal.SIGKILL)
+            kpo.stop("triggerer")
+            kpo.start("triggerer")
+            restarted["done"] = True
+
+    doc = await run_train(kpo, "k8s_train_deferrable", watch=kill_once_deferred)
+    assert restarted["done"], "no instance was ever deferred"
+    assert_seed_pattern_outcome(kpo, doc)
+    delete_test_pods(kube)
