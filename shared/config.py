@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # a pod not running after this long (unschedulable, image not found) fails its try
     kubernetes_pending_timeout_s: float = Field(default=300.0, gt=0)
     kubernetes_delete_pods: bool = True  # delete each pod once its try's outcome is in
+    # a pod whose try ended this long ago without its worker deleting it (the worker died)
+    # is deleted by another Kubernetes-mode worker
+    kubernetes_orphan_after_s: float = Field(default=120.0, gt=0)
 
     # triggerer
     triggerer_capacity: int = Field(default=1000, gt=0)

@@ -36,7 +36,7 @@ from shared.messages import RunChanged, RunTask, TriggersPending
 from shared.serialization import DagSpec
 from shared.tasklogs import log_path
 from shared.textcap import cap_error
-from worker.kubernetes import KubernetesConfigError, KubernetesPods, PodSlot
+from worker.kubernetes import KubernetesConfigError, KubernetesPods, OrphanReaper, PodSlot
 from worker.logserver import serve_sides
 from worker.sdk_slots import KILL_GRACE_S, SdkSlot, slot_environment, start_slots
 from worker.sdk_zygote import ForkServer
@@ -255,6 +255,11 @@ class Worker:
             return None, None
         task = spec.task(task_id)
         return task.pod_override, task.execution_timeout_s
+
+    async def ended_tries(self, uuids: list[str]) -> set[str]:
+        """Which of these tries (uuids) this installation knows as no longer running."""
+        async with self.pool.acquire() as conn:
+            return {r["uuid"] for r in await conn.fetch(q("ended_tries"), uuids)}
 
     def _ended_here(self, ti_uuid: str) -> bool:
         """Whether the Execution API committed the end of the try ``ti_uuid``."""
@@ -540,6 +545,7 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
                 await worker.fork_server.start()  # its Airflow import runs beside the API's
             else:
                 tg.start_soon(worker.pods.watch.run)
+                tg.start_soon(OrphanReaper(worker.pods, worker.ended_tries).run)
             worker.api = SdkApi(worker)
             tg.start_soon(worker.api.serve, worker)
             log.info("execution_api_serving", url=worker.api.url)

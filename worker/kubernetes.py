@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import reduce
@@ -61,6 +62,7 @@ LOG_DRAIN_TIMEOUT_S = 30.0
 # waiting reasons from which a container never starts by itself
 FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError", "RunContainerError"}
+ORPHAN_GRACE_S = 5.0
 _NAME_PART = re.compile(r"[^a-z0-9]+")
 _TERMINAL = ("Succeeded", "Failed")
 
@@ -277,6 +279,54 @@ class PodWatch:
         finally:
             await w.close()
         return version
+
+
+class OrphanReaper:
+    """Deletes the pods of tries that no longer run (their worker died before deleting them).
+
+    Each Kubernetes-mode worker lists the namespace's Sluice pods every half
+    ``kubernetes_orphan_after_s`` (at most a minute), skips its own and those younger than
+    that (a live worker deletes its pods within seconds of their try's end), and deletes
+    those whose try the database knows as ended -- failed by the scheduler's zombie sweep
+    and retried elsewhere, say. A pod whose try the database does not know is another
+    installation's: left alone.
+    """
+
+    def __init__(self, pods: KubernetesPods, ended_tries: Callable[[list[str]], Awaitable[set[str]]]):
+        self.pods, self.ended_tries = pods, ended_tries
+        self.min_age_s = pods.settings.kubernetes_orphan_after_s
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(min(60.0, self.min_age_s / 2))
+            try:
+                await self.sweep()
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                log.warning("orphan_pod_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def sweep(self) -> list[str]:
+        """Delete the orphans found now; their names."""
+        pods = self.pods
+        resp = await pods.v1.list_namespaced_pod(pods.namespace, label_selector=TRY_LABEL,
+                                                 _preload_content=False)
+        items = json.loads(await resp.read()).get("items", [])
+        now = datetime.now(UTC)
+        candidates = {}
+        for pod in items:
+            meta = pod["metadata"]
+            created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+            if (meta["name"] not in pods.watch.created_at and not meta.get("deletionTimestamp")
+                    and (now - created).total_seconds() > self.min_age_s
+                    and _is_uuid(meta["labels"][TRY_LABEL])):
+                candidates[meta["labels"][TRY_LABEL]] = meta["name"]
+        ended = await self.ended_tries(list(candidates)) if candidates else set()
+        deleted = [candidates[try_id] for try_id in ended if try_id in candidates]
+        for name in deleted:
+            log.warning("orphan_pod_deleted", pod=name, reason="its try no longer runs")
+            await pods.delete(name, ORPHAN_GRACE_S)
+        return deleted
 
 
 class PodSlot:
@@ -560,6 +610,14 @@ def _termination_result(message: str | None) -> dict | None:
             "cpu_s": float(cpu) if isinstance(cpu, int | float) else None}
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _api_error(exc) -> str:
     try:
         body = json.loads(exc.body)
@@ -568,5 +626,5 @@ def _api_error(exc) -> str:
         return f"{exc.status} {exc.reason}"
 
 
-__all__ = ["KubernetesConfigError", "KubernetesPods", "PodFactory", "PodSlot",
+__all__ = ["KubernetesConfigError", "KubernetesPods", "OrphanReaper", "PodFactory", "PodSlot",
            "pod_name"]

@@ -1601,3 +1601,11 @@ WHERE ti.uuid = $1 AND (ti.run_pk, ti.task_id, ti.map_index) = (s.run_pk, s.task
 -- name: paused_dag_ids
 -- The active DAGs paused now (the repair sweep compares them with what it scheduled by).
 SELECT dag_id FROM dag WHERE is_active AND is_paused
+
+-- name: ended_tries
+-- Of these tries (their uuids), those this installation knows and that no longer run: a pod
+-- still running one was orphaned by its worker's death (worker.kubernetes deletes it).
+-- Unknown uuids are another installation's and are left alone.
+SELECT uuid::text FROM task_instance WHERE uuid = any($1::uuid[]) AND state <> 'running'
+UNION ALL
+SELECT uuid::text FROM task_instance_history WHERE uuid = any($1::uuid[])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import sys
 import uuid
@@ -98,13 +99,13 @@ async def pods(kube: Kube, services, template_db, tmp_path_factory):
     cluster.start("scheduler")
     cluster.start("triggerer")
     cluster.start("worker", SLUICE_WORKER_CONCURRENCY="3")
-    cluster.start("worker", POD_WORKER, SLUICE_WORKER_EXECUTOR="kubernetes",
-                  SLUICE_KUBERNETES_CONFIG=str(kube.kubeconfig),
-                  SLUICE_KUBERNETES_POD_TEMPLATE=str(pod_template(root / "pod.json", kube,
-                                                                  root / "dags")),
-                  SLUICE_EXECUTION_API_HOST="0.0.0.0", SLUICE_EXECUTION_API_PORT=str(port),
-                  SLUICE_KUBERNETES_API_URL=f"http://{kube.host_address}:{port}/",
-                  SLUICE_KUBERNETES_PENDING_TIMEOUT_S="240")
+    cluster.pod_worker_env = dict(
+        SLUICE_WORKER_EXECUTOR="kubernetes", SLUICE_KUBERNETES_CONFIG=str(kube.kubeconfig),
+        SLUICE_KUBERNETES_POD_TEMPLATE=str(pod_template(root / "pod.json", kube, root / "dags")),
+        SLUICE_EXECUTION_API_HOST="0.0.0.0", SLUICE_EXECUTION_API_PORT=str(port),
+        SLUICE_KUBERNETES_API_URL=f"http://{kube.host_address}:{port}/",
+        SLUICE_KUBERNETES_PENDING_TIMEOUT_S="240", SLUICE_KUBERNETES_ORPHAN_AFTER_S="6")
+    cluster.start("worker", POD_WORKER, **cluster.pod_worker_env)
     try:
         yield cluster
     finally:
@@ -162,15 +163,16 @@ async def test_the_seed_dags_plain_tasks_run_each_in_its_own_pod(pods, kube):
     delete_test_pods(kube)
 
 
-async def test_a_pod_deleted_mid_run_is_retried_in_a_new_pod(pods, kube):
-    run_id = await pods.trigger("k8s_pod_lost")
+async def first_try_running(cluster: Cluster, kube: Kube, run_id: str) -> str:
+    """Wait until long_step's first try runs its body in a pod; that pod's name."""
     v1 = kube.core_v1()
     first: dict = {}
 
     def running_first_pod() -> bool:
         for p in v1.list_namespaced_pod("default", label_selector=(
                 f"{LABEL},dag_id=k8s_pod_lost,try_number=1")).items:
-            if p.status.phase == "Running":
+            if (p.status.phase == "Running" and p.metadata.annotations["run_id"] == run_id
+                    and p.metadata.deletion_timestamp is None):
                 first["name"] = p.metadata.name
                 return True
         return False
@@ -178,17 +180,51 @@ async def test_a_pod_deleted_mid_run_is_retried_in_a_new_pod(pods, kube):
     async def body_running() -> bool:
         if not await anyio.to_thread.run_sync(running_first_pod):
             return False
-        doc = await pods.run_doc(run_id)
-        return "first try: running until its pod is deleted" in task_log(pods, doc, "long_step")
+        doc = await cluster.run_doc(run_id)
+        return "first try: running until its pod is deleted" in task_log(cluster, doc, "long_step")
 
     await wait_for(body_running, 300, "long_step's first try to run in its pod")
-    await anyio.to_thread.run_sync(lambda: v1.delete_namespaced_pod(
-        first["name"], "default", grace_period_seconds=1))
-    doc = await pods.wait_run(run_id, timeout=300)
+    return first["name"]
+
+
+def assert_retried_in_a_new_pod(doc: dict, first: str) -> None:
     step = Cluster.by_task(doc)["long_step"]
     assert (doc["state"], step["state"], step["try_number"]) == ("success", "success", 2), doc
     assert step["return_value"]["try"] == 2
-    assert step["return_value"]["pod"] != first["name"]
+    assert step["return_value"]["pod"] != first
+
+
+async def test_a_pod_deleted_mid_run_is_retried_in_a_new_pod(pods, kube):
+    run_id = await pods.trigger("k8s_pod_lost")
+    first = await first_try_running(pods, kube, run_id)
+    await anyio.to_thread.run_sync(lambda: kube.core_v1().delete_namespaced_pod(
+        first, "default", grace_period_seconds=1))
+    doc = await pods.wait_run(run_id, timeout=300)
+    assert_retried_in_a_new_pod(doc, first)
     lost = task_log(pods, doc, "long_step", attempt=1)
-    assert f"pod {first['name']} was deleted before its try ended" in lost, lost[-3000:]
+    assert f"pod {first} was deleted before its try ended" in lost, lost[-3000:]
+    delete_test_pods(kube)
+
+
+async def test_a_dead_workers_try_is_retried_and_its_orphan_pod_deleted(pods, kube):
+    """The Kubernetes-mode worker is SIGKILLed while its pod runs a try: the scheduler fails
+    the try (no heartbeat), a new worker runs the retry in a new pod and deletes the orphan."""
+    run_id = await pods.trigger("k8s_pod_lost")
+    first = await first_try_running(pods, kube, run_id)
+    pods.signal(POD_WORKER, signal.SIGKILL)
+    pods.stop(POD_WORKER)
+    pods.start("worker", POD_WORKER, **pods.pod_worker_env)
+    doc = await pods.wait_run(run_id, timeout=300)
+    assert_retried_in_a_new_pod(doc, first)
+
+    def orphan_left() -> bool:
+        return any(p.metadata.name == first and p.metadata.deletion_timestamp is None
+                   for p in kube.core_v1().list_namespaced_pod(
+                       "default", label_selector="dag_id=k8s_pod_lost").items)
+
+    async def orphan_deleted() -> bool:
+        return not await anyio.to_thread.run_sync(orphan_left)
+
+    await wait_for(orphan_deleted, 120, f"the orphan pod {first} to be deleted")
+    assert "orphan_pod_deleted" in pods.log(POD_WORKER)
     delete_test_pods(kube)
