@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -207,6 +208,15 @@ def read_standalone_urls(home: Path) -> dict[str, str]:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    """Settings from the environment, with explicit overrides (CLI flags) on top; a value
+    that is not valid ends the command with one line naming the setting (exit 2)."""
+    from pydantic import ValidationError
+
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean).resolved()
+    try:
+        return Settings(**clean).resolved()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SLUICE_" + "_".join(str(part) for part in first["loc"]).upper()
+        print(f"{name}={first.get('input')!r}: {first['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -256,10 +256,10 @@ class Worker:
         task = spec.task(task_id)
         return task.pod_override, task.execution_timeout_s
 
-    async def ended_tries(self, uuids: list[str]) -> set[str]:
-        """Which of these tries (uuids) this installation knows as no longer running."""
+    async def ended_tries(self, uuids: list[str], ago_s: float) -> set[str]:
+        """Which of these tries (uuids) this installation knows as ended over ``ago_s`` ago."""
         async with self.pool.acquire() as conn:
-            return {r["uuid"] for r in await conn.fetch(q("ended_tries"), uuids)}
+            return {r["uuid"] for r in await conn.fetch(q("ended_tries"), uuids, float(ago_s))}
 
     def _ended_here(self, ti_uuid: str) -> bool:
         """Whether the Execution API committed the end of the try ``ti_uuid``."""
@@ -441,6 +441,21 @@ class Worker:
             self.finishing.add(ti_id)
 
 
+def _check_pods_reach_the_api(settings: Settings) -> None:
+    """A Kubernetes worker's pods call its Execution API over the network: at a fixed port
+    they are told of (``SLUICE_KUBERNETES_API_URL``), which must not be loopback-only."""
+    if not settings.kubernetes_api_url:
+        raise SystemExit("a Kubernetes worker's pods call its Execution API: set "
+                         "SLUICE_KUBERNETES_API_URL to the address they reach it at")
+    if settings.execution_api_port == 0:
+        raise SystemExit("a Kubernetes worker's Execution API needs a fixed port the pods are "
+                         "told of: set SLUICE_EXECUTION_API_PORT (and SLUICE_KUBERNETES_API_URL)")
+    if settings.execution_api_host in ("127.0.0.1", "::1", "localhost"):
+        log.warning("execution_api_loopback_only", host=settings.execution_api_host,
+                    hint="pods reach it only with hostNetwork: set SLUICE_EXECUTION_API_HOST "
+                         "to an address the pods can reach (0.0.0.0)")
+
+
 async def _connect_pods(pods: KubernetesPods) -> None:
     try:
         await pods.connect()
@@ -518,12 +533,13 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     life = Lifecycle("worker")
     use_airflow_home(settings.home)  # before anything imports Airflow, which reads it then
     # the Execution API's calls share the pool with the worker's own
-    if settings.worker_executor == "kubernetes" and not settings.kubernetes_api_url:
-        raise SystemExit("a Kubernetes worker's pods call its Execution API: set "
-                         "SLUICE_KUBERNETES_API_URL to the address they reach it at")
+    worker_pods = settings.worker_executor == "kubernetes"
+    if worker_pods:
+        _check_pods_reach_the_api(settings)
     try:
-        worker_pods = settings.worker_executor == "kubernetes"
-        pool_size = 16 if worker_pods else settings.worker_concurrency * 2 + 2
+        # the Execution API's calls share the pool with the worker's own (a pod's, like a slot's)
+        pool_size = (min(64, settings.kubernetes_max_pods // 4 + 8) if worker_pods
+                     else settings.worker_concurrency * 2 + 2)
         pool = await create_pool(db_url, max_size=max(4, pool_size))
         redis = bus.connect(redis_url)
         worker = Worker(settings, pool, redis, life)

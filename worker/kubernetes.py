@@ -44,6 +44,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anyio
 import structlog
 
@@ -57,11 +58,16 @@ log = structlog.get_logger()
 CONTAINER = "base"  # the container Airflow's pod_override and templates address
 WORKER_LABEL = "sluice.dev/worker"
 TRY_LABEL = "sluice.dev/try"
-DEADLINE_GRACE_S = 60.0  # beyond execution_timeout, for the pod's start and the SDK's own timeout
+DEADLINE_GRACE_S = 60.0  # beyond execution_timeout and the pending timeout: the SDK's own timeout
 LOG_DRAIN_TIMEOUT_S = 30.0
-# waiting reasons from which a container never starts by itself
-FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
-                 "CreateContainerError", "RunContainerError"}
+# waiting reasons that fail a pending pod's try at once: Airflow's default
+# [kubernetes_executor] worker_pod_pending_fatal_container_state_reasons, and a local image
+# that is missing under imagePullPolicy Never
+FATAL_WAITING = {"CreateContainerConfigError", "ErrImagePull", "CreateContainerError",
+                 "ImageInspectError", "InvalidImageName", "ErrImageNeverPull"}
+DELETION_MARGIN_S = 30.0  # a pod still there this long past its deletion time: its node is lost
+WAKE_EVERY_S = 60.0  # a follower looks at its pod at least this often, whatever the watch says
+API_TIMEOUT_S = 30.0  # one call to the API server (a watch or log stream: its read timeout)
 ORPHAN_GRACE_S = 5.0
 _NAME_PART = re.compile(r"[^a-z0-9]+")
 _TERMINAL = ("Succeeded", "Failed")
@@ -69,6 +75,29 @@ _TERMINAL = ("Succeeded", "Failed")
 
 class KubernetesConfigError(Exception):
     """The worker's Kubernetes settings cannot work (the message says which and why)."""
+
+
+class KubernetesApiError(Exception):
+    """The API server answered a raw (streamed) call with an error status, in one line."""
+
+
+async def _json_body(resp, what: str) -> dict:
+    """A raw response's JSON; :class:`KubernetesApiError` naming ``what`` when it is an error
+    (``_preload_content=False`` calls do not raise on one: a 403 or a 500 is a body too)."""
+    body = await resp.read()
+    if resp.status >= 400:
+        raise KubernetesApiError(f"{what}: {_status_line(resp.status, body)}")
+    return json.loads(body)
+
+
+def _status_line(status: int, body: bytes | str | None) -> str:
+    """``403 Forbidden: pods is forbidden: ...`` from an error answer's ``Status`` body."""
+    try:
+        doc = json.loads(body or b"")
+        text = f"{status} {doc.get('reason') or ''}: {doc.get('message') or ''}"
+    except (TypeError, ValueError, AttributeError):
+        text = f"{status}"
+    return " ".join(text.split())
 
 
 def pod_name(req: dict) -> str:
@@ -106,6 +135,7 @@ class PodFactory:
         self.worker_label = worker_label(worker_id)
         self.dags_folder = str(settings.kubernetes_dags_folder or Path(settings.dags_folder).resolve())
         self.worker_dags = Path(settings.dags_folder).resolve()
+        self.pending_s = settings.kubernetes_pending_timeout_s
         self.template = None
         if settings.kubernetes_pod_template is not None:
             path = Path(settings.kubernetes_pod_template)
@@ -114,8 +144,14 @@ class PodFactory:
             try:
                 self.template = PodGenerator.deserialize_model_file(str(path))
             except Exception as exc:  # noqa: BLE001 - YAML or schema errors: one line at start
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise KubernetesConfigError(
-                    f"SLUICE_KUBERNETES_POD_TEMPLATE {path} is not a Pod: {exc}") from exc
+                    f"SLUICE_KUBERNETES_POD_TEMPLATE {path} is not a Pod: {first}") from exc
+            containers = getattr(self.template.spec, "containers", None) or []
+            if containers and containers[0].name != CONTAINER:
+                raise KubernetesConfigError(
+                    f"SLUICE_KUBERNETES_POD_TEMPLATE {path}: the first container must be named "
+                    f"'{CONTAINER}' (the one that runs the task), not {containers[0].name!r}")
         self.defaults = PodGenerator.deserialize_model_dict(self._defaults(settings.kubernetes_image))
         if not self._image(self.template) and not settings.kubernetes_image:
             raise KubernetesConfigError(
@@ -125,7 +161,9 @@ class PodFactory:
     @staticmethod
     def _defaults(image: str | None) -> dict:
         container = {"name": CONTAINER, "command": ["python", "-m", "worker.pod_task"],
-                     "terminationMessagePolicy": "File"}
+                     "terminationMessagePolicy": "File",
+                     # Airflow's configuration home, writable in any image (a template may set it)
+                     "env": [{"name": "AIRFLOW_HOME", "value": "/tmp/airflow"}]}
         if image:
             container["image"] = image
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {},
@@ -165,7 +203,9 @@ class PodFactory:
                     {"name": EXECUTORS_VAR, "value": os.environ.get(EXECUTORS_VAR)
                      or SLUICE_EXECUTORS}]}]}
         if timeout_s is not None:
-            spec["activeDeadlineSeconds"] = int(timeout_s + DEADLINE_GRACE_S)
+            # a backstop (the SDK enforces the timeout itself) counted from the pod's creation,
+            # so the time it may wait to start (an image pull) is not the task's
+            spec["activeDeadlineSeconds"] = int(timeout_s + self.pending_s + DEADLINE_GRACE_S)
         labels = {WORKER_LABEL: self.worker_label, TRY_LABEL: req["ti_uuid"],
                   "dag_id": label_value(req["dag_id"]), "task_id": label_value(req["task_id"]),
                   "try_number": str(req["try_number"])}
@@ -233,20 +273,21 @@ class PodWatch:
                 version = await self._list(asked)
                 self.connected.set()
                 failures = 0
-                while version is not None:
-                    version = await self._watch(watch.Watch(), version)
+                while version is not None:  # events as plain JSON: no model per event
+                    version = await self._watch(watch.Watch(return_type="object"), version)
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # noqa: BLE001 - the API server restarted, a network blip
                 failures += 1
-                log.warning("pod_watch_failed", error=f"{type(exc).__name__}: {exc}",
+                log.warning("pod_watch_failed", error=_one_line(exc),
                             retry_in_s=min(30, 2 ** failures))
                 await anyio.sleep(min(30, 2 ** failures))
 
     async def _list(self, asked: float) -> str:
         resp = await self.v1.list_namespaced_pod(self.namespace, label_selector=self.selector,
-                                                 _preload_content=False)
-        body = json.loads(await resp.read())
+                                                 _preload_content=False,
+                                                 _request_timeout=API_TIMEOUT_S)
+        body = await _json_body(resp, f"listing pods in namespace {self.namespace}")
         listed = {p["metadata"]["name"]: p for p in body.get("items", [])}
         for name in list(self._changed):
             if name in listed:
@@ -258,14 +299,17 @@ class PodWatch:
 
     async def _watch(self, w, version: str) -> str | None:
         """Follow events from ``version``; the version to resume from, ``None`` to list again."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        # the server ends the watch after 300 s; a connection silent longer is dead
         stream = w.stream(self.v1.list_namespaced_pod, self.namespace,
                           label_selector=self.selector, resource_version=version,
-                          timeout_seconds=300, allow_watch_bookmarks=True)
+                          timeout_seconds=300, allow_watch_bookmarks=True,
+                          _request_timeout=(API_TIMEOUT_S, 330))
+
         try:
             async for event in stream:
                 kind, obj = event["type"], event["raw_object"]
-                if kind == "ERROR":  # 410 Gone: the version is too old
-                    return None
                 version = obj.get("metadata", {}).get("resourceVersion") or version
                 if kind == "BOOKMARK":
                     continue
@@ -276,6 +320,10 @@ class PodWatch:
                     self.gone.add(name)
                 self.pods[name] = obj
                 self._wake(name)
+        except ApiException as exc:
+            if exc.status != 410:  # 410 Gone: the version is too old, list afresh
+                raise
+            return None
         finally:
             await w.close()
         return version
@@ -292,9 +340,11 @@ class OrphanReaper:
     installation's: left alone.
     """
 
-    def __init__(self, pods: KubernetesPods, ended_tries: Callable[[list[str]], Awaitable[set[str]]]):
+    def __init__(self, pods: KubernetesPods,
+                 ended_tries: Callable[[list[str], float], Awaitable[set[str]]]):
         self.pods, self.ended_tries = pods, ended_tries
         self.min_age_s = pods.settings.kubernetes_orphan_after_s
+        self.keep_ended = not pods.settings.kubernetes_delete_pods
 
     async def run(self) -> None:
         while True:
@@ -304,27 +354,30 @@ class OrphanReaper:
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                log.warning("orphan_pod_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("orphan_pod_sweep_failed", error=_one_line(exc))
 
     async def sweep(self) -> list[str]:
         """Delete the orphans found now; their names."""
         pods = self.pods
         resp = await pods.v1.list_namespaced_pod(pods.namespace, label_selector=TRY_LABEL,
-                                                 _preload_content=False)
-        items = json.loads(await resp.read()).get("items", [])
+                                                 _preload_content=False,
+                                                 _request_timeout=API_TIMEOUT_S)
+        items = (await _json_body(resp, f"listing pods in namespace {pods.namespace}"))["items"]
         now = datetime.now(UTC)
-        candidates = {}
+        candidates: dict[str, list[str]] = {}  # try uuid -> pods (a deferral's legs share one)
         for pod in items:
             meta = pod["metadata"]
             created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+            ended = (pod.get("status") or {}).get("phase") in _TERMINAL
+            try_id = (meta.get("labels") or {}).get(TRY_LABEL, "")
             if (meta["name"] not in pods.watch.created_at and not meta.get("deletionTimestamp")
                     and (now - created).total_seconds() > self.min_age_s
-                    and _is_uuid(meta["labels"][TRY_LABEL])):
-                candidates[meta["labels"][TRY_LABEL]] = meta["name"]
-        ended = await self.ended_tries(list(candidates)) if candidates else set()
-        deleted = [candidates[try_id] for try_id in ended if try_id in candidates]
+                    and not (ended and self.keep_ended) and _is_uuid(try_id)):
+                candidates.setdefault(try_id, []).append(meta["name"])
+        ended_tries = await self.ended_tries(list(candidates), self.min_age_s) if candidates else set()
+        deleted = [name for try_id in ended_tries for name in candidates.get(try_id, ())]
         for name in deleted:
-            log.warning("orphan_pod_deleted", pod=name, reason="its try no longer runs")
+            log.warning("orphan_pod_deleted", pod=name, reason="its try ended without its worker")
             await pods.delete(name, ORPHAN_GRACE_S)
         return deleted
 
@@ -407,16 +460,18 @@ class KubernetesPods:
         pod_override, timeout_s = await self.spec_of(req["dag_id"], req["task_id"])
         trylog = TryLog(req["log_path"])
         try:
-            body = self.factory.build(req, name, pod_override, timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a pod_override the provider cannot merge
-            return self._lost(trylog, started, f"its pod could not be built: "
-                              f"{type(exc).__name__}: {exc}")
-        self.watch.follow(name)
-        try:
             try:
-                await self.v1.create_namespaced_pod(self.namespace, body)
-            except ApiException as exc:
+                body = self.factory.build(req, name, pod_override, timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a pod_override the provider cannot merge
+                return self._lost(trylog, started, f"its pod could not be built: {_one_line(exc)}")
+            self.watch.follow(name)
+            try:
+                await self.v1.create_namespaced_pod(self.namespace, body,
+                                                    _request_timeout=API_TIMEOUT_S)
+            except ApiException as exc:  # refused: a bad pod_override, a quota
                 return self._lost(trylog, started, f"pod {name} not created: {_api_error(exc)}")
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:  # the API server is away
+                return self._lost(trylog, started, f"pod {name} not created: {_one_line(exc)}")
             self.watch.created(name)
             trylog.line("info", f"Pod {name} created in namespace {self.namespace}")
             return await self._follow(name, req, trylog, started)
@@ -435,25 +490,28 @@ class KubernetesPods:
 
     async def _until_ended(self, name: str, req: dict, trylog: TryLog, started: float,
                            tg) -> tuple[TryResult, bool]:
-        """The try's result once its pod ended, went, or never started; and whether to delete it."""
+        """The try's result once its container ended, its pod went, or never started; and
+        whether to delete the pod. The ``base`` container's end is the try's, whatever the
+        pod's other containers (a mesh's proxy) do: deleting the pod ends them."""
         pending_until = time.monotonic() + self.settings.kubernetes_pending_timeout_s
         copying: anyio.Event | None = None
         while True:
             pod = self.watch.pods.get(name)
-            if name in self.watch.gone:
+            if name in self.watch.gone or _lost_with_its_node(pod):
                 return self._lost(trylog, started, f"pod {name} was deleted before its try "
-                                  f"ended{_describe_pod(pod)}", req), False
+                                  f"ended{_describe_pod(pod)}", req), name not in self.watch.gone
             phase = (pod or {}).get("status", {}).get("phase")
             container = _container_state(pod)
-            if copying is None and (phase in _TERMINAL or "running" in container
-                                    or "terminated" in container):
+            ended = phase in _TERMINAL or "terminated" in container
+            if copying is None and (ended or "running" in container):
                 copying = anyio.Event()
                 tg.start_soon(self._copy_log, name, trylog, copying)
-            if phase in _TERMINAL:
+            if ended:
                 with anyio.move_on_after(LOG_DRAIN_TIMEOUT_S):
                     await copying.wait()
-                return (self._ended(name, pod, req, trylog, started),
-                        self.settings.kubernetes_delete_pods)
+                delete = self.settings.kubernetes_delete_pods or phase not in _TERMINAL
+                return self._ended(name, pod, req, trylog, started), delete
+            wait_s = WAKE_EVERY_S
             if phase in (None, "Pending") and "running" not in container:
                 waiting = container.get("waiting") or {}
                 reason = waiting.get("reason") or ""
@@ -465,27 +523,28 @@ class KubernetesPods:
                     why = f"{reason or 'not scheduled'}{_describe_pod(pod)}"
                     return self._lost(trylog, started, f"pod {name} not running after "
                                       f"{timeout:g}s ({why})", req), True
-                await self.watch.changed(name, max(0.1, pending_until - time.monotonic()))
-            else:
-                await self.watch.changed(name, None)
+                wait_s = min(wait_s, max(0.1, pending_until - time.monotonic()))
+            await self.watch.changed(name, wait_s)
 
     def _ended(self, name: str, pod: dict, req: dict, trylog: TryLog, started: float) -> TryResult:
-        """The try's result from the pod's termination message (``worker.pod_task``); when
-        there is none, what ended the pod."""
+        """The try's result from its container's termination message (``worker.pod_task``);
+        when there is none, what ended the pod."""
         terminated = _container_state(pod).get("terminated") or {}
-        wall = round(anyio.current_time() - started, 6)
         message = _termination_result(terminated.get("message"))
-        if message is not None and (message["reported"] or terminated.get("exitCode") == 0):
-            trylog.line("info", f"Pod {name} ended: {message['state']}")
-            return TryResult(state=message["state"], reported=message["reported"],
-                             error=message["error"], wall_s=wall, cpu_s=message.get("cpu_s"))
+        if message is not None:  # the SDK saw the try to its end (its callbacks ran in the pod)
+            reported = message["reported"] or self.ended(req["ti_uuid"])
+            if reported:
+                trylog.line("info", f"Pod {name} ended: {message['state']}")
+            else:
+                trylog.line("error", f"Pod {name} ended {message['state']} without the Execution "
+                            f"API taking it{_describe_pod(pod)}")
+            return TryResult(state=message["state"], reported=reported, error=message["error"],
+                             wall_s=round(anyio.current_time() - started, 6),
+                             cpu_s=message.get("cpu_s"))
         # a pod deleted mid-run ends Failed, its container's state gone (Kubernetes 1.20)
         how = ("was deleted before its try ended" if pod.get("metadata", {}).get("deletionTimestamp")
                else "ended")
-        reason = f"pod {name} {how}{_describe_pod(pod)}"
-        if message is not None and message.get("error"):
-            reason += f": {message['error']}"
-        return self._lost(trylog, started, reason, req)
+        return self._lost(trylog, started, f"pod {name} {how}{_describe_pod(pod)}", req)
 
     def _lost(self, trylog: TryLog, started: float, reason: str, req: dict | None = None) -> TryResult:
         """A try whose end the pod did not report (unless the API took it before the pod went)."""
@@ -496,35 +555,41 @@ class KubernetesPods:
 
     async def _copy_log(self, name: str, trylog: TryLog, done: anyio.Event) -> None:
         """The container's output into the try's log, as it comes (the SDK's JSON lines;
-        any other line -- an interpreter's crash -- kept as the task's stderr)."""
+        any other line -- an interpreter's crash -- kept as the task's stderr). No read
+        timeout: a task may print nothing for hours."""
         try:
-            resp = await self.v1.read_namespaced_pod_log(name, self.namespace, container=CONTAINER,
-                                                         follow=True, _preload_content=False)
+            resp = await self.v1.read_namespaced_pod_log(
+                name, self.namespace, container=CONTAINER, follow=True, _preload_content=False,
+                _request_timeout=(API_TIMEOUT_S, None))
             try:
-                async for line in resp.content:
-                    trylog.raw(line)
+                if resp.status >= 400:
+                    raise KubernetesApiError(_status_line(resp.status, await resp.read()))
+                async for chunk in resp.content.iter_any():  # lines of any length
+                    trylog.raw(chunk)
             finally:
                 resp.release()
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # noqa: BLE001 - the pod went meanwhile: its outcome says why
             trylog.line("warning", f"Pod {name}'s log could not be read to its end: "
-                        f"{type(exc).__name__}: {exc}")
+                        f"{_one_line(exc)}")
         finally:
             done.set()
 
     async def delete(self, name: str, grace_s: float) -> None:
-        """Delete a pod (SIGTERM, then SIGKILL after ``grace_s``); one already gone is fine."""
+        """Delete a pod (SIGTERM, then SIGKILL after ``grace_s``); one already gone is fine.
+        Never waits more than ``API_TIMEOUT_S``: a pod left behind is the orphan sweep's."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         try:
             await self.v1.delete_namespaced_pod(name, self.namespace,
-                                                grace_period_seconds=int(round(grace_s)))
+                                                grace_period_seconds=int(round(grace_s)),
+                                                _request_timeout=API_TIMEOUT_S)
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("pod_not_deleted", pod=name, error=_api_error(exc))
         except Exception as exc:  # noqa: BLE001 - the API server is away: the pod ends on its own
-            log.warning("pod_not_deleted", pod=name, error=f"{type(exc).__name__}: {exc}")
+            log.warning("pod_not_deleted", pod=name, error=_one_line(exc))
 
 
 class TryLog:
@@ -570,6 +635,22 @@ class TryLog:
             self._write_line(self._partial)
             self._partial = b""
         os.close(self.fd)
+
+
+def _lost_with_its_node(pod: dict | None) -> bool:
+    """A pod whose deletion its node never confirmed: still listed well past its deletion
+    time (``deletionTimestamp`` is when the grace period ends), its node unreachable."""
+    when = ((pod or {}).get("metadata") or {}).get("deletionTimestamp")
+    if not when:
+        return False
+    deadline = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() + DELETION_MARGIN_S
+    return time.time() > deadline
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: an API client's errors carry headers and bodies."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _container_state(pod: dict | None) -> dict:
@@ -619,11 +700,7 @@ def _is_uuid(text: str) -> bool:
 
 
 def _api_error(exc) -> str:
-    try:
-        body = json.loads(exc.body)
-        return f"{exc.status} {body.get('reason') or exc.reason}: {body.get('message')}"
-    except (TypeError, ValueError, AttributeError):
-        return f"{exc.status} {exc.reason}"
+    return _status_line(exc.status, exc.body) if exc.body else f"{exc.status} {exc.reason}"
 
 
 __all__ = ["KubernetesConfigError", "KubernetesPods", "OrphanReaper", "PodFactory", "PodSlot",

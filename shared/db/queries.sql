@@ -1603,9 +1603,14 @@ WHERE ti.uuid = $1 AND (ti.run_pk, ti.task_id, ti.map_index) = (s.run_pk, s.task
 SELECT dag_id FROM dag WHERE is_active AND is_paused
 
 -- name: ended_tries
--- Of these tries (their uuids), those this installation knows and that no longer run: a pod
--- still running one was orphaned by its worker's death (worker.kubernetes deletes it).
--- Unknown uuids are another installation's and are left alone.
-SELECT uuid::text FROM task_instance WHERE uuid = any($1::uuid[]) AND state <> 'running'
-UNION ALL
-SELECT uuid::text FROM task_instance_history WHERE uuid = any($1::uuid[])
+-- Of these tries (their uuids), those this installation knows that ended over $2 seconds
+-- ago (or, not ended, were last heartbeated then): a pod still holding one was orphaned by
+-- its worker's death (worker.kubernetes deletes it). Unknown uuids are another
+-- installation's and are left alone.
+SELECT uuid::text FROM task_instance
+ WHERE uuid = any($1::uuid[]) AND state <> 'running'
+   AND COALESCE(end_date, heartbeat_at) < now() - make_interval(secs => $2)
+UNION
+SELECT uuid::text FROM task_instance_history
+ WHERE uuid = any($1::uuid[])
+   AND COALESCE(end_date, start_date) < now() - make_interval(secs => $2)

@@ -215,6 +215,8 @@ CREATE TABLE task_instance_history (
     pid             integer,
     PRIMARY KEY (run_pk, task_id, map_index, try_number)
 );
+-- which tries a Kubernetes-mode worker's orphan sweep finds ended (worker.kubernetes)
+CREATE INDEX task_instance_history_uuid ON task_instance_history (uuid);
 
 -- callbacks: DAG and task callbacks owed to users, run by the scheduler in a child of its
 -- parse server (scheduler/callbacks.py).

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from airflow.sdk import DAG, task
 from kubernetes.client import models as k8s
@@ -134,7 +136,7 @@ def test_the_pod_is_defaults_then_template_then_override_then_the_try(tmp_path):
     assert meta["annotations"]["run_id"] == "manual__1"
     assert spec["restartPolicy"] == "Never" and spec["serviceAccountName"] == "runner"
     assert spec["automountServiceAccountToken"] is False  # unless a template asks for it
-    assert spec["activeDeadlineSeconds"] == 660
+    assert spec["activeDeadlineSeconds"] == 600 + 300 + 60  # timeout, pending timeout, grace
     (base,) = spec["containers"]
     assert base["image"] == "registry/dags:42"
     assert base["command"] == ["python", "-m", "worker.pod_task"]
@@ -207,3 +209,171 @@ def test_the_pods_output_becomes_the_tries_log_lines(tmp_path):
     assert [ln["logger"] for ln in lines][2:] == ["task.stderr"] * 4
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o077 == 0
+
+
+# --- following pods: the API server's answers as recorded ------------------------------------
+class Answer:
+    """A raw (``_preload_content=False``) answer of the API server."""
+
+    def __init__(self, status: int, body: dict):
+        self.status, self._body = status, json.dumps(body).encode()
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+class RecordedApi:
+    """CoreV1Api's list call, answering what was recorded from a real API server."""
+
+    def __init__(self, *answers: Answer):
+        self.answers = list(answers)
+        self.deleted: list[str] = []
+
+    async def list_namespaced_pod(self, namespace, **kw):
+        return self.answers.pop(0)
+
+    async def delete_namespaced_pod(self, name, namespace, **kw):
+        self.deleted.append(name)
+
+
+FORBIDDEN = Answer(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                         "message": 'pods is forbidden: User "system:serviceaccount:jobs:sluice" '
+                                    'cannot list resource "pods" in API group "" in the '
+                                    'namespace "jobs"', "reason": "Forbidden", "code": 403})
+
+
+def pod_list(*pods: dict, version: str = "4711") -> Answer:
+    return Answer(200, {"kind": "PodList", "metadata": {"resourceVersion": version},
+                        "items": list(pods)})
+
+
+def running_pod(name: str, try_id: str = REQ["ti_uuid"], age_s: float = 3600,
+                phase: str = "Running", deleting: bool = False) -> dict:
+    created = datetime.fromtimestamp(time.time() - age_s, UTC).isoformat().replace("+00:00", "Z")
+    meta = {"name": name, "creationTimestamp": created, "resourceVersion": "1",
+            "labels": {"sluice.dev/try": try_id}}
+    if deleting:
+        meta["deletionTimestamp"] = created
+    return {"metadata": meta, "status": {"phase": phase, "containerStatuses": [
+        {"name": "base", "state": {"running": {"startedAt": created}}}]}}
+
+
+async def test_an_error_answer_to_the_watchs_list_marks_no_pod_gone():
+    from worker.kubernetes import KubernetesApiError, PodWatch
+
+    watch = PodWatch(RecordedApi(FORBIDDEN), "jobs", "w")
+    watch.follow("sluice-p")
+    watch.created("sluice-p")
+    with pytest.raises(KubernetesApiError, match=r"^listing pods in namespace jobs: 403 "
+                                                 r"Forbidden: pods is forbidden"):
+        await watch._list(time.monotonic() + 1)
+    assert not watch.gone
+
+
+async def test_a_followed_pod_missing_from_a_fresh_list_is_gone_unless_created_after_it():
+    from worker.kubernetes import PodWatch
+
+    watch = PodWatch(RecordedApi(pod_list(running_pod("a")), pod_list()), "jobs", "w")
+    for name in ("a", "b", "c"):
+        watch.follow(name)
+    watch.created("a")
+    watch.created("b")
+    asked = time.monotonic()
+    watch.created("c")  # created while the list was being answered: not in it yet
+    assert await watch._list(asked) == "4711"
+    assert watch.gone == {"b"} and watch.pods["a"]["metadata"]["name"] == "a"
+
+
+def pods_of(tmp_path: Path, api: RecordedApi, ended=lambda try_id: False, **kw):
+    from worker.kubernetes import KubernetesPods, PodWatch
+
+    async def spec_of(dag_id, task_id):
+        return None, None
+
+    pods = KubernetesPods(settings(tmp_path, kubernetes_image="py:3.11", **kw), "w", spec_of,
+                          ended)
+    pods.v1 = api
+    pods.watch = PodWatch(api, pods.namespace, "w")
+    return pods
+
+
+def ended_pod(message: str | None, exit_code: int, sidecar_running: bool = True) -> dict:
+    statuses = [{"name": "base", "state": {"terminated": {
+        "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+        **({"message": message} if message else {})}}}]
+    if sidecar_running:
+        statuses.append({"name": "istio-proxy", "state": {"running": {}}})
+    return {"metadata": {"name": "p"}, "status": {
+        "phase": "Running" if sidecar_running else "Failed", "containerStatuses": statuses}}
+
+
+async def test_the_base_containers_end_is_the_tries_whatever_a_sidecar_does(tmp_path):
+    pods = pods_of(tmp_path, RecordedApi())
+    pods.watch.follow("p")
+    pods.watch.pods["p"] = ended_pod(termination_message(
+        {"state": "success", "reported": True, "error": None, "wall_s": 1.0, "cpu_s": 0.5}), 0)
+    trylog = TryLog(str(tmp_path / "t.log"))
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            result, delete = await pods._until_ended("p", REQ, trylog, 0.0, tg)
+            tg.cancel_scope.cancel()
+    trylog.close()
+    assert (result.state, result.reported, result.error, delete) == ("success", True, None, True)
+
+
+async def test_a_try_the_sdk_ended_but_could_not_report_keeps_its_state(tmp_path):
+    """Its callbacks ran in the pod: the worker fails it without owing them again."""
+    pods = pods_of(tmp_path, RecordedApi())
+    trylog = TryLog(str(tmp_path / "t.log"))
+    message = termination_message({"state": "failed", "reported": False, "error": "boom",
+                                   "wall_s": 1.0, "cpu_s": 0.5})
+    result = pods._ended("p", ended_pod(message, 1, sidecar_running=False), REQ, trylog, 0.0)
+    assert (result.state, result.reported, result.error) == ("failed", False, "boom")
+    # no message: the pod ended without the SDK seeing the end (OOMKilled, say)
+    oom = oom_killed_pod()
+    result = pods._ended("p", oom, REQ, trylog, 0.0)
+    assert (result.state, result.reported, result.slot_lost) == (None, False, True)
+    assert result.error == "pod p ended (OOMKilled, exit code 137)"
+    # ... unless the API took the end before the pod went
+    pods.ended = lambda try_id: True
+    assert pods._ended("p", oom, REQ, trylog, 0.0).reported is True
+    trylog.close()
+
+
+def test_a_pod_still_listed_long_after_its_deletion_time_is_lost_with_its_node():
+    from worker.kubernetes import _lost_with_its_node
+
+    assert _lost_with_its_node(running_pod("p", age_s=120, deleting=True))
+    assert not _lost_with_its_node(running_pod("p", age_s=5, deleting=True))
+    assert not _lost_with_its_node(running_pod("p")) and not _lost_with_its_node(None)
+
+
+async def test_the_orphan_sweep_deletes_only_old_pods_of_tries_the_database_says_ended(tmp_path):
+    from worker.kubernetes import OrphanReaper
+
+    ids = [f"0191a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5{i}" for i in range(7)]
+    api = RecordedApi(pod_list(
+        running_pod("orphan", ids[0]),
+        running_pod("orphan-ended", ids[1], phase="Failed"),
+        running_pod("young", ids[2], age_s=10),
+        running_pod("mine", ids[3]),
+        running_pod("deleting", ids[4], deleting=True),
+        running_pod("still-running-try", ids[5]),
+        running_pod("not-a-uuid", "x"),
+    ))
+    pods = pods_of(tmp_path, api, kubernetes_orphan_after_s=60)
+    pods.watch.created("mine")
+    asked = []
+
+    async def ended_tries(uuids, ago_s):
+        asked.append((sorted(uuids), ago_s))
+        return {ids[0], ids[1], ids[2], ids[3]}  # ids[5]'s try still runs
+
+    deleted = await OrphanReaper(pods, ended_tries).sweep()
+    assert asked == [(sorted([ids[0], ids[1], ids[5]]), 60)]
+    assert sorted(deleted) == ["orphan", "orphan-ended"] == sorted(api.deleted)
+    # pods kept on purpose (SLUICE_KUBERNETES_DELETE_PODS=false) stay once ended
+    api = RecordedApi(pod_list(running_pod("orphan", ids[0]),
+                               running_pod("orphan-ended", ids[1], phase="Failed")))
+    pods = pods_of(tmp_path, api, kubernetes_orphan_after_s=60, kubernetes_delete_pods=False)
+    assert await OrphanReaper(pods, ended_tries).sweep() == ["orphan"]
