@@ -228,3 +228,24 @@ async def test_a_dead_workers_try_is_retried_and_its_orphan_pod_deleted(pods, ku
     await wait_for(orphan_deleted, 120, f"the orphan pod {first} to be deleted")
     assert "orphan_pod_deleted" in pods.log(POD_WORKER)
     delete_test_pods(kube)
+
+
+async def test_a_mapped_deferral_leaves_its_pod_and_resumes_in_a_new_one(pods, kube):
+    run_id = await pods.trigger("k8s_pod_deferral")
+    doc = await pods.wait_run(run_id, timeout=300)
+    assert doc["state"] == "success", doc
+    waits = {t["map_index"]: t for t in doc["tasks"] if t["task_id"] == "wait"}
+    assert sorted(waits) == [0, 1], doc
+    for i, ti in waits.items():
+        value = ti["return_value"]
+        assert value["item"] == i + 1 and ti["try_number"] == 1, ti
+        assert value["first_pod"].startswith("sluice-k8s-pod-deferral-wait-") and \
+            value["resumed_in"].startswith("sluice-k8s-pod-deferral-wait-"), value
+        assert value["first_pod"] != value["resumed_in"], value
+
+        async def both_legs(i=i, value=value) -> bool:
+            text = task_log(pods, doc, "wait", map_index=i)
+            return all(f"Pod {p} ended" in text for p in (value["first_pod"], value["resumed_in"]))
+
+        await wait_for(both_legs, 60, f"wait[{i}]'s log to hold both its pods")
+    delete_test_pods(kube)
