@@ -1,8 +1,10 @@
 """``python -m bench [SCENARIO] [options]``: run a benchmark against the real daemons.
 
 Scenarios: ``hops`` (the default, what ``make bench`` runs), ``triggers``,
-``deferral``, ``mapping``, and ``all`` (the four with their defaults, one
-after the other; only ``--no-write`` and ``--results`` apply to it).
+``deferral``, ``mapping``, ``budget`` (a mapped no-op's CPU per instance by
+process and stage; prints its section, never appends it), and ``all`` (hops,
+deferral, triggers and mapping with their defaults, one after the other; only
+``--no-write`` and ``--results`` apply to it).
 ``python -m bench SCENARIO --help`` lists a scenario's options.
 """
 
@@ -10,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import deferral, hops, mapping, triggers
+from bench import budget, deferral, hops, mapping, triggers
 
 SCENARIOS = {"hops": hops.main, "triggers": triggers.main, "deferral": deferral.main,
-             "mapping": mapping.main}
+             "mapping": mapping.main, "budget": budget.main}
 OUTPUT_FLAGS = ("--no-write", "--results")
 
 
