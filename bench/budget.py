@@ -39,6 +39,7 @@ import argparse
 import os
 import pstats
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -145,18 +146,19 @@ ENTRIES: dict[str, list[tuple[str, str]]] = {
     ],
     "slot": [
         (r"worker/sdk_slot\.py:run$", "a try in the slot (Slot.run)"),
-        (r"worker/sdk_transport\.py:request$", "  Execution API calls, client side (all)"),
         (r"airflow/sdk/api/client\.py:start$", "  ti_run call (the try starts)"),
-        (r"worker/sdk_slot\.py:task$", "  the DAG's task looked up"),
+        (r"task_runner\.py:_prepare$", "  _prepare: templates rendered, rendered fields sent"),
+        (r"mappedoperator\.py:unmap$", "    the mapped operator unmapped (a new operator)"),
+        (r"mappedoperator\.py:_expand_mapped_kwargs$", "    the mapped argument's value (XCom read call)"),
+        (r"task_runner\.py:_execute_task$", "  _execute_task: the operator's execute"),
+        (r":noop$", "    the task body itself"),
+        (r"task_runner\.py:_push_xcom_if_needed$", "  XCom push (serde, call)"),
+        (r"airflow/sdk/api/client\.py:succeed$", "  success call (the final state)"),
         (r"task_runner\.py:get_template_context$", "  template context"),
-        (r"task_runner\.py:run$", "  task_runner.run"),
-        (r"task_runner\.py:_prepare$", "    _prepare (rendering, rendered fields call)"),
-        (r"task_runner\.py:_execute_task$", "    _execute_task (execute, unmapped operator)"),
-        (r"bench_mapping\.py:noop$", "      the task body"),
-        (r"task_runner\.py:_push_xcom_if_needed$", "    XCom push (serde, call)"),
         (r"task_runner\.py:finalize$", "  finalize"),
-        (r":update_task_state_if_needed$", "  final state call"),
-        (r"secrets_masker\.py:redact$", "  secret masking (redact)"),
+        (r"worker/sdk_transport\.py:request$", "  (across the above) Execution API calls, client side"),
+        (r"_shared/logging/structlog\.py:meth$", "  (across the above) log lines, masking included"),
+        (r"configuration/parser\.py:get$", "  (across the above) configuration reads"),
     ],
 }
 
@@ -235,9 +237,14 @@ async def backends(conn: asyncpg.Connection, cluster: Cluster) -> dict[int, tupl
 
 
 async def db_counters(conn: asyncpg.Connection) -> dict[str, int]:
+    """Transactions (read-only ones too) and rows written in the benchmark's database; the
+    server's WAL records, bytes and flushes (``wal_sync``: durable commits, grouped)."""
     row = await conn.fetchrow("SELECT xact_commit, tup_inserted, tup_updated, tup_deleted"
                               " FROM pg_stat_database WHERE datname = current_database()")
-    return dict(row)
+    wal = await conn.fetchrow(  # wal_sync left pg_stat_wal in PostgreSQL 18
+        "SELECT wal_records, wal_bytes::bigint AS wal_bytes,"
+        " coalesce((to_jsonb(w) ->> 'wal_sync')::bigint, 0) AS wal_sync FROM pg_stat_wal w")
+    return {**dict(row), **dict(wal)}
 
 
 async def redis_commands(url: str) -> dict[str, int]:
@@ -458,7 +465,7 @@ def private_services(home: Path) -> tuple[dict, object]:
 async def bench(args: argparse.Namespace, root: Path) -> str:
     info = machine()
     started = datetime.now(UTC)
-    servers, services = ({}, None)
+    servers, services, home = {}, None, None
     if not args.shared_services:
         home = Path(tempfile.mkdtemp(prefix="sluice-budget-svc-"))
         home.chmod(0o711)
@@ -477,6 +484,7 @@ async def bench(args: argparse.Namespace, root: Path) -> str:
     finally:
         if services is not None:
             services.stop()
+            shutil.rmtree(home, ignore_errors=True)
     return render(results, split, args, info, started)
 
 
