@@ -9,16 +9,23 @@ on a machine where nothing is built yet the first test waits for the build.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import Cluster, own_cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "k8s" / "cluster.sh"
+DAGS = Path(__file__).parent / "dags"
 UP_TIMEOUT_S = 3600.0
+LABEL = "app=sluice-k8s-e2e"  # every pod the test DAGs (and the execution mode's template) make
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,30 @@ def kube() -> Kube:
         if not was_up:
             down = _script("down", timeout=300)
             assert down.returncode == 0, down.stderr[-4000:]
+
+
+def delete_test_pods(kube: Kube) -> None:
+    kube.core_v1().delete_collection_namespaced_pod("default", label_selector=LABEL,
+                                                    grace_period_seconds=0)
+
+
+@asynccontextmanager
+async def sluice_on_the_cluster(kube: Kube, services, template_db: str,
+                                root: Path) -> AsyncIterator[Cluster]:
+    """Sluice over ``dags/`` on a database of its own (its daemons not started: the module
+    starts them), with ``kubernetes_default`` naming the cluster's kubeconfig -- the
+    connection is the only way to the cluster (``KUBECONFIG`` is dropped), so task
+    processes hold no cluster credentials of their own. The test pods are deleted before
+    and after."""
+    async with own_cluster(services, template_db, root, name="k8s", dags=DAGS) as cluster:
+        cluster.env.pop("KUBECONFIG", None)
+        extra = json.dumps({"kube_config_path": str(kube.kubeconfig), "namespace": "default"})
+        out = cluster.cli("connections", "add", "kubernetes_default", "--conn-type",
+                          "kubernetes", "--conn-extra", extra)
+        assert out.returncode == 0, out.stderr
+        delete_test_pods(kube)
+        try:
+            yield cluster
+        finally:
+            cluster.stop_all()
+            delete_test_pods(kube)

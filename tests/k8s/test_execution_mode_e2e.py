@@ -17,30 +17,21 @@ mid-run and its try retried in a new pod.
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import sys
-import uuid
 from pathlib import Path
 
 import anyio
-import asyncpg
 import pytest
 
 from tests.cluster import Cluster, task_log, wait_for
-from tests.k8s.conftest import Kube
-from tests.k8s.test_kpo_e2e import (
-    LABEL,
-    assert_seed_pattern_outcome,
-    delete_test_pods,
-    run_train,
-)
+from tests.k8s.conftest import LABEL, Kube, delete_test_pods, sluice_on_the_cluster
+from tests.k8s.test_kpo_e2e import assert_seed_pattern_outcome, run_train
 
 pytestmark = pytest.mark.timeout(1800)
 
 ROOT = Path(__file__).resolve().parents[2]
-DAGS = Path(__file__).parent / "dags"
 POD_WORKER = "pod-worker"
 
 
@@ -77,45 +68,21 @@ def pod_template(path: Path, kube: Kube, dags: Path) -> Path:
 
 @pytest.fixture(scope="module")
 async def pods(kube: Kube, services, template_db, tmp_path_factory):
-    admin_url, redis_url = services
-    name = f"sluice_k8s_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
     root = tmp_path_factory.mktemp("k8s-mode")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)
-    cluster.env.pop("KUBECONFIG", None)
-    extra = json.dumps({"kube_config_path": str(kube.kubeconfig), "namespace": "default"})
-    out = cluster.cli("connections", "add", "kubernetes_default", "--conn-type", "kubernetes",
-                      "--conn-extra", extra)
-    assert out.returncode == 0, out.stderr
-    delete_test_pods(kube)
-    port = free_port()
-    cluster.start("scheduler")
-    cluster.start("triggerer")
-    cluster.start("worker", SLUICE_WORKER_CONCURRENCY="3")
-    cluster.pod_worker_env = dict(
-        SLUICE_WORKER_EXECUTOR="kubernetes", SLUICE_KUBERNETES_CONFIG=str(kube.kubeconfig),
-        SLUICE_KUBERNETES_POD_TEMPLATE=str(pod_template(root / "pod.json", kube, root / "dags")),
-        SLUICE_EXECUTION_API_HOST="0.0.0.0", SLUICE_EXECUTION_API_PORT=str(port),
-        SLUICE_KUBERNETES_API_URL=f"http://{kube.host_address}:{port}/",
-        SLUICE_KUBERNETES_PENDING_TIMEOUT_S="240", SLUICE_KUBERNETES_ORPHAN_AFTER_S="6")
-    cluster.start("worker", POD_WORKER, **cluster.pod_worker_env)
-    try:
+    async with sluice_on_the_cluster(kube, services, template_db, root) as cluster:
+        port = free_port()
+        cluster.pod_worker_env = dict(
+            SLUICE_WORKER_EXECUTOR="kubernetes", SLUICE_KUBERNETES_CONFIG=str(kube.kubeconfig),
+            SLUICE_KUBERNETES_POD_TEMPLATE=str(pod_template(root / "pod.json", kube,
+                                                            root / "dags")),
+            SLUICE_EXECUTION_API_HOST="0.0.0.0", SLUICE_EXECUTION_API_PORT=str(port),
+            SLUICE_KUBERNETES_API_URL=f"http://{kube.host_address}:{port}/",
+            SLUICE_KUBERNETES_PENDING_TIMEOUT_S="240", SLUICE_KUBERNETES_ORPHAN_AFTER_S="6")
+        cluster.start("scheduler")
+        cluster.start("triggerer")
+        cluster.start("worker", SLUICE_WORKER_CONCURRENCY="3")
+        cluster.start("worker", POD_WORKER, **cluster.pod_worker_env)
         yield cluster
-    finally:
-        cluster.stop_all()
-        delete_test_pods(kube)
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def where(cluster: Cluster, run_id: str, task_id: str) -> dict:

@@ -18,27 +18,20 @@ has slots. ``dags/task_kubernetes.py`` maps a ``@task.kubernetes`` function over
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
-import uuid
-from pathlib import Path
 
 import anyio
-import asyncpg
 import pytest
 
 from tests.cluster import Cluster, wait_for
-from tests.k8s.conftest import Kube
+from tests.k8s.conftest import LABEL, Kube, delete_test_pods, sluice_on_the_cluster
 
 # the session's cluster may be built and started by the first test
 pytestmark = pytest.mark.timeout(1800)
 
-DAGS = Path(__file__).parent / "dags"
 RUN_TIMEOUT_S = 600.0
 OOM_CONFIG = 5
 WORKER_SLOTS = 3
-LABEL = "app=sluice-k8s-e2e"
 
 
 def expected_loss(i: int) -> float:
@@ -46,45 +39,15 @@ def expected_loss(i: int) -> float:
     return round((lr - 0.03) ** 2 + 0.01 * i, 6)
 
 
-def delete_test_pods(kube: Kube) -> None:
-    v1 = kube.core_v1()
-    v1.delete_collection_namespaced_pod("default", label_selector=LABEL, grace_period_seconds=0)
-
-
 @pytest.fixture(scope="module")
 async def kpo(kube: Kube, services, template_db, tmp_path_factory):
-    """Sluice's daemons over dags/, with ``kubernetes_default`` naming the cluster's kubeconfig."""
-    admin_url, redis_url = services
-    name = f"sluice_k8s_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    root = tmp_path_factory.mktemp("k8s")
-    shutil.copytree(DAGS, root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    cluster = Cluster(root, db_url=f"{admin_url.rpartition('/')[0]}/{name}", redis_url=redis_url,
-                      prefix=f"t{uuid.uuid4().hex[:10]}", dags_folder=root / "dags")
-    cluster.env.pop("AIRFLOW_HOME", None)  # the daemons' own: $SLUICE_HOME/airflow
-    cluster.env.pop("KUBECONFIG", None)  # the connection is the only way to the cluster
-    extra = json.dumps({"kube_config_path": str(kube.kubeconfig), "namespace": "default"})
-    out = cluster.cli("connections", "add", "kubernetes_default", "--conn-type", "kubernetes",
-                      "--conn-extra", extra)
-    assert out.returncode == 0, out.stderr
-    delete_test_pods(kube)
-    cluster.start("scheduler")
-    cluster.start("triggerer")
-    cluster.start("worker", SLUICE_WORKER_CONCURRENCY=str(WORKER_SLOTS))
-    try:
+    """Sluice's daemons over dags/, the operator reaching the cluster by ``kubernetes_default``."""
+    async with sluice_on_the_cluster(kube, services, template_db,
+                                     tmp_path_factory.mktemp("k8s")) as cluster:
+        cluster.start("scheduler")
+        cluster.start("triggerer")
+        cluster.start("worker", SLUICE_WORKER_CONCURRENCY=str(WORKER_SLOTS))
         yield cluster
-    finally:
-        cluster.stop_all()
-        delete_test_pods(kube)
-        conn = await asyncpg.connect(admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 def try_log(cluster: Cluster, doc: dict, map_index: int, attempt: int) -> str:
@@ -166,6 +129,17 @@ async def assert_only_oom_pods_left(kube: Kube, dag_id: str) -> None:
         assert limits["memory"] == "128Mi", limits
 
 
+async def deferred_trains(cluster: Cluster, run_id: str) -> int:
+    """How many ``train`` instances of the run wait in the triggerer now."""
+    conn = await cluster.connect()
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk "
+            "WHERE r.run_id = $1 AND ti.task_id = 'train' AND ti.state = 'deferred'", run_id)
+    finally:
+        await conn.close()
+
+
 # --- tests ---------------------------------------------------------------------------------
 async def test_mapped_pods_train_and_the_oom_config_fails_after_its_retry(kpo, kube):
     doc = await run_train(kpo, "k8s_train")
@@ -178,14 +152,7 @@ async def test_deferrable_pods_wait_in_the_triggerer_holding_no_worker_slot(kpo,
     most = {"deferred": 0}
 
     async def count_deferred(run_id: str) -> None:
-        conn = await kpo.connect()
-        try:
-            n = await conn.fetchval(
-                "SELECT count(*) FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk "
-                "WHERE r.run_id = $1 AND ti.task_id = 'train' AND ti.state = 'deferred'", run_id)
-        finally:
-            await conn.close()
-        most["deferred"] = max(most["deferred"], n)
+        most["deferred"] = max(most["deferred"], await deferred_trains(kpo, run_id))
 
     doc = await run_train(kpo, "k8s_train_deferrable", watch=count_deferred)
     assert_seed_pattern_outcome(kpo, doc)
@@ -215,16 +182,7 @@ async def test_deferred_pods_survive_a_triggerer_killed_mid_run(kpo, kube):
     restarted = {"done": False}
 
     async def kill_once_deferred(run_id: str) -> None:
-        if restarted["done"]:
-            return
-        conn = await kpo.connect()
-        try:
-            n = await conn.fetchval(
-                "SELECT count(*) FROM task_instance ti JOIN dag_run r ON r.id = ti.run_pk "
-                "WHERE r.run_id = $1 AND ti.task_id = 'train' AND ti.state = 'deferred'", run_id)
-        finally:
-            await conn.close()
-        if n >= 2:
+        if not restarted["done"] and await deferred_trains(kpo, run_id) >= 2:
             kpo.signal("triggerer", signal.SIGKILL)
             kpo.stop("triggerer")
             kpo.start("triggerer")
