@@ -18,6 +18,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The queue Kubernetes-mode workers read by default, where tasks naming the Kubernetes
+#: executor go (shared.airflow_spec.executors), as CeleryKubernetesExecutor's kubernetes_queue.
+KUBERNETES_QUEUE = "kubernetes"
+
 
 def default_home() -> Path:
     return Path(os.environ.get("SLUICE_HOME") or Path.home() / ".sluice")
@@ -138,7 +142,7 @@ class Settings(BaseSettings):
     def queues(self) -> list[str]:
         names = self.worker_queues
         if names is None:
-            names = "kubernetes" if self.worker_executor == "kubernetes" else "default"
+            names = KUBERNETES_QUEUE if self.worker_executor == "kubernetes" else "default"
         return [q.strip() for q in names.split(",") if q.strip()]
 
     @property

@@ -49,7 +49,7 @@ import anyio
 import structlog
 
 from shared.airflow_spec.loading import EXECUTORS_VAR, SLUICE_EXECUTORS
-from shared.config import Settings
+from shared.config import KUBERNETES_QUEUE, Settings
 from shared.paths import private_dirs
 from worker.sdk_slots import TryResult
 
@@ -111,13 +111,11 @@ def pod_name(req: dict) -> str:
 
 
 def label_value(text: str) -> str:
-    """``text`` as a label value (Airflow's ``make_safe_label_value``: kept when valid,
-    else shortened and suffixed with a hash)."""
-    safe = re.sub(r"^[^a-zA-Z0-9]*|[^a-zA-Z0-9_.\-]|[^a-zA-Z0-9]*$", "", text)
-    if len(safe) > 63 or safe != text:
-        digest = hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()[:9]
-        safe = safe[: 63 - 10] + "-" + digest
-    return safe
+    """``text`` as a label value, as Airflow labels its worker pods (the provider's own
+    ``make_safe_label_value``: kept when valid, else shortened and suffixed with a hash)."""
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+
+    return make_safe_label_value(text)
 
 
 def worker_label(worker_id: str) -> str:
@@ -194,7 +192,7 @@ class PodFactory:
         pod_try = {k: req[k] for k in ("ti_uuid", "token", "api_url", "dag_id", "run_id",
                                        "task_id", "map_index", "try_number")}
         pod_try.update(fileloc=str(fileloc), dags_folder=self.dags_folder,
-                       queue=req.get("queue") or "kubernetes")
+                       queue=req.get("queue") or KUBERNETES_QUEUE)
         spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [{
             "name": CONTAINER,
             "env": [{"name": "SLUICE_POD_TRY", "value": json.dumps(pod_try)},
@@ -391,11 +389,8 @@ class PodSlot:
         self.cancel_grace_s = 0.0
         self.name: str | None = None
 
-    async def start(self) -> None:
-        pass
-
     async def stop(self) -> None:
-        pass
+        """Nothing to stop between tries: a pod lives for one try."""
 
     async def kill(self, reason: str | None = "killed on request", *, grace_s: float = 0.0) -> None:
         if self.name is not None:

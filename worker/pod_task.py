@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.config import KUBERNETES_QUEUE
 from worker import sdk_tasklog
 
 TERMINATION_LOG = "/dev/termination-log"
@@ -41,7 +42,7 @@ class PodTry(BaseModel):
     try_number: int
     fileloc: str  # the DAG file inside the pod
     dags_folder: str
-    queue: str = "kubernetes"
+    queue: str = KUBERNETES_QUEUE
 
 
 class StdoutSink(sdk_tasklog.LogSink):

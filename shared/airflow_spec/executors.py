@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.airflow_spec.errors import SpecError
+from shared.config import KUBERNETES_QUEUE
 
-KUBERNETES_QUEUE = "kubernetes"
 _KUBERNETES_NAMES = {"kubernetes", "KubernetesExecutor"}
 
 
