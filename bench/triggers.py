@@ -35,6 +35,7 @@ What is measured
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -62,9 +63,11 @@ SAMPLE_S = 0.05
 STATS_FLUSH_S = 11.0
 
 DAG_SOURCE = '''
-"""Benchmark: {n} mapped start_from_trigger instances, all due at dag_run.conf["due"]."""
+"""Benchmark: {n} mapped start_from_trigger instances, map index i due at
+dag_run.conf["due"] + i * dag_run.conf["step"] seconds."""
+import asyncio
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator, dag
@@ -72,16 +75,30 @@ from airflow.triggers.base import StartTriggerArgs, TriggerEvent
 
 
 class StampedDateTimeTrigger(DateTimeTrigger):
-    """The built-in DateTimeTrigger; its event also says when it yielded."""
+    """The built-in DateTimeTrigger; its event also says when it yielded.
 
-    def __init__(self, moment, **kwargs):
-        super().__init__(datetime.fromisoformat(moment) if isinstance(moment, str) else moment,
-                         **kwargs)
+    ``timer="exact"`` sleeps straight to the moment instead of the built-in
+    ``run()``'s last 20 s of one-second polls (each logged), which by design
+    wakes up to a second after the moment.
+    """
+
+    def __init__(self, moment, index=0, step=0.0, timer="{timer}", **kwargs):
+        self.index, self.step, self.timer = int(index), float(step), timer
+        base = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+        super().__init__(base + timedelta(seconds=self.index * self.step), **kwargs)
 
     def serialize(self):
-        return ("{dag_id}.StampedDateTimeTrigger", {{"moment": self.moment}})
+        return ("{dag_id}.StampedDateTimeTrigger",
+                {{"moment": self.moment - timedelta(seconds=self.index * self.step),
+                  "index": self.index, "step": self.step, "timer": self.timer}})
 
     async def run(self):
+        if self.timer == "exact":
+            due = self.moment.timestamp()
+            while (left := due - time.time()) > 0:
+                await asyncio.sleep(left)
+            yield TriggerEvent({{"due": due, "yielded": time.time()}})
+            return
         async for _ in super().run():
             yield TriggerEvent({{"due": self.moment.timestamp(), "yielded": time.time()}})
             return
@@ -90,7 +107,8 @@ class StampedDateTimeTrigger(DateTimeTrigger):
 class Sleeper(BaseOperator):
     start_trigger_args = StartTriggerArgs(
         trigger_cls="{dag_id}.StampedDateTimeTrigger",
-        trigger_kwargs={{"moment": "{{{{ dag_run.conf['due'] }}}}"}},
+        trigger_kwargs={{"moment": "{{{{ dag_run.conf['due'] }}}}", "index": "{{{{ map_index }}}}",
+                        "step": "{{{{ dag_run.conf['step'] }}}}"}},
         next_method="execute_complete")
     start_from_trigger = True
 
@@ -179,56 +197,91 @@ async def sample_rss(pid: int, samples: list[tuple[float, int]]) -> None:
 
 # --- one run ---------------------------------------------------------------------------
 
-async def wait_log(cluster: Cluster, daemon: str, event: str, done, timeout_s: float,
-                   what: str) -> list[dict]:
-    """Re-read ``daemon``'s log until ``done(matching lines)``; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        lines = log_events(cluster, daemon, event)
-        if done(lines):
-            return lines
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {what}")
-        if cluster.procs[daemon].poll() is not None:
-            raise RuntimeError(f"the {daemon} exited ({cluster.procs[daemon].returncode})")
-        await anyio.sleep(0.1)
+class LogTail:
+    """A daemon's JSON log read on from where the last read stopped.
 
+    At 100,000 triggers the log holds hundreds of thousands of lines; re-reading it
+    all every 100 ms would take the CPU the triggerer is being measured on.
+    """
 
-async def wait_count(cluster: Cluster, daemon: str, event: str, count: int,
-                     timeout_s: float) -> None:
-    """Wait for ``count`` lines of ``event``: a byte count, cheap enough not to skew the drain."""
-    path, needle = cluster.root / f"{daemon}.log", f'"event": "{event}"'.encode()
-    deadline = time.monotonic() + timeout_s
-    while path.read_bytes().count(needle) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {count} {event} lines")
-        await anyio.sleep(0.1)
+    def __init__(self, cluster: Cluster, daemon: str) -> None:
+        self.cluster, self.daemon = cluster, daemon
+        self.path = cluster.root / f"{daemon}.log"
+        self.offset = 0
+
+    def lines(self) -> list[bytes]:
+        """Whole lines written since the last call."""
+        if not self.path.exists():
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        cut = data.rfind(b"\n") + 1
+        self.offset += cut
+        return data[:cut].splitlines()
+
+    def check_alive(self) -> None:
+        if self.cluster.procs[self.daemon].poll() is not None:
+            raise RuntimeError(f"the {self.daemon} exited ({self.cluster.procs[self.daemon].returncode})")
+
+    async def wait_event(self, event: str, done, timeout_s: float, what: str) -> dict:
+        """The first new ``event`` line for which ``done(entry)``; fail after ``timeout_s``."""
+        needle = f'"event": "{event}"'.encode()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for line in self.lines():
+                if needle in line:
+                    entry = json.loads(line)
+                    entry["ts"] = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+                    if done(entry):
+                        return entry
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {what}")
+            self.check_alive()
+            await anyio.sleep(0.1)
+
+    async def wait_count(self, event: str, count: int, timeout_s: float) -> None:
+        """Until ``count`` more ``event`` lines are written: a byte count, cheap enough not
+        to skew the drain."""
+        needle = f'"event": "{event}"'.encode()
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while True:
+            seen += sum(needle in line for line in self.lines())
+            if seen >= count:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out after {timeout_s:g}s waiting for {count} {event} "
+                                   f"lines ({seen} seen)")
+            self.check_alive()
+            await anyio.sleep(0.1)
 
 
 async def one_run(args: argparse.Namespace, cluster: Cluster) -> dict:
     n = args.triggers
-    cluster.write_dag(f"{DAG_ID}.py", DAG_SOURCE.format(n=n, dag_id=DAG_ID))
+    step = args.spread / n
+    cluster.write_dag(f"{DAG_ID}.py", DAG_SOURCE.format(n=n, dag_id=DAG_ID, timer=args.timer))
     cluster.start("scheduler")
     triggerer = cluster.start("triggerer")
+    tail = LogTail(cluster, "triggerer")
     await cluster.wait_dag(DAG_ID, timeout=60)
-    await wait_log(cluster, "triggerer", "triggerer_ready", bool, 60, "the triggerer")
+    await tail.wait_event("triggerer_ready", bool, 60, "the triggerer")
     idle_kib = proc_status_kib(triggerer.pid, "VmRSS")
     samples: list[tuple[float, int]] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(sample_rss, triggerer.pid, samples)
         triggered = time.time()
         due = datetime.now(UTC) + timedelta(seconds=args.lead)
-        await cluster.trigger(DAG_ID, conf={"due": due.isoformat()})
-        claimed = await wait_log(
-            cluster, "triggerer", "triggers_claimed",
-            lambda lines: lines and lines[-1]["running"] >= n, args.lead, f"{n} running triggers")
-        all_running = claimed[-1]["ts"].timestamp()
+        await cluster.trigger(DAG_ID, conf={"due": due.isoformat(), "step": step})
+        claimed = await tail.wait_event(
+            "triggers_claimed", lambda e: e["running"] >= n, args.lead, f"{n} running triggers")
+        all_running = claimed["ts"].timestamp()
         if all_running >= due.timestamp():
             raise RuntimeError(f"only running all {n} triggers {all_running - due.timestamp():.1f}s "
-                               "after they were due: raise --lead")
+                               "after the first was due: raise --lead")
         await anyio.sleep(max(0.0, due.timestamp() - time.time()))
         at_due, commits_at_due = cpu_snapshot(cluster), await commits(cluster)
-        await wait_count(cluster, "triggerer", "trigger_fired", n, args.timeout)
+        await tail.wait_count("trigger_fired", n, args.spread + args.timeout)
         drained = cpu_snapshot(cluster)
         await anyio.sleep(STATS_FLUSH_S)  # an idle backend publishes its statistics within 10 s
         drain_commits = await commits(cluster) - commits_at_due
@@ -242,21 +295,24 @@ async def one_run(args: argparse.Namespace, cluster: Cluster) -> dict:
     cluster.stop_all()
     fired = log_events(cluster, "triggerer", "trigger_fired")
     blocked = log_events(cluster, "triggerer", "event_loop_blocked")
-    result = figures(n, due.timestamp(), triggered, all_running, idle_kib, hwm_kib, samples,
-                     fired, rows, blocked)
+    result = figures(n, due.timestamp(), step, triggered, all_running, idle_kib, hwm_kib,
+                     samples, fired, rows, blocked)
     result["cpu"] = cpu_use(at_due, drained)
     result["commits"] = drain_commits
     return result
 
 
-def figures(n: int, due: float, triggered: float, all_running: float, idle_kib: int | None,
-            hwm_kib: int | None, samples: list, fired: list[dict], rows: list,
-            blocked: list[dict]) -> dict:
+def figures(n: int, due: float, step: float, triggered: float, all_running: float,
+            idle_kib: int | None, hwm_kib: int | None, samples: list, fired: list[dict],
+            rows: list, blocked: list[dict]) -> dict:
+    """Map index ``i`` was due at ``due + i * step``; lags are per trigger, from its own due time."""
     events = {r["map_index"]: r["next_kwargs"]["event"] for r in rows}
-    if len(events) != n or any(abs(e["due"] - due) > 1e-3 for e in events.values()):
-        raise RuntimeError(f"expected {n} fired events due at {due}, found {len(events)}")
-    yield_ms = [(e["yielded"] - due) * 1000 for e in events.values()]
-    fire_ms = [(f["ts"].timestamp() - due) * 1000 for f in fired]
+    wrong = [i for i, e in events.items() if abs(e["due"] - (due + i * step)) > 1e-3]
+    if len(events) != n or wrong:
+        raise RuntimeError(f"expected {n} fired events, each due at its own time; found "
+                           f"{len(events)}, {len(wrong)} of them due at another time")
+    yield_ms = [(e["yielded"] - e["due"]) * 1000 for e in events.values()]
+    fire_ms = [(f["ts"].timestamp() - (due + f["map_index"] * step)) * 1000 for f in fired]
     running = [kib for t, kib in samples if all_running <= t < due]
     return {
         "yield": summary(yield_ms), "fire": summary(fire_ms),
@@ -287,8 +343,8 @@ def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
         - load average (1 min) before/after: {info['load']} / {load_average()}
         - Python {info['python']}; services: {services}
         - scenario: `python -m bench triggers`: one mapped `start_from_trigger` operator expanded
-          {args.triggers} times, each instance a `DateTimeTrigger` due at the same moment,
-          {args.lead:g} s after the run is triggered; {len(results)} runs, each with a fresh database,
+          {args.triggers} times, each instance a `DateTimeTrigger` ({_timer(args)});
+          {_mode(args)}; {len(results)} runs, each with a fresh database,
           1 scheduler and 1 triggerer (no worker: nothing runs on one before the triggers fire)
         - settings: defaults of `shared/config.py` except triggerer_capacity={settings['triggerer_capacity']},
           max_map_length={settings['max_map_length']} (triggerer_heartbeat_s={settings['triggerer_heartbeat_s']},
@@ -312,6 +368,23 @@ def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
         | run | idle RSS (MiB) | RSS, all sleeping (MiB) | VmHWM (MiB) | KiB per trigger | yield lag p50 (ms) | yield lag p99 (ms) | fire lag p50 (ms) | fire lag p99 (ms) | last fire (ms) | trigger -> all running (s) | CPU % triggerer / scheduler / machine | commits (per trigger) | `event_loop_blocked` |
         |----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----|
         """) + rows + "\n"
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if args.spread == 0:
+        return (f"mode **all at once**: every trigger due at the same moment, {args.lead:g} s "
+                "after the run is triggered")
+    return (f"mode **spread {args.spread:g} s**: due times spread evenly over {args.spread:g} s "
+            f"from {args.lead:g} s after the run is triggered "
+            f"({args.triggers / args.spread:,.0f} falling due per second); lags are each "
+            "trigger's from its own due time")
+
+
+def _timer(args: argparse.Namespace) -> str:
+    if args.timer == "exact":
+        return "timer `exact`: `run()` sleeps straight to its moment"
+    return ("timer `stock`: the provider's own `run()`, which polls once a second (and logs "
+            "each poll) in its last 20 s, so it yields up to 1 s after its moment by design")
 
 
 def _blocked(warnings: list[tuple[float, float]]) -> str:
@@ -355,9 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lead", type=float, default=45.0,
                         help="seconds from triggering the run to the due time (default 45)")
     parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds after the due time for every trigger to fire (default 600)")
+                        help="seconds after the last due time for every trigger to fire "
+                             "(default 600)")
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="spread the due times evenly over this many seconds after the lead "
+                             "(default 0: all due at the same moment)")
+    parser.add_argument("--timer", choices=("stock", "exact"), default="stock",
+                        help="stock: DateTimeTrigger's own run() (polls each second near the "
+                             "moment); exact: sleep straight to the moment (default stock)")
     add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.triggers < 1 or args.lead <= 0:
-        parser.error("need --runs >= 1, --triggers >= 1 and --lead > 0")
+    if args.runs < 1 or args.triggers < 1 or args.lead <= 0 or args.spread < 0:
+        parser.error("need --runs >= 1, --triggers >= 1, --lead > 0 and --spread >= 0")
     return run_scenario(bench, args)

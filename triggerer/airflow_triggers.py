@@ -148,6 +148,21 @@ class Failed:
     error: BaseException | None = None  # None: the trigger ended without an event, or timed out
 
 
+class _NoTimeout:
+    """The stand-in for ``move_on_after`` of a trigger without a timeout (shared, stateless)."""
+
+    cancelled_caught = False
+
+    def __enter__(self) -> _NoTimeout:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+_NO_TIMEOUT = _NoTimeout()
+
+
 async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Failed:
     """Run ``trigger`` until its first event, an error, its end or ``timeout_at``.
 
@@ -156,9 +171,11 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
     ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``.
     """
     await enter_portal()
-    delay = None if timeout_at is None else (timeout_at - datetime.now(UTC)).total_seconds()
+    # no timeout, no scope: at 100,000 sleeping triggers each scope is memory held for nothing
+    timer = _NO_TIMEOUT if timeout_at is None else anyio.move_on_after(
+        (timeout_at - datetime.now(UTC)).total_seconds())
     try:
-        with anyio.move_on_after(delay) as timer:
+        with timer:
             async with aclosing(trigger.run()) as events:
                 async for event in events:
                     return Fired(event)
