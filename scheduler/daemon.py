@@ -21,6 +21,7 @@ import structlog
 
 from scheduler.assets import create_asset_runs, sync_references
 from scheduler.callbacks import CallbackRequests, CallbackRunner, run_end_reason
+from scheduler.counts import CountCache
 from scheduler.decide import RunDecision, StateCounts, TIRow, decide
 from scheduler.expansion import RunFacts
 from scheduler.groups import group_states
@@ -46,7 +47,8 @@ log = structlog.get_logger()
 # a lost connection or a deadlock with another writer: retried, never blamed on a message
 TRANSIENT = DB_ERRORS + TRANSIENT_SQL + bus.REDIS_ERRORS
 PASS_GAP_PER_TI_S = 5e-7
-WINDOW = 512  # schedulable instances of one task read per pass (see _read_runs)
+WINDOW = 512  # schedulable instances of one task read per pass at most (see _read_runs)
+MIN_WINDOW = 32  # ... and at least, however few slots are free (see _windows)
 LOCKED_RETRY_S = 0.02  # a run another scheduler's pass holds is tried again after this
 
 
@@ -55,8 +57,7 @@ class RunsRead(NamedTuple):
 
     tis: dict[int, list[TIRow]]  # run -> its schedulable instances read
     counts: dict[int, StateCounts]  # run -> task -> state -> instances
-    truncated: dict[int, frozenset[str]]  # run -> tasks with more waiting than WINDOW
-    busy: Busy  # slots taken across all runs (when asked for)
+    truncated: dict[int, frozenset[str]]  # run -> tasks with more waiting than were read
 
 
 class Scheduler:
@@ -90,6 +91,8 @@ class Scheduler:
         self.db_continuity = Continuity()  # zombies are judged only on an unbroken view
         self.callbacks = CallbackRequests()  # owed DAG and task callbacks (scheduler/callbacks.py)
         self.past = PastWaker()  # depends_on_past: a settled run wakes the runs after it
+        self.counts = CountCache()  # active runs' instance counts, read as they change
+        self.ending: dict[int, set[str]] = {}  # run -> tasks whose instances its last pass ended
 
     # --- DAG definitions --------------------------------------------------
     async def refresh_dags(self) -> None:
@@ -164,7 +167,18 @@ class Scheduler:
 
     # --- scheduling -------------------------------------------------------
     async def schedule(self, run_pks: list[int]) -> None:
-        """One transaction: start runs, decide every touched run, queue, finish runs."""
+        """One transaction: start runs, decide every touched run, queue, finish runs.
+
+        The instance counts it read stand for the next pass only if it committed.
+        """
+        try:
+            await self._schedule(run_pks)
+        except BaseException:
+            self.counts.abort()
+            raise
+        self.counts.committed()
+
+    async def _schedule(self, run_pks: list[int]) -> None:
         now = utcnow()
         to_send: list[tuple[str, RunTask]] = []
         async with self.pool.acquire() as conn, rederivable_transaction(conn):
@@ -174,8 +188,9 @@ class Scheduler:
             if not runs:
                 return
             await self._start_queued_runs(conn, runs)
-            read = await self._read_runs(conn, runs, with_busy=True)
-            by_run, counts, truncated, busy = read.tis, read.counts, read.truncated, read.busy
+            busy = await self._read_busy(conn)
+            read = await self._read_runs(conn, runs, self._windows(runs, busy))
+            by_run, counts, truncated = read.tis, read.counts, read.truncated
             candidates: list[Candidate] = []
             starts: list[tuple] = []
             failures: list[tuple[int, str]] = []
@@ -207,6 +222,7 @@ class Scheduler:
                     ends_ids.append(ti_id)
                     ends_states.append(state)
                 ti_by_id = {ti.id: ti for ti in tis}
+                self.ending[run["id"]] = {ti_by_id[i].task_id for i in decision.end if i in ti_by_id}
                 # a paused DAG's running runs still end what cannot run, as in Airflow,
                 # but start nothing new until it is unpaused
                 for ti_id in () if spec.dag_id in self.paused else decision.queue:
@@ -225,6 +241,8 @@ class Scheduler:
                 if decision.run_state is not None:
                     self.run_sizes.pop(run["id"], None)
                     self.last_pass.pop(run["id"], None)
+                    self.counts.forget(run["id"])
+                    self.ending.pop(run["id"], None)
                     note = "all_tasks_deadlocked" if decision.deadlocked else None
                     await conn.execute(q("finish_run"), run["id"], decision.run_state, note)
                     await self.callbacks.run_ended(conn, spec, run["id"], decision.run_state,
@@ -262,6 +280,8 @@ class Scheduler:
         self.timers.pop(run["id"], None)
         self.run_sizes.pop(run["id"], None)
         self.last_pass.pop(run["id"], None)
+        self.counts.forget(run["id"])
+        self.ending.pop(run["id"], None)
         log.warning("run_timed_out", dag_id=spec.dag_id, run_id=run["run_id"],
                     dagrun_timeout_s=spec.dagrun_timeout_s)
 
@@ -275,8 +295,13 @@ class Scheduler:
         held = {r["id"] for r in locked}
         others = [pk for pk in run_pks if pk not in held]
         retry_at = utcnow() + timedelta(seconds=LOCKED_RETRY_S)
-        for row in await conn.fetch(q("active_runs_among"), others):
-            self.timers[row["id"]] = retry_at
+        active = {row["id"] for row in await conn.fetch(q("active_runs_among"), others)}
+        for pk in others:
+            if pk in active:
+                self.timers[pk] = retry_at
+            else:  # ended (elsewhere): its counts are of no more use
+                self.counts.forget(pk)
+                self.ending.pop(pk, None)
 
     def _start_in_triggerer(self, spec: DagSpec, run, ti: TIRow, starts: list,
                             failures: list) -> bool:
@@ -301,43 +326,94 @@ class Scheduler:
                  task_id=ti.task_id, map_index=ti.map_index, trigger=args.classpath)
         return True
 
-    async def _read_runs(self, conn: asyncpg.Connection, runs: list, *,
-                         with_busy: bool = False) -> RunsRead:
+    async def _read_busy(self, conn: asyncpg.Connection) -> Busy:
+        """The slots taken across all runs (after the locks, before the instances)."""
+        busy = Busy()
+        for row in await conn.fetch(q("read_busy")):
+            busy.pool_slots[row["pool"]] += row["slots"]
+            busy.dag_tasks[row["dag_id"]] += row["n"]
+            busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
+            busy.run_task_tis[(row["run_pk"], row["task_id"])] += row["n"]
+        return busy
+
+    def _windows(self, runs: list, busy: Busy) -> dict[tuple[int, str], int]:
+        """How many schedulable instances of each task a pass reads: what the free slots
+        (the DAG's ``max_active_tasks``, the task's pool) can take, at least ``MIN_WINDOW``
+        and at most ``WINDOW``; ``WINDOW`` for a task whose instances the run's last pass
+        ended (an upstream failure ends them all without a slot, a window at a time).
+
+        A pass over a 100,000-way task with 8 slots just freed then reads and decides
+        about 32 instances, not 512.
+        """
+        windows: dict[tuple[int, str], int] = {}
+        for run in runs:
+            spec = self.specs.get(run["dag_id"])
+            if spec is None:
+                continue
+            dag_free = spec.max_active_tasks - busy.dag_tasks[spec.dag_id]
+            ending = self.ending.get(run["id"], ())
+            for t in spec.tasks:
+                slots = self.pools.get(t.pool)
+                pool_free = (WINDOW if slots is None or slots < 0
+                             else (slots - busy.pool_slots[t.pool]) // max(1, t.pool_slots))
+                free = WINDOW if t.task_id in ending else min(dag_free, pool_free)
+                windows[(run["id"], t.task_id)] = min(WINDOW, max(MIN_WINDOW, free))
+        return windows
+
+    async def _read_runs(self, conn: asyncpg.Connection, runs: list,
+                         windows: dict[tuple[int, str], int] | None = None) -> RunsRead:
         """Each run's state counts and a window of its schedulable instances per task.
 
         One statement after the locks are held, so counts and instances are one
         snapshot that includes the last pass of any other scheduler over these
-        runs (and, ``with_busy``, the slots taken across all runs, saving the pass
-        a round trip). Tasks of a mapped group are read whole (instance *i* is
-        judged on its own index), and so are tasks the DAG no longer has; any
-        other task at most ``WINDOW`` instances at a time.
+        runs. Counts come from ``self.counts``, brought up to date by the
+        instances that changed since the previous read (scheduler/counts.py): the
+        statement's cost follows what changed, not the runs' sizes. Tasks of a
+        mapped group are read whole (instance *i* is judged on its own index), and
+        so are tasks the DAG no longer has; any other task a window at a time
+        (``windows``, else ``WINDOW``).
         """
         pks = [r["id"] for r in runs]
-        read = RunsRead({pk: [] for pk in pks}, {pk: defaultdict(Counter) for pk in pks}, {},
-                        Busy())
-        windowed: list[tuple[int, str]] = []
+        windows = windows or {}
+        read = RunsRead({pk: [] for pk in pks}, {}, {})
+        since = [self.counts.since(pk) for pk in pks]
+        pair_runs, pair_tasks, limits = [], [], []
         for run in runs:
             spec = self.specs.get(run["dag_id"])
-            if spec is not None:
-                windowed += [(run["id"], t.task_id) for t in spec.tasks if t.mapped_group is None]
-        rows = await conn.fetch(q("read_runs"), pks, [pk for pk, _ in windowed],
-                                [t for _, t in windowed], WINDOW, with_busy)
+            known = self.counts.tasks(run["id"])
+            for t in spec.tasks if spec is not None else ():
+                pair_runs.append(run["id"])
+                pair_tasks.append(t.task_id)
+                limits.append(windows.get((run["id"], t.task_id), WINDOW)
+                              if t.mapped_group is None else None)
+                known.discard(t.task_id)
+            for task_id in sorted(known):  # no longer in the DAG: read whole
+                pair_runs.append(run["id"])
+                pair_tasks.append(task_id)
+                limits.append(None)
+        rows = await conn.fetch(q("read_runs"), pks, [s for s, _ in since], [e for _, e in since],
+                                pair_runs, pair_tasks, limits)
+        heads, changes = {}, defaultdict(list)
         for row in rows:
-            if row["kind"] == "count":
-                read.counts[row["run_pk"]][row["task_id"]][row["state"]] = row["n"]
-            elif row["kind"] == "ti":
+            kind = row["kind"]
+            if kind == "change":
+                changes[row["run_pk"]].append((row["id"], row["task_id"], row["state"]))
+            elif kind == "ti":
                 read.tis[row["run_pk"]].append(_ti_row(row))
             else:
-                read.busy.pool_slots[row["pool"]] += row["slots"]
-                read.busy.dag_tasks[row["dag_id"]] += row["n"]
-                read.busy.task_tis[(row["dag_id"], row["task_id"])] += row["n"]
-                read.busy.run_task_tis[(row["run_pk"], row["task_id"])] += row["n"]
-        windowed_set = set(windowed)
-        for pk, by_task in read.counts.items():
+                heads[row["run_pk"]] = row
+        windowed = {(pk, task): limit for pk, task, limit
+                    in zip(pair_runs, pair_tasks, limits, strict=True) if limit is not None}
+        for pk, head in heads.items():
+            self.counts.read(pk, head["epoch"], head["whole"], head["xmin"], changes.get(pk, ()))
+            by_task = read.counts[pk] = self.counts.counts(pk)
             read.truncated[pk] = frozenset(
                 task_id for task_id, c in by_task.items()
-                if (pk, task_id) in windowed_set
-                and c[None] + c["scheduled"] + c["up_for_retry"] > WINDOW)
+                if (pk, task_id) in windowed
+                and c[None] + c["scheduled"] + c["up_for_retry"] > windowed[(pk, task_id)])
+        for pk in pks:
+            read.counts.setdefault(pk, defaultdict(Counter))
+            read.truncated.setdefault(pk, frozenset())
         return read
 
     async def _decide_expanding(self, conn: asyncpg.Connection, spec: DagSpec, run_pk: int,
@@ -481,6 +557,7 @@ class Scheduler:
                 await self.schedule(run_pks)
         except TRANSIENT:
             self.pending.update(run_pks)
+            self.counts.clear()  # a lost connection: what it read may not stand
             raise
         except Exception:
             for pk in run_pks:

@@ -400,7 +400,7 @@ class DagTest:
                 return []
             rows = await conn.fetch(q("claim_tis"), [r["id"] for r in queued],
                                     [r["try_number"] for r in queued],
-                                    self.services.api_settings.worker_id)
+                                    self.services.api_settings.worker_id, None, None)
         out = []
         for ti in sorted(rows, key=lambda r: (r["task_id"], r["map_index"])):
             out.append({

@@ -92,6 +92,8 @@ class Worker:
         self._wakes: dict[tuple, object] = {}  # wake-ups waiting to be sent, in order, once each
         self._waking = False
         self._read_scope: anyio.CancelScope | None = None
+        # who runs the claimed tries, as the SDK's start call would report it: a pod reports its own
+        self._host = (None, None) if self.pods is not None else task_host()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -147,8 +149,12 @@ class Worker:
             return []
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
-                                    [m.try_number for m in msgs], self.id)
-        return [self._request(row) for row in rows]
+                                    [m.try_number for m in msgs], self.id, *self._host)
+            reqs = [self._request(row) for row in rows]
+            if self.pods is None:  # a slot on this host starts the try without the API's call
+                for req, row in zip(reqs, rows, strict=True):
+                    req["ti_context"] = await start_context(conn, row)
+        return reqs
 
     def _request(self, ti) -> dict:
         iso = lambda d: d.isoformat() if d else None  # noqa: E731
@@ -514,10 +520,29 @@ class SdkApi:
             "api_url": self.url, "dag_id": req["dag_id"], "run_id": req["run_id"],
             "task_id": req["task_id"], "map_index": req["map_index"],
             "try_number": req["try_number"], "fileloc": req["fileloc"],
-            "log_path": req["log_path"]})
+            "log_path": req["log_path"], "ti_context": req.get("ti_context")})
 
     def forget(self, req: dict) -> None:
         self.by_uuid.pop(req.get("uuid"), None)
+
+
+def task_host() -> tuple[str, str]:
+    """The host name and user a try on this worker's slots runs as (the SDK's own answers)."""
+    from airflow.sdk.api.client import get_hostname, getuser
+
+    return get_hostname(), getuser()
+
+
+async def start_context(conn: asyncpg.Connection, row) -> dict:
+    """What the Execution API's start call answers for a try just claimed (``row``), as JSON."""
+    from worker.execution_api.assets import consumed_events
+    from worker.execution_api.task_instances import run_context
+
+    context = run_context(row)
+    if row["run_type"] == "asset_triggered":
+        context.dag_run.consumed_asset_events = await consumed_events(conn, row["dag_id"],
+                                                                      row["run_id"])
+    return context.model_dump(mode="json", by_alias=True)
 
 
 def api_url(host: str, port: int) -> str:

@@ -144,7 +144,7 @@ class Slot:
                             process_log=self.log, client=client)
         sup.ti = what
         try:
-            ti_context = client.task_instances.start(what.id, os.getpid(), now())
+            ti_context = _started(req) or client.task_instances.start(what.id, os.getpid(), now())
             sup._should_retry = bool(ti_context.should_retry)
             reset_secrets_masker()  # masks are per try, as they are per task process in Airflow
             with set_supervisor_comms(TryComms(sup)):
@@ -300,6 +300,15 @@ def remember_sensitive_names() -> None:
     should_hide_value_for_key.remembers = True
     should_hide_value_for_key.original = decide
     SecretsMasker.should_hide_value_for_key = should_hide_value_for_key
+
+
+def _started(req: dict):
+    """The start call's answer when the worker's claim already started the try (its
+    ``ti_context``): the same ``TIRunContext`` the API would send, without the round trip."""
+    from airflow.sdk.api.datamodels._generated import TIRunContext
+
+    context = req.get("ti_context")
+    return TIRunContext.model_validate(context) if context else None
 
 
 def _base(url: str) -> str:

@@ -168,12 +168,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10,
                       attempts: int | None = None) -> asyncpg.Pool:
-    """A pool, retried with capped exponential backoff until the server answers."""
+    """A pool, retried with capped exponential backoff until the server answers.
+
+    Its sessions run without PostgreSQL's JIT compilation: every statement of Sluice's
+    is short, and a plan the estimator thinks large (a scheduling pass over a run of
+    100,000 instances, say) would spend a second compiling what runs in a millisecond.
+    """
     for attempt, delay in enumerate(backoff_delays(), start=1):
         try:
             return await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, init=_init_connection,
-                reset=_keep_session, command_timeout=60,
+                reset=_keep_session, command_timeout=60, server_settings={"jit": "off"},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if attempts is not None and attempt >= attempts:

@@ -96,45 +96,57 @@ ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 
 -- name: read_runs
 -- One snapshot, taken after the runs' locks are held, of:
---   'count' rows: each run's instance counts per (task, state);
---   'ti' rows:    its schedulable instances in map_index order; the (run, task)
---                 pairs in $2/$3 at most $4 at a time (ti_schedulable_window), so a
---                 pass over a task of 10,000 waiting instances reads a window of
---                 them, not the whole task; other tasks whole;
---   'busy' rows:  when $5, the slots queued and running instances hold, per
---                 (pool, DAG, task, run), across all runs.
-WITH counts AS (
-    SELECT run_pk, task_id, state, count(*)::int AS n FROM task_instance
-     WHERE run_pk = any($1::bigint[]) GROUP BY run_pk, task_id, state
-), waiting AS (
-    SELECT c.run_pk, c.task_id, sum(c.n)::int AS n FROM counts c
-     WHERE c.state IS NULL OR c.state IN ('scheduled', 'up_for_retry')
-     GROUP BY c.run_pk, c.task_id
-), windowed AS (
-    SELECT run_pk, task_id FROM unnest($2::bigint[], $3::text[]) AS p(run_pk, task_id)
+--   'run' rows:    per run, its ti_epoch, whether it is read whole, and the oldest
+--                  transaction open now (the next read's $2);
+--   'change' rows: each run's instances whose state changed at or after $2 (the oldest
+--                  transaction open at the scheduler's previous read of it), or every
+--                  instance when $2 is NULL (or 0) or the run's ti_epoch is no longer $3
+--                  (scheduler/counts.py keeps the counts they add up to);
+--   'ti' rows:     the schedulable instances, in map_index order, of each (run, task) pair
+--                  in $4/$5, at most $6 of them (NULL: all), and all of those of tasks
+--                  changed rows name that the pairs do not (tasks a DAG no longer has).
+WITH since AS (  -- xid 0: read whole (every stamp is at least 1)
+    SELECT s.run_pk, r.ti_epoch AS epoch,
+           CASE WHEN r.ti_epoch = s.epoch THEN coalesce(s.since, 0) ELSE 0 END::text::xid8 AS since
+      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(run_pk, since, epoch)
+      JOIN dag_run r ON r.id = s.run_pk
+), changes AS (
+    SELECT t.run_pk, t.id, t.task_id, t.state
+      FROM since s JOIN task_instance t ON t.run_pk = s.run_pk AND t.state_xid >= s.since
+), given AS (
+    SELECT * FROM unnest($4::bigint[], $5::text[], $6::int[]) AS p(run_pk, task_id, lim)
+), pairs AS (
+    SELECT run_pk, task_id, lim FROM given
+     UNION ALL
+    SELECT DISTINCT c.run_pk, c.task_id, NULL::int FROM changes c
+     WHERE NOT EXISTS (SELECT 1 FROM given g WHERE g.run_pk = c.run_pk AND g.task_id = c.task_id)
 )
-SELECT 'count' AS kind, c.run_pk, c.task_id, c.state, c.n, NULL::bigint AS id,
-       NULL::int AS map_index, NULL::int AS try_number, NULL::timestamptz AS next_retry_at,
-       NULL::text AS pool, NULL::text AS dag_id, NULL::int AS slots
-  FROM counts c
+SELECT 'run' AS kind, s.run_pk, NULL::text AS task_id, NULL::text AS state,
+       NULL::bigint AS id, NULL::int AS map_index, NULL::int AS try_number,
+       NULL::timestamptz AS next_retry_at, s.epoch, s.since = '0'::xid8 AS whole,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+  FROM since s
  UNION ALL
-SELECT 'ti', ti.run_pk, ti.task_id, ti.state, NULL, ti.id, ti.map_index, ti.try_number,
+SELECT 'change', c.run_pk, c.task_id, c.state, c.id, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM changes c
+ UNION ALL
+SELECT 'ti', ti.run_pk, ti.task_id, ti.state, ti.id, ti.map_index, ti.try_number,
        ti.next_retry_at, NULL, NULL, NULL
-  FROM waiting w
+  FROM pairs p
  CROSS JOIN LATERAL (
        SELECT t.id, t.run_pk, t.task_id, t.map_index, t.state, t.try_number, t.next_retry_at
          FROM task_instance t
-        WHERE t.run_pk = w.run_pk AND t.task_id = w.task_id
+        WHERE t.run_pk = p.run_pk AND t.task_id = p.task_id
           AND (t.state IS NULL OR t.state IN ('scheduled', 'up_for_retry'))
         ORDER BY t.map_index
-        LIMIT CASE WHEN EXISTS (SELECT 1 FROM windowed x
-                                 WHERE x.run_pk = w.run_pk AND x.task_id = w.task_id)
-                   THEN least(w.n, $4::int) ELSE w.n END) ti
- UNION ALL
-SELECT 'busy', b.run_pk, b.task_id, NULL, count(*)::int, NULL, NULL, NULL, NULL,
-       b.pool, r.dag_id, sum(b.pool_slots)::int
+        LIMIT p.lim) ti
+
+-- name: read_busy
+-- The slots queued and running instances hold, per (pool, DAG, task, run), across all
+-- runs: read by a pass after its runs' locks are held, before their instances.
+SELECT b.run_pk, b.task_id, count(*)::int AS n, b.pool, r.dag_id, sum(b.pool_slots)::int AS slots
   FROM task_instance b JOIN dag_run r ON r.id = b.run_pk
- WHERE $5::bool AND b.state IN ('queued', 'running')
+ WHERE b.state IN ('queued', 'running')
  GROUP BY b.pool, b.task_id, b.run_pk, r.dag_id
 
 -- name: pools
@@ -195,10 +207,12 @@ UPDATE dag_run SET state = $2, end_date = now(), note = $3
 -- One statement, no explicit transaction: claim the instances still queued at the
 -- delivered try, clear the XComs of fresh tries (a resumed try keeps its own; their
 -- xcom_element rows go with them, ON DELETE CASCADE), and return what the task
--- needs of each instance, its run and its DAG file.
+-- needs of each instance, its run and its DAG file: all the Execution API's start
+-- (api_ti_run) answers, so a slot on this worker's host ($4, user $5) starts the try
+-- without that call. A rescheduled sensor's XCom keys are listed for the SDK to delete.
 WITH claimed AS (
     UPDATE task_instance ti
-       SET state = 'running', worker_id = $3, heartbeat_at = now(),
+       SET state = 'running', worker_id = $3, heartbeat_at = now(), hostname = $4, unixname = $5,
            start_date = CASE WHEN ti.next_method IS NULL OR ti.start_date IS NULL THEN now()
                              ELSE ti.start_date END,
            first_start_date = coalesce(ti.first_start_date, now()), end_date = NULL
@@ -216,7 +230,13 @@ WITH claimed AS (
     ON CONFLICT DO NOTHING
 )
 SELECT c.*, r.dag_id, r.run_id, r.run_type, r.logical_date, r.data_interval_start,
-       r.data_interval_end, r.conf, r.start_date AS run_start_date, r.clear_number, d.fileloc
+       r.data_interval_end, r.conf, r.start_date AS run_start_date, r.clear_number, d.fileloc,
+       r.end_date AS run_end_date, r.created_at AS run_created_at, r.state AS run_state, r.note,
+       CASE WHEN c.next_method IS NULL THEN '{}'::text[]  -- cleared by this statement
+            WHEN c.next_method = '__reschedule__' THEN
+            ARRAY(SELECT x.key FROM xcom x WHERE x.run_pk = c.run_pk AND x.task_id = c.task_id
+                                           AND x.map_index = c.map_index ORDER BY x.key)
+       END AS xcom_keys
   FROM claimed c
   JOIN dag_run r ON r.id = c.run_pk
   JOIN dag d ON d.dag_id = r.dag_id

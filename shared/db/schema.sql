@@ -34,6 +34,7 @@ CREATE TABLE dag_run (
     start_date      timestamptz,
     end_date        timestamptz,
     clear_number    integer NOT NULL DEFAULT 0,
+    ti_epoch        bigint NOT NULL DEFAULT 0,  -- bumped when instances are deleted
     -- a run is identified by (dag_id, run_id), as in Airflow: two DAGs on one schedule
     -- have runs of the same run_id. run_id leads, so a run id alone is found by index.
     UNIQUE (run_id, dag_id),
@@ -76,6 +77,8 @@ CREATE TABLE task_instance (
     unixname        text,
     pid             integer,
     rendered_fields json,
+    -- the transaction that last changed its state (scheduler/counts.py reads changes only)
+    state_xid       xid8 NOT NULL DEFAULT pg_current_xact_id(),
     UNIQUE (run_pk, task_id, map_index)
 );
 CREATE INDEX ti_unfinished ON task_instance (state)
@@ -349,3 +352,23 @@ CREATE TABLE task_state_store (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_pk, task_id, map_index, key)
 );
+
+-- Instance state changes, for the scheduler's counts (scheduler/counts.py): each change is
+-- stamped with its transaction's id; a delete bumps the run's ti_epoch.
+CREATE FUNCTION ti_state_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.state_xid := pg_current_xact_id();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER ti_state_changed BEFORE UPDATE OF state ON task_instance
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION ti_state_changed();
+
+CREATE FUNCTION ti_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE dag_run SET ti_epoch = ti_epoch + 1 WHERE id IN (SELECT DISTINCT run_pk FROM gone);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER ti_deleted AFTER DELETE ON task_instance
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION ti_deleted();
+
+CREATE INDEX ti_state_changes ON task_instance (run_pk, state_xid);

@@ -345,5 +345,5 @@ async def running_ti(pool, dag_id: str, task_id: str) -> uuid.UUID:
         "SELECT id FROM task_instance WHERE run_pk = $1", run_pk)]
     queued = await pool.fetch(q("queue_tis"), ids)
     await pool.fetch(q("claim_tis"), [r["id"] for r in queued], [r["try_number"] for r in queued],
-                     WORKER)
+                     WORKER, None, None)
     return await pool.fetchval("SELECT uuid FROM task_instance WHERE run_pk = $1", run_pk)

@@ -134,7 +134,7 @@ async def seed(db, dag_id: str, run_id: str, tasks: list[tuple[str, int]], *,
     queued = await db.fetch(q("queue_tis"), ids)
     if claim_by is not None:
         await db.fetch(q("claim_tis"), [r["id"] for r in queued],
-                       [r["try_number"] for r in queued], claim_by)
+                       [r["try_number"] for r in queued], claim_by, None, None)
     rows = await db.fetch("SELECT task_id, map_index, uuid FROM task_instance WHERE run_pk = $1",
                           run_pk)
     return run_pk, {(r["task_id"], r["map_index"]): r["uuid"] for r in rows}
@@ -267,7 +267,7 @@ async def test_deferred_writes_the_trigger_and_the_resumed_start_gets_the_event(
     await db.fetchrow(q("resume_ti"), row["id"], row["trigger_id"],
                       {"b": 2, "a": 1, "event": {"status": "done"}}, None)
     queued = await db.fetch(q("queue_tis"), [row["id"]])
-    await db.fetch(q("claim_tis"), [row["id"]], [queued[0]["try_number"]], WORKER)
+    await db.fetch(q("claim_tis"), [row["id"]], [queued[0]["try_number"]], WORKER, None, None)
     assert (await ti_row(db, ti))["uuid"] == ti  # same try, same identity
     resumed = start(client, ti, pid=4343)
     assert resumed.next_method == "resume"
@@ -295,7 +295,7 @@ async def test_up_for_reschedule_waits_on_a_datetime_trigger_and_execute_runs_ag
         await db.fetchrow(q("resume_ti"), row["id"], row["trigger_id"],
                           {**row["next_kwargs"], "event": None}, None)
         queued = await db.fetch(q("queue_tis"), [row["id"]])
-        await db.fetch(q("claim_tis"), [row["id"]], [queued[0]["try_number"]], WORKER)
+        await db.fetch(q("claim_tis"), [row["id"]], [queued[0]["try_number"]], WORKER, None, None)
         context = start(client, ti)
         assert context.next_method is None and context.task_reschedule_count == count
         started = client.task_instances.get_reschedule_start_date(ti, 1).start_date

@@ -67,7 +67,7 @@ async def test_a_fault_handling_one_try_neither_stops_the_others_nor_the_worker(
             ids = await queued(pool, ["quick", "slow"])
             async with pool.acquire() as conn:
                 rows = await conn.fetch(q("claim_tis"), [i for i, _ in ids], [t for _, t in ids],
-                                        worker.id)
+                                        worker.id, None, None)
             async with anyio.create_task_group() as tries:
                 for row in sorted(rows, key=lambda r: r["task_id"]):
                     tries.start_soon(worker.execute, worker._request(row), worker.idle.pop())

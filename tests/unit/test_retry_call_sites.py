@@ -113,7 +113,7 @@ async def fail_on_a_worker(db, worker: Worker) -> float:
                      " next_retry_at = NULL, end_date = NULL", TRY)
     ti_id = await db.fetchval("SELECT id FROM task_instance")
     async with worker.pool.acquire() as conn:
-        rows = await conn.fetch(q("claim_tis"), [ti_id], [TRY], worker.id)
+        rows = await conn.fetch(q("claim_tis"), [ti_id], [TRY], worker.id, None, None)
     await worker.execute(worker._request(rows[0]), worker.idle.pop())
     return await stored_delay(db)
 

@@ -102,3 +102,95 @@ async def test_an_empty_task_ended_by_the_pass_counts_a_try_and_a_skipped_one_do
                           " WHERE run_pk = $1 ORDER BY task_id", run_pk)
     assert [tuple(r.values()) for r in rows] == [("first", "success", 1),
                                                  ("second", "skipped", 0)]
+
+
+# --- the counts a pass keeps between passes (scheduler/counts.py) ---------------------------
+async def db_counts(db, run_pk: int) -> dict[str, dict[str | None, int]]:
+    rows = await db.fetch("SELECT task_id, state, count(*)::int AS n FROM task_instance"
+                          " WHERE run_pk = $1 GROUP BY task_id, state", run_pk)
+    out: dict[str, dict[str | None, int]] = {}
+    for r in rows:
+        out.setdefault(r["task_id"], {})[r["state"]] = r["n"]
+    return out
+
+
+def kept_counts(scheduler, run_pk: int) -> dict[str, dict[str | None, int]]:
+    return {task: dict(c) for task, c in scheduler.counts.counts(run_pk).items()}
+
+
+async def test_a_pass_reads_only_the_instances_changed_since_the_previous_read(scheduler, db):
+    run_pk = await make_run(db)
+    await scheduler.schedule([run_pk])  # read whole, 'first' queued
+    xmin, epoch = scheduler.counts.since(run_pk)
+    assert xmin is not None and kept_counts(scheduler, run_pk) == {"first": {None: 1},
+                                                                   "second": {None: 1}}
+    # 'second' unchanged since long before that read (any transaction open anywhere on the
+    # server holds the read's xmin back, and what changed after it is read again: harmless)
+    await db.execute("UPDATE task_instance SET state_xid = '1'"
+                     " WHERE run_pk = $1 AND task_id = 'second'", run_pk)
+    await db.execute("UPDATE task_instance SET state = 'success'"
+                     " WHERE run_pk = $1 AND task_id = 'first'", run_pk)
+    rows = await db.fetch(q("read_runs"), [run_pk], [xmin], [epoch], [], [], [])
+    assert [(r["task_id"], r["state"]) for r in rows if r["kind"] == "change"] == [
+        ("first", "success")]
+    await scheduler.schedule([run_pk])
+    assert await states(db, run_pk) == {"first": "success", "second": "queued"}
+    # as that pass read them, before it queued 'second'
+    assert kept_counts(scheduler, run_pk) == {"first": {"success": 1}, "second": {None: 1}}
+
+
+async def test_a_change_committed_after_a_read_that_could_not_see_it_is_read_later(
+        scheduler, db, db_url):
+    run_pk = await make_run(db)
+    await scheduler.schedule([run_pk])
+    late = await asyncpg.connect(db_url)  # a worker's end, in flight during the next pass
+    try:
+        tx = late.transaction()
+        await tx.start()
+        await late.execute("UPDATE task_instance SET state = 'success'"
+                           " WHERE run_pk = $1 AND task_id = 'first'", run_pk)
+        await scheduler.schedule([run_pk])  # cannot see it yet
+        assert kept_counts(scheduler, run_pk)["first"] == {"queued": 1}
+        await tx.commit()
+    finally:
+        await late.close()
+    await scheduler.schedule([run_pk])
+    assert await states(db, run_pk) == {"first": "success", "second": "queued"}
+    await scheduler.schedule([run_pk])  # its read sees what the database holds
+    assert kept_counts(scheduler, run_pk) == await db_counts(db, run_pk)
+
+
+async def test_deleted_instances_make_the_next_pass_read_the_run_whole(scheduler, db):
+    run_pk = await make_run(db)
+    await scheduler.schedule([run_pk])
+    _, epoch = scheduler.counts.since(run_pk)
+    await db.execute("DELETE FROM task_instance WHERE run_pk = $1 AND task_id = 'second'", run_pk)
+    assert await db.fetchval("SELECT ti_epoch FROM dag_run WHERE id = $1", run_pk) == epoch + 1
+    await db.execute("UPDATE task_instance SET state = 'running'"
+                     " WHERE run_pk = $1 AND task_id = 'first'", run_pk)
+    await scheduler.schedule([run_pk])
+    assert kept_counts(scheduler, run_pk) == {"first": {"running": 1}}
+    assert scheduler.counts.since(run_pk)[1] == epoch + 1
+
+
+async def test_counts_read_in_a_pass_that_did_not_commit_are_forgotten(scheduler, db, monkeypatch):
+    run_pk = await make_run(db)
+
+    async def broken(*args):
+        raise RuntimeError("the pass fails after its read")
+
+    monkeypatch.setattr(scheduler, "_apply_limits", broken)
+    with pytest.raises(RuntimeError):
+        await scheduler.schedule([run_pk])
+    assert scheduler.counts.since(run_pk) == (None, -1)
+    monkeypatch.undo()
+    await scheduler.schedule([run_pk])
+    assert await states(db, run_pk) == {"first": "queued", "second": None}
+
+
+async def test_a_finished_run_leaves_no_counts(scheduler, db):
+    run_pk = await make_run(db)
+    await db.execute("UPDATE task_instance SET state = 'success' WHERE run_pk = $1", run_pk)
+    await scheduler.schedule([run_pk])
+    assert await db.fetchval("SELECT state FROM dag_run WHERE id = $1", run_pk) == "success"
+    assert run_pk not in scheduler.counts.runs
