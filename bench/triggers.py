@@ -1,16 +1,23 @@
-"""10,000 sleeping triggers in one triggerer: its memory, and how late they fire.
+"""Sleeping triggers in one triggerer (10,000 by default, 100,000 at scale): its memory, and
+how late they fire.
 
 The scenario
     One DAG, one mapped ``start_from_trigger`` operator expanded ``--triggers``
-    (default 10,000) times. Every instance starts straight in the triggerer
-    (no worker involved) with the same trigger, a ``DateTimeTrigger`` due at
-    ``dag_run.conf["due"]``, which this benchmark sets ``--lead`` seconds after
-    it triggers the run, so that all of them are claimed and sleeping before
-    they fall due together. The trigger is the built-in ``DateTimeTrigger``
-    (its ``run()`` is called unchanged) with one addition: its event's payload
-    carries the triggerer's clock at the moment it yields. Real scheduler and
+    times. Every instance starts straight in the triggerer (no worker involved)
+    with a ``DateTimeTrigger``; map index ``i`` is due at ``dag_run.conf["due"]``
+    (``--lead`` seconds after the run is triggered, so that all are claimed and
+    sleeping first) plus ``i * --spread / --triggers`` seconds. ``--spread 0``
+    (the default) makes them all due at the same instant, which no machine
+    commits within milliseconds; ``--spread S`` makes them fall due at a steady
+    rate, which is what "timers that fire on time" asks of sleeping triggers.
+    ``--timer`` chooses the trigger: ``stamped`` (the provider's ``run()`` called
+    unchanged by a subclass whose event also carries the triggerer's clock when
+    it yields), ``exact`` (a subclass sleeping straight to its moment: the
+    provider's ``run()`` polls once a second in its last 20 s, up to a second
+    late by design) or ``provider`` (``DateTimeTrigger`` itself, as
+    ``DateTimeSensorAsync`` defers; no yield time). Real scheduler and
     triggerer processes; no worker is started, since none has anything to do
-    until the triggers fire (what follows, 10,000 resumes on workers, is not
+    until the triggers fire (what follows, the resumes on workers, is not
     measured here). Settings: the product's defaults plus
     ``SLUICE_TRIGGERER_CAPACITY`` and ``SLUICE_MAX_MAP_LENGTH`` = the trigger count.
     Each of ``--runs`` (default 3) runs gets a fresh database and fresh daemons.
@@ -22,12 +29,12 @@ What is measured
                ``triggers_claimed`` log line reporting ``running`` = the count to the
                due time), and ``VmHWM`` (the kernel's lifetime peak) at the end.
     yield lag  the payload's ``yielded`` (triggerer clock when ``run()`` yielded)
-               minus the due time, per trigger: how late the event loop wakes a
-               sleeping trigger. Read from ``task_instance.next_kwargs.event``.
+               minus its due time, per trigger (not for ``--timer provider``): how
+               late the event loop wakes a sleeping trigger. Read from ``task_instance.next_kwargs.event``.
     fire lag   the timestamp of the triggerer's ``trigger_fired`` JSON log line
                (written right after the transaction that moves the task instance
-               ``deferred -> scheduled`` committed) minus the due time: when the
-               database knows the trigger fired. The last one is the "drain" time.
+               ``deferred -> scheduled`` committed) minus its due time: when the
+               database knows the trigger fired. The largest is "last fire".
     p50/p99    nearest-rank percentiles over every trigger of a run; the summary
                gives the median of the runs' figures.
 """
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -82,7 +90,7 @@ class StampedDateTimeTrigger(DateTimeTrigger):
     wakes up to a second after the moment.
     """
 
-    def __init__(self, moment, index=0, step=0.0, timer="{timer}", **kwargs):
+    def __init__(self, moment, index=0, step=0.0, timer={timer!r}, **kwargs):
         self.index, self.step, self.timer = int(index), float(step), timer
         base = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
         super().__init__(base + timedelta(seconds=self.index * self.step), **kwargs)
@@ -106,9 +114,8 @@ class StampedDateTimeTrigger(DateTimeTrigger):
 
 class Sleeper(BaseOperator):
     start_trigger_args = StartTriggerArgs(
-        trigger_cls="{dag_id}.StampedDateTimeTrigger",
-        trigger_kwargs={{"moment": "{{{{ dag_run.conf['due'] }}}}", "index": "{{{{ map_index }}}}",
-                        "step": "{{{{ dag_run.conf['step'] }}}}"}},
+        trigger_cls={trigger_cls!r},
+        trigger_kwargs={trigger_kwargs!r},
         next_method="execute_complete")
     start_from_trigger = True
 
@@ -126,6 +133,23 @@ def {dag_id}():
 
 {dag_id}()
 '''
+
+#: ``--timer``: the trigger class each instance starts with, and its (templated) kwargs
+STAMPED_KWARGS = {"moment": "{{ dag_run.conf['due'] }}", "index": "{{ map_index }}",
+                  "step": "{{ dag_run.conf['step'] }}"}
+PROVIDER_KWARGS = {"target_time": "{{ (macros.datetime.fromisoformat(dag_run.conf['due']) + "
+                                  "macros.timedelta(seconds=map_index * dag_run.conf['step']))"
+                                  ".isoformat() }}"}
+
+
+def dag_source(n: int, timer: str) -> str:
+    if timer == "provider":
+        cls, kwargs = "airflow.providers.standard.triggers.temporal.DateTimeTrigger", PROVIDER_KWARGS
+    else:
+        cls, kwargs = f"{DAG_ID}.StampedDateTimeTrigger", STAMPED_KWARGS
+    return DAG_SOURCE.format(n=n, dag_id=DAG_ID, timer=timer, trigger_cls=cls,
+                             trigger_kwargs=kwargs)
+
 
 EVENTS_SQL = """
 SELECT map_index, next_kwargs FROM task_instance
@@ -260,7 +284,7 @@ class LogTail:
 async def one_run(args: argparse.Namespace, cluster: Cluster) -> dict:
     n = args.triggers
     step = args.spread / n
-    cluster.write_dag(f"{DAG_ID}.py", DAG_SOURCE.format(n=n, dag_id=DAG_ID, timer=args.timer))
+    cluster.write_dag(f"{DAG_ID}.py", dag_source(n, args.timer))
     cluster.start("scheduler")
     triggerer = cluster.start("triggerer")
     tail = LogTail(cluster, "triggerer")
@@ -307,11 +331,13 @@ def figures(n: int, due: float, step: float, triggered: float, all_running: floa
             rows: list, blocked: list[dict]) -> dict:
     """Map index ``i`` was due at ``due + i * step``; lags are per trigger, from its own due time."""
     events = {r["map_index"]: r["next_kwargs"]["event"] for r in rows}
-    wrong = [i for i, e in events.items() if abs(e["due"] - (due + i * step)) > 1e-3]
+    stamped = [(i, e) for i, e in events.items() if isinstance(e, dict) and "yielded" in e]
+    wrong = [i for i, e in stamped if abs(e["due"] - (due + i * step)) > 1e-3]
     if len(events) != n or wrong:
         raise RuntimeError(f"expected {n} fired events, each due at its own time; found "
                            f"{len(events)}, {len(wrong)} of them due at another time")
-    yield_ms = [(e["yielded"] - e["due"]) * 1000 for e in events.values()]
+    # the provider's own class yields its moment only: no yield lag for it
+    yield_ms = [(e["yielded"] - e["due"]) * 1000 for _, e in stamped] or [math.nan]
     fire_ms = [(f["ts"].timestamp() - (due + f["map_index"] * step)) * 1000 for f in fired]
     running = [kib for t, kib in samples if all_running <= t < due]
     return {
@@ -382,9 +408,16 @@ def _mode(args: argparse.Namespace) -> str:
 
 def _timer(args: argparse.Namespace) -> str:
     if args.timer == "exact":
-        return "timer `exact`: `run()` sleeps straight to its moment"
-    return ("timer `stock`: the provider's own `run()`, which polls once a second (and logs "
-            "each poll) in its last 20 s, so it yields up to 1 s after its moment by design")
+        return ("timer `exact`: a subclass whose `run()` sleeps straight to its moment and "
+                "stamps its event with the time it yields")
+    if args.timer == "provider":
+        return ("timer `provider`: the provider's class itself, as `DateTimeSensorAsync` "
+                "defers, kwargs `target_time`; its `run()` polls once a second (and logs each "
+                "poll) in its last 20 s, so it yields up to 1 s after its moment by design; "
+                "its event carries no yield time")
+    return ("timer `stamped`: a subclass calling the provider's `run()` (polls once a second "
+            "in its last 20 s, so up to 1 s late by design) and stamping its event with the "
+            "time it yields")
 
 
 def _blocked(warnings: list[tuple[float, float]]) -> str:
@@ -433,9 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spread", type=float, default=0.0,
                         help="spread the due times evenly over this many seconds after the lead "
                              "(default 0: all due at the same moment)")
-    parser.add_argument("--timer", choices=("stock", "exact"), default="stock",
-                        help="stock: DateTimeTrigger's own run() (polls each second near the "
-                             "moment); exact: sleep straight to the moment (default stock)")
+    parser.add_argument("--timer", choices=("stamped", "exact", "provider"), default="stamped",
+                        help="stamped: a DateTimeTrigger subclass calling its run() (polls each "
+                             "second near the moment), its event stamped with the yield time; "
+                             "exact: a subclass sleeping straight to the moment; provider: "
+                             "DateTimeTrigger itself, no yield time (default stamped)")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.triggers < 1 or args.lead <= 0 or args.spread < 0:

@@ -168,9 +168,11 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
 
     ``cleanup()`` always runs afterwards, shielded, its errors only logged (as Airflow's
     ``run_trigger``). A greenback portal lets the trigger call the SDK's sync methods from
-    ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``.
+    ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``
+    (skipped for classes known never to: :data:`NO_PORTAL_CLASSES`).
     """
-    await enter_portal()
+    if needs_portal(trigger):
+        await enter_portal()
     # no timeout, no scope: at 100,000 sleeping triggers each scope is memory held for nothing
     timer = _NO_TIMEOUT if timeout_at is None else anyio.move_on_after(
         (timeout_at - datetime.now(UTC)).total_seconds())
@@ -187,6 +189,21 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
         return Failed(TRIGGER_FAILURE, exc)
     finally:
         await clean_up(trigger)
+
+
+#: trigger classes whose ``run()`` never calls the SDK's sync methods: no greenback portal
+#: (a portal's greenlet, with its own stack, costs a sleeping trigger ~7.5 KB, as much as the
+#: rest of it); exact classes only, a subclass may do anything in its own ``run()``
+NO_PORTAL_CLASSES = frozenset({
+    "airflow.providers.standard.triggers.temporal.DateTimeTrigger",  # TimeDeltaTrigger's rows too
+    "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
+})
+
+
+def needs_portal(trigger) -> bool:
+    """Whether ``trigger`` gets a greenback portal: all but :data:`NO_PORTAL_CLASSES`."""
+    cls = type(trigger)
+    return f"{cls.__module__}.{cls.__qualname__}" not in NO_PORTAL_CLASSES
 
 
 async def enter_portal() -> None:

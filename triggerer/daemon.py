@@ -17,6 +17,7 @@ connection of.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import math
 import os
@@ -26,7 +27,7 @@ import sys
 import anyio
 import asyncpg
 import structlog
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from shared import bus
 from shared.airflow_spec.loading import use_airflow_home
@@ -44,6 +45,7 @@ TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never bl
 BLOCKING_WARN_S = 0.2
 START_CHUNK = 200  # claimed triggers started between two yields to the event loop
 CLAIM_PAGE = 1000  # triggers claimed per transaction: the rows held at once, the loop never stalled
+JUDGE_CHUNK = 5000  # owned triggers compared between two yields to the event loop
 WRITERS = 2  # batch writers: an event waits for at most one write in progress, not a queue of them
 #: strings every trigger of a mapped task repeats, shared instead of one copy per row
 _SHARED_STRINGS = ("classpath", "dag_id", "run_id", "task_id")
@@ -173,12 +175,14 @@ class Triggerer:
                 await asyncio.wait(set(self._tasks))
 
     async def run_trigger(self, row: dict, scope: anyio.CancelScope) -> None:
-        with bound_contextvars(**_ti_ids(row), trigger_id=row["id"]):
-            try:
-                with scope:
-                    await self._run(row)
-            finally:
-                self.running.pop(row["id"], None)
+        """Run one trigger in its own task (:meth:`_spawn`): its log ids are bound in the
+        task's own context, never reset, since nothing else runs in it."""
+        bind_contextvars(**_ti_ids(row), trigger_id=row["id"])
+        try:
+            with scope:
+                await self._run(row)
+        finally:
+            self.running.pop(row["id"], None)
 
     async def _run(self, row: dict) -> None:
         """An Airflow trigger to its outcome, written as Airflow 3.3's triggerer writes it."""
@@ -361,10 +365,8 @@ class Triggerer:
                     # only triggers claimed before the read can be judged by it: one claimed
                     # meanwhile is ours but not in ``owned``, and cancelling it would strand it
                     judged = dict(self.running)
-                    owned = {r["id"] for r in await conn.fetch(q("owned_triggers"), self.id)}
-                for trigger_id, scope in judged.items():
-                    if trigger_id not in owned:
-                        scope.cancel()
+                    owned_rows = await conn.fetch(q("owned_triggers"), self.id)
+                await self._cancel_lost(judged, owned_rows)
                 if dead:
                     log.warning("dead_triggerers_released", count=len(dead))
                     await bus.publish(self.redis, [(self.streams.triggers, TriggersPending())])
@@ -372,6 +374,20 @@ class Triggerer:
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
                 self.db_continuity.broke()
                 log.warning("triggerer_heartbeat_failed", error=str(exc))
+
+    async def _cancel_lost(self, judged: dict[int, anyio.CancelScope], owned_rows) -> None:
+        """Cancel the judged triggers no longer ours; a chunk at a time, since at 100,000
+        triggers one pass over them all would hold up the triggers due meanwhile."""
+        owned: set[int] = set()
+        for n, row in enumerate(owned_rows, start=1):
+            owned.add(row[0])
+            if n % JUDGE_CHUNK == 0:
+                await anyio.sleep(0)
+        for n, (trigger_id, scope) in enumerate(judged.items(), start=1):
+            if trigger_id not in owned:
+                scope.cancel()
+            if n % JUDGE_CHUNK == 0:
+                await anyio.sleep(0)
 
     async def watchdog_loop(self) -> None:
         """Log when something blocks the event loop (a trigger doing sync I/O)."""
@@ -440,6 +456,9 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     try:
         await bus.wait_for_redis(redis)
         install_comms(airflow, settings, pool)
+        # what importing Airflow made lives as long as the process: out of the collector's
+        # full passes, which at 100,000 triggers stall the loop for each object they walk
+        gc.freeze()
         trig = Triggerer(settings, pool, redis, life, airflow)
         await trig.consumer.ensure_groups()
         await trig.register()

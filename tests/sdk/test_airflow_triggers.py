@@ -347,3 +347,35 @@ async def running_ti(pool, dag_id: str, task_id: str) -> uuid.UUID:
     await pool.fetch(q("claim_tis"), [r["id"] for r in queued], [r["try_number"] for r in queued],
                      WORKER, None, None)
     return await pool.fetchval("SELECT uuid FROM task_instance WHERE run_pk = $1", run_pk)
+
+
+# --- the greenback portal: only for triggers that may need it -----------------------------
+async def test_datetime_trigger_fires_without_a_portal_its_subclasses_get_one(monkeypatch):
+    """A sleeping ``DateTimeTrigger`` (and so ``TimeDeltaTrigger``'s rows) never calls the
+    SDK's sync methods: it runs without the portal's greenlet, which would cost as much as
+    the rest of it; a subclass may call anything, so it keeps the portal Airflow gives."""
+    import greenback
+
+    from triggerer import airflow_triggers
+
+    class Stamped(DateTimeTrigger):
+        async def run(self):
+            async for event in super().run():
+                yield event.__class__({"portal": greenback.has_portal()})
+
+    soon = datetime.now(UTC) + timedelta(milliseconds=50)
+    entered: list[bool] = []
+    enter_portal = airflow_triggers.enter_portal
+
+    async def recorded():
+        entered.append(True)
+        await enter_portal()
+
+    monkeypatch.setattr(airflow_triggers, "enter_portal", recorded)
+    assert not airflow_triggers.needs_portal(DateTimeTrigger(soon))
+    assert not airflow_triggers.needs_portal(TimeDeltaTrigger(timedelta(seconds=1)))
+    assert airflow_triggers.needs_portal(Stamped(soon))
+    outcome = await first_event(DateTimeTrigger(soon), datetime.now(UTC) + timedelta(seconds=5))
+    assert isinstance(outcome, Fired) and entered == []
+    outcome = await first_event(Stamped(soon), datetime.now(UTC) + timedelta(seconds=5))
+    assert outcome.event.payload == {"portal": True} and entered == [True]

@@ -393,3 +393,82 @@ async def test_triggerer_reregisters_when_its_row_was_released(db, db_url, redis
 
         await _wait(back, 5, "re-registration and re-claim")
         assert await db.fetchval("SELECT count(*) FROM triggerer") == 1
+
+
+# --- 100,000 triggers: paged claims, chunked starts, plain tasks ----------------------------
+@asynccontextmanager
+async def bare_triggerer(db_url: str, redis_url: str, prefix: str, **settings):
+    """A registered ``Triggerer`` whose loops are not started: claims are called by hand."""
+    settings = Settings(database_url=db_url, redis_url=redis_url, stream_prefix=prefix, **settings)
+    pool = await create_pool(db_url, max_size=3)
+    redis = bus.connect(redis_url)
+    try:
+        trig = Triggerer(settings, pool, redis, Lifecycle("triggerer-test"))
+        await trig.register()
+        try:
+            yield trig
+        finally:
+            await trig.stop_triggers(5)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await redis.aclose()
+            await pool.close()
+
+
+async def test_claims_come_in_pages_and_each_page_starts_in_chunks(
+        db, db_url, redis_url, stream_prefix, monkeypatch):
+    """One claim takes up to capacity, a page per transaction; a page's triggers start a
+    chunk at a time, the loop running those already started in between."""
+    import triggerer.daemon as daemon
+
+    monkeypatch.setattr(daemon, "CLAIM_PAGE", 3)
+    monkeypatch.setattr(daemon, "START_CHUNK", 2)
+    run_pk = await make_run(db)
+    trig_ids = [(await make_deferred(db, run_pk, f"t{i}"))[1] for i in range(7)]
+    pages: list[int] = []
+    fetch = asyncpg.connection.Connection.fetch
+
+    async def counted(self, query, *args, **kwargs):
+        if query == q("claim_triggers"):
+            pages.append(args[1])
+        return await fetch(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", counted)
+    started: list[tuple[int, set[int]]] = []
+    run_trigger = Triggerer.run_trigger
+
+    async def recorded(self, row, scope):
+        started.append((row["id"], set(self.running)))
+        await run_trigger(self, row, scope)
+
+    monkeypatch.setattr(Triggerer, "run_trigger", recorded)
+    async with bare_triggerer(db_url, redis_url, stream_prefix, triggerer_capacity=6) as trig:
+        await trig.claim()
+        assert pages == [3, 3]  # capacity 6: two full pages, then no room for a third
+        assert set(trig.running) == set(trig_ids[:6])
+        assert [(await owners(db))[t] for t in trig_ids] == [trig.id] * 6 + [None]
+        await _wait(lambda: asyncio.sleep(0, len(started) == 6), 5, "six triggers started")
+        # the first two started before the third was even created
+        assert started[0][1] == set(trig_ids[:2])
+        assert len(trig._tasks) == 6
+    assert not trig.running and not trig._tasks  # stopped, their tasks ended
+
+
+async def test_an_error_escaping_a_trigger_task_ends_the_daemon(
+        db, db_url, redis_url, stream_prefix, monkeypatch):
+    """A plain task's unexpected error is raised in the daemon's task group, as a task
+    group's child's would be, instead of being lost with the task."""
+    run_pk = await make_run(db)
+    await make_deferred(db, run_pk, "t")
+
+    async def broken(self, row):
+        raise RuntimeError("a bug in the triggerer")
+
+    monkeypatch.setattr(Triggerer, "_run", broken)
+    async with bare_triggerer(db_url, redis_url, stream_prefix) as trig:
+        with pytest.raises(ExceptionGroup) as caught:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(trig.crash_loop)
+                    await trig.claim()
+        assert [str(e) for e in caught.value.exceptions] == ["a bug in the triggerer"]
