@@ -339,24 +339,31 @@ class Scheduler:
     def _windows(self, runs: list, busy: Busy) -> dict[tuple[int, str], int]:
         """How many schedulable instances of each task a pass reads: what the free slots
         (the DAG's ``max_active_tasks``, the task's pool) can take, at least ``MIN_WINDOW``
-        and at most ``WINDOW``; ``WINDOW`` for a task whose instances the run's last pass
-        ended (an upstream failure ends them all without a slot, a window at a time).
+        and at most ``WINDOW``. A pass over a 100,000-way task with 8 slots just freed
+        then reads and decides about 32 instances, not 512.
 
-        A pass over a 100,000-way task with 8 slots just freed then reads and decides
-        about 32 instances, not 512.
+        ``WINDOW`` whenever fewer would not do: for a run not read before; a task whose
+        instances the run's last pass ended (an upstream failure ends them all without a
+        slot, a window at a time); one with instances waiting for a retry (the window is
+        read in map_index order, and those not yet due must not fill it); and one that
+        starts in the triggerer (it takes no slot).
         """
         windows: dict[tuple[int, str], int] = {}
         for run in runs:
             spec = self.specs.get(run["dag_id"])
-            if spec is None:
+            if spec is None or run["id"] not in self.counts.runs:
                 continue
             dag_free = spec.max_active_tasks - busy.dag_tasks[spec.dag_id]
             ending = self.ending.get(run["id"], ())
+            kept = self.counts.runs[run["id"]].counts
             for t in spec.tasks:
+                if (t.task_id in ending or t.start_trigger is not None
+                        or kept.get(t.task_id, {}).get("up_for_retry")):
+                    continue
                 slots = self.pools.get(t.pool)
                 pool_free = (WINDOW if slots is None or slots < 0
                              else (slots - busy.pool_slots[t.pool]) // max(1, t.pool_slots))
-                free = WINDOW if t.task_id in ending else min(dag_free, pool_free)
+                free = min(dag_free, pool_free)
                 windows[(run["id"], t.task_id)] = min(WINDOW, max(MIN_WINDOW, free))
         return windows
 

@@ -194,3 +194,22 @@ async def test_a_finished_run_leaves_no_counts(scheduler, db):
     await scheduler.schedule([run_pk])
     assert await db.fetchval("SELECT state FROM dag_run WHERE id = $1", run_pk) == "success"
     assert run_pk not in scheduler.counts.runs
+
+
+def test_a_pass_reads_as_many_waiting_instances_as_free_slots_can_take(scheduler):
+    from scheduler.daemon import MIN_WINDOW, WINDOW
+    from scheduler.limits import Busy
+
+    run = {"id": 1, "dag_id": "pair"}
+    scheduler.pools = {"default_pool": 128}
+    busy = Busy()
+    assert scheduler._windows([run], busy) == {}  # a run not read before: whole windows
+    scheduler.counts.read(1, epoch=0, whole=True, xmin=1,
+                          changes=[(1, "first", None), (2, "second", "up_for_retry")])
+    busy.pool_slots["default_pool"] = 120
+    windows = scheduler._windows([run], busy)
+    assert windows == {(1, "first"): MIN_WINDOW}  # 8 free; 'second' waits for a retry
+    busy.pool_slots["default_pool"] = 0
+    assert scheduler._windows([run], busy)[(1, "first")] == min(WINDOW, max(MIN_WINDOW, SPEC.max_active_tasks))
+    scheduler.ending[1] = {"first"}  # its last pass ended instances: a whole window
+    assert scheduler._windows([run], busy) == {}
