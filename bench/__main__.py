@@ -2,7 +2,8 @@
 
 Scenarios: ``hops`` (the default, what ``make bench`` runs), ``triggers``,
 ``deferral``, ``mapping``, ``budget`` (a mapped no-op's CPU per instance by
-process and stage; prints its section, never appends it), and ``all`` (hops,
+process and stage; prints its section, never appends it), ``passes`` (one
+scheduling pass over a 10,000- and a 100,000-way run), and ``all`` (hops,
 deferral, triggers and mapping with their defaults, one after the other; only
 ``--no-write`` and ``--results`` apply to it).
 ``python -m bench SCENARIO --help`` lists a scenario's options.
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import budget, deferral, hops, mapping, triggers
+from bench import budget, deferral, hops, mapping, passes, triggers
 
 SCENARIOS = {"hops": hops.main, "triggers": triggers.main, "deferral": deferral.main,
-             "mapping": mapping.main, "budget": budget.main}
+             "mapping": mapping.main, "budget": budget.main, "passes": passes.main}
 OUTPUT_FLAGS = ("--no-write", "--results")
 
 

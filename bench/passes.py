@@ -17,7 +17,7 @@ What is measured
     A pass whose cost does not grow with the finished instances costs the same at
     10 % and 90 % and at 10,000 and 100,000.
 
-Run it with ``.venv/bin/python -m bench.passes``; ``--no-write`` prints only.
+Run it with ``.venv/bin/python -m bench passes``; ``--no-write`` prints only.
 """
 
 from __future__ import annotations
@@ -32,7 +32,14 @@ from pathlib import Path
 
 import asyncpg
 
-from bench.common import add_output_args, load_average, machine, own_cpu_s, run_scenario
+from bench.common import (
+    add_output_args,
+    load_average,
+    machine,
+    own_cpu_s,
+    resolve_services,
+    run_scenario,
+)
 from shared.config import Settings
 
 FRACTIONS = (0.1, 0.5, 0.9)
@@ -162,17 +169,19 @@ async def measure(args, spec, admin_url: str, redis_url: str, n: int) -> list[di
     return rows
 
 
-async def bench(args, results: Path) -> str:
+async def bench(args, root: Path) -> str:
     from shared.airflow_spec.loading import use_airflow_home
 
-    settings = Settings()
-    admin_url, redis_url = settings.require_urls()
-    use_airflow_home(args.home)
+    admin_url, redis_url, stop_services = resolve_services(root)
+    use_airflow_home(str(root / "home"))
     spec = dag_spec()
     load_before = load_average()
     rows = []
-    for n in args.instances:
-        rows += await measure(args, spec, admin_url, redis_url, n)
+    try:
+        for n in args.instances:
+            rows += await measure(args, spec, admin_url, redis_url, n)
+    finally:
+        stop_services()
     info = machine()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -180,7 +189,7 @@ async def bench(args, results: Path) -> str:
         "",
         f"- machine: {info['uname']}, {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM",
         f"- load average (1 min) before/after: {load_before} / {load_average()}",
-        f"- scenario: `python -m bench.passes` (`bench/passes.py`): a run of"
+        f"- scenario: `python -m bench passes` (`bench/passes.py`): a run of"
         f" `total(noop.expand(x=gen()))`, {SLOTS} instances running; per step"
         f" {ENDS_PER_STEP} end and one pass decides the run (queues {ENDS_PER_STEP});"
         f" {args.steps} steps: median wall, mean CPU",
@@ -194,10 +203,9 @@ async def bench(args, results: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.passes", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench passes", description=__doc__.split("\n")[0])
     parser.add_argument("--instances", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--home", default=str(Path.home() / ".sluice-bench-passes"))
     add_output_args(parser)
     run_scenario(bench, parser.parse_args(argv))
 
