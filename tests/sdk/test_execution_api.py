@@ -747,3 +747,21 @@ async def test_counts_and_states_filter_as_airflows_routes(server, db):
         with pytest.raises(ServerResponseError) as naive:
             once(client, "GET", path, params={**params, "logical_dates": "2026-03-01T12:00:00"})
         assert naive.value.response.status_code == 422
+
+
+async def test_a_claim_answers_what_the_start_call_would(server, db):
+    """A worker's slots skip the start call: the claim's answer (worker.daemon.start_context)
+    must be the ``TIRunContext`` the API answers for the same try."""
+    from worker.daemon import start_context
+
+    _, tis = await seed(db, "claimed_start", "run-1", [("extract", -1)], claim_by=None)
+    ti = tis[("extract", -1)]
+    row = await ti_row(db, ti)
+    [claimed] = await db.fetch(q("claim_tis"), [row["id"]], [row["try_number"]], WORKER,
+                               "host-a", "user-a")
+    from_claim = await start_context(db, claimed)
+    stored = await ti_row(db, ti)
+    assert (stored["state"], stored["hostname"], stored["unixname"]) == ("running", "host-a",
+                                                                        "user-a")
+    from_api = start(client_for(server, ti), ti).model_dump(mode="json", by_alias=True)
+    assert from_claim == from_api
