@@ -92,8 +92,10 @@ class Worker:
         self._wakes: dict[tuple, object] = {}  # wake-ups waiting to be sent, in order, once each
         self._waking = False
         self._read_scope: anyio.CancelScope | None = None
-        # who runs the claimed tries, as the SDK's start call would report it: a pod reports its own
-        self._host = (None, None) if self.pods is not None else task_host()
+        # who runs the claimed tries, as the SDK's start call would report it (a pod reports its
+        # own); asked at the first claim, once the Execution API has imported Airflow and set
+        # the log format back to JSON
+        self._host: tuple[str | None, str | None] | None = None
 
     def _notify(self) -> None:
         self._changed.set()
@@ -147,6 +149,8 @@ class Worker:
         msgs = [e.message for _, e in entries]
         if not msgs:
             return []
+        if self._host is None:
+            self._host = (None, None) if self.pods is not None else task_host()
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(q("claim_tis"), [m.ti_id for m in msgs],
                                     [m.try_number for m in msgs], self.id, *self._host)
