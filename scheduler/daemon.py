@@ -189,7 +189,8 @@ class Scheduler:
                 return
             await self._start_queued_runs(conn, runs)
             busy = await self._read_busy(conn)
-            read = await self._read_runs(conn, runs, self._windows(runs, busy))
+            windows = self._windows(runs, busy)
+            read = await self._read_runs(conn, runs, windows)
             by_run, counts, truncated = read.tis, read.counts, read.truncated
             candidates: list[Candidate] = []
             starts: list[tuple] = []
@@ -218,6 +219,9 @@ class Scheduler:
                     self.starved.add(run["id"])
                 if windowed and (decision.end or decision.queue):
                     self.pending.add(run["id"])  # the next window, in the next pass
+                elif any(ti.state == "up_for_retry" and (run["id"], ti.task_id) in windows
+                         for ti in tis):  # a narrow window read retries not due: a whole one next
+                    self.pending.add(run["id"])
                 for ti_id, state in decision.end.items():
                     ends_ids.append(ti_id)
                     ends_states.append(state)
@@ -500,6 +504,7 @@ class Scheduler:
             try:
                 await self._iteration()
             except TRANSIENT as exc:
+                self.counts.clear()  # the server may have restarted: what it said may not stand
                 log.warning("scheduler_connection_error", error=str(exc))
                 with anyio.move_on_after(1.0):
                     await self.life.stopping.wait()
@@ -632,6 +637,8 @@ class Scheduler:
                 self.db_continuity.held()
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
                 self.db_continuity.broke()
+                if isinstance(exc, DB_ERRORS):
+                    self.counts.clear()  # the server may have restarted: what it said may not stand
                 log.warning("repair_connection_error", error=str(exc))
 
     async def repair(self) -> None:

@@ -105,9 +105,12 @@ ON CONFLICT (run_pk, task_id, map_index) DO NOTHING
 --   'ti' rows:     the schedulable instances, in map_index order, of each (run, task) pair
 --                  in $4/$5, at most $6 of them (NULL: all), and all of those of tasks
 --                  changed rows name that the pairs do not (tasks a DAG no longer has).
-WITH since AS (  -- xid 0: read whole (every stamp is at least 1)
+WITH since AS (  -- xid 0: read whole (every stamp is at least 1); so is a run whose previous
+                 -- read is ahead of the server's transaction ids (it restarted and lost them)
     SELECT s.run_pk, r.ti_epoch AS epoch,
-           CASE WHEN r.ti_epoch = s.epoch THEN coalesce(s.since, 0) ELSE 0 END::text::xid8 AS since
+           CASE WHEN r.ti_epoch = s.epoch
+                 AND s.since <= pg_snapshot_xmax(pg_current_snapshot())::text::bigint
+                THEN coalesce(s.since, 0) ELSE 0 END::text::xid8 AS since
       FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS s(run_pk, since, epoch)
       JOIN dag_run r ON r.id = s.run_pk
 ), changes AS (
