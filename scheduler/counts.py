@@ -80,6 +80,11 @@ class CountCache:
                     out[task_id] = Counter(counter)
         return out
 
+    def kept(self, run_pk: int) -> dict[str, Counter] | None:
+        """The run's counts as kept (not a copy: read only), or None if it was never read."""
+        entry = self.runs.get(run_pk)
+        return entry.counts if entry is not None else None
+
     def tasks(self, run_pk: int) -> set[str]:
         entry = self.runs.get(run_pk)
         return set(entry.counts) if entry is not None else set()

@@ -355,11 +355,11 @@ class Scheduler:
         windows: dict[tuple[int, str], int] = {}
         for run in runs:
             spec = self.specs.get(run["dag_id"])
-            if spec is None or run["id"] not in self.counts.runs:
+            kept = self.counts.kept(run["id"])
+            if spec is None or kept is None:
                 continue
             dag_free = spec.max_active_tasks - busy.dag_tasks[spec.dag_id]
             ending = self.ending.get(run["id"], ())
-            kept = self.counts.runs[run["id"]].counts
             for t in spec.tasks:
                 if (t.task_id in ending or t.start_trigger is not None
                         or kept.get(t.task_id, {}).get("up_for_retry")):
@@ -504,7 +504,7 @@ class Scheduler:
             try:
                 await self._iteration()
             except TRANSIENT as exc:
-                self.counts.clear()  # the server may have restarted: what it said may not stand
+                self._database_lost()
                 log.warning("scheduler_connection_error", error=str(exc))
                 with anyio.move_on_after(1.0):
                     await self.life.stopping.wait()
@@ -569,13 +569,18 @@ class Scheduler:
                 await self.schedule(run_pks)
         except TRANSIENT:
             self.pending.update(run_pks)
-            self.counts.clear()  # a lost connection: what it read may not stand
+            self._database_lost()
             raise
         except Exception:
             for pk in run_pks:
                 self.last_pass.pop(pk, None)
                 self.timers.pop(pk, None)
             raise
+
+    def _database_lost(self) -> None:
+        """A connection to PostgreSQL failed: the server may have restarted and lost its last
+        asynchronous commits, so the counts kept from what it said are read again whole."""
+        self.counts.clear()
 
     def _due_now(self, candidates: list[int]) -> list[int]:
         """Runs to schedule now; very large runs are re-decided at most every few ms.
@@ -638,7 +643,7 @@ class Scheduler:
             except DB_ERRORS + bus.REDIS_ERRORS as exc:
                 self.db_continuity.broke()
                 if isinstance(exc, DB_ERRORS):
-                    self.counts.clear()  # the server may have restarted: what it said may not stand
+                    self._database_lost()
                 log.warning("repair_connection_error", error=str(exc))
 
     async def repair(self) -> None:

@@ -157,19 +157,8 @@ class Worker:
             reqs = [self._request(row) for row in rows]
             if self.pods is None:  # a slot on this host starts the try without the API's call
                 for req, row in zip(reqs, rows, strict=True):
-                    req["ti_context"] = await self._start_context(conn, row)
+                    req["ti_context"] = await start_context(conn, row)
         return reqs
-
-    async def _start_context(self, conn: asyncpg.Connection, row) -> dict | None:
-        """The claimed try's start answer, or None (its slot then makes the start call): the
-        claim has committed, so nothing here may fail the batch it belongs to."""
-        try:
-            return await start_context(conn, row)
-        except Exception as exc:  # noqa: BLE001 - e.g. a run's conf the SDK's model refuses
-            log.warning("start_context_failed", dag_id=row["dag_id"], run_id=row["run_id"],
-                        task_id=row["task_id"], map_index=row["map_index"],
-                        error=f"{type(exc).__name__}: {exc}")
-            return None
 
     def _request(self, ti) -> dict:
         iso = lambda d: d.isoformat() if d else None  # noqa: E731
@@ -548,16 +537,24 @@ def task_host() -> tuple[str, str]:
     return get_hostname(), getuser()
 
 
-async def start_context(conn: asyncpg.Connection, row) -> dict:
-    """What the Execution API's start call answers for a try just claimed (``row``), as JSON."""
+async def start_context(conn: asyncpg.Connection, row) -> dict | None:
+    """What the Execution API's start call answers for a try just claimed (``row``), as JSON;
+    None if it cannot be built (its slot then makes the start call): the claim has committed,
+    so nothing here may fail the batch the try belongs to."""
     from worker.execution_api.assets import consumed_events
     from worker.execution_api.task_instances import run_context
 
-    context = run_context(row)
-    if row["run_type"] == "asset_triggered":
-        context.dag_run.consumed_asset_events = await consumed_events(conn, row["dag_id"],
-                                                                      row["run_id"])
-    return context.model_dump(mode="json", by_alias=True)
+    try:
+        context = run_context(row)
+        if row["run_type"] == "asset_triggered":
+            context.dag_run.consumed_asset_events = await consumed_events(conn, row["dag_id"],
+                                                                          row["run_id"])
+        return context.model_dump(mode="json", by_alias=True)
+    except Exception as exc:  # noqa: BLE001 - e.g. a run's conf the SDK's model refuses
+        log.warning("start_context_failed", dag_id=row["dag_id"], run_id=row["run_id"],
+                    task_id=row["task_id"], map_index=row["map_index"],
+                    error=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def api_url(host: str, port: int) -> str:
