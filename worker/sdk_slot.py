@@ -92,8 +92,11 @@ class Slot:
         import structlog
         from airflow.sdk.execution_time.supervisor import PsutilTracker
 
+        from worker.sdk_inprocess import read_expand_input_lazily
+
         share_json_adapter()
         remember_sensitive_names()
+        read_expand_input_lazily()
         self.sink, self.forwarders = sink, forwarders
         self.dags = DagFiles(dags_folder)
         self.process = PsutilTracker(psutil.Process())

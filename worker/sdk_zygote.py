@@ -78,6 +78,7 @@ def preload() -> None:
     from worker import sdk_inprocess, sdk_slot, sdk_tasklog, sdk_transport  # noqa: F401
 
     sdk_slot.share_json_adapter()
+    sdk_inprocess.read_expand_input_lazily()
     sdk_slot.remember_sensitive_names()
     # the SDK's client builds its TLS context (certifi's CAs: 80 ms) even for plain http,
     # cached per class: built once here, every slot's client takes it as it is

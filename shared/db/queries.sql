@@ -851,6 +851,21 @@ SELECT x.value::text AS value
                                                      WHERE dag_id = $1 AND run_id = $2)))
  ORDER BY r.logical_date DESC LIMIT 1
 
+-- name: api_xcom_element
+-- Element $6 of the list run $2's task $3 pushed as key $4 (map index $5), and the list's
+-- length: two primary-key reads of the xcom_element rows api_xcom_set wrote. No row when the
+-- run is unknown; a NULL length when the value has no element rows (not a list, not mapped
+-- over, or a dict's pairs); a NULL value when $6 is past the end.
+SELECT (SELECT e.idx + 1 FROM xcom_element e
+         WHERE e.run_pk = r.id AND e.task_id = $3 AND e.key = $4 AND e.map_index = $5
+           AND e.dict_key IS NULL
+         ORDER BY e.idx DESC LIMIT 1) AS length,
+       (SELECT e.value::text FROM xcom_element e
+         WHERE e.run_pk = r.id AND e.task_id = $3 AND e.key = $4 AND e.map_index = $5
+           AND e.idx = $6 AND e.dict_key IS NULL) AS value
+  FROM dag_run r
+ WHERE r.dag_id = $1 AND r.run_id = $2
+
 -- name: api_xcom_values
 -- The values of run $2's (mapped) task $3, key $4 in map_index order, as stored, from
 -- offset $5, at most $6 (NULL: all): an ordered scan of the xcom primary key.
@@ -878,7 +893,9 @@ SELECT count(*)::int
 -- POST xcoms/...: the value ($8, json text as sent) of key $7, written only by the running
 -- try ($1, this worker $2) of that very instance ($3 dag, $4 run, $5 task, $6 map index),
 -- with its task-map row when $9 (mapped_length) is given, as finish_ti writes them (a
--- dict's keys in insertion order). Stale xcom_element rows of the key go.
+-- dict's keys in insertion order). Stale xcom_element rows of the key go; an unmapped
+-- task's list that downstream tasks map over ($9 given) is also split into xcom_element
+-- rows, parsed once here, for api_xcom_element to read one by one.
 WITH me AS (
     SELECT t.run_pk, t.task_id, t.map_index
       FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
@@ -893,6 +910,13 @@ WITH me AS (
     DELETE FROM xcom_element e USING me
      WHERE e.run_pk = me.run_pk AND e.task_id = me.task_id AND e.key = $7
        AND e.map_index = me.map_index
+    RETURNING e.idx
+), elements AS (
+    INSERT INTO xcom_element (run_pk, task_id, key, map_index, idx, dict_key, value)
+    SELECT me.run_pk, me.task_id, $7, me.map_index, a.n - 1, NULL, a.value
+      FROM me, json_array_elements($8::text::json) WITH ORDINALITY AS a(value, n)
+     WHERE $9::int IS NOT NULL AND me.map_index = -1 AND json_typeof($8::text::json) = 'array'
+       AND (SELECT count(*) FROM stale) >= 0  -- read first: old rows out before new ones in
 ), mapped AS (
     INSERT INTO task_map (run_pk, task_id, map_index, length, keys)
     SELECT me.run_pk, me.task_id, me.map_index, $9,

@@ -487,6 +487,46 @@ async def test_xcoms_set_get_head_item_slice_and_delete(server, db):
         (409, "success")
 
 
+async def test_a_pushed_list_that_is_mapped_over_is_served_element_by_element(server, db):
+    from airflow.sdk.execution_time.comms import GetXCom
+
+    from worker.sdk_inprocess import Elements
+
+    run_pk, tis = await seed(db, "xel", "run-1", [("extract", -1)])
+    producer = tis[("extract", -1)]
+    client = client_for(server, producer)
+    start(client, producer)
+    path = "sluice/xcom-elements/xel/run-1/extract"
+
+    def element(index: int, **params) -> httpx.Response:
+        return once(client, "GET", f"{path}/{index}", params={"key": "return_value", **params})
+
+    value = [{"a": [1, None]}, "é", None, 2.5]
+    client.xcoms.set("xel", "run-1", "extract", "return_value", value, mapped_length=4)
+    assert [element(i).json() for i in range(5)] == [
+        *({"length": 4, "value": v} for v in value), {"length": 4}]
+    lazy = Elements.read(client, GetXCom(key="return_value", dag_id="xel", run_id="run-1",
+                                         task_id="extract"), 7)
+    assert (len(lazy), list(lazy), lazy[-1], lazy[1:3]) == (4, value, 2.5, ["é", None])
+    assert lazy[0] is lazy[0]
+    with pytest.raises(IndexError):
+        lazy[4]
+    client.xcoms.set("xel", "run-1", "extract", "return_value", [7], mapped_length=1)
+    assert element(0).json() == {"length": 1, "value": 7}  # the earlier list's rows are gone
+    for pushed, mapped_length in (({"k": 1}, 1), ([1, 2], None)):  # a dict; not mapped over
+        client.xcoms.set("xel", "run-1", "extract", "return_value", pushed,
+                         mapped_length=mapped_length)
+        with pytest.raises(ServerResponseError) as none:
+            element(0)
+        assert none.value.response.status_code == 404
+    assert Elements.read(client, GetXCom(key="return_value", dag_id="xel", run_id="run-1",
+                                         task_id="extract"), 0) is None
+    with pytest.raises(ServerResponseError) as invalid:
+        element(0, map_index="x")
+    assert invalid.value.response.status_code == 422  # FastAPI's own answer to the rest
+    assert await db.fetchval("SELECT count(*) FROM xcom_element WHERE run_pk = $1", run_pk) == 0
+
+
 async def test_a_fresh_start_lists_the_xcoms_left_by_an_earlier_try(server, db):
     run_pk, tis = await seed(db, "xclear", "run-1", [("extract", -1)], claim_by=None)
     ti = tis[("extract", -1)]

@@ -54,6 +54,7 @@ def create_app(pool: asyncpg.Pool, settings: ApiSettings, *, wake: Wake | None =
     app.include_router(task_instances.router, prefix="/task-instances")
     app.include_router(task_instances.reschedules, prefix="/task-reschedules")
     app.include_router(xcoms.router, prefix="/xcoms")
+    app.include_router(xcoms.elements, prefix=xcoms.ELEMENTS)
     app.include_router(variables.variables, prefix="/variables")
     app.include_router(variables.connections, prefix="/connections")
     app.include_router(dag_runs.runs, prefix="/dag-runs")

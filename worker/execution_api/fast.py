@@ -36,6 +36,8 @@ XCOM = r"^/xcoms/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<key>
 XCOM_ITEM = re.compile(XCOM + r"/item/(?P<offset>[^/]+)$")
 XCOM_SLICE = re.compile(XCOM + r"/slice$")
 XCOM_ONE = re.compile(XCOM + "$")
+ELEMENT = re.compile("^" + xcoms.ELEMENTS +
+                     r"/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<index>[0-9]{1,9})$")
 INT = re.compile(r"^-?[0-9]{1,18}$")
 BOOLS = {"true": True, "false": False}
 JSON_TYPES = (None, b"application/json")
@@ -82,7 +84,7 @@ def route(scope) -> Handler | None:
             return TI_HANDLERS[m["what"]]
         return None
     if not path.startswith("/xcoms/"):
-        return None
+        return xcom_element if method == "GET" and ELEMENT.match(path) else None
     if method == "GET":
         if XCOM_ITEM.match(path):
             return xcom_item
@@ -228,6 +230,14 @@ async def xcom_item(a: Api, scope, body: bytes) -> Response:
     if not INT.match(m["offset"]):
         raise Fallback
     return await xcoms.item(a, m["dag_id"], m["run_id"], m["task_id"], m["key"], int(m["offset"]))
+
+
+async def xcom_element(a: Api, scope, body: bytes) -> Response:
+    m, p = ELEMENT.match(scope["path"]), query(scope)
+    if not p.get("key"):
+        raise Fallback
+    return await xcoms.element(a, m["dag_id"], m["run_id"], m["task_id"], p["key"],
+                               int_param(p, "map_index", -1), int(m["index"]))
 
 
 async def xcom_slice(a: Api, scope, body: bytes) -> Response:

@@ -3,7 +3,10 @@
 Reads are open to any task of the deployment (as Airflow); writes and deletes only to
 the running try of the instance the XCom belongs to, guarded in the same statement.
 A pushed value with ``mapped_length`` also records the task-map row the scheduler
-expands downstream mapped tasks from.
+expands downstream mapped tasks from, and, for an unmapped task's list, its elements:
+``elements`` (Sluice's own route, not the SDK's) answers one of them with the list's
+length, so a mapped try reads its own argument instead of the whole list (see
+``worker.sdk_inprocess.Elements``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from shared.db import q
 from worker.execution_api.common import Api, api, caller, json_text, not_found, problem
 
 router = APIRouter()
+elements = APIRouter()
 Key = Annotated[str, Path(min_length=1)]
 PREFIX = "/{dag_id}/{run_id}/{task_id}/{key:path}"
+ELEMENTS = "/sluice/xcom-elements"  # where ``elements`` is mounted
 
 
 def _where(dag_id: str, run_id: str, task_id: str, key: str, **more) -> str:
@@ -44,6 +49,27 @@ async def item(a: Api, dag_id: str, run_id: str, task_id: str, key: str, offset:
     if value is None:
         raise not_found(_where(dag_id, run_id, task_id, key, offset=offset))
     return json_text(value)
+
+
+@elements.get("/{dag_id}/{run_id}/{task_id}/{index}")
+async def xcom_element(request: Request, dag_id: str, run_id: str, task_id: str,
+                       index: Annotated[int, Path(ge=0)], key: Annotated[str, Query(min_length=1)],
+                       map_index: int = -1) -> Response:
+    return await element(api(request), dag_id, run_id, task_id, key, map_index, index)
+
+
+async def element(a: Api, dag_id: str, run_id: str, task_id: str, key: str, map_index: int,
+                  index: int) -> Response:
+    """``{"length": n, "value": element}`` of a pushed list (no ``value`` past its end);
+    404 when the value has no stored elements: the caller reads it whole instead."""
+    row = await a.pool.fetchrow(q("api_xcom_element"), dag_id, run_id, task_id, key, map_index,
+                                index)
+    if row is None or row["length"] is None:
+        raise not_found(_where(dag_id, run_id, task_id, key, map_index=map_index) +
+                        " as a list of elements")
+    if row["value"] is None:
+        return json_text(f'{{"length":{row["length"]}}}')
+    return json_text(f'{{"length":{row["length"]},"value":{row["value"]}}}')
 
 
 @router.get(PREFIX + "/slice")

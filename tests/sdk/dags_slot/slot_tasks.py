@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from airflow.providers.standard.operators.bash import BashOperator
@@ -88,6 +88,15 @@ def slot_tasks():
         time.sleep(300)
 
     @task
+    def records():
+        return [{"n": 1, "when": datetime(2026, 1, 2, tzinfo=UTC)}, (1, "b"), [None, 2.5], "s"]
+
+    @task
+    def described(item, n, ti=None):
+        whole = ti.xcom_pull(task_ids="records", map_indexes=None)
+        return {"item": repr(item), "n": n, "pulled": type(whole).__name__, "whole": whole}
+
+    @task
     def noop():
         pass
 
@@ -106,7 +115,9 @@ def slot_tasks():
     Counting(task_id="counting", note="rendered for {{ run_id }}")
     Killable(task_id="killable")
     plain()
-    doubled.expand(x=numbers())
+    nums = numbers()
+    doubled.expand(x=nums)
+    described.expand(item=records(), n=nums)
     flaky()
     skipper()
     exits()
