@@ -10,14 +10,9 @@ validated again as the task's decoder would (an XCom reply, parsed from JSON, is
 handed over as it is: the round trip would only copy it), and an API error reaches
 the task as the ``AirflowRuntimeError`` it would get from a real supervisor.
 
-A mapped try's own argument is read element by element (``Elements``): while the SDK
-resolves a mapped operator's expand input (``read_expand_input_lazily``), a read of the
-whole unmapped list it maps over is answered by a sequence that reads the one element
-the try indexes, so each of N tries reads one element, not N.
+A mapped try's own argument is read element by element (``worker.sdk_elements``).
 
-SDK internals relied on (pinned 1.3.2): ``DictOfListsExpandInput.resolve`` and
-``ListOfDictsExpandInput.resolve`` (they read an upstream's value only through
-``len``, ``isinstance(..., Sequence)`` and indexing), ``ActivitySubprocess`` (its attrs
+SDK internals relied on (pinned 1.3.2): ``ActivitySubprocess`` (its attrs
 fields, ``_handle_request`` -- for ``GetXCom`` it is ``handle_get_xcom``, done here
 without copying the value twice --, ``send_msg``, ``_terminal_state``,
 ``_should_retry``, ``_exit_code``, ``final_state``,
@@ -27,9 +22,6 @@ types ``comms.ToTask`` / ``ErrorResponse``.
 
 from __future__ import annotations
 
-import contextvars
-import operator
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -48,6 +40,8 @@ from airflow.sdk.execution_time.comms import (
 )
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess, set_supervisor_comms
 from pydantic import TypeAdapter
+
+from worker import sdk_elements
 
 log = structlog.get_logger(logger_name="supervisor")
 _TO_TASK: TypeAdapter = TypeAdapter(ToTask)
@@ -82,7 +76,8 @@ class TryComms:
     def send(self, msg) -> Any:
         if isinstance(msg, GetXComSequenceItem) and (hit := self._item(msg)) is not None:
             return hit
-        if type(msg) is GetXCom and (lazy := self._elements(msg)) is not None:
+        if type(msg) is GetXCom and (lazy := sdk_elements.answer(
+                self.supervisor.client, msg, self.supervisor.ti.map_index)) is not None:
             return lazy
         sup = self.supervisor
         sup._reply = None
@@ -133,117 +128,7 @@ class TryComms:
         return _decoded((XComSequenceIndexResult(root=values[msg.offset - start]), None, {}))
 
 
-    def _elements(self, msg: GetXCom) -> XComResult | None:
-        """The list an expand input being resolved maps over, as ``Elements``; None when
-        this read is not that one, or the value is not a stored list (it is read whole).
-
-        Only the default XCom backend's values are read so: another backend's
-        ``deserialize_value`` may need the whole stored value.
-        """
-        if (msg.task_id, msg.key) not in EXPANDING.get() or msg.include_prior_dates \
-                or msg.map_index not in (None, -1) or not _default_backend():
-            return None
-        sup = self.supervisor
-        elements = Elements.read(sup.client, msg, sup.ti.map_index)
-        if elements is None:
-            return None
-        return XComResult.model_construct(key=msg.key, value=elements, type="XComResult")
-
-
 ITEM_CHUNK = 256  # values of a lazy XCom sequence read per API call
-EXPANDING: contextvars.ContextVar[frozenset] = contextvars.ContextVar(
-    "sluice_expanding", default=frozenset())
-"""The (task_id, key) XComs the expand input being resolved maps over."""
-
-
-class Elements(Sequence):
-    """An unmapped task's pushed list, read one element at a time through the worker's
-    ``/sluice/xcom-elements`` route (``worker.execution_api.xcoms.element``).
-
-    ``Elements(...)[i]`` is what the whole value's ``deserialize(value)[i]`` is: serde
-    deserializes a list element by element. Each element read is kept, so indexing
-    twice answers the same object. Returned by ``TryComms`` only to the SDK's own expand
-    input resolution, which uses just ``len`` and indexing; a user's ``xcom_pull`` gets
-    the list.
-    """
-
-    def __init__(self, read, length: int, first: dict[int, Any]):
-        self._read, self._length, self._raw, self._kept = read, length, first, {}
-
-    @classmethod
-    def read(cls, client, msg: GetXCom, guess: int) -> Elements | None:
-        """The list's length and element ``guess`` (the try's map index: its own element
-        when it maps over one list), or None when the worker stores no elements of it."""
-        path = f"sluice/xcom-elements/{msg.dag_id}/{msg.run_id}/{msg.task_id}"
-
-        def fetch(index: int) -> dict:
-            return client.get(f"{path}/{index}", params={"key": msg.key}).json()
-
-        try:
-            answer = fetch(max(guess, 0))
-        except ServerResponseError as exc:
-            if exc.response is not None and exc.response.status_code == 404:
-                return None
-            raise
-        first = {max(guess, 0): answer["value"]} if "value" in answer else {}
-        return cls(lambda index: fetch(index)["value"], answer["length"], first)
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
-        index = operator.index(index)
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError("list index out of range")
-        if index not in self._kept:
-            from airflow.sdk.serde import deserialize
-
-            raw = self._raw.pop(index) if index in self._raw else self._read(index)
-            self._kept[index] = deserialize(raw)
-        return self._kept[index]
-
-    def __repr__(self) -> str:
-        return f"<list of {self._length} elements, read one by one>"
-
-
-def read_expand_input_lazily() -> None:
-    """Make the SDK's expand inputs say which XComs they map over (``EXPANDING``) while
-    they resolve, so ``TryComms`` answers those reads with ``Elements``. Idempotent."""
-    from airflow.sdk.definitions._internal.expandinput import (
-        DictOfListsExpandInput,
-        ListOfDictsExpandInput,
-    )
-
-    for cls in (DictOfListsExpandInput, ListOfDictsExpandInput):
-        if getattr(cls.resolve, "sluice_lazy", False):
-            continue
-        cls.resolve = _marking(cls.resolve)
-
-
-def _marking(resolve):
-    def marked(self, context):
-        # ``expand_kwargs([xcom_arg, ...])`` reads each as a whole dict: nothing to mark
-        whole = isinstance(self.value, (list, tuple))
-        token = EXPANDING.set(frozenset() if whole else frozenset(
-            (op.task_id, key) for op, key in self.iter_references()))
-        try:
-            return resolve(self, context)
-        finally:
-            EXPANDING.reset(token)
-
-    marked.sluice_lazy = True
-    return marked
-
-
-def _default_backend() -> bool:
-    from airflow.sdk.bases.xcom import BaseXCom
-    from airflow.sdk.execution_time.xcom import XCom
-
-    return XCom.deserialize_value is BaseXCom.deserialize_value
 
 
 def _get_xcom(client, msg: GetXCom) -> tuple[Any, None, dict]:

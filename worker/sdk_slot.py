@@ -92,7 +92,7 @@ class Slot:
         import structlog
         from airflow.sdk.execution_time.supervisor import PsutilTracker
 
-        from worker.sdk_inprocess import read_expand_input_lazily
+        from worker.sdk_elements import read_expand_input_lazily
 
         share_json_adapter()
         remember_sensitive_names()

@@ -75,10 +75,10 @@ def preload() -> None:
     from airflow.sdk.execution_time import supervisor, task_runner  # noqa: F401
 
     import shared.airflow_spec.loading  # noqa: F401
-    from worker import sdk_inprocess, sdk_slot, sdk_tasklog, sdk_transport  # noqa: F401
+    from worker import sdk_elements, sdk_inprocess, sdk_slot, sdk_tasklog, sdk_transport  # noqa: F401
 
     sdk_slot.share_json_adapter()
-    sdk_inprocess.read_expand_input_lazily()
+    sdk_elements.read_expand_input_lazily()
     sdk_slot.remember_sensitive_names()
     # the SDK's client builds its TLS context (certifi's CAs: 80 ms) even for plain http,
     # cached per class: built once here, every slot's client takes it as it is

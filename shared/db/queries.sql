@@ -69,12 +69,15 @@ SELECT id, dag_id FROM dag_run
 -- name: lock_active_runs
 -- Counts are read by the next statement, not here: this statement's snapshot is
 -- taken before its row locks, so it can miss what the previous holder of a lock
--- committed a moment earlier (read_runs).
+-- committed a moment earlier (read_runs). NO KEY UPDATE: one pass per run at a time
+-- (and none during a clear's FOR UPDATE), while the foreign-key checks of rows that
+-- tries write meanwhile (an XCom, a history row: FOR KEY SHARE of the run) do not wait
+-- for the pass.
 SELECT r.id, r.dag_id, r.state, r.logical_date, r.run_id, r.conf, r.clear_number, r.start_date
   FROM dag_run r
  WHERE r.id = any($1::bigint[]) AND r.state IN ('queued', 'running')
  ORDER BY r.id
-   FOR UPDATE SKIP LOCKED
+   FOR NO KEY UPDATE SKIP LOCKED
 
 -- name: active_runs_among
 SELECT id FROM dag_run WHERE id = any($1::bigint[]) AND state IN ('queued', 'running')
@@ -311,6 +314,12 @@ WITH done AS (
 SELECT state, run_pk FROM done
 
 -- name: put_xcoms
+-- Values of keys $4 ($5, json text) of one instance; the stale xcom_element rows of those
+-- keys go (their list is replaced).
+WITH stale AS (
+    DELETE FROM xcom_element e
+     WHERE e.run_pk = $1 AND e.task_id = $2 AND e.map_index = $3 AND e.key = any($4::text[])
+)
 INSERT INTO xcom (run_pk, task_id, map_index, key, value)
 SELECT $1, $2, $3, k, v::json FROM unnest($4::text[], $5::text[]) AS x(k, v)
 ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
@@ -852,17 +861,22 @@ SELECT x.value::text AS value
  ORDER BY r.logical_date DESC LIMIT 1
 
 -- name: api_xcom_element
--- Element $6 of the list run $2's task $3 pushed as key $4 (map index $5), and the list's
--- length: two primary-key reads of the xcom_element rows api_xcom_set wrote. No row when the
--- run is unknown; a NULL length when the value has no element rows (not a list, not mapped
--- over, or a dict's pairs); a NULL value when $6 is past the end.
+-- Element $6 (NULL: none) of the list run $2's task $3 pushed as key $4 (map index $5),
+-- the list's length and version (its xcom row's xmin: another push, another version):
+-- primary-key reads of the xcom_element rows api_xcom_set wrote. No row when the run is
+-- unknown; a NULL length when the value has no element rows (not a list, not mapped over,
+-- an element holds a serde-encoded object, or a dict's pairs); a NULL value when $6 is
+-- past the end.
 SELECT (SELECT e.idx + 1 FROM xcom_element e
          WHERE e.run_pk = r.id AND e.task_id = $3 AND e.key = $4 AND e.map_index = $5
            AND e.dict_key IS NULL
          ORDER BY e.idx DESC LIMIT 1) AS length,
+       (SELECT x.xmin::text FROM xcom x
+         WHERE x.run_pk = r.id AND x.task_id = $3 AND x.key = $4 AND x.map_index = $5)
+           AS version,
        (SELECT e.value::text FROM xcom_element e
          WHERE e.run_pk = r.id AND e.task_id = $3 AND e.key = $4 AND e.map_index = $5
-           AND e.idx = $6 AND e.dict_key IS NULL) AS value
+           AND e.idx = $6::int AND e.dict_key IS NULL) AS value
   FROM dag_run r
  WHERE r.dag_id = $1 AND r.run_id = $2
 
@@ -895,15 +909,19 @@ SELECT count(*)::int
 -- with its task-map row when $9 (mapped_length) is given, as finish_ti writes them (a
 -- dict's keys in insertion order). Stale xcom_element rows of the key go; an unmapped
 -- task's list that downstream tasks map over ($9 given) is also split into xcom_element
--- rows, parsed once here, for api_xcom_element to read one by one.
+-- rows, parsed once here, for api_xcom_element to read one by one -- unless an element
+-- holds a serde-encoded object (a "__classname__" or old-style "__type" key at any
+-- depth): its class is checked when the whole list is deserialized, in every try.
 WITH me AS (
     SELECT t.run_pk, t.task_id, t.map_index
       FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
      WHERE t.uuid = $1 AND t.state = 'running' AND t.worker_id = $2
        AND r.dag_id = $3 AND r.run_id = $4 AND t.task_id = $5 AND t.map_index = $6
+), parsed AS MATERIALIZED (
+    SELECT $8::text::json AS v
 ), pushed AS (
     INSERT INTO xcom (run_pk, task_id, map_index, key, value)
-    SELECT me.run_pk, me.task_id, me.map_index, $7, $8::text::json FROM me
+    SELECT me.run_pk, me.task_id, me.map_index, $7, p.v FROM me, parsed p
     ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
         created_at = now()
 ), stale AS (
@@ -911,19 +929,25 @@ WITH me AS (
      WHERE e.run_pk = me.run_pk AND e.task_id = me.task_id AND e.key = $7
        AND e.map_index = me.map_index
     RETURNING e.idx
+), listed AS MATERIALIZED (
+    SELECT me.run_pk, me.task_id, me.map_index, p.v
+      FROM me, parsed p
+     WHERE CASE WHEN $9::int IS NOT NULL AND me.map_index = -1 AND json_typeof(p.v) = 'array'
+                THEN NOT jsonb_path_exists(
+                         p.v::jsonb, '$.** ? (exists (@."__classname__") || exists (@."__type"))')
+                     AND (SELECT count(*) FROM stale) >= 0  -- old rows out before new ones in
+                ELSE false END
 ), elements AS (
     INSERT INTO xcom_element (run_pk, task_id, key, map_index, idx, dict_key, value)
-    SELECT me.run_pk, me.task_id, $7, me.map_index, a.n - 1, NULL, a.value
-      FROM me, json_array_elements($8::text::json) WITH ORDINALITY AS a(value, n)
-     WHERE $9::int IS NOT NULL AND me.map_index = -1 AND json_typeof($8::text::json) = 'array'
-       AND (SELECT count(*) FROM stale) >= 0  -- read first: old rows out before new ones in
+    SELECT l.run_pk, l.task_id, $7, l.map_index, a.n - 1, NULL, a.value
+      FROM listed l, json_array_elements(l.v) WITH ORDINALITY AS a(value, n)
 ), mapped AS (
     INSERT INTO task_map (run_pk, task_id, map_index, length, keys)
     SELECT me.run_pk, me.task_id, me.map_index, $9,
-           CASE WHEN json_typeof($8::text::json) = 'object' THEN
+           CASE WHEN json_typeof(p.v) = 'object' THEN
                 (SELECT json_agg(k.key ORDER BY k.n)
-                   FROM json_object_keys($8::text::json) WITH ORDINALITY AS k(key, n)) END
-      FROM me WHERE $9::int IS NOT NULL
+                   FROM json_object_keys(p.v) WITH ORDINALITY AS k(key, n)) END
+      FROM me, parsed p WHERE $9::int IS NOT NULL
     ON CONFLICT (run_pk, task_id, map_index) DO UPDATE SET length = EXCLUDED.length,
         keys = EXCLUDED.keys
 )

@@ -490,37 +490,54 @@ async def test_xcoms_set_get_head_item_slice_and_delete(server, db):
 async def test_a_pushed_list_that_is_mapped_over_is_served_element_by_element(server, db):
     from airflow.sdk.execution_time.comms import GetXCom
 
-    from worker.sdk_inprocess import Elements
+    from worker.sdk_elements import Elements
 
     run_pk, tis = await seed(db, "xel", "run-1", [("extract", -1)])
     producer = tis[("extract", -1)]
     client = client_for(server, producer)
     start(client, producer)
     path = "sluice/xcom-elements/xel/run-1/extract"
+    pull = GetXCom(key="return_value", dag_id="xel", run_id="run-1", task_id="extract")
 
-    def element(index: int, **params) -> httpx.Response:
-        return once(client, "GET", f"{path}/{index}", params={"key": "return_value", **params})
+    def element(index: int | None, **params) -> dict:
+        where = path if index is None else f"{path}/{index}"
+        return once(client, "GET", where, params={"key": "return_value", **params}).json()
+
+    def push(value, mapped_length: int | None) -> None:
+        client.xcoms.set("xel", "run-1", "extract", "return_value", value,
+                         mapped_length=mapped_length)
+
+    def missing(index: int | None) -> int:
+        with pytest.raises(ServerResponseError) as none:
+            element(index)
+        return none.value.response.status_code
 
     value = [{"a": [1, None]}, "é", None, 2.5]
-    client.xcoms.set("xel", "run-1", "extract", "return_value", value, mapped_length=4)
-    assert [element(i).json() for i in range(5)] == [
-        *({"length": 4, "value": v} for v in value), {"length": 4}]
-    lazy = Elements.read(client, GetXCom(key="return_value", dag_id="xel", run_id="run-1",
-                                         task_id="extract"), 7)
+    push(value, 4)
+    version = element(None)["version"]
+    assert element(None) == {"length": 4, "version": version}
+    assert [element(i) for i in range(5)] == [
+        *({"length": 4, "version": version, "value": v} for v in value),
+        {"length": 4, "version": version}]
+    lazy = Elements.read(client, pull, 7)
     assert (len(lazy), list(lazy), lazy[-1], lazy[1:3]) == (4, value, 2.5, ["é", None])
     assert lazy[0] is lazy[0]
     with pytest.raises(IndexError):
         lazy[4]
-    client.xcoms.set("xel", "run-1", "extract", "return_value", [7], mapped_length=1)
-    assert element(0).json() == {"length": 1, "value": 7}  # the earlier list's rows are gone
-    for pushed, mapped_length in (({"k": 1}, 1), ([1, 2], None)):  # a dict; not mapped over
-        client.xcoms.set("xel", "run-1", "extract", "return_value", pushed,
-                         mapped_length=mapped_length)
-        with pytest.raises(ServerResponseError) as none:
-            element(0)
-        assert none.value.response.status_code == 404
-    assert Elements.read(client, GetXCom(key="return_value", dag_id="xel", run_id="run-1",
-                                         task_id="extract"), 0) is None
+
+    lazy = Elements.read(client, pull, None)  # the list pushed again between two reads
+    push([7, 8, 9], 3)
+    assert element(0)["version"] != version
+    lazy._whole = lambda: client.xcoms.get("xel", "run-1", "extract", "return_value").value
+    assert (len(lazy), lazy[1]) == (4, 8)  # the new list, read whole, indexed
+    with pytest.raises(IndexError):
+        lazy[3]  # as the new list answers
+    for pushed, mapped_length in (({"k": 1}, 1), ([1, 2], None),  # a dict; not mapped over
+                                  ([1, {"__classname__": "datetime.datetime",
+                                        "__version__": 2, "__data__": {}}], 2)):
+        push(pushed, mapped_length)
+        assert (missing(0), missing(None)) == (404, 404)
+    assert Elements.read(client, pull, 0) is None
     with pytest.raises(ServerResponseError) as invalid:
         element(0, map_index="x")
     assert invalid.value.response.status_code == 422  # FastAPI's own answer to the rest

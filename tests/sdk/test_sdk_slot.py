@@ -143,34 +143,46 @@ async def test_plain_classic_bash_and_mapped_tries_succeed_with_their_xcoms(db_u
 
 
 async def test_a_mapped_try_reads_its_own_element_of_the_list_it_maps_over(db_url, tmp_path):
-    """Each mapped try reads only its element (``Elements``), deserialized as the whole list
-    would be; the task's own pull of that list still gets the list as stored."""
+    """Each mapped try reads only its element (``worker.sdk_elements``), deserialized as the
+    whole list would be, over a cross product, zip, map and concat; the task's own pull of
+    that list gets the list as stored; a list holding serde-encoded objects is read whole."""
     from airflow.sdk.serde import deserialize
 
     crossed = [("described", i) for i in range(12)]  # records (4) x numbers (3)
-    tasks = [("records", -1), ("numbers", -1), *crossed]
+    others = [*(("zipped", i) for i in range(4)), *(("as_text", i) for i in range(4)),
+              *(("joined", i) for i in range(7)), *(("stamped", i) for i in range(2))]
+    tasks = [("records", -1), ("numbers", -1), ("stamps", -1), *crossed, *others]
     async with execution_api(db_url, tmp_path) as api, slot_for(tmp_path) as slot:
         tis = await seed(api.pool, tasks)
-        for producer in ("records", "numbers"):
+        for producer in ("records", "numbers", "stamps"):
             assert (await slot.run(request(api, tis, tmp_path, producer))).state == "success"
-        stored = await xcom(api, "records")
-        assert await api.pool.fetchval(
-            "SELECT count(*) FROM xcom_element WHERE task_id = 'records'") == 4
+        stored = {t: await xcom(api, t) for t in ("records", "stamps")}
+        elements = dict(await api.pool.fetch(
+            "SELECT task_id, count(*) FROM xcom_element GROUP BY task_id"))
+        assert elements == {"records": 4, "numbers": 3}  # not stamps: it holds serde objects
         # the whole value altered behind its elements: what a try reads shows which it read
         await api.pool.execute("UPDATE xcom SET value = '[\"altered\", 2, 3, 4]' "
                                "WHERE task_id = 'records' AND key = 'return_value'")
-        for task_id, map_index in crossed[:-1]:
+        for task_id, map_index in [*crossed[:-1], *others]:
             result = await slot.run(request(api, tis, tmp_path, task_id, map_index))
-            assert (result.state, result.error) == ("success", None)
+            assert (task_id, map_index, result.state, result.error) == \
+                (task_id, map_index, "success", None)
         await api.pool.execute("DELETE FROM xcom_element WHERE task_id = 'records'")
         assert (await slot.run(request(api, tis, tmp_path, *crossed[-1]))).state == "success"
         got = [await xcom(api, *k) for k in crossed]
-    whole = deserialize(stored)
-    assert [g["item"] for g in got[:-1]] == [repr(whole[i // 3]) for i in range(11)]
+        shown = {t: [await xcom(api, t, i) for i in range(n)]
+                 for t, n in (("zipped", 4), ("as_text", 4), ("joined", 7), ("stamped", 2))}
+    records, stamps = deserialize(stored["records"]), deserialize(stored["stamps"])
+    assert [g["item"] for g in got[:-1]] == [repr(records[i // 3]) for i in range(11)]
     assert [g["n"] for g in got] == [10, 20, 30] * 4
     assert {(g["pulled"], json.dumps(g["whole"])) for g in got} == {
         ("list", '["altered", 2, 3, 4]')}
     assert got[-1]["item"] == repr(4)  # no elements stored: the whole value is read
+    assert shown == {
+        "zipped": [repr((r, n)) for r, n in zip(records, [10, 20, 30, 0], strict=True)],
+        "as_text": [repr(str(r)) for r in records],
+        "joined": [repr(v) for v in [10, 20, 30, *records]],
+        "stamped": [repr(v) for v in stamps]}
 
 
 async def test_each_try_a_slot_runs_gets_the_operator_as_its_file_defines_it(db_url, tmp_path):

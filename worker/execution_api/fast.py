@@ -37,7 +37,7 @@ XCOM_ITEM = re.compile(XCOM + r"/item/(?P<offset>[^/]+)$")
 XCOM_SLICE = re.compile(XCOM + r"/slice$")
 XCOM_ONE = re.compile(XCOM + "$")
 ELEMENT = re.compile("^" + xcoms.ELEMENTS +
-                     r"/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)/(?P<index>[0-9]{1,9})$")
+                     r"/(?P<dag_id>[^/]+)/(?P<run_id>[^/]+)/(?P<task_id>[^/]+)(?:/(?P<index>[0-9]{1,9}))?$")
 INT = re.compile(r"^-?[0-9]{1,18}$")
 BOOLS = {"true": True, "false": False}
 JSON_TYPES = (None, b"application/json")
@@ -236,8 +236,9 @@ async def xcom_element(a: Api, scope, body: bytes) -> Response:
     m, p = ELEMENT.match(scope["path"]), query(scope)
     if not p.get("key"):
         raise Fallback
+    index = None if m["index"] is None else int(m["index"])
     return await xcoms.element(a, m["dag_id"], m["run_id"], m["task_id"], p["key"],
-                               int_param(p, "map_index", -1), int(m["index"]))
+                               int_param(p, "map_index", -1), index)
 
 
 async def xcom_slice(a: Api, scope, body: bytes) -> Response:

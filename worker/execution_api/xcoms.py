@@ -51,6 +51,12 @@ async def item(a: Api, dag_id: str, run_id: str, task_id: str, key: str, offset:
     return json_text(value)
 
 
+@elements.get("/{dag_id}/{run_id}/{task_id}")
+async def xcom_length(request: Request, dag_id: str, run_id: str, task_id: str,
+                      key: Annotated[str, Query(min_length=1)], map_index: int = -1) -> Response:
+    return await element(api(request), dag_id, run_id, task_id, key, map_index, None)
+
+
 @elements.get("/{dag_id}/{run_id}/{task_id}/{index}")
 async def xcom_element(request: Request, dag_id: str, run_id: str, task_id: str,
                        index: Annotated[int, Path(ge=0)], key: Annotated[str, Query(min_length=1)],
@@ -59,17 +65,17 @@ async def xcom_element(request: Request, dag_id: str, run_id: str, task_id: str,
 
 
 async def element(a: Api, dag_id: str, run_id: str, task_id: str, key: str, map_index: int,
-                  index: int) -> Response:
-    """``{"length": n, "value": element}`` of a pushed list (no ``value`` past its end);
-    404 when the value has no stored elements: the caller reads it whole instead."""
+                  index: int | None) -> Response:
+    """``{"length": n, "version": v, "value": element}`` of a pushed list (no ``value``
+    past its end or without ``index``); 404 when the value has no stored elements: the
+    caller reads it whole instead. ``version`` changes when the list is pushed again."""
     row = await a.pool.fetchrow(q("api_xcom_element"), dag_id, run_id, task_id, key, map_index,
                                 index)
-    if row is None or row["length"] is None:
+    if row is None or row["length"] is None or row["version"] is None:
         raise not_found(_where(dag_id, run_id, task_id, key, map_index=map_index) +
                         " as a list of elements")
-    if row["value"] is None:
-        return json_text(f'{{"length":{row["length"]}}}')
-    return json_text(f'{{"length":{row["length"]},"value":{row["value"]}}}')
+    head = f'{{"length":{row["length"]},"version":{json.dumps(row["version"])}'
+    return json_text(head + ("}" if row["value"] is None else f',"value":{row["value"]}}}'))
 
 
 @router.get(PREFIX + "/slice")

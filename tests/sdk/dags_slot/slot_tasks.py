@@ -89,12 +89,20 @@ def slot_tasks():
 
     @task
     def records():
-        return [{"n": 1, "when": datetime(2026, 1, 2, tzinfo=UTC)}, (1, "b"), [None, 2.5], "s"]
+        return [{"n": 1, "tags": ["a", {"b": None}]}, [None, 2.5], "s", 7]
+
+    @task
+    def stamps():
+        return [datetime(2026, 1, 2, tzinfo=UTC), (1, "b")]
 
     @task
     def described(item, n, ti=None):
         whole = ti.xcom_pull(task_ids="records", map_indexes=None)
         return {"item": repr(item), "n": n, "pulled": type(whole).__name__, "whole": whole}
+
+    @task
+    def shown(item):
+        return repr(item)
 
     @task
     def noop():
@@ -117,7 +125,12 @@ def slot_tasks():
     plain()
     nums = numbers()
     doubled.expand(x=nums)
-    described.expand(item=records(), n=nums)
+    recs = records()
+    described.expand(item=recs, n=nums)
+    shown.override(task_id="zipped").expand(item=recs.zip(nums, fillvalue=0))
+    shown.override(task_id="as_text").expand(item=recs.map(str))
+    shown.override(task_id="joined").expand(item=nums.concat(recs))
+    shown.override(task_id="stamped").expand(item=stamps())
     flaky()
     skipper()
     exits()
