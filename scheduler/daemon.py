@@ -47,6 +47,8 @@ log = structlog.get_logger()
 # a lost connection or a deadlock with another writer: retried, never blamed on a message
 TRANSIENT = DB_ERRORS + TRANSIENT_SQL + bus.REDIS_ERRORS
 PASS_GAP_PER_TI_S = 5e-7
+HELD_GAP_S = 0.05  # ... and 50 ms while the run has QUEUED_TO_HOLD instances queued
+QUEUED_TO_HOLD = 32
 WINDOW = 512  # schedulable instances of one task read per pass at most (see _read_runs)
 MIN_WINDOW = 32  # ... and at least, however few slots are free (see _windows)
 LOCKED_RETRY_S = 0.02  # a run another scheduler's pass holds is tried again after this
@@ -85,6 +87,7 @@ class Scheduler:
         self.pool_warned: set[tuple[str, str, str, str]] = set()  # waits for a pool, said once
         self.paused_seen: set[str] = set()  # paused DAGs as the last refresh saw them
         self.run_sizes: dict[int, int] = {}
+        self.queued: dict[int, int] = {}  # run -> its instances queued as its last pass left it
         self.last_pass: dict[int, float] = {}
         self._read_scope: anyio.CancelScope | None = None
         self.stats = {"runs_scheduled": 0, "tis_queued": 0}
@@ -207,6 +210,7 @@ class Scheduler:
                     await self._time_out(conn, spec, run)
                     continue
                 self.run_sizes[run["id"]] = sum(n for c in run_counts.values() for n in c.values())
+                self.queued[run["id"]] = sum(c.get("queued", 0) for c in run_counts.values())
                 cap = free.setdefault(
                     spec.dag_id, max(0, spec.max_active_tasks - busy.dag_tasks[spec.dag_id]))
                 decision, tis, windowed = await self._decide_expanding(
@@ -243,10 +247,7 @@ class Scheduler:
                 else:
                     self.timers.pop(run["id"], None)
                 if decision.run_state is not None:
-                    self.run_sizes.pop(run["id"], None)
-                    self.last_pass.pop(run["id"], None)
-                    self.counts.forget(run["id"])
-                    self.ending.pop(run["id"], None)
+                    self._forget_run(run["id"])
                     note = "all_tasks_deadlocked" if decision.deadlocked else None
                     await conn.execute(q("finish_run"), run["id"], decision.run_state, note)
                     await self.callbacks.run_ended(conn, spec, run["id"], decision.run_state,
@@ -266,6 +267,10 @@ class Scheduler:
                 if held:
                     self.starved.update(r["id"] for r in runs)
                 queued = await conn.fetch(q("queue_tis"), chosen) if chosen else []
+                run_of = {c.ti_id: c.run_pk for c in candidates}
+                for r in queued:
+                    if run_of.get(r["id"]) in self.queued:
+                        self.queued[run_of[r["id"]]] += 1
                 to_send += [(self.streams.queue(r["queue"]), RunTask(ti_id=r["id"], try_number=r["try_number"]))
                             for r in queued]
         self.callbacks.flush()
@@ -282,12 +287,15 @@ class Scheduler:
         await self.callbacks.run_ended(conn, spec, run["id"], "failed", "timed_out")
         await conn.execute(q("time_out_run"), run["id"])
         self.timers.pop(run["id"], None)
-        self.run_sizes.pop(run["id"], None)
-        self.last_pass.pop(run["id"], None)
-        self.counts.forget(run["id"])
-        self.ending.pop(run["id"], None)
+        self._forget_run(run["id"])
         log.warning("run_timed_out", dag_id=spec.dag_id, run_id=run["run_id"],
                     dagrun_timeout_s=spec.dagrun_timeout_s)
+
+    def _forget_run(self, run_pk: int) -> None:
+        """What passes kept about a run that ended."""
+        for kept in (self.run_sizes, self.queued, self.last_pass, self.ending):
+            kept.pop(run_pk, None)
+        self.counts.forget(run_pk)
 
     async def _retry_locked_elsewhere(self, conn: asyncpg.Connection, run_pks: list[int],
                                       locked: list) -> None:
@@ -585,18 +593,22 @@ class Scheduler:
     def _due_now(self, candidates: list[int]) -> list[int]:
         """Runs to schedule now; very large runs are re-decided at most every few ms.
 
-        A pass over a run costs a little per instance, so passes over a
-        large run are spaced by ``PASS_GAP_PER_TI_S`` per instance (5 ms at
-        10,000, at most 50 ms); small runs (chains) are never held back. The
-        gap is short: with the DAG's slots capped (``max_active_tasks``), each
-        pass queues only what finished since the last one, so the pass rate
-        is the mapped task's throughput.
+        A pass costs about the same however many instances ended since the last one,
+        so passes over a large run are spaced by ``PASS_GAP_PER_TI_S`` per instance
+        (5 ms at 10,000, at most 50 ms) to take more ends each; small runs (chains) are
+        never held back. The gap is short: with the DAG's slots capped
+        (``max_active_tasks``), each pass queues only what finished since the last
+        one, so the pass rate is the mapped task's throughput. While a run has
+        ``QUEUED_TO_HOLD`` instances queued, the workers have work to claim and the
+        gap is ``HELD_GAP_S``: a wide fan-out is re-decided 20 times a second, not
+        once per instance that ends.
         """
         now = time.monotonic()
         due = []
         for pk in candidates:
             self.pending.discard(pk)
-            gap = min(0.05, self.run_sizes.get(pk, 0) * PASS_GAP_PER_TI_S)
+            gap = HELD_GAP_S if self.queued.get(pk, 0) >= QUEUED_TO_HOLD else \
+                min(0.05, self.run_sizes.get(pk, 0) * PASS_GAP_PER_TI_S)
             wait = self.last_pass.get(pk, 0.0) + gap - now
             if wait > 0:
                 self.timers[pk] = utcnow() + timedelta(seconds=wait)

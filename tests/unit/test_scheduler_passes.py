@@ -1,12 +1,13 @@
 """One scheduling pass (``Scheduler.schedule``) against real PostgreSQL and Redis.
 
-Two schedulers take turns on a run through its row lock (``FOR UPDATE SKIP
+Two schedulers take turns on a run through its row lock (``FOR NO KEY UPDATE SKIP
 LOCKED``). Here the other scheduler is played by a transaction of the test's
 own that holds that lock, and changes the run's instances while it does.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -213,3 +214,44 @@ def test_a_pass_reads_as_many_waiting_instances_as_free_slots_can_take(scheduler
     assert scheduler._windows([run], busy)[(1, "first")] == min(WINDOW, max(MIN_WINDOW, SPEC.max_active_tasks))
     scheduler.ending[1] = {"first"}  # its last pass ended instances: a whole window
     assert scheduler._windows([run], busy) == {}
+
+
+@task
+def fan(x):
+    return x
+
+
+@dag(dag_id="wide", start_date=datetime(2026, 1, 1), schedule=None, max_active_tasks=1000)
+def wide():
+    fan.expand(x=list(range(40)))
+
+
+async def test_a_run_with_work_queued_is_decided_again_after_the_held_gap_not_at_each_end(
+        scheduler, db):
+    from scheduler.daemon import HELD_GAP_S, QUEUED_TO_HOLD
+
+    spec = spec_of(wide())
+    scheduler.specs[spec.dag_id] = spec
+    await db.execute("INSERT INTO dag (dag_id, fileloc, source_hash, serialized)"
+                     " VALUES ('wide', 'wide.py', 'h', $1::json)", spec.model_dump(mode="json"))
+    run_pk = await db.fetchval(
+        "INSERT INTO dag_run (dag_id, run_id, run_type, logical_date, state, start_date)"
+        " VALUES ('wide', 'r1', 'manual', now(), 'running', now()) RETURNING id")
+    await insert_task_instances(db, run_pk, task_instance_rows(spec))
+    assert scheduler._due_now([run_pk]) == [run_pk]
+    await scheduler.schedule([run_pk])
+    assert scheduler.queued[run_pk] == 40 >= QUEUED_TO_HOLD  # as its pass left it
+    scheduler.last_pass[run_pk] = time.monotonic()  # that pass just now
+    before = utcnow()
+    assert scheduler._due_now([run_pk]) == []  # an end right after: held
+    assert before + timedelta(seconds=HELD_GAP_S * 0.5) < scheduler.timers[run_pk] \
+        <= utcnow() + timedelta(seconds=HELD_GAP_S)
+    await db.execute("UPDATE task_instance SET state = 'success' WHERE run_pk = $1"
+                     " AND map_index < 30", run_pk)
+    scheduler.last_pass[run_pk] -= HELD_GAP_S
+    await scheduler.schedule(scheduler._due_now([run_pk]))
+    assert scheduler.queued[run_pk] == 10  # too few to hold the next pass back
+    assert scheduler._due_now([run_pk]) == [run_pk]
+    await db.execute("UPDATE task_instance SET state = 'success' WHERE run_pk = $1", run_pk)
+    await scheduler.schedule([run_pk])
+    assert run_pk not in scheduler.queued  # the run ended: nothing kept
