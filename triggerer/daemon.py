@@ -17,7 +17,6 @@ connection of.
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import math
 import os
@@ -39,10 +38,12 @@ from shared.logging import configure_logging
 from shared.messages import RunChanged, TriggersPending
 from shared.metrics import observe_fire_lag, serve_triggerer
 from triggerer.asset_watchers import AssetWatchers
+from triggerer.gc_control import GcControl
 
 log = structlog.get_logger()
 TRANSIENT = DB_ERRORS + bus.REDIS_ERRORS  # a lost connection: retried, never blamed on a message
 BLOCKING_WARN_S = 0.2
+GC_TICK_S = 1.0  # how often started triggers may be frozen (see triggerer.gc_control)
 START_CHUNK = 200  # claimed triggers started between two yields to the event loop
 CLAIM_PAGE = 1000  # triggers claimed per transaction: the rows held at once, the loop never stalled
 JUDGE_CHUNK = 5000  # owned triggers compared between two yields to the event loop
@@ -57,6 +58,12 @@ async def _wake_ups(entries: list) -> None:
     for _, entry in entries:
         if not isinstance(entry.message, TriggersPending):
             raise ValueError(f"a {entry.message.kind!r} message does not belong on the triggers stream")
+
+
+def owned_ids_query() -> str:
+    """``owned_triggers`` as one array of ids: at 100,000 triggers a row object each,
+    alive across the judging, was 100,000 objects for the collector every heartbeat."""
+    return f"SELECT coalesce(array_agg(id), '{{}}') FROM ({q('owned_triggers')}) AS owned"
 
 
 def _ti_ids(row: dict) -> dict:
@@ -91,6 +98,8 @@ class Triggerer:
             max_buffer_size=math.inf)
         self._unwritten = 0
         self._all_written = anyio.Event()
+        #: the cyclic collector: started triggers frozen, full passes timed (gc_control)
+        self.gc = GcControl()
 
     async def register(self) -> None:
         async with self.pool.acquire() as conn:
@@ -142,6 +151,7 @@ class Triggerer:
                 scope = anyio.CancelScope()
                 self.running[row["id"]] = scope
                 self._spawn(self.run_trigger(row, scope))
+                self.gc.started()
             if n % START_CHUNK == 0:
                 await anyio.sleep(0)
 
@@ -183,6 +193,7 @@ class Triggerer:
                 await self._run(row)
         finally:
             self.running.pop(row["id"], None)
+            self.gc.ended()
 
     async def _run(self, row: dict) -> None:
         """An Airflow trigger to its outcome, written as Airflow 3.3's triggerer writes it."""
@@ -365,8 +376,8 @@ class Triggerer:
                     # only triggers claimed before the read can be judged by it: one claimed
                     # meanwhile is ours but not in ``owned``, and cancelling it would strand it
                     judged = dict(self.running)
-                    owned_rows = await conn.fetch(q("owned_triggers"), self.id)
-                await self._cancel_lost(judged, owned_rows)
+                    owned = await conn.fetchval(owned_ids_query(), self.id)
+                await self._cancel_lost(judged, owned)
                 if dead:
                     log.warning("dead_triggerers_released", count=len(dead))
                     await bus.publish(self.redis, [(self.streams.triggers, TriggersPending())])
@@ -375,14 +386,14 @@ class Triggerer:
                 self.db_continuity.broke()
                 log.warning("triggerer_heartbeat_failed", error=str(exc))
 
-    async def _cancel_lost(self, judged: dict[int, anyio.CancelScope], owned_rows) -> None:
+    async def _cancel_lost(self, judged: dict[int, anyio.CancelScope],
+                           owned_ids: list[int]) -> None:
         """Cancel the judged triggers no longer ours; a chunk at a time, since at 100,000
         triggers one pass over them all would hold up the triggers due meanwhile."""
         owned: set[int] = set()
-        for n, row in enumerate(owned_rows, start=1):
-            owned.add(row[0])
-            if n % JUDGE_CHUNK == 0:
-                await anyio.sleep(0)
+        for start in range(0, len(owned_ids), JUDGE_CHUNK):
+            owned.update(owned_ids[start:start + JUDGE_CHUNK])
+            await anyio.sleep(0)
         for n, (trigger_id, scope) in enumerate(judged.items(), start=1):
             if trigger_id not in owned:
                 scope.cancel()
@@ -395,9 +406,21 @@ class Triggerer:
             before = anyio.current_time()
             await anyio.sleep(0.1)
             lag = anyio.current_time() - before - 0.1
+            self.gc.timer.flush()
             if lag > BLOCKING_WARN_S:
                 log.warning("event_loop_blocked", blocked_s=round(lag, 3),
                             hint="a trigger is running blocking code in async def run()")
+
+    async def gc_loop(self) -> None:
+        """Freeze the triggers started once they sleep, thaw what ended ones leak
+        (:class:`~triggerer.gc_control.GcControl`); everything is unfrozen when it ends."""
+        self.gc.start()
+        try:
+            while True:
+                await anyio.sleep(GC_TICK_S)
+                self.gc.tick(len(self.running))
+        finally:
+            self.gc.stop()
 
     async def shutdown(self, tg_scope: anyio.CancelScope) -> None:
         await self.life.stopping.wait()
@@ -413,13 +436,15 @@ class Triggerer:
         tg_scope.cancel()
 
     def start_loops(self, tg) -> None:
-        """Everything but claiming: shutdown, heartbeat, the event writers, the watchdog."""
+        """Everything but claiming: shutdown, heartbeat, the event writers, the watchdog,
+        the collector's control."""
         tg.start_soon(self.shutdown, tg.cancel_scope)
         tg.start_soon(self.heartbeat_loop)
         for _ in range(WRITERS):
             tg.start_soon(self.write_fired)
         tg.start_soon(self.crash_loop)
         tg.start_soon(self.watchdog_loop)
+        tg.start_soon(self.gc_loop)
         tg.start_soon(AssetWatchers(self).run)  # assets: AssetWatcher triggers
 
     def status(self) -> str:
@@ -456,10 +481,10 @@ async def run(settings: Settings, *, task_status=anyio.TASK_STATUS_IGNORED) -> N
     try:
         await bus.wait_for_redis(redis)
         install_comms(airflow, settings, pool)
-        # what importing Airflow made lives as long as the process: out of the collector's
-        # full passes, which at 100,000 triggers stall the loop for each object they walk
-        gc.freeze()
         trig = Triggerer(settings, pool, redis, life, airflow)
+        # what importing Airflow made lives as long as the process: frozen, out of the
+        # collector's full passes, which at 100,000 triggers stall the loop for seconds
+        trig.gc.start()
         await trig.consumer.ensure_groups()
         await trig.register()
         async with anyio.create_task_group() as tg:

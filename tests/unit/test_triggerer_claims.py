@@ -23,7 +23,7 @@ from shared import bus
 from shared.config import Settings
 from shared.daemon import Lifecycle
 from shared.db import _init_connection, create_pool, q
-from triggerer.daemon import Triggerer
+from triggerer.daemon import Triggerer, owned_ids_query
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,6 +251,20 @@ async def test_owned_triggers_drop_instances_that_moved_on(db):
     assert {r["id"] for r in await db.fetch(q("owned_triggers"), me)} == {trig_a, trig_b}
     await db.fetchval(q("resume_ti"), ti_a, trig_a, {"event": 1}, None)
     assert {r["id"] for r in await db.fetch(q("owned_triggers"), me)} == {trig_b}
+
+
+async def test_the_heartbeat_reads_owned_triggers_as_one_array(db):
+    """The same ids as ``owned_triggers``, in one value (no row object per trigger for the
+    collector), and an empty list when none is owned."""
+    run_pk = await make_run(db)
+    ti_a, trig_a = await make_deferred(db, run_pk, "a")
+    _, trig_b = await make_deferred(db, run_pk, "b")
+    me = await register(db)
+    assert await db.fetchval(owned_ids_query(), me) == []
+    await claim(db, me, 10)
+    assert sorted(await db.fetchval(owned_ids_query(), me)) == [trig_a, trig_b]
+    await db.fetchval(q("resume_ti"), ti_a, trig_a, {"event": 1}, None)
+    assert await db.fetchval(owned_ids_query(), me) == [trig_b]
 
 
 # --- the Triggerer object -----------------------------------------------------------
