@@ -37,6 +37,9 @@ What is measured
                database knows the trigger fired. The largest is "last fire".
     p50/p99    nearest-rank percentiles over every trigger of a run; the summary
                gives the median of the runs' figures.
+    collector  the triggerer's ``gc_collection`` lines of generation 2 (full passes)
+               before and after the due time, and its last ``gc_leak_checked`` line
+               (frozen objects, and those no running trigger explains).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import textwrap
@@ -323,7 +327,21 @@ async def one_run(args: argparse.Namespace, cluster: Cluster) -> dict:
                      samples, fired, rows, blocked)
     result["cpu"] = cpu_use(at_due, drained)
     result["commits"] = drain_commits
+    result["gc"] = full_passes(log_events(cluster, "triggerer", "gc_collection"), due.timestamp())
+    checks = log_events(cluster, "triggerer", "gc_leak_checked")
+    result["gc"]["last_check"] = checks[-1] if checks else None
+    if args.keep_log:
+        shutil.copy(cluster.root / "triggerer.log", args.keep_log)
     return result
+
+
+def full_passes(lines: list[dict], due: float) -> dict:
+    """The triggerer's full collections (``gc_collection`` lines of generation 2): how many
+    and the longest before the due time (claiming), and each one during the drain."""
+    full = [(e["started_at"] - due, e["took_ms"]) for e in lines if e["generation"] == 2]
+    setup = [ms for at, ms in full if at < 0]
+    return {"setup_count": len(setup), "setup_longest_ms": max(setup, default=0.0),
+            "drain": [(round(at, 1), ms) for at, ms in full if at >= 0]}
 
 
 def figures(n: int, due: float, step: float, triggered: float, all_running: float,
@@ -360,7 +378,8 @@ def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
         f"{r['per_trigger_kib']:.2f} | {r['yield']['p50']:.1f} | {r['yield']['p99']:.1f} | "
         f"{r['fire']['p50']:.1f} | {r['fire']['p99']:.1f} | {r['fire']['max']:.1f} | "
         f"{r['setup_s']:.1f} | {r['cpu']['triggerer']:.0f} / {r['cpu']['scheduler']:.0f} / "
-        f"{r['cpu']['machine']:.0f} | {r['commits']} ({r['commits'] / args.triggers:.2f}) | {_blocked(r['blocked'])} |"
+        f"{r['cpu']['machine']:.0f} | {r['commits']} ({r['commits'] / args.triggers:.2f}) | "
+        f"{_blocked(r['blocked'])} | {_full_passes(r['gc'])} | {_last_check(r['gc'])} |"
         for i, r in enumerate(results, 1))
     return textwrap.dedent(f"""
         ## Triggers: {started:%Y-%m-%d %H:%M} UTC, commit {info['commit']}
@@ -390,9 +409,13 @@ def render(results: list[dict], args: argparse.Namespace, info: dict[str, str],
         watchdog warnings, as (seconds relative to the due time, seconds blocked). Commits: transactions
         committed in the benchmark's database from the due time to 11 s after the last fire
         (`pg_stat_database.xact_commit`, every client: triggerer, scheduler, this benchmark).
+        Full collections: the triggerer's `gc_collection` lines of generation 2, before the due
+        time (count, longest) and during the drain (seconds relative to the due time, ms).
+        Last leak check: the triggerer's last `gc_leak_checked` line, frozen objects / those
+        the running triggers do not explain (its base: what was frozen at start, Airflow's imports).
 
-        | run | idle RSS (MiB) | RSS, all sleeping (MiB) | VmHWM (MiB) | KiB per trigger | yield lag p50 (ms) | yield lag p99 (ms) | fire lag p50 (ms) | fire lag p99 (ms) | last fire (ms) | trigger -> all running (s) | CPU % triggerer / scheduler / machine | commits (per trigger) | `event_loop_blocked` |
-        |----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----|
+        | run | idle RSS (MiB) | RSS, all sleeping (MiB) | VmHWM (MiB) | KiB per trigger | yield lag p50 (ms) | yield lag p99 (ms) | fire lag p50 (ms) | fire lag p99 (ms) | last fire (ms) | trigger -> all running (s) | CPU % triggerer / scheduler / machine | commits (per trigger) | `event_loop_blocked` | full collections: claiming; drain | last leak check |
+        |----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----:|----|----|----|
         """) + rows + "\n"
 
 
@@ -422,6 +445,19 @@ def _timer(args: argparse.Namespace) -> str:
 
 def _blocked(warnings: list[tuple[float, float]]) -> str:
     return ", ".join(f"({at:+.1f} s, {s:.2f} s)" for at, s in warnings) or "none"
+
+
+def _full_passes(gc_figures: dict) -> str:
+    drain = ", ".join(f"({at:+.1f} s, {ms:.0f} ms)" for at, ms in gc_figures["drain"]) or "none"
+    return (f"{gc_figures['setup_count']}, longest {gc_figures['setup_longest_ms']:.0f} ms; "
+            f"{drain}")
+
+
+def _last_check(gc_figures: dict) -> str:
+    check = gc_figures.get("last_check")
+    if check is None:
+        return "none"
+    return f"{check['frozen']:,} / {check['unexplained']:,} ({check['running']:,} running)"
 
 
 def _get(value, path):
@@ -471,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                              "second near the moment), its event stamped with the yield time; "
                              "exact: a subclass sleeping straight to the moment; provider: "
                              "DateTimeTrigger itself, no yield time (default stamped)")
+    parser.add_argument("--keep-log", type=Path, default=None,
+                        help="copy the (last run's) triggerer log to this file")
     add_output_args(parser)
     args = parser.parse_args(argv)
     if args.runs < 1 or args.triggers < 1 or args.lead <= 0 or args.spread < 0:
