@@ -925,9 +925,11 @@ WITH me AS (
     ON CONFLICT (run_pk, task_id, key, map_index) DO UPDATE SET value = EXCLUDED.value,
         created_at = now()
 ), stale AS (
-    DELETE FROM xcom_element e USING me
-     WHERE e.run_pk = me.run_pk AND e.task_id = me.task_id AND e.key = $7
-       AND e.map_index = me.map_index
+    -- the key's columns as values read once from ``me``: a primary-key range, never a
+    -- scan of the run's other elements (a join with ``me`` was planned as one)
+    DELETE FROM xcom_element e
+     WHERE e.run_pk = (SELECT run_pk FROM me) AND e.task_id = (SELECT task_id FROM me)
+       AND e.key = $7 AND e.map_index = (SELECT map_index FROM me)
     RETURNING e.idx
 ), listed AS MATERIALIZED (
     SELECT me.run_pk, me.task_id, me.map_index, p.v

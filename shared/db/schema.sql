@@ -131,6 +131,9 @@ CREATE TABLE xcom_element (
     FOREIGN KEY (run_pk, task_id, key, map_index)
         REFERENCES xcom (run_pk, task_id, key, map_index) ON DELETE CASCADE
 );
+-- one list's rows share the key's columns: deletes by key must not be planned as scans
+-- (migration 0017)
+ALTER TABLE xcom_element ALTER COLUMN map_index SET (n_distinct = -1);
 
 CREATE TABLE task_map (
     run_pk      bigint NOT NULL REFERENCES dag_run (id) ON DELETE CASCADE,
