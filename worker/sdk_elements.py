@@ -172,14 +172,19 @@ def read_expand_input_lazily() -> None:
 
 def _expanding(resolve):
     def marked(self, context):
-        token = _EXPANDING.set(_maps_over(self))
-        try:
-            return resolve(self, context)
-        finally:
-            _EXPANDING.reset(token)
+        return _resolving(_EXPANDING, _maps_over(self), resolve, self, context)
 
     marked.sluice_lazy = True
     return marked
+
+
+def _resolving(var: contextvars.ContextVar, value, resolve, self, context):
+    """``resolve(self, context)`` with ``var`` set to ``value`` meanwhile."""
+    token = var.set(value)
+    try:
+        return resolve(self, context)
+    finally:
+        var.reset(token)
 
 
 def _maps_over(expand_input) -> tuple[frozenset, bool] | None:
@@ -203,11 +208,7 @@ def _pulling(resolve):
         ref = (self.operator.task_id, self.key)
         if expanding is None or ref not in expanding[0]:
             return resolve(self, context)
-        token = _PULLING.set(_Pull(*ref, own_index=expanding[1]))
-        try:
-            return resolve(self, context)
-        finally:
-            _PULLING.reset(token)
+        return _resolving(_PULLING, _Pull(*ref, own_index=expanding[1]), resolve, self, context)
 
     marked.sluice_lazy = True
     return marked
