@@ -910,8 +910,8 @@ SELECT count(*)::int
 -- dict's keys in insertion order). Stale xcom_element rows of the key go; an unmapped
 -- task's list that downstream tasks map over ($9 given) is also split into xcom_element
 -- rows, parsed once here, for api_xcom_element to read one by one -- unless an element
--- holds a serde-encoded object (a "__classname__" or old-style "__type" key at any
--- depth): its class is checked when the whole list is deserialized, in every try.
+-- may hold a serde-encoded object (the text has a "__classname__" or old-style "__type"
+-- string): its class is checked when the whole list is deserialized, in every try.
 WITH me AS (
     SELECT t.run_pk, t.task_id, t.map_index
       FROM task_instance t JOIN dag_run r ON r.id = t.run_pk
@@ -935,8 +935,9 @@ WITH me AS (
     SELECT me.run_pk, me.task_id, me.map_index, p.v
       FROM me, parsed p
      WHERE CASE WHEN $9::int IS NOT NULL AND me.map_index = -1 AND json_typeof(p.v) = 'array'
-                THEN NOT jsonb_path_exists(
-                         p.v::jsonb, '$.** ? (exists (@."__classname__") || exists (@."__type"))')
+                -- on the text (jsonb refuses a \u0000 the json type keeps); an escaped "_"
+                -- could spell the keys, so it counts too
+                THEN $8 !~ '"__classname__"|"__type"|\\u005[fF]'
                      AND (SELECT count(*) FROM stale) >= 0  -- old rows out before new ones in
                 ELSE false END
 ), elements AS (
