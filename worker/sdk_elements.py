@@ -124,10 +124,17 @@ class Elements(Sequence):
 
             raw = self._raw.pop(index) if index in self._raw else self._element(index)
             if raw is _CHANGED:
-                self._fallback = list(self._whole())
+                self._fallback = self._read_again()
                 return self._fallback[index]
             self._kept[index] = deserialize(raw)
         return self._kept[index]
+
+    def _read_again(self) -> list:
+        whole = self._whole()
+        if not isinstance(whole, list):  # the upstream's value went (a clear) or changed kind
+            raise RuntimeError(f"the list mapped over changed while this try read it: now "
+                               f"{type(whole).__name__}")
+        return whole
 
     def _element(self, index: int) -> Any:
         try:
