@@ -45,6 +45,15 @@ class Node:
         self.other = None
 
 
+def started_and_frozen(control: GcControl, n: int) -> list[Node]:
+    """``n`` triggers' stand-ins (reference cycles), started and frozen as the daemon does."""
+    live = cycles(n)
+    for _ in range(n):
+        control.started()
+    control.freeze_started(running=n)
+    return live
+
+
 def cycles(n: int) -> list[Node]:
     nodes = []
     for _ in range(n):
@@ -106,10 +115,7 @@ def test_cycles_left_by_frozen_objects_are_thawed_once_they_outnumber_the_live_o
     control = GcControl(leak_floor=100, check_min_ended=10, cheap_check_objects=10**12)
     control.start()
     try:
-        live = cycles(1000)
-        for _ in range(len(live)):
-            control.started()
-        control.freeze_started(running=len(live))
+        live = started_and_frozen(control, 1000)
         # 300 of them end as reference cycles: frozen, nothing frees them
         ended = [live.pop() for _ in range(300)]
         refs = [weakref.ref(n) for n in ended]
@@ -143,10 +149,7 @@ def test_with_many_running_only_memory_that_stays_makes_a_leak_check():
     control = GcControl(leak_floor=100, leak_floor_blocks=1000, cheap_check_objects=0)
     control.start()
     try:
-        live = cycles(3000)
-        for _ in range(len(live)):
-            control.started()
-        control.freeze_started(running=len(live))
+        live = started_and_frozen(control, 3000)
         assert control.blocks_per_trigger >= 2
         # 1000 end and are freed (their cycle broken, as a trigger's task and scope are)
         for _ in range(1000):
