@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from airflow.serialization.decoders import smart_decode_trigger_kwargs
 
 from shared.serde import from_jsonable
 from shared.textcap import MAX_ERROR_CHARS, cap_error
+from triggerer import portal
 
 log = structlog.get_logger()
 
@@ -167,12 +167,17 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
     """Run ``trigger`` until its first event, an error, its end or ``timeout_at``.
 
     ``cleanup()`` always runs afterwards, shielded, its errors only logged (as Airflow's
-    ``run_trigger``). A greenback portal lets the trigger call the SDK's sync methods from
-    ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``
-    (skipped for classes known never to: :data:`NO_PORTAL_CLASSES`).
+    ``run_trigger``). A greenback portal (:mod:`triggerer.portal`) lets the trigger call the
+    SDK's sync methods from ``async def run()``, as Airflow allows unless
+    ``AIRFLOW_DISABLE_GREENBACK_PORTAL`` (skipped for classes known never to:
+    :data:`NO_PORTAL_CLASSES`).
     """
-    if needs_portal(trigger):
-        await enter_portal()
+    if needs_portal(trigger) and portal.enabled():
+        return await portal.run_with_portal(_first_event(trigger, timeout_at))
+    return await _first_event(trigger, timeout_at)
+
+
+async def _first_event(trigger, timeout_at: datetime | None) -> Fired | Failed:
     # no timeout, no scope: at 100,000 sleeping triggers each scope is memory held for nothing
     timer = _NO_TIMEOUT if timeout_at is None else anyio.move_on_after(
         (timeout_at - datetime.now(UTC)).total_seconds())
@@ -192,8 +197,8 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
 
 
 #: trigger classes whose ``run()`` never calls the SDK's sync methods: no greenback portal
-#: (a portal's greenlet, with its own stack, costs a sleeping trigger ~7.5 KB, as much as the
-#: rest of it); exact classes only, a subclass may do anything in its own ``run()``
+#: (:mod:`triggerer.portal` costs a sleeping trigger ~0.5 KB, 50 MB at 100,000); exact classes
+#: only, a subclass may do anything in its own ``run()``
 NO_PORTAL_CLASSES = frozenset({
     "airflow.providers.standard.triggers.temporal.DateTimeTrigger",  # TimeDeltaTrigger's rows too
     "airflow.providers.standard.triggers.temporal.TimeDeltaTrigger",
@@ -204,15 +209,6 @@ def needs_portal(trigger) -> bool:
     """Whether ``trigger`` gets a greenback portal: all but :data:`NO_PORTAL_CLASSES`."""
     cls = type(trigger)
     return f"{cls.__module__}.{cls.__qualname__}" not in NO_PORTAL_CLASSES
-
-
-async def enter_portal() -> None:
-    """A greenback portal for the current task, so a trigger may call the SDK's sync methods
-    from ``async def run()``, as Airflow allows unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL``."""
-    if os.environ.get("AIRFLOW_DISABLE_GREENBACK_PORTAL", "").lower() != "true":
-        import greenback
-
-        await greenback.ensure_portal()
 
 
 async def clean_up(trigger) -> None:

@@ -25,6 +25,7 @@ from shared import bus
 from shared.db import DB_ERRORS, TRANSIENT_SQL, persist, q
 from shared.messages import DagsChanged
 from shared.textcap import cap_error
+from triggerer import portal
 
 log = structlog.get_logger()
 RESTART_AFTER_S = 1.0  # a trigger that ended runs again after this
@@ -92,7 +93,12 @@ class AssetWatchers:
         except af.TriggerLoadError as exc:
             log.error("asset_watcher_load_failed", error=str(exc))
             return False
-        await af.enter_portal()  # as a deferral's trigger runs (airflow_triggers.first_event)
+        if portal.enabled():  # as a deferral's trigger runs (airflow_triggers.first_event)
+            return await portal.run_with_portal(self._follow(row, trigger))
+        return await self._follow(row, trigger)
+
+    async def _follow(self, row: dict, trigger) -> bool:
+        """The trigger's events, each an asset event, until it ends (True) or raises."""
         try:
             async with aclosing(trigger.run()) as events:
                 async for event in events:
@@ -101,7 +107,7 @@ class AssetWatchers:
             log.error("asset_watcher_failed", error=f"{type(exc).__name__}: {exc}")
             return False
         finally:
-            await af.clean_up(trigger)
+            await self.trig.airflow.clean_up(trigger)
         return True
 
     async def _emit(self, row: dict, payload) -> None:

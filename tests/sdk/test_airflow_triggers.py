@@ -352,8 +352,8 @@ async def running_ti(pool, dag_id: str, task_id: str) -> uuid.UUID:
 # --- the greenback portal: only for triggers that may need it -----------------------------
 async def test_datetime_trigger_fires_without_a_portal_its_subclasses_get_one(monkeypatch):
     """A sleeping ``DateTimeTrigger`` (and so ``TimeDeltaTrigger``'s rows) never calls the
-    SDK's sync methods: it runs without the portal's greenlet, which would cost as much as
-    the rest of it; a subclass may call anything, so it keeps the portal Airflow gives."""
+    SDK's sync methods: it runs without a portal (~0.5 KB a sleeping trigger); a subclass may
+    call anything, so it keeps the portal Airflow gives."""
     import greenback
 
     from triggerer import airflow_triggers
@@ -365,13 +365,13 @@ async def test_datetime_trigger_fires_without_a_portal_its_subclasses_get_one(mo
 
     soon = datetime.now(UTC) + timedelta(milliseconds=50)
     entered: list[bool] = []
-    enter_portal = airflow_triggers.enter_portal
+    run_with_portal = airflow_triggers.portal.run_with_portal
 
-    async def recorded():
+    def recorded(coro):
         entered.append(True)
-        await enter_portal()
+        return run_with_portal(coro)
 
-    monkeypatch.setattr(airflow_triggers, "enter_portal", recorded)
+    monkeypatch.setattr(airflow_triggers.portal, "run_with_portal", recorded)
     assert not airflow_triggers.needs_portal(DateTimeTrigger(soon))
     assert not airflow_triggers.needs_portal(TimeDeltaTrigger(timedelta(seconds=1)))
     assert airflow_triggers.needs_portal(Stamped(soon))
