@@ -59,6 +59,24 @@ async def test_errors_cross_the_portal_both_ways():
         await run_with_portal(body())
 
 
+async def test_the_handled_exception_survives_steps_in_other_greenlets():
+    """``sys.exc_info()`` and a bare ``raise`` after awaits inside ``except``: the coroutine
+    keeps its exception state whichever greenlet runs its next step."""
+    import sys
+
+    async def body():
+        try:
+            raise KeyError("first")
+        except KeyError:
+            await asyncio.sleep(0)
+            sync_call(7)
+            assert sys.exc_info()[0] is KeyError
+            raise
+
+    with pytest.raises(KeyError, match="first"):
+        await run_with_portal(body())
+
+
 @pytest.mark.parametrize("inside_await_", [False, True])
 async def test_a_cancelled_task_is_cancelled_where_it_waits(inside_await_):
     ended = []
