@@ -35,6 +35,10 @@ from worker.sdk_zygote import ForkServer
 pytestmark = pytest.mark.timeout(120)
 
 FACTS = "slot_facts"
+#: how this test process's Python started SIGINT and SIGHUP, read before any test runs an
+#: in-process server that installs handlers: a new process gets the same (both ignored when
+#: started in the background by a non-interactive shell, SIGHUP under nohup)
+AS_STARTED = {name: repr(signal.getsignal(getattr(signal, name))) for name in ("SIGINT", "SIGHUP")}
 FACTS_FILE = str(DAGS / "slot_facts.py")
 
 
@@ -102,11 +106,9 @@ async def test_a_forked_slot_starts_as_clean_as_a_new_process(db_url, tmp_path, 
         assert facts["sid"] == facts["pgid"] == facts["pid"] == two.pid  # its own session
         assert facts["blocked"] == []
         assert facts["handlers"] == {
-            "SIGINT": "<built-in function default_int_handler>",
             "SIGPIPE": "<Handlers.SIG_IGN: 1>", "SIGCHLD": "<Handlers.SIG_DFL: 0>",
-            # as inherited (ignored under nohup), as a new process would have it
-            "SIGHUP": repr(signal.getsignal(signal.SIGHUP)), "SIGUSR1": "<Handlers.SIG_DFL: 0>",
-            "SIGTSTP": "<Handlers.SIG_DFL: 0>"}
+            "SIGUSR1": "<Handlers.SIG_DFL: 0>", "SIGTSTP": "<Handlers.SIG_DFL: 0>",
+            **AS_STARTED}  # as a new process would have them
         assert facts["fd0"] == "/dev/null"
         assert not [fd for fd in facts["fds"] if "pidfd" in fd]  # no other slot's handle
         # its channel (read and write) and its keep-alive connection to the API: no other socket
