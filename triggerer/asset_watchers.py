@@ -18,6 +18,7 @@ import json
 from contextlib import aclosing
 
 import anyio
+import asyncpg
 import structlog
 from structlog.contextvars import bound_contextvars
 
@@ -59,9 +60,14 @@ class AssetWatchers:
                     log.warning("asset_watchers_release_failed", error=str(exc))
 
     async def _sync(self, tg) -> None:
+        claimant = self.trig.id
         async with self.trig.pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.fetch(q("asset_watchers_claim"), self.trig.id, CAPACITY)
+            try:
+                async with conn.transaction():
+                    await conn.fetch(q("asset_watchers_claim"), claimant, CAPACITY)
+            except asyncpg.ForeignKeyViolationError:  # this triggerer's row went meanwhile
+                await self.trig.reregister(claimant)
+                return
             owned = {r["id"]: dict(r) for r in await conn.fetch(q("asset_watchers_owned"),
                                                                 self.trig.id)}
         for watcher_id in set(self.running) - set(owned):

@@ -91,6 +91,7 @@ class Triggerer:
         self._tasks: set[asyncio.Task] = set()
         self._crashed: BaseException | None = None
         self._crash = anyio.Event()
+        self._registering = anyio.Lock()
         self.fired = 0
         self.db_continuity = Continuity()  # others' heartbeats are judged only on an unbroken view
         # first events wait here for the writer, which commits them in batches
@@ -105,6 +106,14 @@ class Triggerer:
         async with self.pool.acquire() as conn:
             self.id = await conn.fetchval(q("register_triggerer"), socket.gethostname(),
                                           os.getpid(), self.settings.triggerer_capacity)
+
+    async def reregister(self, lost_id: int) -> None:
+        """Register anew once this triggerer's row ``lost_id`` is gone (another triggerer
+        judged it dead and released its triggers): once, whichever loop finds it first."""
+        async with self._registering:
+            if self.id == lost_id:
+                log.warning("triggerer_row_lost_reregistering", lost_id=lost_id)
+                await self.register()
 
     async def claim_loop(self, tg) -> None:
         while not self.life.stopping.is_set():
@@ -128,10 +137,14 @@ class Triggerer:
             free = self.settings.triggerer_capacity - len(self.running)
             if free <= 0:
                 break
-            page = min(free, CLAIM_PAGE)
-            async with self.pool.acquire() as conn, conn.transaction():
-                ids = [r["id"] for r in await conn.fetch(q("claim_triggers"), self.id, page)]
-                rows = await conn.fetch(q("load_triggers"), ids) if ids else []
+            page, claimant = min(free, CLAIM_PAGE), self.id
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    ids = [r["id"] for r in await conn.fetch(q("claim_triggers"), claimant, page)]
+                    rows = await conn.fetch(q("load_triggers"), ids) if ids else []
+            except asyncpg.ForeignKeyViolationError:  # our row went since we last looked
+                await self.reregister(claimant)
+                continue
             await self.start_claimed(rows)
             claimed += len(rows)
             if len(ids) < page:
@@ -367,8 +380,7 @@ class Triggerer:
             try:
                 async with self.pool.acquire() as conn:
                     if await conn.fetchval(q("heartbeat_triggerer"), self.id) is None:
-                        log.warning("triggerer_row_lost_reregistering")
-                        await self.register()
+                        await self.reregister(self.id)
                     dead = []
                     if self.db_continuity.longer_than(self.settings.triggerer_heartbeat_timeout_s):
                         dead = await conn.fetch(q("release_dead_triggerers"),

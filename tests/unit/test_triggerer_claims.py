@@ -429,6 +429,23 @@ async def bare_triggerer(db_url: str, redis_url: str, prefix: str, **settings):
             await pool.close()
 
 
+async def test_a_claim_after_its_row_was_released_registers_anew_and_claims(
+        db, db_url, redis_url, stream_prefix):
+    """The race the heartbeat does not always win: another triggerer released this one's row
+    (judged dead) just before a claim. The claim registers anew, once, and claims; before,
+    the foreign key refused the claim and the exception ended the daemon."""
+    run_pk = await make_run(db)
+    _, trig_id = await make_deferred(db, run_pk, "a")
+    async with bare_triggerer(db_url, redis_url, stream_prefix) as trig:
+        first_id = trig.id
+        await db.execute("DELETE FROM triggerer WHERE id = $1", first_id)
+        await trig.claim()
+        assert trig.id != first_id and trig_id in trig.running
+        assert (await owners(db))[trig_id] == trig.id
+        await trig.reregister(first_id)  # the heartbeat finding the same loss later: no-op
+        assert await db.fetchval("SELECT array_agg(id) FROM triggerer") == [trig.id]
+
+
 async def test_claims_come_in_pages_and_each_page_starts_in_chunks(
         db, db_url, redis_url, stream_prefix, monkeypatch):
     """One claim takes up to capacity, a page per transaction; a page's triggers start a
