@@ -172,7 +172,7 @@ async def first_event(trigger, timeout_at: datetime | None = None) -> Fired | Fa
     ``AIRFLOW_DISABLE_GREENBACK_PORTAL`` (skipped for classes known never to:
     :data:`NO_PORTAL_CLASSES`).
     """
-    if needs_portal(trigger) and portal.enabled():
+    if needs_portal(trigger):
         return await portal.run_with_portal(_first_event(trigger, timeout_at))
     return await _first_event(trigger, timeout_at)
 

@@ -99,9 +99,8 @@ class AssetWatchers:
         except af.TriggerLoadError as exc:
             log.error("asset_watcher_load_failed", error=str(exc))
             return False
-        if portal.enabled():  # as a deferral's trigger runs (airflow_triggers.first_event)
-            return await portal.run_with_portal(self._follow(row, trigger))
-        return await self._follow(row, trigger)
+        # as a deferral's trigger runs (airflow_triggers.first_event)
+        return await portal.run_with_portal(self._follow(row, trigger))
 
     async def _follow(self, row: dict, trigger) -> bool:
         """The trigger's events, each an asset event, until it ends (True) or raises."""

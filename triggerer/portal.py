@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def enabled() -> bool:
+def _enabled() -> bool:
     """Whether triggers get a portal: yes, unless ``AIRFLOW_DISABLE_GREENBACK_PORTAL`` is true
     (Airflow's switch, with Airflow's meaning)."""
     return os.environ.get("AIRFLOW_DISABLE_GREENBACK_PORTAL", "").lower() != "true"
@@ -34,8 +34,8 @@ def enabled() -> bool:
 
 @types.coroutine
 def run_with_portal(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
-    """``await coro`` with a portal for ``greenback.await_`` (no second portal when the task
-    has one already).
+    """``await coro`` with a portal for ``greenback.await_`` (none when :func:`_enabled` says
+    no, no second one when the task has one already).
 
     Each step of ``coro`` runs in a fresh greenlet and passes its yield to the event loop; the
     step's end ends its greenlet. A step inside ``greenback.await_`` switches back here with
@@ -47,7 +47,7 @@ def run_with_portal(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
     from greenback._impl import task_portals
 
     task = asyncio.current_task()
-    if task in task_portals:
+    if not _enabled() or task in task_portals:
         return (yield from coro.__await__())
     portal = task_portals[task] = greenlet.getcurrent()
     try:

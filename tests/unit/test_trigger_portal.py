@@ -141,3 +141,20 @@ async def test_sleeping_tasks_hold_no_greenlet():
     assert greenlets == [greenlet.getcurrent()]
     release.set()
     assert await asyncio.gather(*tasks) == [(6, "unset")] * 50
+
+
+async def test_airflows_switch_turns_the_portal_off(monkeypatch):
+    """``AIRFLOW_DISABLE_GREENBACK_PORTAL=true``: no portal, as on Airflow; async code runs."""
+    monkeypatch.setenv("AIRFLOW_DISABLE_GREENBACK_PORTAL", "true")
+
+    async def body():
+        await asyncio.sleep(0)
+        return greenback.has_portal()
+
+    assert await asyncio.create_task(run_with_portal(body())) is False
+    with pytest.raises(RuntimeError, match="greenback portal"):
+        await asyncio.create_task(run_with_portal(_calls_sync()))
+
+
+async def _calls_sync():
+    return sync_call(8)
